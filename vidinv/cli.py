@@ -1,0 +1,97 @@
+"""`vidinv` command line: `vidinv COMMAND CONFIG [key=value ...]`.
+
+Every vidinv error or bad config exits with code 2 and one line on stderr (`--debug` shows the
+traceback); Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+from vidinv.errors import VidinvError
+
+# command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
+JOBS = {
+    "encode": ("vidinv.jobs.encode:run", "decode the clip, VAE round trip in chunks, write source/roundtrip videos and PSNR"),
+}
+
+
+def _info(_args) -> int:
+    from vidinv.info import environment_report
+
+    print(environment_report())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidinv",
+        description="Zero-shot text-driven video editing by diffusion inversion.",
+        epilog="Config overrides are dotted keys, e.g. inversion.steps=20 runtime.output_dir=out/x",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars; only the final summary")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    info = sub.add_parser("info", help="versions, devices, video decoders and attention backends")
+    info.set_defaults(handler=_info)
+    for name, (_, help_text) in JOBS.items():
+        job = sub.add_parser(name, help=help_text, description=help_text)
+        job.add_argument("config", help="YAML config file (see configs/)")
+        job.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        job.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        job.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        job.set_defaults(handler=_run_job, job=name)
+    return parser
+
+
+def _run_job(args) -> int:
+    from vidinv.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    module_name, function_name = JOBS[args.job][0].split(":")
+    job = getattr(importlib.import_module(module_name), function_name)
+    summary = job(config, quiet=args.quiet)
+    if summary:
+        print(summary)
+    return 0
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library chatter (download hints, weight-loading bars) is noise on the command line."""
+    if debug:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(args.debug)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="vidinv: %(message)s")
+    try:
+        return args.handler(args)
+    except VidinvError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"vidinv: error: {err}", file=sys.stderr)
+        return VidinvError.exit_code
+    except KeyboardInterrupt:
+        print("vidinv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

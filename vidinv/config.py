@@ -1,0 +1,222 @@
+"""One structured config for every command: YAML file -> defaults -> `key=value` overrides -> checks.
+
+The CLI and the Python API take the same `Config` object. Unknown keys, wrong types and values out
+of range are `VidinvError`s whose one-line message names the key (and the nearest valid key).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vidinv.errors import VidinvError
+
+# Allowed values of the string options, checked by `validate`.
+CHOICES = {
+    "model.dtype": ("auto", "fp32", "fp16", "bf16"),
+    "model.attention": ("auto", "sdpa", "xformers", "naive"),
+    "model.frame_attention": ("none", "sparse_causal", "keyframe", "full"),
+    "model.keyframes": ("first", "middle", "stride"),
+    "video.resize": ("center_crop", "stretch", "pad"),
+    "inversion.method": ("ddim", "freeinv", "mbdi", "ddpm_ef"),
+    "inversion.transforms": ("rot90", "dihedral", "flips", "none"),
+    "inversion.noise": ("shared", "independent"),
+    "edit.method": ("pnp", "tokenflow", "fatezero"),
+}
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = "tiny"  # tiny | hub id | diffusers folder | .safetensors/.ckpt file
+    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 elsewhere
+    device: str = "auto"  # auto = cuda, then mps, then cpu
+    attention: str = "auto"  # attention backend
+    frame_attention: str = "sparse_causal"  # cross-frame attention mode of the inflated UNet
+    keyframes: str = "first"  # anchors of `keyframe` mode: first | middle | stride
+    keyframe_stride: int = 8  # with keyframes=stride: every k-th frame is an anchor
+    attention_group: int = 16  # G of `full` mode: frames that attend to each other
+
+
+@dataclass
+class VideoConfig:
+    path: str = "samples/bikes.mp4"  # video file or folder of images
+    start: int = 0  # first frame (after decoding, before stride)
+    num_frames: Optional[int] = 16  # frames kept after stride; null = all
+    stride: int = 1  # keep every n-th frame
+    height: Optional[int] = None  # output size; null = source size rounded down to a multiple of 8
+    width: Optional[int] = None
+    resize: str = "center_crop"  # how to reach (height, width)
+
+
+@dataclass
+class InversionConfig:
+    method: str = "freeinv"
+    steps: int = 50
+    source_prompt: str = ""
+    guidance_scale: Optional[float] = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
+    seed: int = 0
+    transforms: str = "rot90"  # FreeInv's transform group
+    noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
+
+
+@dataclass
+class EditConfig:
+    method: str = "pnp"
+    target_prompt: str = ""
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
+    inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
+    skip: Optional[int] = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
+
+
+@dataclass
+class RuntimeConfig:
+    output_dir: str = "outputs/run"
+    vae_chunk: int = 8  # frames per VAE call; 0 = the whole clip at once
+    unet_chunk: int = 0  # frames per UNet call; 0 = the whole clip at once
+    overwrite: bool = False
+    fps: Optional[float] = None  # output fps; null = the input's (after stride)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def valid_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included."""
+    keys = []
+    for f in fields(schema):
+        key = prefix + f.name
+        keys.append(key)
+        if is_dataclass(f.default_factory if f.default_factory is not None else None):
+            keys.extend(valid_keys(f.default_factory, key + "."))
+    return keys
+
+
+def _nearest_key(key: str) -> str:
+    candidates = valid_keys()
+    leaf_matches = [k for k in candidates if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    close = leaf_matches or difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+    return close[0]
+
+
+def _declared_type(key: str) -> str | None:
+    """The annotation of a dotted key in the schema, as written (e.g. 'Optional[int]')."""
+    schema: Any = Config
+    for part in key.split("."):
+        match = [f for f in fields(schema) if f.name == part] if is_dataclass(schema) else []
+        if not match:
+            return None
+        declared = match[0]
+        schema = declared.default_factory if is_dataclass(declared.default_factory or None) else declared.type
+    return schema.__name__.replace("Config", " section") if is_dataclass(schema) else str(schema)
+
+
+def _explain(err: OmegaConfBaseException, origin: str) -> VidinvError:
+    key = getattr(err, "full_key", None) or ""
+    kind = type(err).__name__
+    if kind in ("ConfigKeyError", "ConfigAttributeError") and key:
+        return VidinvError(f"{origin}: unknown key '{key}' (did you mean '{_nearest_key(key)}'?)")
+    declared = _declared_type(key) if key else None
+    if kind == "ValidationError" and declared:
+        value = getattr(err, "value", None)
+        return VidinvError(f"{origin}: '{key}' got {value!r}, expected {declared}")
+    message = str(err).strip().splitlines()[0]
+    return VidinvError(f"{origin}: {message}")
+
+
+def _merge(base: DictConfig, other: Any, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise _explain(err, origin) from err
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at `path`, then `key=value` overrides; validated."""
+    merged = OmegaConf.structured(Config)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise VidinvError(f"config file {path} does not exist")
+        try:
+            from_file = OmegaConf.load(path)
+        except Exception as err:  # yaml errors have many classes; all mean the same to a user
+            raise VidinvError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        if not isinstance(from_file, DictConfig):
+            raise VidinvError(f"config file {path} must hold a mapping of sections (model, video, ...)")
+        merged = _merge(merged, from_file, str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise VidinvError(f"override {item!r} is not of the form key=value")
+        try:
+            dotlist = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as err:
+            raise VidinvError(f"override {item!r} cannot be parsed: {str(err).splitlines()[0]}") from err
+        merged = _merge(merged, dotlist, f"override {item!r}")
+    config = OmegaConf.to_object(merged)
+    validate(config)
+    return config
+
+
+def config_from_dict(values: dict | None = None) -> Config:
+    """A validated Config from nested dict values over the defaults (for the Python API)."""
+    merged = _merge(OmegaConf.structured(Config), OmegaConf.create(values or {}), "config")
+    config = OmegaConf.to_object(merged)
+    validate(config)
+    return config
+
+
+def get_key(config: Config, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _require(condition: bool, key: str, value: Any, wanted: str) -> None:
+    if not condition:
+        raise VidinvError(f"config: '{key}' is {value!r}, expected {wanted}")
+
+
+def validate(config: Config) -> None:
+    """Range and choice checks that the type system does not express."""
+    for key, allowed in CHOICES.items():
+        value = get_key(config, key)
+        _require(value in allowed, key, value, "one of " + ", ".join(allowed))
+    v, inv, ed, rt, m = config.video, config.inversion, config.edit, config.runtime, config.model
+    _require(v.start >= 0, "video.start", v.start, "an integer >= 0")
+    _require(v.stride >= 1, "video.stride", v.stride, "an integer >= 1")
+    _require(v.num_frames is None or v.num_frames >= 1, "video.num_frames", v.num_frames, "null or an integer >= 1")
+    for key in ("height", "width"):
+        size = getattr(v, key)
+        _require(size is None or (size >= 8 and size % 8 == 0), f"video.{key}", size, "null or a multiple of 8 (>= 8)")
+    _require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
+    _require(inv.guidance_scale is None or inv.guidance_scale >= 0, "inversion.guidance_scale", inv.guidance_scale, "null or >= 0")
+    _require(ed.guidance_scale >= 0, "edit.guidance_scale", ed.guidance_scale, "a number >= 0")
+    for key in ("inject_features", "inject_attention"):
+        value = getattr(ed, key)
+        _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
+    _require(ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}")
+    _require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
+    _require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
+    _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
+    _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
+    _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
+    _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML; `load_config` of this text gives the same Config."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
