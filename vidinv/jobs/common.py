@@ -19,7 +19,7 @@ def load_clip(config: Config):
     from vidinv.io import read_video
 
     v = config.video
-    size = (v.height, v.width) if v.height is not None and v.width is not None else None
+    size = None if v.height is None and v.width is None else (v.height, v.width)
     return read_video(v.path, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
 
 
