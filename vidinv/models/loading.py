@@ -84,11 +84,14 @@ def _load_diffusers_folder(pretrained: str, dtype: torch.dtype) -> dict:
         raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line}") from err
 
 
-def load_models(pretrained: str = TINY, *, dtype: str = "auto", device: str = "auto") -> Models:
+def load_models(
+    pretrained: str = TINY, *, dtype: str = "auto", device: str = "auto", single_file_config: str | None = None
+) -> Models:
     """Load tokenizer, text encoder, UNet, VAE and a DDIM scheduler, in eval mode on `device`.
 
     `pretrained` is `tiny` (the built-in offline model), a hub id, a local diffusers folder, or a
-    single `.safetensors`/`.ckpt` checkpoint.
+    single `.safetensors`/`.ckpt` checkpoint (original LDM layout; `single_file_config` names a
+    diffusers folder or hub id holding the component configs, else diffusers infers them).
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -99,7 +102,7 @@ def load_models(pretrained: str = TINY, *, dtype: str = "auto", device: str = "a
     elif str(pretrained).endswith(SINGLE_FILE_SUFFIXES):
         from vidinv.models.single_file import load_single_file
 
-        parts = load_single_file(pretrained, torch_dtype)
+        parts = load_single_file(pretrained, torch_dtype, config=single_file_config)
     else:
         parts = _load_diffusers_folder(pretrained, torch_dtype)
     for name in ("text_encoder", "unet", "vae"):
