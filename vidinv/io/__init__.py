@@ -4,4 +4,4 @@ from vidinv.io.reading import FOLDER_FPS, read_video
 from vidinv.io.video import Video, frames_from_uint8, frames_to_uint8, side_by_side
 from vidinv.io.writing import write_video
 
-__all__ = ["read_video", "write_video", "Video", "side_by_side", "frames_to_uint8", "frames_from_uint8", "FOLDER_FPS"]
+__all__ = ["FOLDER_FPS", "Video", "frames_from_uint8", "frames_to_uint8", "read_video", "side_by_side", "write_video"]

@@ -46,7 +46,7 @@ def empty_pictures() -> np.ndarray:
 def decord_available() -> bool:
     try:
         import decord  # noqa: F401
-    except Exception:
+    except (ImportError, OSError):  # not installed, or its bundled libraries fail to load
         return False
     return True
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
-from vidinv.io.decoders import DECODERS, DecodeFailed, Decoded, decode
+from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode
 from vidinv.io.images import read_image_folder
-from vidinv.io.resize import RESIZE_MODES, resize_frames, target_size
+from vidinv.io.resize import RESIZE_MODES, center_crop, resize_frames, target_size
 from vidinv.io.selection import FrameSelection
 from vidinv.io.video import Video, frames_from_uint8
 
@@ -50,9 +51,15 @@ def read_video(
     decoded = _decode(path, selection, decoder, fps)
     source_size = tuple(decoded.pictures.shape[1:3])
     height, width = target_size(source_size, size, path)
+    # size=None only crops to multiples of 8; a requested size resamples by `resize`
+    fit = (
+        partial(center_crop, size=(height, width))
+        if size is None
+        else partial(resize_frames, size=(height, width), mode=resize)
+    )
     frames = torch.empty(len(decoded.pictures), 3, height, width)
     for part in frame_slices(len(frames), RESIZE_CHUNK):
-        frames[part] = resize_frames(frames_from_uint8(decoded.pictures[part]), (height, width), resize)
+        frames[part] = fit(frames_from_uint8(decoded.pictures[part]))
     return Video(frames=frames, fps=decoded.fps / stride, source_size=source_size, path=path)
 
 

@@ -70,7 +70,13 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "cent
     scaled_w = max(1, bound(width, round(src_w * scale)))
     scaled = _interpolate(frames, (scaled_h, scaled_w))
     if cover:
-        top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
-        return scaled[..., top : top + height, left : left + width]
+        return center_crop(scaled, size)
     top, left = (height - scaled_h) // 2, (width - scaled_w) // 2
     return F.pad(scaled, (left, width - scaled_w - left, top, height - scaled_h - top), value=BLACK)
+
+
+def center_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The middle (height, width) of frames (f, 3, H, W), no resampling."""
+    (src_h, src_w), (height, width) = frames.shape[-2:], size
+    top, left = (src_h - height) // 2, (src_w - width) // 2
+    return frames[..., top : top + height, left : left + width]
