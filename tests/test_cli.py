@@ -63,3 +63,27 @@ def test_unknown_command_is_a_usage_error():
     result = run_cli("transmogrify")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_encode_job_writes_videos_config_and_metrics(tmp_path, capsys):
+    from vidinv.config import load_config
+    from vidinv.io import read_video
+
+    out = tmp_path / "run"
+    args = ["video.num_frames=3", "video.height=64", "video.width=96", f"runtime.output_dir={out}", "runtime.vae_chunk=2"]
+    assert main(["--quiet", "encode", "configs/demo.yaml", *args]) == 0
+    assert "encoded 3 frames 64x96" in capsys.readouterr().out
+    for name in ("source.mp4", "roundtrip.mp4", "config.yaml", "metrics.json"):
+        assert (out / name).is_file()
+    assert not list(out.glob("*.partial*"))
+    written = read_video(out / "roundtrip.mp4")
+    assert written.frames.shape == (3, 3, 64, 96) and written.fps == 25.0
+    assert load_config(out / "config.yaml") == load_config(REPO / "configs/demo.yaml", args)
+
+
+def test_a_non_empty_output_dir_is_refused_without_overwrite(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = run_cli("encode", "configs/demo.yaml", f"runtime.output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "not empty" in result.stderr and "runtime.overwrite=true" in result.stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"
