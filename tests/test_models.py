@@ -20,6 +20,15 @@ from vidinv.models.tiny import build_tiny_components
 PROMPTS = ["a red bike", ""]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on 2 shared cores, 2 threads spin against other jobs and run ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No hub: the env var for child code, the constant huggingface_hub read at import."""

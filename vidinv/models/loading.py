@@ -140,8 +140,16 @@ def _load_components(pretrained: str, dtype: torch.dtype, single_file_config: st
 
 
 def _prepare(module: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """The one place modules are cast, moved and frozen: `dtype` on `device`, eval mode, no grads."""
-    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    """The one place modules are cast, moved and frozen: `dtype` on `device`, eval mode, no grads.
+
+    Casts only when needed (diffusers warns on every `.to(dtype=...)`).
+    """
+    param = next(module.parameters())
+    if param.dtype != dtype:
+        module = module.to(dtype=dtype)
+    if param.device != device:
+        module = module.to(device=device)
+    return module.eval().requires_grad_(False)
 
 
 def load_models(
