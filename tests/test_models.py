@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_clip_checkpoint,
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
     infer_diffusers_model_type,
 )
-from ldm_layout import models_to_ldm, with_text_model
+from ldm_layout import models_to_ldm, unet_to_ldm, vae_to_ldm, with_text_model
 from safetensors.torch import save_file
 
 from vidinv.errors import VidinvError
@@ -100,6 +101,40 @@ def test_ldm_layout_is_recognised_as_sd1_checkpoint(tiny_models):
     assert {k.split(".")[0] for k in ldm} == {"model", "first_stage_model", "cond_stage_model"}
     assert ldm["first_stage_model.encoder.mid.attn_1.q.weight"].ndim == 4
     assert "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in ldm
+
+
+# keys of the real SD 1.5 checkpoint (v1-5-pruned-emaonly) that the layout must produce at SD 1.5 sizes
+SD15_KEYS = [
+    "model.diffusion_model.input_blocks.3.0.op.weight",
+    "model.diffusion_model.input_blocks.4.0.skip_connection.weight",
+    "model.diffusion_model.input_blocks.8.1.transformer_blocks.0.attn2.to_k.weight",
+    "model.diffusion_model.middle_block.1.proj_in.weight",
+    "model.diffusion_model.output_blocks.2.1.conv.weight",
+    "model.diffusion_model.output_blocks.5.2.conv.weight",
+    "model.diffusion_model.output_blocks.11.0.skip_connection.weight",
+    "model.diffusion_model.out.2.weight",
+    "first_stage_model.encoder.down.1.block.0.nin_shortcut.weight",
+    "first_stage_model.encoder.down.0.downsample.conv.weight",
+    "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight",
+    "first_stage_model.decoder.up.3.upsample.conv.weight",
+    "first_stage_model.decoder.mid.attn_1.proj_out.weight",
+]
+
+
+def test_ldm_layout_at_sd15_sizes_has_sd15_key_names():
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+        )
+    ldm = {**unet_to_ldm(unet.state_dict(), 2), **vae_to_ldm(vae.state_dict(), 4)}
+    assert [k for k in SD15_KEYS if k not in ldm] == []
+    assert infer_diffusers_model_type(ldm) == "v1"
+    assert convert_ldm_unet_checkpoint(ldm, dict(unet.config)).keys() == unet.state_dict().keys()
+    assert convert_ldm_vae_checkpoint(ldm, dict(vae.config)).keys() == vae.state_dict().keys()
 
 
 # --- tiny model, folders and single files --------------------------------------------------------
