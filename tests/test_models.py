@@ -251,6 +251,13 @@ def test_single_file_without_config_offline_says_what_to_set(saved, offline):
     assert "single_file_config" in str(err.value)
 
 
+def test_single_file_with_unreachable_config_hub_id_says_so(saved, offline):
+    with pytest.raises(VidinvError) as err:
+        load_models(str(saved / "model.safetensors"), device="cpu", single_file_config="vidinv-test/no-such-config")
+    assert_one_line_error(err, "model.pretrained")
+    assert "'vidinv-test/no-such-config' is a hub id" in str(err.value)
+
+
 def test_single_file_missing_a_component_raises_one_line_error(tiny_models, saved, tmp_path, offline):
     unet_only = {
         k: v

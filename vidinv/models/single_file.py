@@ -22,6 +22,15 @@ def _is_hub_error(err: BaseException) -> bool:
     return isinstance(err, (EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, ConnectionError))
 
 
+def _hint(err: BaseException, config: str | None) -> str:
+    """What to do when the hub is why loading failed; nothing otherwise."""
+    if not _is_hub_error(err):
+        return ""
+    if config is None:
+        return f" ({CONFIG_HINT})"
+    return f" (model.single_file_config {config!r} is a hub id: it needs network or a filled HF cache)"
+
+
 def _check_config_folder(config: str) -> None:
     """A local config folder must exist and be a diffusers pipeline folder (model_index.json + components)."""
     if not Path(config).is_dir():
@@ -55,8 +64,9 @@ def load_single_file(path: str, dtype: torch.dtype, config: str | None = None) -
     try:
         pipe = _from_single_file(path, dtype, config)
     except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as err:
-        hint = f" ({CONFIG_HINT})" if config is None and _is_hub_error(err) else ""
-        raise VidinvError(f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{hint}") from err
+        raise VidinvError(
+            f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{_hint(err, config)}"
+        ) from err
     return {
         "tokenizer": pipe.tokenizer,
         "text_encoder": pipe.text_encoder,
