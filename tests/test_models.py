@@ -11,7 +11,7 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     infer_diffusers_model_type,
 )
-from ldm_layout import models_to_ldm, unet_to_ldm, vae_to_ldm, with_text_model
+from tests.ldm_layout import models_to_ldm, unet_to_ldm, vae_to_ldm, with_text_model
 from safetensors.torch import save_file
 
 from vidinv.errors import VidinvError
@@ -19,15 +19,6 @@ from vidinv.models import encode_prompts, load_models, resolve_device, resolve_d
 from vidinv.models.tiny import build_tiny_components
 
 PROMPTS = ["a red bike", ""]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, 2 threads spin against other jobs and run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
