@@ -9,9 +9,9 @@ import torch
 
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
-from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode
+from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode, decord_available
 from vidinv.io.images import read_image_folder
-from vidinv.io.resize import RESIZE_MODES, center_crop, resize_frames, target_size
+from vidinv.io.resize import RESIZE_MODES, center_crop, check_size, resize_frames, target_size
 from vidinv.io.selection import FrameSelection
 from vidinv.io.video import Video, frames_from_uint8
 
@@ -42,25 +42,30 @@ def read_video(
     path = Path(path)
     selection = FrameSelection(start=start, num_frames=num_frames, stride=stride)
     selection.check(path)
-    if resize not in RESIZE_MODES:
-        raise VidinvError(f"{path}: resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    if decoder not in DECODERS:
-        raise VidinvError(f"{path}: decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if size is not None:
-        target_size((8, 8), size, path)  # reject bad sizes before decoding anything
+    _check_options(path, resize, decoder)
+    check_size(size, path)  # reject bad sizes before decoding anything
     decoded = _decode(path, selection, decoder, fps)
     source_size = tuple(decoded.pictures.shape[1:3])
     height, width = target_size(source_size, size, path)
-    # size=None only crops to multiples of 8; a requested size resamples by `resize`
-    fit = (
-        partial(center_crop, size=(height, width))
-        if size is None
-        else partial(resize_frames, size=(height, width), mode=resize)
-    )
+    if size is None or size == (None, None):  # only crop to multiples of 8, no resampling
+        fit = partial(center_crop, size=(height, width))
+    else:
+        fit = partial(resize_frames, size=(height, width), mode=resize)
     frames = torch.empty(len(decoded.pictures), 3, height, width)
     for part in frame_slices(len(frames), RESIZE_CHUNK):
         frames[part] = fit(frames_from_uint8(decoded.pictures[part]))
     return Video(frames=frames, fps=decoded.fps / stride, source_size=source_size, path=path)
+
+
+def _check_options(path: Path, resize: str, decoder: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise VidinvError(f"{path}: resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if decoder not in DECODERS:
+        raise VidinvError(f"{path}: decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "decord" and not decord_available():
+        raise VidinvError(
+            f"{path}: decoder='decord' but decord is not installed (pip install decord, or decoder='pyav')"
+        )
 
 
 def _decode(path: Path, selection: FrameSelection, decoder: str, fps: float) -> Decoded:

@@ -22,6 +22,17 @@ def _round_down(value: float) -> int:
     return int(value) // MULTIPLE * MULTIPLE
 
 
+def check_size(size: tuple[int | None, int | None] | None, path="video") -> None:
+    """A requested (height, width): entries None or multiples of 8 (>= 8)."""
+    if size is None:
+        return
+    if len(size) != 2:
+        raise VidinvError(f"{path}: size must be (height, width), got {size!r}")
+    for name, value in zip(("height", "width"), size):
+        if value is not None and (int(value) != value or value < MULTIPLE or value % MULTIPLE):
+            raise VidinvError(f"{path}: {name} {value} must be a multiple of {MULTIPLE} (>= {MULTIPLE})")
+
+
 def target_size(source: tuple[int, int], size: tuple[int | None, int | None] | None, path="video") -> tuple[int, int]:
     """(height, width) to produce from a source of (height, width).
 
@@ -29,15 +40,9 @@ def target_size(source: tuple[int, int], size: tuple[int | None, int | None] | N
     other by the source aspect ratio, rounded down to a multiple of 8. Given entries must be
     multiples of 8.
     """
+    check_size(size, path)
     src_h, src_w = source
-    if size is None:
-        size = (None, None)
-    if len(size) != 2:
-        raise VidinvError(f"{path}: size must be (height, width), got {size!r}")
-    for name, value in zip(("height", "width"), size):
-        if value is not None and (int(value) != value or value < MULTIPLE or value % MULTIPLE):
-            raise VidinvError(f"{path}: {name} {value} must be a multiple of {MULTIPLE} (>= {MULTIPLE})")
-    height, width = size
+    height, width = size or (None, None)
     if height is None and width is None:
         height, width = _round_down(src_h), _round_down(src_w)
     elif width is None:
