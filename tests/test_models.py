@@ -11,9 +11,9 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     infer_diffusers_model_type,
 )
-from tests.ldm_layout import models_to_ldm, unet_to_ldm, vae_to_ldm, with_text_model
 from safetensors.torch import save_file
 
+from tests.ldm_layout import models_to_ldm, unet_to_ldm, vae_to_ldm, with_text_model
 from vidinv.errors import VidinvError
 from vidinv.models import encode_prompts, load_models, resolve_device, resolve_dtype
 from vidinv.models.tiny import build_tiny_components

@@ -11,15 +11,6 @@ NUM_FRAMES, HEIGHT, WIDTH = 5, 32, 48
 CHUNKS = [2, 5, 0]  # 2 does not divide 5, 5 is the whole clip in one chunk, 0 means unchunked
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run ~50x slower with 2 OpenMP threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def frames() -> torch.Tensor:
     """Seeded random frames in [-1, 1] (f, 3, H, W)."""

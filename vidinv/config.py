@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -33,7 +33,7 @@ CHOICES = {
 @dataclass
 class ModelConfig:
     pretrained: str = "tiny"  # tiny | hub id | diffusers folder | .safetensors/.ckpt file
-    single_file_config: Optional[str] = None  # single file only: diffusers folder/hub id with the component configs
+    single_file_config: str | None = None  # single file only: diffusers folder/hub id with the component configs
     dtype: str = "auto"  # auto = fp16 on CUDA, fp32 elsewhere
     device: str = "auto"  # auto = cuda, then mps, then cpu
     attention: str = "auto"  # attention backend
@@ -47,10 +47,10 @@ class ModelConfig:
 class VideoConfig:
     path: str = "samples/bikes.mp4"  # video file or folder of images
     start: int = 0  # first frame (after decoding, before stride)
-    num_frames: Optional[int] = 16  # frames kept after stride; null = all
+    num_frames: int | None = 16  # frames kept after stride; null = all
     stride: int = 1  # keep every n-th frame
-    height: Optional[int] = None  # output size; null = source size rounded down to a multiple of 8
-    width: Optional[int] = None
+    height: int | None = None  # output size; null = source size rounded down to a multiple of 8
+    width: int | None = None
     resize: str = "center_crop"  # how to reach (height, width)
 
 
@@ -59,7 +59,7 @@ class InversionConfig:
     method: str = "freeinv"
     steps: int = 50
     source_prompt: str = ""
-    guidance_scale: Optional[float] = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
+    guidance_scale: float | None = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
     seed: int = 0
     transforms: str = "rot90"  # FreeInv's transform group
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
@@ -73,7 +73,7 @@ class EditConfig:
     guidance_scale: float = 7.5
     inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
     inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
-    skip: Optional[int] = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
+    skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
 
 @dataclass
@@ -82,7 +82,7 @@ class RuntimeConfig:
     vae_chunk: int = 8  # frames per VAE call; 0 = the whole clip at once
     unet_chunk: int = 0  # frames per UNet call; 0 = the whole clip at once
     overwrite: bool = False
-    fps: Optional[float] = None  # output fps; null = the input's (after stride)
+    fps: float | None = None  # output fps; null = the input's (after stride)
 
 
 @dataclass

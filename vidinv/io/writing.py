@@ -91,7 +91,7 @@ class Encoding:
 
         count, stream = 0, None
         with av.open(str(tmp), "w", format=self.container) as container:
-            for count, picture in enumerate(pictures, start=1):
+            for count, picture in enumerate(pictures, start=1):  # noqa: B007 (count is returned)
                 frame = self.to_frame(picture)
                 if stream is None:
                     stream = container.add_stream(self.codec, rate=Fraction(fps).limit_denominator(1001))
