@@ -89,7 +89,7 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_gaussian_eps(s
         table = step_table(scheduler, steps)
         latents = ddim_invert(eps, x0, table)
         errors.append(float((ddim_sample(eps, latents[0], table) - x0).abs().max()))
-    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < errors[0] / 4
 
 

@@ -124,8 +124,9 @@ def test_mbdi_costs_group_size_calls_per_step(tiny_models):
 @pytest.mark.parametrize("steps,skip", [(5, 0), (8, 3), (10, 7)])
 def test_ddpm_ef_reconstruction_is_exact_fp32(tiny_models, steps, skip):
     x0 = clip_latents()
-    cfg = config_from_dict({"inversion": dict(method="ddpm_ef", steps=steps, source_prompt="a bike"),
-                            "edit": dict(skip=skip)})
+    cfg = config_from_dict(
+        {"inversion": {"method": "ddpm_ef", "steps": steps, "source_prompt": "a bike"}, "edit": {"skip": skip}}
+    )
     record = api.invert(tiny_models, x0, cfg)
     assert record.noise_maps.shape == (steps, 3, 4, 8, 8) and record.guidance_scale == 3.5
     assert record.noise_maps[-1].abs().max() > 0  # z_1 is kept
@@ -155,15 +156,27 @@ def test_ddpm_ef_noise_maps_match_diffusers_ledits(tiny_models):
     x0 = clip_latents(frames=2)
     scheduler = DDIMScheduler.from_config(m.scheduler.config)
     pipe = LEditsPPPipelineStableDiffusion(
-        vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=copy.deepcopy(m.unet),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=m.vae,
+        text_encoder=m.text_encoder,
+        tokenizer=m.tokenizer,
+        unet=copy.deepcopy(m.unet),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     pipe.encode_image = lambda *args, **kwargs: (x0.clone(), None)
     add_noise = scheduler.add_noise
     scheduler.add_noise = lambda x, n, t: add_noise(x, n, t.long())  # diffusers 0.42.1: float index
-    pipe.invert(image=None, source_prompt=prompt, source_guidance_scale=3.5, num_inversion_steps=steps, skip=0.0,
-                generator=torch.Generator().manual_seed(seed))
+    pipe.invert(
+        image=None,
+        source_prompt=prompt,
+        source_guidance_scale=3.5,
+        num_inversion_steps=steps,
+        skip=0.0,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
     uncond, cond = encode_prompts(m, ["", prompt]).chunk(2)
     # diffusers 0.42.1's invert unpacks encode_prompt's (editing, negative) embeddings as (uncond, text), so

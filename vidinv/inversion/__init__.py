@@ -3,4 +3,4 @@
 from vidinv.inversion.api import invert, invert_or_load, reconstruct, source_eps
 from vidinv.inversion.record import InversionRecord
 
-__all__ = ["invert", "invert_or_load", "reconstruct", "source_eps", "InversionRecord"]
+__all__ = ["InversionRecord", "invert", "invert_or_load", "reconstruct", "source_eps"]

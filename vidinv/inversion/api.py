@@ -42,7 +42,7 @@ def guidance_for(config: Config) -> float:
 def skip_for(config: Config) -> int:
     """T_skip for regenerating from an edit-friendly record: edit.skip, or round(0.36 * steps)."""
     skip = config.edit.skip
-    return int(round(EF_SKIP_FRACTION * config.inversion.steps)) if skip is None else int(skip)
+    return round(EF_SKIP_FRACTION * config.inversion.steps) if skip is None else int(skip)
 
 
 def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> Denoiser:
@@ -59,21 +59,21 @@ def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | No
 def fingerprint_fields(models, config: Config) -> dict:
     """The config fields (and model facts) an inversion's result depends on."""
     inv, m = config.inversion, config.model
-    fields = dict(
-        method=inv.method,
-        steps=inv.steps,
-        source_prompt=inv.source_prompt,
-        guidance_scale=guidance_for(config),
-        model=dict(
-            pretrained=m.pretrained,
-            dtype=str(models.dtype),
-            frame_attention=m.frame_attention,
-            keyframes=m.keyframes,
-            keyframe_stride=m.keyframe_stride,
-            attention_group=m.attention_group,
-        ),
-        scheduler=dict(models.scheduler.config),
-    )
+    fields = {
+        "method": inv.method,
+        "steps": inv.steps,
+        "source_prompt": inv.source_prompt,
+        "guidance_scale": guidance_for(config),
+        "model": {
+            "pretrained": m.pretrained,
+            "dtype": str(models.dtype),
+            "frame_attention": m.frame_attention,
+            "keyframes": m.keyframes,
+            "keyframe_stride": m.keyframe_stride,
+            "attention_group": m.attention_group,
+        },
+        "scheduler": dict(models.scheduler.config),
+    }
     if inv.method in ("freeinv", "mbdi"):
         fields["transforms"] = inv.transforms
     if inv.method in ("freeinv", "ddpm_ef"):
@@ -142,13 +142,20 @@ def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = Fa
         traj = ddim_invert(method_eps(eps, record, table), x0, table, progress=progress, desc=f"{inv.method} inversion")
     _sync(models.device)
     record.latents = traj.cpu()
-    record.stats = dict(inversion_s=round(time.perf_counter() - start, 4), unet_calls=eps.calls)
+    record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "unet_calls": eps.calls}
     return record
 
 
 @torch.no_grad()
-def reconstruct(models, record: InversionRecord, config: Config, *, start: int | None = None,
-                progress: bool = False, stats: dict | None = None) -> torch.Tensor:
+def reconstruct(
+    models,
+    record: InversionRecord,
+    config: Config,
+    *,
+    start: int | None = None,
+    progress: bool = False,
+    stats: dict | None = None,
+) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
     `start` is the first step (ddpm_ef default: T_skip = skip_for(config); else 0); the latent at
@@ -164,8 +171,14 @@ def reconstruct(models, record: InversionRecord, config: Config, *, start: int |
     if record.method == "ddpm_ef":
         out = ddpm_ef_sample(eps, z, table, record.noise_maps, start=start, progress=progress)
     else:
-        out = ddim_sample(method_eps(eps, record, table), z, table, start=start, progress=progress,
-                          desc=f"{record.method} reconstruction")
+        out = ddim_sample(
+            method_eps(eps, record, table),
+            z,
+            table,
+            start=start,
+            progress=progress,
+            desc=f"{record.method} reconstruction",
+        )
     _sync(models.device)
     if stats is not None:
         stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), unet_calls=eps.calls, start=start)
@@ -182,8 +195,9 @@ def source_eps(models, record: InversionRecord, config: Config):
     return method_eps(eps, record, table), table
 
 
-def invert_or_load(models, latents: torch.Tensor, config: Config, folder: str | Path, *,
-                   progress: bool = False) -> tuple[InversionRecord, bool]:
+def invert_or_load(
+    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False
+) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match, else a new one saved there."""
     key = fingerprint(fingerprint_fields(models, config), latents)
     record = load_if_matching(folder, key)

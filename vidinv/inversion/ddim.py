@@ -42,8 +42,9 @@ def ddim_invert(eps, x0: torch.Tensor, table: StepTable, *, progress: bool = Fal
 
 
 @torch.no_grad()
-def ddim_sample(eps, z: torch.Tensor, table: StepTable, *, start: int = 0, progress: bool = False,
-                desc: str = "ddim sampling") -> torch.Tensor:
+def ddim_sample(
+    eps, z: torch.Tensor, table: StepTable, *, start: int = 0, progress: bool = False, desc: str = "ddim sampling"
+) -> torch.Tensor:
     """Run DDIM (eta = 0) from the latent z at timesteps[start] down to the clean level; returns (f c h w)."""
     z = z.to(work_dtype(z.dtype))
     for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):

@@ -47,8 +47,15 @@ def _levels(table: StepTable, i: int, like: torch.Tensor):
 
 
 @torch.no_grad()
-def ddpm_ef_invert(eps, x0: torch.Tensor, table: StepTable, noise: torch.Tensor, *, progress: bool = False,
-                   desc: str = "ddpm-ef inversion"):
+def ddpm_ef_invert(
+    eps,
+    x0: torch.Tensor,
+    table: StepTable,
+    noise: torch.Tensor,
+    *,
+    progress: bool = False,
+    desc: str = "ddpm-ef inversion",
+):
     """Noise maps of x0 (f c h w) for per-step noise n (N, f or 1, c, h, w), indexed like the table.
 
     Returns (latents (N+1, f c h w), zs (N, f c h w)): latents[i] is x at timesteps[i] (after the
@@ -73,8 +80,16 @@ def ddpm_ef_invert(eps, x0: torch.Tensor, table: StepTable, noise: torch.Tensor,
 
 
 @torch.no_grad()
-def ddpm_ef_sample(eps, x: torch.Tensor, table: StepTable, zs: torch.Tensor, *, start: int = 0,
-                   progress: bool = False, desc: str = "ddpm-ef sampling") -> torch.Tensor:
+def ddpm_ef_sample(
+    eps,
+    x: torch.Tensor,
+    table: StepTable,
+    zs: torch.Tensor,
+    *,
+    start: int = 0,
+    progress: bool = False,
+    desc: str = "ddpm-ef sampling",
+) -> torch.Tensor:
     """x_{t-1} = mu_t(x_t) + sigma_t z_t from step `start` (T_skip) to the clean level; returns (f c h w)."""
     x = x.to(work_dtype(x.dtype))
     for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):

@@ -21,8 +21,15 @@ class Denoiser:
     `calls` counts UNet frame-calls (frames x conditions), the unit of the cost model.
     """
 
-    def __init__(self, unet, cond: torch.Tensor, uncond: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 *, chunk: int | None = 0):
+    def __init__(
+        self,
+        unet,
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        *,
+        chunk: int | None = 0,
+    ):
         self.unet = unet
         self.guidance_scale = float(guidance_scale)
         self.guided = uncond is not None and self.guidance_scale != 1.0

@@ -52,7 +52,7 @@ class InversionRecord:
         return len(self.timesteps)
 
     @property
-    def z_T(self) -> torch.Tensor:  # noqa: N802 (the paper's symbol)
+    def z_T(self) -> torch.Tensor:
         return self.latents[0]
 
     @property

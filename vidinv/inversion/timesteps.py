@@ -61,7 +61,9 @@ def step_table(scheduler, steps: int) -> StepTable:
     ac = ddim.alphas_cumprod  # float32, the scheduler's own table
     timesteps = ddim.timesteps.to(torch.int64).cpu()
     abar_t = torch.stack([ac[int(t)] for t in timesteps])
-    abar_prev = torch.stack([ac[int(t) - ratio] if int(t) - ratio >= 0 else ddim.final_alpha_cumprod for t in timesteps])
+    abar_prev = torch.stack(
+        [ac[int(t) - ratio] if int(t) - ratio >= 0 else ddim.final_alpha_cumprod for t in timesteps]
+    )
     return StepTable(timesteps=timesteps, abar_t=abar_t.float(), abar_prev=abar_prev.float(), num_train_timesteps=train)
 
 
