@@ -33,6 +33,7 @@ CHOICES = {
 @dataclass
 class ModelConfig:
     pretrained: str = "tiny"  # tiny | hub id | diffusers folder | .safetensors/.ckpt file
+    single_file_config: Optional[str] = None  # single file only: diffusers folder/hub id with the component configs
     dtype: str = "auto"  # auto = fp16 on CUDA, fp32 elsewhere
     device: str = "auto"  # auto = cuda, then mps, then cpu
     attention: str = "auto"  # attention backend

@@ -16,3 +16,55 @@ def psnr_per_frame(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) ->
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> float:
     """Mean over frames of the per-frame PSNR in dB."""
     return float(psnr_per_frame(a, b, data_range).mean())
+
+
+def _to_gray_uint8(frames: torch.Tensor):
+    """frames (f, 3, H, W) in [-1, 1] -> numpy uint8 (f, H, W) luma."""
+    import numpy as np
+
+    rgb = ((frames.float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    return luma.numpy().astype(np.uint8)
+
+
+def source_flows(frames: torch.Tensor):
+    """Backward optical flow (Farneback, OpenCV) for each consecutive pair of the SOURCE clip.
+
+    Returns a list of (flow, valid) per pair i -> i+1: `flow` (H, W, 2) maps each pixel of frame
+    i+1 to its position in frame i; `valid` (H, W) masks pixels whose forward-backward flow is
+    consistent (not occluded) and that land inside frame i.
+    """
+    import cv2
+    import numpy as np
+
+    gray = _to_gray_uint8(frames)
+    h, w = gray.shape[1:]
+    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float32)
+    params = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+    pairs = []
+    for prev, nxt in zip(gray[:-1], gray[1:]):
+        backward = cv2.calcOpticalFlowFarneback(nxt, prev, None, **params)
+        forward = cv2.calcOpticalFlowFarneback(prev, nxt, None, **params)
+        where = grid + backward
+        forward_at = cv2.remap(forward, where[..., 0], where[..., 1], cv2.INTER_LINEAR)
+        round_trip = np.linalg.norm(backward + forward_at, axis=-1)
+        inside = (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
+        tolerance = 0.01 * (np.linalg.norm(backward, axis=-1) ** 2 + np.linalg.norm(forward_at, axis=-1) ** 2) + 0.5
+        pairs.append((where, inside & (round_trip < tolerance)))
+    return pairs
+
+
+def warp_error(frames: torch.Tensor, flows) -> float:
+    """Mean absolute difference (in [0, 1] units) between each frame and its predecessor warped
+    along the source clip's flow, over the valid pixels: low = temporally consistent.
+    """
+    import cv2
+    import numpy as np
+
+    rgb = ((frames.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    errors = []
+    for i, (where, valid) in enumerate(flows):
+        warped = cv2.remap(rgb[i], where[..., 0], where[..., 1], cv2.INTER_LINEAR)
+        if valid.any():
+            errors.append(float(np.abs(warped - rgb[i + 1])[valid].mean()))
+    return float(np.mean(errors)) if errors else 0.0

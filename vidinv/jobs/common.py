@@ -11,7 +11,7 @@ def load_models_for(config: Config):
     from vidinv.models import load_models
 
     m = config.model
-    return load_models(m.pretrained, dtype=m.dtype, device=m.device)
+    return load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
 
 
 def load_clip(config: Config):

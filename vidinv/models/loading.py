@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from vidinv.errors import VidinvError
 
 TINY = "tiny"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+MODULES = ("text_encoder", "unet", "vae")
+COMPONENTS = ("tokenizer", *MODULES, "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -28,10 +32,29 @@ class Models:
     source: str
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write a diffusers-layout folder that `load_models(folder)` reads back."""
+        """Write a diffusers Stable Diffusion folder (components + model_index.json).
+
+        `load_models(folder)` reads it back, and it serves as `single_file_config` for checkpoints
+        of the same shapes.
+        """
         folder = Path(folder)
-        for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+        for name in COMPONENTS:
             getattr(self, name).save_pretrained(folder / name)
+        (folder / "model_index.json").write_text(json.dumps(self._model_index(), indent=2), encoding="utf-8")
+
+    def _model_index(self) -> dict:
+        """diffusers' pipeline index: each component's library and class (no safety checker)."""
+        from diffusers import __version__
+
+        index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": __version__}
+        for name in COMPONENTS:
+            cls = type(getattr(self, name))
+            index[name] = [cls.__module__.split(".")[0], cls.__name__]
+        return index | {
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+        }
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -60,54 +83,89 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def looks_like_path(name: str) -> bool:
+    """True for an existing path or one written as a path; `org/model` (a hub id) is not."""
+    return Path(name).exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _check_diffusers_source(pretrained: str) -> None:
+    """A local source must be a folder with a unet/ subfolder; anything else is left to the hub."""
+    path = Path(pretrained)
+    if path.is_dir() and not (path / "unet").is_dir():
+        raise VidinvError(f"model.pretrained: folder {pretrained} has no unet/ subfolder (not a diffusers SD folder)")
+    if path.is_file():
+        raise VidinvError(
+            f"model.pretrained: {pretrained} is neither a diffusers folder nor a {'/'.join(SINGLE_FILE_SUFFIXES)} file"
+        )
+    if not path.exists() and looks_like_path(pretrained):
+        raise VidinvError(f"model.pretrained: folder {pretrained} does not exist")
+
+
 def _load_diffusers_folder(pretrained: str, dtype: torch.dtype) -> dict:
     """Components of a diffusers-layout SD model: a hub id or a local folder."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    local = Path(pretrained).is_dir()
-    if not local and Path(pretrained).exists():
-        raise VidinvError(f"model.pretrained: {pretrained} is neither a diffusers folder nor a {'/'.join(SINGLE_FILE_SUFFIXES)} file")
-    if local and not (Path(pretrained) / "unet").is_dir():
-        raise VidinvError(f"model.pretrained: folder {pretrained} has no unet/ subfolder (not a diffusers Stable Diffusion folder)")
+    _check_diffusers_source(pretrained)
     try:
-        return dict(
-            tokenizer=CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
-            text_encoder=CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", torch_dtype=dtype),
-            unet=UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype),
-            vae=AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype),
-            scheduler=DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler"),
-        )
+        return {
+            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
+            "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", torch_dtype=dtype),
+            "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype),
+            "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype),
+            "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler"),
+        }
     except (OSError, ValueError) as err:
-        where = "folder" if local else "hub id (needs network or a filled cache)"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line}") from err
+        where = "folder" if Path(pretrained).is_dir() else "hub id (needs network or a filled cache)"
+        raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
 
 
-def load_models(pretrained: str = TINY, *, dtype: str = "auto", device: str = "auto") -> Models:
-    """Load tokenizer, text encoder, UNet, VAE and a DDIM scheduler, in eval mode on `device`.
-
-    `pretrained` is `tiny` (the built-in offline model), a hub id, a local diffusers folder, or a
-    single `.safetensors`/`.ckpt` checkpoint.
-    """
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+def _load_components(pretrained: str, dtype: torch.dtype, single_file_config: str | None) -> dict:
+    """The five components from the source `pretrained` names (see `load_models`)."""
     if pretrained == TINY:
         from vidinv.models.tiny import build_tiny_components
 
-        parts = build_tiny_components()
-    elif str(pretrained).endswith(SINGLE_FILE_SUFFIXES):
+        return build_tiny_components()
+    if pretrained.endswith(SINGLE_FILE_SUFFIXES):
         from vidinv.models.single_file import load_single_file
 
-        parts = load_single_file(pretrained, torch_dtype)
-    else:
-        parts = _load_diffusers_folder(pretrained, torch_dtype)
-    for name in ("text_encoder", "unet", "vae"):
-        module = parts[name]
-        param = next(module.parameters())
-        if param.dtype != torch_dtype:
-            module = module.to(dtype=torch_dtype)
-        if param.device != torch_device:
-            module = module.to(device=torch_device)
-        parts[name] = module.eval().requires_grad_(False)
-    return Models(**parts, device=torch_device, dtype=torch_dtype, source=str(pretrained))
+        return load_single_file(pretrained, dtype, config=single_file_config)
+    return _load_diffusers_folder(pretrained, dtype)
+
+
+def _prepare(module: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """The one place modules are cast, moved and frozen: `dtype` on `device`, eval mode, no grads.
+
+    Casts only when needed (diffusers warns on every `.to(dtype=...)`).
+    """
+    param = next(module.parameters())
+    if param.dtype != dtype:
+        module = module.to(dtype=dtype)
+    if param.device != device:
+        module = module.to(device=device)
+    return module.eval().requires_grad_(False)
+
+
+def load_models(
+    pretrained: str = TINY, *, dtype: str = "auto", device: str = "auto", single_file_config: str | None = None
+) -> Models:
+    """Load tokenizer, text encoder, UNet, VAE and a DDIM scheduler, in eval mode on `device`.
+
+    `pretrained` is `tiny` (the built-in offline model), a hub id, a local diffusers folder, or a
+    single `.safetensors`/`.ckpt` checkpoint (original LDM layout; `single_file_config` names a
+    diffusers folder or hub id holding the component configs, else diffusers infers them).
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    pretrained = os.path.expanduser(str(pretrained))
+    config = os.path.expanduser(single_file_config) if single_file_config else None
+    parts = _load_components(pretrained, torch_dtype, config)
+    for name in MODULES:
+        parts[name] = _prepare(parts[name], torch_dtype, torch_device)
+    return Models(**parts, device=torch_device, dtype=torch_dtype, source=pretrained)

@@ -1,4 +1,4 @@
-"""Single-file SD checkpoints (.safetensors / .ckpt in the original LDM layout)."""
+"""Single-file SD checkpoints (.safetensors / .ckpt in the original LDM layout), converted by diffusers."""
 
 from __future__ import annotations
 
@@ -7,23 +7,70 @@ from pathlib import Path
 import torch
 
 from vidinv.errors import VidinvError
+from vidinv.models.loading import first_line, looks_like_path
+
+CONFIG_HINT = (
+    "set model.single_file_config to a diffusers folder (with model_index.json) or hub id holding the"
+    " component configs; without it diffusers fetches them from the hub"
+)
 
 
-def load_single_file(path: str, dtype: torch.dtype) -> dict:
-    """Components of an SD 1.x/2.x single-file checkpoint, converted by diffusers."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def _is_hub_error(err: BaseException) -> bool:
+    """True when the hub (offline, unreachable, missing repo) is why loading failed."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+
+    return isinstance(err, (EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, ConnectionError))
+
+
+def _hint(err: BaseException, config: str | None) -> str:
+    """What to do when the hub is why loading failed; nothing otherwise."""
+    if not _is_hub_error(err):
+        return ""
+    if config is None:
+        return f" ({CONFIG_HINT})"
+    return f" (model.single_file_config {config!r} is a hub id: it needs network or a filled HF cache)"
+
+
+def _check_config_folder(config: str) -> None:
+    """A local config folder must exist and be a diffusers pipeline folder (model_index.json + components)."""
+    if not Path(config).is_dir():
+        raise VidinvError(f"model.single_file_config: folder {config} does not exist")
+    if not (Path(config) / "model_index.json").is_file():
+        raise VidinvError(
+            f"model.single_file_config: folder {config} has no model_index.json"
+            " (use a diffusers Stable Diffusion folder, e.g. one written by Models.save_pretrained)"
+        )
+
+
+def _from_single_file(path: str, dtype: torch.dtype, config: str | None):
+    """diffusers' StableDiffusionPipeline.from_single_file; a local config folder keeps it off the hub."""
+    from diffusers import StableDiffusionPipeline
+
+    local = config is not None and looks_like_path(config)
+    if local:
+        _check_config_folder(config)
+    return StableDiffusionPipeline.from_single_file(
+        path, config=config, torch_dtype=dtype, safety_checker=None, local_files_only=local
+    )
+
+
+def load_single_file(path: str, dtype: torch.dtype, config: str | None = None) -> dict:
+    """Components of an SD 1.x/2.x single-file checkpoint; `config` names where the component configs are."""
+    from diffusers import DDIMScheduler
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     if not Path(path).is_file():
         raise VidinvError(f"model.pretrained: checkpoint file {path} does not exist")
     try:
-        pipe = StableDiffusionPipeline.from_single_file(path, torch_dtype=dtype, safety_checker=None)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VidinvError(f"model.pretrained: cannot load checkpoint {path}: {first_line}") from err
-    return dict(
-        tokenizer=pipe.tokenizer,
-        text_encoder=pipe.text_encoder,
-        unet=pipe.unet,
-        vae=pipe.vae,
-        scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
-    )
+        pipe = _from_single_file(path, dtype, config)
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as err:
+        raise VidinvError(
+            f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{_hint(err, config)}"
+        ) from err
+    return {
+        "tokenizer": pipe.tokenizer,
+        "text_encoder": pipe.text_encoder,
+        "unet": pipe.unet,
+        "vae": pipe.vae,
+        "scheduler": DDIMScheduler.from_config(pipe.scheduler.config),
+    }

@@ -1,0 +1,135 @@
+"""Test utility: a diffusers SD 1.x-shaped model as one state dict in the original LDM (CompVis) layout.
+
+The inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and
+`convert_ldm_clip_checkpoint`, for any block counts: `model.diffusion_model.*` (UNet),
+`first_stage_model.*` (VAE) and `cond_stage_model.transformer.*` (CLIP text encoder).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+
+UNET_TOP = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+VAE_TOP = {"encoder.conv_norm_out": "encoder.norm_out", "decoder.conv_norm_out": "decoder.norm_out"}
+VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
+VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+BLOCK = re.compile(r"(down|up)_blocks\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)")
+MID = re.compile(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+
+
+def _rename_head(rest: str, names: dict[str, str]) -> str:
+    """Rename the module path at the start of `rest` (`conv1.weight` -> `in_layers.2.weight`)."""
+    for old, new in names.items():
+        if rest.startswith(old + "."):
+            return new + rest[len(old) :]
+    return rest
+
+
+def _unet_key(key: str, per_block: int, up_with_attention: set[int]) -> str:
+    """One diffusers UNet key -> its LDM key (without the prefix)."""
+    head, _, param = key.rpartition(".")
+    if head in UNET_TOP:
+        return f"{UNET_TOP[head]}.{param}"
+    if match := MID.fullmatch(key):
+        kind, index, rest = match.group(1), int(match.group(2)), match.group(3)
+        if kind == "resnets":
+            return f"middle_block.{2 * index}.{_rename_head(rest, UNET_RESNET)}"
+        return f"middle_block.{2 * index + 1}.{rest}"
+    side, block, kind, layer, rest = BLOCK.fullmatch(key).groups()
+    block, layer = int(block), int(layer)
+    if side == "down":
+        first = 1 + block * (per_block + 1)
+        if kind == "downsamplers":
+            return f"input_blocks.{first + per_block}.0.op.{rest.removeprefix('conv.')}"
+        where = f"input_blocks.{first + layer}"
+    else:
+        first = block * (per_block + 1)
+        if kind == "upsamplers":
+            return f"output_blocks.{first + per_block}.{2 if block in up_with_attention else 1}.{rest}"
+        where = f"output_blocks.{first + layer}"
+    if kind == "resnets":
+        return f"{where}.0.{_rename_head(rest, UNET_RESNET)}"
+    return f"{where}.1.{rest}"
+
+
+def unet_to_ldm(state_dict: dict, layers_per_block: int) -> dict:
+    """A diffusers UNet2DConditionModel state dict -> LDM keys under `model.diffusion_model.`."""
+    up_with_attention = {int(k.split(".")[1]) for k in state_dict if k.startswith("up_blocks.") and ".attentions." in k}
+    return {UNET_PREFIX + _unet_key(k, layers_per_block, up_with_attention): v for k, v in state_dict.items()}
+
+
+def _vae_key(key: str, num_up: int) -> str:
+    """One diffusers AutoencoderKL key -> its LDM key (without the prefix)."""
+    head, _, param = key.rpartition(".")
+    if head in VAE_TOP:
+        return f"{VAE_TOP[head]}.{param}"
+    coder, _, inner = key.partition(".")
+    if match := MID.fullmatch(inner):
+        kind, index, rest = match.groups()
+        if kind == "resnets":
+            return f"{coder}.mid.block_{int(index) + 1}.{_rename_head(rest, VAE_RESNET)}"
+        return f"{coder}.mid.attn_1.{_rename_head(rest, VAE_ATTENTION)}"
+    if match := BLOCK.fullmatch(inner):
+        side, block, kind, layer, rest = match.groups()
+        block = int(block) if side == "down" else num_up - 1 - int(block)
+        if kind in ("downsamplers", "upsamplers"):
+            return f"{coder}.{side}.{block}.{side}sample.{rest}"
+        return f"{coder}.{side}.{block}.block.{layer}.{_rename_head(rest, VAE_RESNET)}"
+    return key
+
+
+def _as_conv(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """LDM's VAE attention uses 1x1 convolutions where diffusers has linear layers."""
+    if ".attn_1." in key and tensor.ndim == 2:
+        return tensor[:, :, None, None]
+    return tensor
+
+
+def vae_to_ldm(state_dict: dict, num_up_blocks: int) -> dict:
+    """A diffusers AutoencoderKL state dict -> LDM keys under `first_stage_model.`."""
+    renamed = {VAE_PREFIX + _vae_key(k, num_up_blocks): v for k, v in state_dict.items()}
+    return {k: _as_conv(k, v) for k, v in renamed.items()}
+
+
+def clip_to_ldm(state_dict: dict) -> dict:
+    """A transformers CLIPTextModel state dict -> `cond_stage_model.transformer.text_model.*` keys.
+
+    transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); LDM files always have it.
+    """
+    return {CLIP_PREFIX + with_text_model(k): v for k, v in state_dict.items()}
+
+
+def with_text_model(key: str) -> str:
+    """`embeddings.x` -> `text_model.embeddings.x` (keys that have the level already are kept)."""
+    return key if key.startswith("text_model.") else "text_model." + key
+
+
+def models_to_ldm(unet, vae, text_encoder) -> dict:
+    """The three modules as one LDM-layout state dict (contiguous tensors, ready for safetensors)."""
+    parts = (
+        unet_to_ldm(unet.state_dict(), unet.config.layers_per_block),
+        vae_to_ldm(vae.state_dict(), len(vae.config.up_block_types)),
+        clip_to_ldm(text_encoder.state_dict()),
+    )
+    return {k: v.detach().contiguous() for part in parts for k, v in part.items()}

@@ -1,0 +1,89 @@
+"""The command line: help, info, and exit code 2 with one line on stderr for every bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from vidinv.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "vidinv", *args], capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("info", "encode"):
+        assert command in out
+
+
+def test_info_reports_library_versions_devices_and_backends(capsys):
+    import torch
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert torch.__version__ in out
+    for row in ("diffusers", "transformers", "devices", "video decoders", "attention backends"):
+        assert row in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["encode", "configs/demo.yaml", "inversion.stepz=3"], "did you mean 'inversion.steps'"),
+        (["encode", "no/such/config.yaml"], "does not exist"),
+        (["encode", "configs/demo.yaml", "video.height=100"], "video.height"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_and_no_traceback(args, fragment):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vidinv: error:") and fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_flag_shows_the_traceback():
+    result = run_cli("--debug", "encode", "no/such/config.yaml")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_cli("transmogrify")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_encode_job_writes_videos_config_and_metrics(tmp_path, capsys):
+    from vidinv.config import load_config
+    from vidinv.io import read_video
+
+    out = tmp_path / "run"
+    args = ["video.num_frames=3", "video.height=64", "video.width=96", f"runtime.output_dir={out}", "runtime.vae_chunk=2"]
+    assert main(["--quiet", "encode", "configs/demo.yaml", *args]) == 0
+    assert "encoded 3 frames 64x96" in capsys.readouterr().out
+    for name in ("source.mp4", "roundtrip.mp4", "config.yaml", "metrics.json"):
+        assert (out / name).is_file()
+    assert not list(out.glob("*.partial*"))
+    written = read_video(out / "roundtrip.mp4")
+    assert written.frames.shape == (3, 3, 64, 96) and written.fps == 25.0
+    assert load_config(out / "config.yaml") == load_config(REPO / "configs/demo.yaml", args)
+
+
+def test_a_non_empty_output_dir_is_refused_without_overwrite(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = run_cli("encode", "configs/demo.yaml", f"runtime.output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "not empty" in result.stderr and "runtime.overwrite=true" in result.stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -1,0 +1,7 @@
+"""vidinv: zero-shot text-driven video editing by diffusion inversion."""
+
+from vidinv.config import Config, config_from_dict, load_config
+from vidinv.errors import VidinvError
+
+__all__ = ["Config", "VidinvError", "config_from_dict", "load_config"]
+__version__ = "0.1.0"
