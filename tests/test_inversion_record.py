@@ -96,3 +96,25 @@ def test_incomplete_or_foreign_folder_is_not_a_record(tmp_path):
     folder.mkdir()
     (folder / JSON_NAME).write_text("{not json", encoding="utf-8")
     assert load_if_matching(folder, "x") is None
+
+
+def test_fingerprint_is_the_same_in_every_process():
+    """diffusers' config has set-ordered bookkeeping (`_use_default_values`); it must not reach the fingerprint."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import types, torch; from diffusers import DDIMScheduler; from vidinv.config import config_from_dict;"
+        "from vidinv.inversion import api; from vidinv.models.tiny import SD_SCHEDULER_CONFIG;"
+        "m = types.SimpleNamespace(scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG), dtype=torch.float32);"
+        "print(api.fingerprint(api.fingerprint_fields(m, config_from_dict()), torch.zeros(1, 4, 8, 8)))"
+    )
+    prints = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONHASHSEED=seed, OMP_NUM_THREADS="1")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        prints.add(result.stdout.strip())
+    assert len(prints) == 1

@@ -56,6 +56,12 @@ def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | No
     return Denoiser(models.unet, encode_prompts(models, [prompt]), chunk=chunk)
 
 
+def scheduler_config(scheduler) -> dict:
+    """The scheduler's registered config without diffusers' bookkeeping keys (`_use_default_values` is
+    built from a set, so its order changes from process to process)."""
+    return {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+
+
 def fingerprint_fields(models, config: Config) -> dict:
     """The config fields (and model facts) an inversion's result depends on."""
     inv, m = config.inversion, config.model
@@ -72,7 +78,7 @@ def fingerprint_fields(models, config: Config) -> dict:
             "keyframe_stride": m.keyframe_stride,
             "attention_group": m.attention_group,
         },
-        "scheduler": dict(models.scheduler.config),
+        "scheduler": scheduler_config(models.scheduler),
     }
     if inv.method in ("freeinv", "mbdi"):
         fields["transforms"] = inv.transforms
@@ -130,7 +136,7 @@ def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = Fa
         guidance_scale=guidance,
         seed=inv.seed,
         noise=inv.noise,
-        scheduler_config=dict(models.scheduler.config),
+        scheduler_config=scheduler_config(models.scheduler),
         fingerprint=fingerprint(fingerprint_fields(models, config), latents),
     )
     start = time.perf_counter()
