@@ -1,0 +1,62 @@
+"""`vidinv invert` and `vidinv reconstruct` in-process on a tiny excerpt of the sample clip."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from vidinv.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def overrides(out, *extra):
+    return [
+        "model.device=cpu",
+        "video.num_frames=3",
+        "video.height=64",
+        "video.width=64",
+        "inversion.steps=4",
+        f"runtime.output_dir={out}",
+        *extra,
+    ]
+
+
+def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_path, caplog, capsys):
+    config = str(REPO / "configs" / "demo.yaml")
+    out = tmp_path / "run"
+    assert main(["-q", "invert", config, *overrides(out, "inversion.method=freeinv")]) == 0
+    assert (out / "inversion" / "record.json").is_file() and (out / "inversion" / "tensors.safetensors").is_file()
+    assert not (out / "inversion.partial").exists()
+    assert "freeinv inversion of 3 frames" in capsys.readouterr().out
+
+    with caplog.at_level(logging.INFO, logger="vidinv"):
+        assert main(["reconstruct", config, *overrides(out, "inversion.method=freeinv")]) == 0
+    assert "record reused" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "reconstruction.mp4").stat().st_size > 0
+    assert metrics["record_reused"] is True and metrics["method"] == "freeinv"
+    assert metrics["unet_calls"] == {"inversion": 0, "reconstruction": 3 * 4}
+    for key in ("psnr_latent_db", "psnr_db", "psnr_input_db"):
+        assert isinstance(metrics[key], float)
+    assert len(metrics["transforms"]) == 4
+
+    # the same files again need overwrite; a changed config recomputes the record
+    assert main(["-q", "reconstruct", config, *overrides(out, "inversion.method=freeinv")]) == 2
+    assert "already has reconstruction.mp4" in capsys.readouterr().err
+    args = overrides(out, "inversion.method=ddpm_ef", "edit.skip=1", "runtime.overwrite=true")
+    assert main(["-q", "reconstruct", config, *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["record_reused"] is False and metrics["method"] == "ddpm_ef" and metrics["start_step"] == 1
+    assert metrics["psnr_latent_db"] > 100  # edit-friendly DDPM regenerates exactly
+    assert json.loads((out / "inversion" / "record.json").read_text())["method"] == "ddpm_ef"

@@ -1,0 +1,53 @@
+"""DDIM inversion and sampling (eta = 0) over an eps(z, t) callable and a StepTable.
+
+Song et al. 2021 (arXiv 2010.02502), eq. (12) with sigma_t = 0. One step moves a latent from the
+level abar_from to abar_to with the noise predicted at the step's timestep:
+
+    x0_hat = (z - sqrt(1 - abar_from) * e) / sqrt(abar_from)          # "predicted x_0", eq. (12)
+    z'     = sqrt(abar_to) * x0_hat + sqrt(1 - abar_to) * e            # eq. (12), direction to x_t
+
+Sampling runs it from abar_t[i] down to abar_prev[i] with e = eps(z_t, t_i) (DDIMScheduler.step);
+inversion runs it from abar_prev[i] up to abar_t[i] with e = eps(z_{t-1}, t_i), the UNet evaluated
+at t_i on the current latent (DDIMInverseScheduler.step). Same ops in the same order as diffusers.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from vidinv.inversion.timesteps import StepTable, level, work_dtype
+
+
+def ddim_step(z: torch.Tensor, e: torch.Tensor, abar_from: torch.Tensor, abar_to: torch.Tensor) -> torch.Tensor:
+    """Move z from noise level abar_from to abar_to along the predicted noise e (eq. 12, eta = 0)."""
+    x0_hat = (z - (1 - abar_from) ** 0.5 * e) / abar_from**0.5
+    return abar_to**0.5 * x0_hat + (1 - abar_to) ** 0.5 * e
+
+
+@torch.no_grad()
+def ddim_invert(eps, x0: torch.Tensor, table: StepTable, *, progress: bool = False, desc: str = "ddim inversion"):
+    """The DDIM inversion trajectory of x0 (f c h w): latents (N+1, f c h w), latents[i] at timesteps[i].
+
+    latents[0] is z_T, latents[N] is x0 itself; sampling step i starts from latents[i].
+    """
+    n = len(table)
+    z = x0.to(work_dtype(x0.dtype))
+    latents = [None] * n + [z]
+    for i in tqdm(reversed(range(n)), total=n, desc=desc, disable=not progress, leave=False):
+        e = eps(z, table.timesteps[i])
+        z = ddim_step(z, e, level(table.abar_prev, i, z), level(table.abar_t, i, z))
+        latents[i] = z
+    return torch.stack(latents)
+
+
+@torch.no_grad()
+def ddim_sample(
+    eps, z: torch.Tensor, table: StepTable, *, start: int = 0, progress: bool = False, desc: str = "ddim sampling"
+) -> torch.Tensor:
+    """Run DDIM (eta = 0) from the latent z at timesteps[start] down to the clean level; returns (f c h w)."""
+    z = z.to(work_dtype(z.dtype))
+    for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
+        e = eps(z, table.timesteps[i])
+        z = ddim_step(z, e, level(table.abar_t, i, z), level(table.abar_prev, i, z))
+    return z

@@ -1,0 +1,99 @@
+"""Edit-friendly DDPM inversion (Huberman-Spiegelglas, Kulikov, Michaeli, CVPR 2024, arXiv 2304.06140).
+
+DDPM sampling (eta = 1) is x_{t-1} = mu_t(x_t) + sigma_t z_t. Inversion:
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n_t,  n_t ~ N(0, I) drawn independently per t   # eq. (6)
+    for t = T..1:  z_t = (x_{t-1} - mu_t(x_t)) / sigma_t                                        # eq. (5)
+                   x_{t-1} = mu_t(x_t) + sigma_t z_t      (the official correction: no float drift)
+
+with DDIM's eq. (12) at eta = 1 for mu_t and sigma_t (diffusers' DDIMScheduler.step/_get_variance):
+
+    sigma_t^2 = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)                      # DDIM eq. (16)
+    x0_hat    = (x_t - sqrt(1 - abar_t) e) / sqrt(abar_t)
+    mu_t      = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_t^2) e
+
+Every noise map is kept (z_1 included), so sampling with the same x_T, z's, prompt and guidance
+reproduces x_0 to machine precision. The ops follow diffusers' LEDITS++ `compute_noise_ddim`.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from vidinv.inversion.timesteps import StepTable, level, work_dtype
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n (diffusers' add_noise, eq. 6)."""
+    return abar**0.5 * x0 + (1 - abar) ** 0.5 * noise
+
+
+def sigma_t(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:
+    """DDPM's posterior std (DDIM eq. 16 at eta = 1)."""
+    variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+    return variance**0.5
+
+
+def mu_t(x: torch.Tensor, e: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, sigma: torch.Tensor):
+    """The mean of x_{t-1} given x_t and the predicted noise e (DDIM eq. 12 with sigma_t)."""
+    x0_hat = (x - (1 - abar_t) ** 0.5 * e) / abar_t**0.5
+    return abar_prev**0.5 * x0_hat + (1 - abar_prev - sigma**2) ** 0.5 * e
+
+
+def _levels(table: StepTable, i: int, like: torch.Tensor):
+    a_t, a_prev = level(table.abar_t, i, like), level(table.abar_prev, i, like)
+    return a_t, a_prev, sigma_t(a_t, a_prev)
+
+
+@torch.no_grad()
+def ddpm_ef_invert(
+    eps,
+    x0: torch.Tensor,
+    table: StepTable,
+    noise: torch.Tensor,
+    *,
+    progress: bool = False,
+    desc: str = "ddpm-ef inversion",
+):
+    """Noise maps of x0 (f c h w) for per-step noise n (N, f or 1, c, h, w), indexed like the table.
+
+    Returns (latents (N+1, f c h w), zs (N, f c h w)): latents[i] is x at timesteps[i] (after the
+    correction), latents[N] is x0; zs[i] is the noise map step i adds.
+    """
+    n = len(table)
+    if len(noise) != n:
+        raise ValueError(f"{len(noise)} noise tensors for {n} steps")
+    x0 = x0.to(work_dtype(x0.dtype))
+    noise = noise.to(device=x0.device, dtype=x0.dtype)
+    latents = [add_noise(x0, noise[i], level(table.abar_t, i, x0)) for i in range(n)] + [x0]
+    zs = []
+    for i in tqdm(range(n), total=n, desc=desc, disable=not progress, leave=False):
+        x = latents[i]
+        a_t, a_prev, sigma = _levels(table, i, x)
+        mu = mu_t(x, eps(x, table.timesteps[i]), a_t, a_prev, sigma)
+        z = (latents[i + 1] - mu) / sigma if sigma > 0 else torch.zeros_like(mu)
+        zs.append(z)
+        if i + 1 < n:  # the correction; x0 itself is kept as given
+            latents[i + 1] = mu + sigma * z
+    return torch.stack(latents), torch.stack(zs)
+
+
+@torch.no_grad()
+def ddpm_ef_sample(
+    eps,
+    x: torch.Tensor,
+    table: StepTable,
+    zs: torch.Tensor,
+    *,
+    start: int = 0,
+    progress: bool = False,
+    desc: str = "ddpm-ef sampling",
+) -> torch.Tensor:
+    """x_{t-1} = mu_t(x_t) + sigma_t z_t from step `start` (T_skip) to the clean level; returns (f c h w)."""
+    x = x.to(work_dtype(x.dtype))
+    for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
+        a_t, a_prev, sigma = _levels(table, i, x)
+        mu = mu_t(x, eps(x, table.timesteps[i]), a_t, a_prev, sigma)
+        x = mu + sigma * zs[i].to(device=x.device, dtype=x.dtype)
+    return x

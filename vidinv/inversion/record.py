@@ -1,0 +1,132 @@
+"""The inversion record: everything needed to regenerate (or edit) a clip from its inversion.
+
+Saved as a folder (default `runtime.output_dir/inversion/`):
+
+    record.json          method, timesteps, transform schedule, scheduler config, prompt, guidance,
+                         seed, noise mode, fingerprint, stats
+    tensors.safetensors  latents (N+1, f, c, h, w) [+ noise_maps (N, f, c, h, w) for ddpm_ef]
+
+The folder is written under a temporary name and renamed when complete (`vidinv.outputs.atomic_path`),
+so an interrupted inversion never leaves a record that looks complete.
+
+Indexing is in sampling order: step i runs at timesteps[i] (descending t); latents[i] is the latent
+at timesteps[i] (latents[0] = z_T), latents[N] the input latents x_0; transforms[i] is FreeInv's
+transform of step i; noise_maps[i] the noise map z of step i.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vidinv.outputs import atomic_path
+
+FORMAT_VERSION = 1
+JSON_NAME = "record.json"
+TENSORS_NAME = "tensors.safetensors"
+
+
+@dataclass
+class InversionRecord:
+    method: str  # ddim | freeinv | mbdi | ddpm_ef
+    timesteps: list[int]  # sampling order (descending)
+    latents: torch.Tensor  # (N+1, f, c, h, w)
+    noise_maps: torch.Tensor | None = None  # ddpm_ef: (N, f, c, h, w)
+    transforms: list[str] = field(default_factory=list)  # per step; "id" everywhere unless freeinv
+    group: list[str] = field(default_factory=lambda: ["id"])  # the transform group (MBDI averages over it)
+    source_prompt: str = ""
+    guidance_scale: float = 1.0
+    seed: int = 0
+    noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent
+    scheduler_config: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    stats: dict = field(default_factory=dict)  # inversion_s, unet_calls, ...
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def z_T(self) -> torch.Tensor:
+        return self.latents[0]
+
+    @property
+    def x0(self) -> torch.Tensor:
+        return self.latents[-1]
+
+    def transform_at(self, i: int) -> str:
+        """The transform of step i (for the edit's source branch)."""
+        return self.transforms[i]
+
+    def metadata(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k not in ("latents", "noise_maps")}
+        data["format_version"] = FORMAT_VERSION
+        data["shape"] = list(self.latents.shape)
+        return data
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the record folder atomically (replacing an older record there)."""
+        folder = Path(folder)
+        tensors = {"latents": self.latents.detach().cpu().contiguous()}
+        if self.noise_maps is not None:
+            tensors["noise_maps"] = self.noise_maps.detach().cpu().contiguous()
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True)
+            save_file(tensors, str(tmp / TENSORS_NAME))
+            (tmp / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> InversionRecord:
+        folder = Path(folder)
+        data = json.loads((folder / JSON_NAME).read_text(encoding="utf-8"))
+        if data.pop("format_version", None) != FORMAT_VERSION:
+            raise ValueError(f"{folder}: record format is not version {FORMAT_VERSION}")
+        data.pop("shape", None)
+        tensors = load_file(str(folder / TENSORS_NAME))
+        return cls(latents=tensors["latents"], noise_maps=tensors.get("noise_maps"), **data)
+
+
+def load_if_matching(folder: str | Path, fingerprint: str) -> InversionRecord | None:
+    """The record in `folder` if it is complete and was made from the same config and input; else None."""
+    folder = Path(folder)
+    if not (folder / JSON_NAME).is_file() or not (folder / TENSORS_NAME).is_file():
+        return None
+    try:
+        meta = json.loads((folder / JSON_NAME).read_text(encoding="utf-8"))
+        if meta.get("fingerprint") != fingerprint or meta.get("format_version") != FORMAT_VERSION:
+            return None
+        return InversionRecord.load(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def tensor_digest(x: torch.Tensor) -> str:
+    """sha256 of a tensor's shape, dtype and bytes (on the CPU)."""
+    x = x.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(x.shape)}|{x.dtype}".encode())
+    h.update(x.view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()
+
+
+def fingerprint(fields: dict, latents: torch.Tensor) -> str:
+    """sha256 of the config-relevant fields (JSON) and of the input latents."""
+    text = json.dumps(_jsonable(fields), sort_keys=True)
+    return hashlib.sha256((text + "|" + tensor_digest(latents)).encode()).hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,84 @@
+"""`vidinv invert`: encode the clip and invert it; the record lands in `runtime.output_dir/inversion/`.
+
+A record made from the same config fields and the same input latents is reused, not recomputed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidinv.config import Config, to_yaml
+from vidinv.errors import VidinvError
+from vidinv.jobs.common import load_clip, load_models_for
+from vidinv.outputs import prepare_output_dir, write_text
+
+RECORD_DIR = "inversion"
+
+
+def open_run_dir(config: Config, writes: list[str]) -> Path:
+    """The run folder. One that holds an inversion record may be added to without `overwrite`,
+    as long as none of the files this command `writes` is there yet."""
+    from vidinv.inversion.record import JSON_NAME
+
+    rt = config.runtime
+    path = Path(rt.output_dir)
+    if rt.overwrite or not (path / RECORD_DIR / JSON_NAME).is_file():
+        return prepare_output_dir(path, rt.overwrite)
+    clash = [name for name in writes if (path / name).exists()]
+    if clash:
+        raise VidinvError(
+            f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
+        )
+    return path
+
+
+@dataclass
+class Inverted:
+    """What a command that needs the inversion has after `invert_clip`."""
+
+    out: Path
+    models: object
+    clip: object
+    latents: torch.Tensor
+    record: object
+    reused: bool
+    seconds: dict
+
+
+def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
+    """Open the run folder, load models and clip, encode, and invert (or reuse the matching record)."""
+    from vidinv.inversion import invert_or_load
+    from vidinv.models import encode_frames
+
+    out = open_run_dir(config, writes)
+    clip = load_clip(config)
+    models = load_models_for(config)
+    t0 = time.perf_counter()
+    latents = encode_frames(models.vae, clip.frames, config.runtime.vae_chunk, progress=not quiet)
+    t1 = time.perf_counter()
+    record, reused = invert_or_load(models, latents, config, out / RECORD_DIR, progress=not quiet)
+    t2 = time.perf_counter()
+    write_text(out / "config.yaml", to_yaml(config))
+    seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
+    return Inverted(out, models, clip, latents, record, reused, seconds)
+
+
+def run(config: Config, *, quiet: bool = False) -> str:
+    started = time.perf_counter()
+    job = invert_clip(config, quiet=quiet, writes=[])
+    r = job.record
+    f, c, h, w = job.latents.shape
+    how = (
+        "reused"
+        if job.reused
+        else f"computed in {r.stats.get('inversion_s', 0):.1f}s, {r.stats.get('unet_calls', 0)} UNet frame-calls"
+    )
+    return (
+        f"vidinv: {r.method} inversion of {f} frames ({c}x{h}x{w} latents), {r.steps} steps, "
+        f"guidance {r.guidance_scale:g}: {how}; record in {job.out / RECORD_DIR}/ "
+        f"({time.perf_counter() - started:.1f}s)"
+    )
