@@ -5,19 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-import torch
-
 from tests.conftest import REPO
 from vidinv.cli import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def overrides(out, *extra):

@@ -10,14 +10,6 @@ from vidinv.inversion import api
 from vidinv.inversion.record import JSON_NAME, InversionRecord, load_if_matching
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def latents(seed=0):
     return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
 
@@ -70,7 +62,10 @@ def test_invert_or_load_reuses_only_a_matching_record(tiny_models, tmp_path):
 
 def test_fingerprint_ignores_fields_the_method_does_not_use(tiny_models):
     x = latents()
-    fp = lambda **kw: api.fingerprint(api.fingerprint_fields(tiny_models, config(**kw)), x)
+
+    def fp(**kw):
+        return api.fingerprint(api.fingerprint_fields(tiny_models, config(**kw)), x)
+
     assert fp(method="ddim", seed=0, transforms="rot90") == fp(method="ddim", seed=5, transforms="flips")
     assert fp(method="freeinv", seed=0) != fp(method="freeinv", seed=5)
     assert fp(method="ddpm_ef", noise="shared") != fp(method="ddpm_ef", noise="independent")

@@ -18,15 +18,6 @@ from vidinv.inversion.timesteps import step_table
 from vidinv.models import encode_prompts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin against each other (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def clip_latents(frames=3, h=8, w=8, seed=0, dtype=torch.float32):
     return torch.randn(frames, 4, h, w, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
