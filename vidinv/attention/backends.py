@@ -31,7 +31,9 @@ def resolve_backend(name: str = "auto", device: torch.device | str | None = None
         raise VidinvError(f"model.attention: {name!r} is not one of auto, {', '.join(BACKENDS)}")
     if name == "xformers":
         if not xformers_available():
-            raise VidinvError("model.attention: 'xformers' asked for, but xformers is not installed (pip install xformers)")
+            raise VidinvError(
+                "model.attention: 'xformers' asked for, but xformers is not installed (pip install xformers)"
+            )
         if device.type != "cuda":
             raise VidinvError(f"model.attention: 'xformers' needs a CUDA device, the model is on {device.type}")
     return name

@@ -137,10 +137,12 @@ class BackendAttnProcessor:
     def __init__(self, backend: str = "sdpa"):
         self.backend = backend
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         residual = hidden_states
         hidden_states, shape = _to_tokens(attn, hidden_states, temb)
-        batch, length = hidden_states.shape[:2]
+        batch = hidden_states.shape[0]
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
         elif attn.norm_cross:
@@ -174,7 +176,9 @@ class FrameAttnProcessor:
         self.context = context
         self.backend = backend
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         ctx = self.context
         if encoder_hidden_states is not None:  # only_cross_attention blocks: text attention, per frame
             return BackendAttnProcessor(self.backend)(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
@@ -218,7 +222,9 @@ class FrameAttnProcessor:
             if attn.norm_k is not None:
                 kb = attn.norm_k(kb)
             ob = attention(qb, kb, vb, backend=self.backend, scale=attn.scale)
-            out[:, query_pos] = rearrange(ob, "(b s) h (m n) d -> b s m n (h d)", b=b, m=query_pos.shape[1]).to(out.dtype)
+            out[:, query_pos] = rearrange(ob, "(b s) h (m n) d -> b s m n (h d)", b=b, m=query_pos.shape[1]).to(
+                out.dtype
+            )
 
         out = attn.to_out[1](attn.to_out[0](out))
         for hook in ctx.hooks:
