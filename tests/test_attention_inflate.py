@@ -167,3 +167,36 @@ def test_the_anchor_cache_is_empty_after_a_chunked_call(unet):
     handle = install_frame_attention(unet, "keyframe", "sdpa", keyframes="stride", keyframe_stride=2)
     run_unet(unet, z, T, emb, chunk=2)
     assert handle.context.cache == {} and not handle.context.active
+
+
+def test_an_sdxl_shaped_unet_inflates_and_chunks_with_added_conditions():
+    """SDXL's UNet: text_time added embeddings, several transformer layers per block, linear projections."""
+    from diffusers import UNet2DConditionModel
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(4, 8),
+        transformer_layers_per_block=(1, 2),
+        norm_num_groups=16,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=16 + 6 * 8,
+        use_linear_projection=True,
+    ).eval()
+    z, emb = _inputs(f=4)
+    added = {"text_embeds": torch.randn(2, 16), "time_ids": torch.randn(2, 6)}
+    plain = run_unet(unet, z, T, emb, added_cond_kwargs=added)
+    handle = install_frame_attention(unet, "sparse_causal", "sdpa")
+    assert len(handle.self_layers) == 8
+    whole = run_unet(unet, z, T, emb, added_cond_kwargs=added)
+    torch.testing.assert_close(run_unet(unet, z, T, emb, chunk=3, added_cond_kwargs=added), whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole[:, 0], plain[:, 0], atol=1e-5, rtol=0)
+    torch.set_num_threads(threads)
