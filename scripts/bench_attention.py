@@ -17,6 +17,7 @@ can be swapped for the shared `scripts/benchlib.py` helpers.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -44,8 +45,26 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class PeakMemory:
     """Peak memory (bytes) above the baseline at entry: CUDA allocator peak, or sampled CPU RSS."""
 
+    _malloc_fixed = False
+
     def __init__(self, device: torch.device, interval: float = 0.0005):
         self.device, self.interval, self.peak = device, interval, 0
+        if device.type == "cpu":
+            self.fix_malloc()
+
+    @classmethod
+    def fix_malloc(cls) -> None:
+        """Make glibc return freed tensors to the OS (fixed mmap threshold) so RSS tracks live memory;
+        otherwise a small run after a big one reuses already-resident pages and reads as ~0."""
+        if cls._malloc_fixed or not sys.platform.startswith("linux"):
+            return
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: allocations >= 64 KiB are mmapped
+            libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+        except OSError:
+            pass
+        cls._malloc_fixed = True
 
     @staticmethod
     def rss() -> int:

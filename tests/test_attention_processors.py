@@ -116,3 +116,27 @@ def test_a_qkv_hook_can_inject_the_source_branch_queries_and_keys():
         same = attn(x_same)
     assert not torch.allclose(got[F:], got[:F])
     torch.testing.assert_close(same[F:], same[:F])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_passes_with_the_kv_cache_equal_one_pass_and_cache_only_the_needed_frames(mode):
+    attn, pattern = _layer(), FramePattern(mode, **PARAMS)
+    context = FrameContext(pattern)
+    attn.set_processor(FrameAttnProcessor("layer", context))
+    x = torch.randn(B, F, N, C)
+    with torch.no_grad():
+        with context.clip(B, F):
+            whole = attn(x.flatten(0, 1)).view(B, F, N, C)
+        chunked = torch.empty_like(whole)
+        with context.clip(B, F):
+            for frame_pass in pattern.plan(F, 2):
+                context.begin(frame_pass)
+                chunked[:, list(frame_pass.frames)] = attn(x[:, list(frame_pass.frames)].flatten(0, 1)).view(
+                    B, -1, N, C
+                )
+                cache = context.cache["layer"]
+                assert set(frame_pass.cached) | set(frame_pass.record) <= set(cache)
+                for k, v in cache.values():  # own storage, not views that keep a pass's K/V alive
+                    assert k.untyped_storage().nbytes() == k.numel() * k.element_size() == v.numel() * v.element_size()
+                context.end()
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)

@@ -207,7 +207,7 @@ class FrameAttnProcessor:
         layer_cache = ctx.cache.setdefault(self.layer, {})
         for j in frame_pass.record:
             pos = frames.index(j)
-            layer_cache[j] = (k[:, pos], v[:, pos])
+            layer_cache[j] = (k[:, pos].clone(), v[:, pos].clone())  # not views: free the pass's K/V
         if frame_pass.cached:
             k = torch.cat([k, torch.stack([layer_cache[j][0] for j in frame_pass.cached], dim=1)], dim=1)
             v = torch.cat([v, torch.stack([layer_cache[j][1] for j in frame_pass.cached], dim=1)], dim=1)
