@@ -2,6 +2,12 @@
 
 `run_unet` is the one place the UNet is called: inversion, reconstruction and editing all go
 through it, so cross-frame attention and chunking apply to every method unchanged.
+
+With frame attention installed (`install_frame_attention`), the clip is cut into passes by the
+handle's `FramePattern.plan`: keys/values of frames that later passes attend to (keyframe anchors,
+sparse-causal's first frame and each chunk's last frame) are cached per layer during the pass
+that computes them and reused, so the chunked result equals the unchunked one while peak memory
+follows the chunk. The layout is set on the handle's context for this call only.
 """
 
 from __future__ import annotations
@@ -9,22 +15,52 @@ from __future__ import annotations
 import torch
 from einops import rearrange, repeat
 
+from vidinv.attention.inflate import frame_attention_of
 from vidinv.chunks import frame_slices
 
 
+def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs):
+    """One UNet call on the given frames of every condition; eps as (b f c h w)."""
+    b = z.shape[0]
+    sample = rearrange(z[:, frames], "b f c h w -> (b f) c h w")
+    f = sample.shape[0] // b
+    kwargs = {}
+    if added_cond_kwargs:
+        kwargs["added_cond_kwargs"] = {k: repeat(v, "b ... -> (b f) ...", f=f) for k, v in added_cond_kwargs.items()}
+    context = repeat(emb, "b l d -> (b f) l d", f=f)
+    eps = unet(sample, t, encoder_hidden_states=context, **kwargs).sample
+    return rearrange(eps, "(b f) c h w -> b f c h w", b=b)
+
+
 @torch.no_grad()
-def run_unet(unet, z: torch.Tensor, t, emb: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+def run_unet(
+    unet,
+    z: torch.Tensor,
+    t,
+    emb: torch.Tensor,
+    *,
+    chunk: int | None = None,
+    added_cond_kwargs: dict | None = None,
+) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
 
     The b axis holds conditions (e.g. unconditional and conditional for guidance); frames of
-    every condition go through the UNet together, `chunk` frames at a time.
+    every condition go through the UNet together, `chunk` frames at a time (0/None = all).
+    `added_cond_kwargs` (SDXL: text_embeds (b, d), time_ids (b, 6)) are repeated per frame.
     """
     b, f = z.shape[:2]
-    out = []
-    for part in frame_slices(f, chunk):
-        frames = part.stop - part.start
-        sample = rearrange(z[:, part], "b f c h w -> (b f) c h w")
-        context = repeat(emb, "b l d -> (b f) l d", f=frames)
-        eps = unet(sample, t, encoder_hidden_states=context).sample
-        out.append(rearrange(eps, "(b f) c h w -> b f c h w", b=b))
-    return torch.cat(out, dim=1)
+    handle = frame_attention_of(unet)
+    if handle is None or not handle.pattern.cross_frame:
+        parts = [_call(unet, z, t, emb, part, added_cond_kwargs) for part in frame_slices(f, chunk)]
+        return torch.cat(parts, dim=1)
+
+    out = None
+    with handle.clip(b, f) as context:
+        for frame_pass in handle.pattern.plan(f, chunk):
+            context.begin(frame_pass)
+            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs)
+            context.end()
+            if out is None:
+                out = eps.new_empty((b, f) + eps.shape[2:])
+            out[:, list(frame_pass.frames)] = eps
+    return out

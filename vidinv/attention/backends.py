@@ -1,0 +1,75 @@
+"""Attention kernels: torch SDPA, xformers, and a naive reference that materialises the scores.
+
+Every backend takes q (B, H, Lq, D), k and v (B, H, Lk, D), a softmax scale and an optional
+additive mask broadcastable to (B, H, Lq, Lk), and returns (B, H, Lq, D) in q's dtype.
+`sdpa` and `xformers` never build the (Lq x Lk) score matrix on their memory-efficient kernels;
+`naive` does (in float32) and is the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+from vidinv.errors import VidinvError
+
+BACKENDS = ("sdpa", "xformers", "naive")
+
+
+def xformers_available() -> bool:
+    return importlib.util.find_spec("xformers") is not None
+
+
+def resolve_backend(name: str = "auto", device: torch.device | str | None = None) -> str:
+    """`auto` = xformers when importable and the model is on CUDA, else sdpa; others are checked."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if name == "auto":
+        return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
+    if name not in BACKENDS:
+        raise VidinvError(f"model.attention: {name!r} is not one of auto, {', '.join(BACKENDS)}")
+    if name == "xformers":
+        if not xformers_available():
+            raise VidinvError(
+                "model.attention: 'xformers' asked for, but xformers is not installed (pip install xformers)"
+            )
+        if device.type != "cuda":
+            raise VidinvError(f"model.attention: 'xformers' needs a CUDA device, the model is on {device.type}")
+    return name
+
+
+def sdpa(q, k, v, *, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=scale)
+
+
+def naive(q, k, v, *, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
+    if mask is not None:
+        scores = scores + mask.float()
+    probs = scores.softmax(dim=-1)
+    return torch.einsum("bhqk,bhkd->bhqd", probs, v.float()).to(q.dtype)
+
+
+def xformers_attention(q, k, v, *, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    import xformers.ops as xops
+
+    if mask is not None:
+        mask = mask.to(q.dtype).expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    # xformers wants (B, L, H, D)
+    out = xops.memory_efficient_attention(
+        q.transpose(1, 2).contiguous(),
+        k.transpose(1, 2).contiguous(),
+        v.transpose(1, 2).contiguous(),
+        attn_bias=mask,
+        scale=scale,
+    )
+    return out.transpose(1, 2)
+
+
+KERNELS = {"sdpa": sdpa, "naive": naive, "xformers": xformers_attention}
+
+
+def attention(q, k, v, *, backend: str, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v on the named backend (not `auto`: resolve it first)."""
+    return KERNELS[backend](q, k, v, scale=scale, mask=mask)

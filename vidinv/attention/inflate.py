@@ -1,0 +1,117 @@
+"""Install / remove cross-frame attention on any diffusers UNet2DConditionModel.
+
+    handle = install_frame_attention(unet, "keyframe", backend="sdpa", keyframes="stride", keyframe_stride=4)
+    eps = run_unet(unet, z, t, emb, chunk=8)      # frames of z attend across frames
+    remove_frame_attention(unet)                  # the UNet's original processors, as they were
+
+Self-attention layers (`attn1` of every transformer block, i.e. Attention modules that are not
+cross-attention) get a `FrameAttnProcessor`; every other attention layer (text cross-attention
+`attn2`) gets a per-frame `BackendAttnProcessor` on the same backend. The handle is stored on the
+UNet instance (attribute `_vidinv_frame_attention`) so `run_unet` finds it; it owns the
+`FrameContext` through which the runner passes the frame layout to the processors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidinv.attention.backends import resolve_backend
+from vidinv.attention.frames import FramePattern
+from vidinv.attention.processors import BackendAttnProcessor, FrameAttnProcessor, FrameContext
+
+HANDLE_ATTR = "_vidinv_frame_attention"
+
+
+@dataclass
+class FrameAttentionHandle:
+    """What `install_frame_attention` did to one UNet, and the context its processors read."""
+
+    unet: object
+    pattern: FramePattern
+    backend: str
+    context: FrameContext
+    original: dict  # processor name -> the processor object installed before
+    self_layers: tuple[str, ...]  # layer names with cross-frame attention
+
+    @property
+    def mode(self) -> str:
+        return self.pattern.mode
+
+    @property
+    def hooks(self) -> list:
+        """AttentionHook objects called by every cross-frame layer (see processors.py)."""
+        return self.context.hooks
+
+    def clip(self, batch: int, num_frames: int):
+        """Context manager: direct UNet calls inside it see (batch x num_frames) as conditions x frames."""
+        return self.context.clip(batch, num_frames)
+
+    def remove(self) -> None:
+        remove_frame_attention(self.unet)
+
+
+def _is_self_attention(unet, processor_name: str) -> bool:
+    module = unet.get_submodule(processor_name.rsplit(".", 1)[0])
+    return not getattr(module, "is_cross_attention", True) and not getattr(module, "only_cross_attention", False)
+
+
+def install_frame_attention(
+    unet,
+    mode: str = "sparse_causal",
+    backend: str = "auto",
+    *,
+    keyframes: str = "first",
+    keyframe_stride: int = 8,
+    group: int = 16,
+) -> FrameAttentionHandle:
+    """Replace the UNet's attention processors by frame-aware ones; returns the handle.
+
+    Installing again replaces the previous installation (the originals kept are still the ones
+    from before the first install).
+    """
+    pattern = FramePattern(mode, keyframes, keyframe_stride, group)
+    backend = resolve_backend(backend, next(unet.parameters()).device)
+    previous = frame_attention_of(unet)
+    if previous is not None:
+        remove_frame_attention(unet)
+    original = dict(unet.attn_processors)
+    context = FrameContext(pattern)
+    processors, self_layers = {}, []
+    for name in original:
+        layer = name.rsplit(".", 1)[0]
+        if pattern.cross_frame and _is_self_attention(unet, name):
+            processors[name] = FrameAttnProcessor(layer, context, backend)
+            self_layers.append(layer)
+        else:
+            processors[name] = BackendAttnProcessor(backend)
+    unet.set_attn_processor(processors)
+    handle = FrameAttentionHandle(unet, pattern, backend, context, original, tuple(self_layers))
+    setattr(unet, HANDLE_ATTR, handle)
+    return handle
+
+
+def install_from_config(unet, model_config) -> FrameAttentionHandle:
+    """Install the mode/backend/parameters of a `ModelConfig` (config.model)."""
+    return install_frame_attention(
+        unet,
+        model_config.frame_attention,
+        model_config.attention,
+        keyframes=model_config.keyframes,
+        keyframe_stride=model_config.keyframe_stride,
+        group=model_config.attention_group,
+    )
+
+
+def frame_attention_of(unet) -> FrameAttentionHandle | None:
+    """The handle installed on this UNet, or None."""
+    return unet.__dict__.get(HANDLE_ATTR)
+
+
+def remove_frame_attention(unet) -> bool:
+    """Restore the processors that were there before install (the same objects); False if none was installed."""
+    handle = frame_attention_of(unet)
+    if handle is None:
+        return False
+    unet.set_attn_processor(dict(handle.original))
+    del unet.__dict__[HANDLE_ATTR]
+    return True
