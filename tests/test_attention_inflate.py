@@ -27,13 +27,11 @@ PARAMS = {
 
 @pytest.fixture()
 def unet(tiny_models):
-    """The tiny UNet without frame attention; one intra-op thread (tiny ops, shared CPU cores)."""
-    unet, threads = tiny_models.unet, torch.get_num_threads()
-    torch.set_num_threads(1)
+    """The tiny UNet without frame attention."""
+    unet = tiny_models.unet
     remove_frame_attention(unet)
     yield unet
     remove_frame_attention(unet)
-    torch.set_num_threads(threads)
 
 
 def _inputs(b=2, f=5, h=8, w=8, seed=0):
@@ -173,8 +171,6 @@ def test_an_sdxl_shaped_unet_inflates_and_chunks_with_added_conditions():
     """SDXL's UNet: text_time added embeddings, several transformer layers per block, linear projections."""
     from diffusers import UNet2DConditionModel
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -199,4 +195,3 @@ def test_an_sdxl_shaped_unet_inflates_and_chunks_with_added_conditions():
     whole = run_unet(unet, z, T, emb, added_cond_kwargs=added)
     torch.testing.assert_close(run_unet(unet, z, T, emb, chunk=3, added_cond_kwargs=added), whole, atol=1e-5, rtol=0)
     torch.testing.assert_close(whole[:, 0], plain[:, 0], atol=1e-5, rtol=0)
-    torch.set_num_threads(threads)

@@ -44,10 +44,6 @@ class FramePattern:
         if self.keyframe_stride < 1 or self.group < 1:
             raise VidinvError("keyframe_stride and group must be integers >= 1")
 
-    @property
-    def cross_frame(self) -> bool:
-        return self.mode != "none"
-
     def anchors(self, num_frames: int) -> tuple[int, ...]:
         """The anchor frames of `keyframe` mode for a clip of `num_frames` frames."""
         if self.keyframes == "first":

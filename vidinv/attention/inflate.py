@@ -79,7 +79,7 @@ def install_frame_attention(
     processors, self_layers = {}, []
     for name in original:
         layer = name.rsplit(".", 1)[0]
-        if pattern.cross_frame and _is_self_attention(unet, name):
+        if _is_self_attention(unet, name):
             processors[name] = FrameAttnProcessor(layer, context, backend)
             self_layers.append(layer)
         else:

@@ -130,8 +130,8 @@ def _heads(x, attn):
 class BackendAttnProcessor:
     """Per-sample attention (as diffusers' AttnProcessor2_0) on a chosen backend.
 
-    Used for text cross-attention (`attn2`), which stays per frame, and for self-attention in
-    mode `none`.
+    Used for text cross-attention (`attn2`), which stays per frame. Self-attention gets a
+    `FrameAttnProcessor` in every mode (`none` included), so hooks see every step.
     """
 
     def __init__(self, backend: str = "sdpa"):

@@ -50,7 +50,7 @@ def run_unet(
     """
     b, f = z.shape[:2]
     handle = frame_attention_of(unet)
-    if handle is None or not handle.pattern.cross_frame:
+    if handle is None:
         parts = [_call(unet, z, t, emb, part, added_cond_kwargs) for part in frame_slices(f, chunk)]
         return torch.cat(parts, dim=1)
 
