@@ -70,7 +70,13 @@ def test_encode_job_writes_videos_config_and_metrics(tmp_path, capsys):
     from vidinv.io import read_video
 
     out = tmp_path / "run"
-    args = ["video.num_frames=3", "video.height=64", "video.width=96", f"runtime.output_dir={out}", "runtime.vae_chunk=2"]
+    args = [
+        "video.num_frames=3",
+        "video.height=64",
+        "video.width=96",
+        f"runtime.output_dir={out}",
+        "runtime.vae_chunk=2",
+    ]
     assert main(["--quiet", "encode", "configs/demo.yaml", *args]) == 0
     assert "encoded 3 frames 64x96" in capsys.readouterr().out
     for name in ("source.mp4", "roundtrip.mp4", "config.yaml", "metrics.json"):

@@ -1,7 +1,8 @@
 """vidinv: zero-shot text-driven video editing by diffusion inversion."""
 
 from vidinv.config import Config, config_from_dict, load_config
+from vidinv.editor import EditOutput, VideoEditor
 from vidinv.errors import VidinvError
 
-__all__ = ["Config", "VidinvError", "config_from_dict", "load_config"]
+__all__ = ["Config", "EditOutput", "VideoEditor", "VidinvError", "config_from_dict", "load_config"]
 __version__ = "0.1.0"

@@ -17,9 +17,22 @@ from vidinv.errors import VidinvError
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
-    "encode": ("vidinv.jobs.encode:run", "decode the clip, VAE round trip in chunks, write source/roundtrip videos and PSNR"),
-    "invert": ("vidinv.jobs.invert:run", "invert the clip (ddim | freeinv | mbdi | ddpm_ef); write the record to OUTPUT/inversion/"),
-    "reconstruct": ("vidinv.jobs.reconstruct:run", "invert (or reuse the record), regenerate with the source prompt, write reconstruction.mp4 and PSNR"),
+    "edit": (
+        "vidinv.jobs.edit:run",
+        "invert with the source prompt, edit towards the target prompt (PnP), write edited/side-by-side videos and metrics",
+    ),
+    "encode": (
+        "vidinv.jobs.encode:run",
+        "decode the clip, VAE round trip in chunks, write source/roundtrip videos and PSNR",
+    ),
+    "invert": (
+        "vidinv.jobs.invert:run",
+        "invert the clip (ddim | freeinv | mbdi | ddpm_ef); write the record to OUTPUT/inversion/",
+    ),
+    "reconstruct": (
+        "vidinv.jobs.reconstruct:run",
+        "invert (or reuse the record), regenerate with the source prompt, write reconstruction.mp4 and PSNR",
+    ),
 }
 
 

@@ -26,7 +26,8 @@ CHOICES = {
     "inversion.method": ("ddim", "freeinv", "mbdi", "ddpm_ef"),
     "inversion.transforms": ("rot90", "dihedral", "flips", "none"),
     "inversion.noise": ("shared", "independent"),
-    "edit.method": ("pnp", "tokenflow", "fatezero"),
+    "edit.method": ("pnp",),
+    "edit.source_branch": ("reconstructed", "inverted"),
 }
 
 
@@ -73,6 +74,12 @@ class EditConfig:
     guidance_scale: float = 7.5
     inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
     inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
+    # PnP layers (diffusers module names); null attention_layers = every decoder self-attention but the first
+    feature_layers: list[str] = field(default_factory=lambda: ["up_blocks.1.resnets.1"])
+    attention_layers: list[str] | None = None
+    # the source branch the edit injects from: the DDIM reconstruction run beside the edit, or the
+    # stored inversion latents of each step (TokenFlow's choice); identical for ddpm_ef
+    source_branch: str = "reconstructed"
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
 
@@ -204,12 +211,19 @@ def validate(config: Config) -> None:
         size = getattr(v, key)
         _require(size is None or (size >= 8 and size % 8 == 0), f"video.{key}", size, "null or a multiple of 8 (>= 8)")
     _require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
-    _require(inv.guidance_scale is None or inv.guidance_scale >= 0, "inversion.guidance_scale", inv.guidance_scale, "null or >= 0")
+    _require(
+        inv.guidance_scale is None or inv.guidance_scale >= 0,
+        "inversion.guidance_scale",
+        inv.guidance_scale,
+        "null or >= 0",
+    )
     _require(ed.guidance_scale >= 0, "edit.guidance_scale", ed.guidance_scale, "a number >= 0")
     for key in ("inject_features", "inject_attention"):
         value = getattr(ed, key)
         _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
-    _require(ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}")
+    _require(
+        ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
+    )
     _require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
     _require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
     _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")

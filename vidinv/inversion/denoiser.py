@@ -13,6 +13,17 @@ from einops import rearrange
 from vidinv.attention import run_unet
 
 
+def guide(eps: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance over rows (uncond, cond) of eps (2 ...): eps_u + g (eps_c - eps_u).
+
+    A single row (cond only) is returned as it is.
+    """
+    if eps.shape[0] == 1:
+        return eps[0]
+    eps_uncond, eps_cond = eps[0], eps[1]
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
 class Denoiser:
     """eps(z, t) = eps_u + g (eps_c - eps_u) (classifier-free guidance), or eps_c when unguided.
 
@@ -49,7 +60,4 @@ class Denoiser:
         batch = rearrange(x, "f c h w -> 1 f c h w").expand(b, *x.shape)
         eps = run_unet(self.unet, batch, t, self.emb.to(param.device), chunk=self.chunk).to(z.dtype)
         self.calls += b * z.shape[0]
-        if not self.guided:
-            return eps[0]
-        eps_uncond, eps_cond = eps[0], eps[1]
-        return eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
+        return guide(eps, self.guidance_scale)

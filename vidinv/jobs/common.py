@@ -8,10 +8,14 @@ from vidinv.config import Config
 
 
 def load_models_for(config: Config):
+    """The configured model with the configured cross-frame attention installed on its UNet."""
+    from vidinv.attention.inflate import install_from_config
     from vidinv.models import load_models
 
     m = config.model
-    return load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
+    models = load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
+    install_from_config(models.unet, m)
+    return models
 
 
 def load_clip(config: Config):

@@ -1,0 +1,107 @@
+"""Plug-and-Play injection (Tumanyan et al., CVPR 2023; as TokenFlow uses it for video).
+
+The UNet batch holds rows (b f): first the source branch's rows, then the edit branch's. For the
+first steps of the edit, the source branch's conditional row is copied into every edit row
+- at the output of chosen residual blocks (`feature_layers`, spatial features), and
+- as the queries and keys of chosen self-attention layers (`attention_layers`), through the
+  frame-attention processors' `qkv` hook, so the edit keeps the source's self-attention maps
+  while its values (appearance) follow the target prompt.
+Both branches are in the same orientation at every step (a FreeInv transform is applied to the
+whole batch), so what is injected is spatially aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+
+from vidinv.attention.processors import AttentionHook
+from vidinv.errors import VidinvError
+
+
+@dataclass
+class RowLayout:
+    """Which rows of the (b f) batch are the source to copy and which rows receive it."""
+
+    rows: int
+    source: int
+    targets: tuple[int, ...]
+
+
+def default_attention_layers(self_layers: tuple[str, ...]) -> list[str]:
+    """Every decoder (up-block) self-attention layer but the first, as TokenFlow injects in SD 1.5."""
+    return [name for name in self_layers if name.startswith("up_blocks.")][1:]
+
+
+class PnPInjection(AttentionHook):
+    """Copies the source row into the edit rows while `step < *_steps`; a context manager that
+    installs its hooks on enter and removes them on exit."""
+
+    def __init__(
+        self,
+        unet,
+        handle,
+        *,
+        feature_layers: list[str],
+        attention_layers: list[str] | None,
+        feature_steps: int,
+        attention_steps: int,
+    ):
+        self.unet, self.handle = unet, handle
+        modules = dict(unet.named_modules())
+        missing = [name for name in feature_layers if name not in modules]
+        if missing:
+            resnets = [n for n in modules if ".resnets." in n and n.count(".") == 3]
+            raise VidinvError(
+                f"edit.feature_layers: {', '.join(missing)} not in this UNet (residual blocks: {', '.join(resnets)})"
+            )
+        layers = default_attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
+        unknown = [name for name in layers if name not in handle.self_layers]
+        if unknown:
+            raise VidinvError(
+                f"edit.attention_layers: {', '.join(unknown)} not self-attention layers of this UNet "
+                f"(they are: {', '.join(handle.self_layers)})"
+            )
+        self.feature_modules = [modules[name] for name in feature_layers]
+        self.attention_layers = frozenset(layers)
+        self.feature_steps, self.attention_steps = feature_steps, attention_steps
+        self.step: int | None = None
+        self.layout: RowLayout | None = None
+        self._removers: list = []
+
+    def set_step(self, step: int, layout: RowLayout) -> None:
+        self.step, self.layout = step, layout
+
+    def _copy_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x (b f ...) with the target rows replaced by the source row."""
+        layout = self.layout
+        x = x.clone()
+        x[list(layout.targets)] = x[layout.source].clone().unsqueeze(0)
+        return x
+
+    def qkv(self, layer, q, k, v, frames):
+        if self.step is not None and self.step < self.attention_steps and layer in self.attention_layers:
+            return self._copy_rows(q), self._copy_rows(k), v
+        return q, k, v
+
+    def _feature_hook(self, module, args, output):
+        if self.step is None or self.step >= self.feature_steps:
+            return output
+        rows = rearrange(output, "(b f) c h w -> b f c h w", b=self.layout.rows)
+        return rearrange(self._copy_rows(rows), "b f c h w -> (b f) c h w")
+
+    def __enter__(self):
+        self.handle.hooks.append(self)
+        self._removers = [m.register_forward_hook(self._feature_hook) for m in self.feature_modules]
+        return self
+
+    def __exit__(self, *exc):
+        for remover in self._removers:
+            remover.remove()
+        self._removers = []
+        if self in self.handle.hooks:
+            self.handle.hooks.remove(self)
+        self.step = self.layout = None
+        return False

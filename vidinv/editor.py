@@ -1,0 +1,151 @@
+"""`VideoEditor`: the Python API. Invert, reconstruct and edit clips in memory; the disk only when asked.
+
+from vidinv import VideoEditor
+
+editor = VideoEditor.from_pretrained("tiny", inversion={"steps": 20})
+clip = editor.read("samples/bikes.mp4")
+out = editor.edit(clip.frames, "a robot riding a bike", source_prompt="a man riding a bike")
+out.frames        # (f, 3, H, W) in [-1, 1], float32 on the CPU
+out.record        # the inversion record (reusable: editor.edit(..., record=out.record))
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vidinv.config import Config, config_from_dict, validate
+
+
+@dataclass
+class EditOutput:
+    """An edited clip, the record it came from, and what each stage cost."""
+
+    frames: torch.Tensor  # (f, 3, H, W) in [-1, 1]
+    latents: torch.Tensor  # (f, c, h, w) edited latents
+    record: object  # InversionRecord
+    record_reused: bool = False
+    seconds: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on CUDA, the process's peak RSS elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class VideoEditor:
+    """One model and one config; every method takes tensors and returns tensors or records."""
+
+    def __init__(self, config: Config | dict | None = None, *, models=None, progress: bool = False):
+        if isinstance(config, Config):
+            config = copy.deepcopy(config)
+            validate(config)
+        else:
+            config = config_from_dict(config)
+        self.config = config
+        self._models = models
+        self.progress = progress
+
+    @classmethod
+    def from_pretrained(cls, pretrained: str = "tiny", *, progress: bool = False, **sections) -> VideoEditor:
+        """An editor for `pretrained` (tiny, hub id, folder or single file); `sections` are config
+        sections as dicts, e.g. inversion={"method": "ddpm_ef"}, runtime={"unet_chunk": 8}."""
+        model = {**sections.pop("model", {}), "pretrained": pretrained}
+        return cls({"model": model, **sections}, progress=progress)
+
+    @property
+    def models(self):
+        """The loaded model with the configured frame attention installed (loaded on first use)."""
+        if self._models is None:
+            from vidinv.jobs.common import load_models_for
+
+            self._models = load_models_for(self.config)
+        return self._models
+
+    def _with(self, **changes) -> Config:
+        """A copy of the config with `section_key=value` changes (None values are left out)."""
+        config = copy.deepcopy(self.config)
+        for key, value in changes.items():
+            if value is not None:
+                section, name = key.split("__")
+                setattr(getattr(config, section), name, value)
+        validate(config)
+        return config
+
+    def read(self, path: str | Path | None = None):
+        """The clip at `path` (default video.path) as configured: .frames (f, 3, H, W), .fps."""
+        from vidinv.jobs.common import load_clip
+
+        return load_clip(self._with(video__path=None if path is None else str(path)))
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        from vidinv.models import encode_frames
+
+        return encode_frames(self.models.vae, frames, self.config.runtime.vae_chunk, progress=self.progress)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        from vidinv.models import decode_latents
+
+        return decode_latents(self.models.vae, latents, self.config.runtime.vae_chunk, progress=self.progress)
+
+    def invert(
+        self, frames: torch.Tensor, *, source_prompt: str | None = None, record_dir: str | Path | None = None
+    ) -> tuple[object, bool]:
+        """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
+        record there is reused and a new one is saved there."""
+        from vidinv.inversion import invert, invert_or_load
+
+        config = self._with(inversion__source_prompt=source_prompt)
+        latents = self.encode(frames)
+        if record_dir is None:
+            return invert(self.models, latents, config, progress=self.progress), False
+        return invert_or_load(self.models, latents, config, record_dir, progress=self.progress)
+
+    def reconstruct(self, record) -> torch.Tensor:
+        """The frames regenerated from the record with its own prompt and guidance."""
+        from vidinv.inversion import reconstruct
+
+        return self.decode(reconstruct(self.models, record, self.config, progress=self.progress))
+
+    def edit(
+        self,
+        frames: torch.Tensor,
+        target_prompt: str | None = None,
+        *,
+        source_prompt: str | None = None,
+        record=None,
+        record_dir: str | Path | None = None,
+    ) -> EditOutput:
+        """Edit the clip towards `target_prompt` (default edit.target_prompt), keeping its structure.
+
+        `record` skips the inversion (it must come from these frames); `record_dir` reuses or
+        saves the inversion record on disk.
+        """
+        from vidinv.editing import pnp_edit
+
+        config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
+        device = self.models.device
+        seconds, reused = {}, record is not None
+        if record is None:
+            t0 = time.perf_counter()
+            record, reused = self.invert(frames, source_prompt=config.inversion.source_prompt, record_dir=record_dir)
+            seconds["encode+inversion"] = round(time.perf_counter() - t0, 4)
+        memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
+        result = pnp_edit(self.models, record, config, progress=self.progress)
+        seconds["edit"] = result.stats["edit_s"]
+        memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
+        t0 = time.perf_counter()
+        edited = self.decode(result.latents)
+        seconds["decode"] = round(time.perf_counter() - t0, 4)
+        memory["after_decode_mb"] = round(peak_memory_mb(device), 1)
+        stats = {**result.stats, "peak_memory": memory}
+        return EditOutput(edited, result.latents, record, reused, seconds, stats)
