@@ -26,7 +26,7 @@ CHOICES = {
     "inversion.method": ("ddim", "freeinv", "mbdi", "ddpm_ef"),
     "inversion.transforms": ("rot90", "dihedral", "flips", "none"),
     "inversion.noise": ("shared", "independent"),
-    "edit.method": ("pnp",),
+    "edit.method": ("pnp", "tokenflow", "fatezero"),
     "edit.source_branch": ("reconstructed", "inverted"),
 }
 
@@ -80,6 +80,14 @@ class EditConfig:
     # the source branch the edit injects from: the DDIM reconstruction run beside the edit, or the
     # stored inversion latents of each step (TokenFlow's choice); identical for ddpm_ef
     source_branch: str = "reconstructed"
+    seed: int = 0  # randomness of the edit itself (TokenFlow's keyframe offsets)
+    # TokenFlow: one keyframe per group of this many frames (offset drawn per step)
+    keyframe_stride: int = 8
+    # FateZero: fraction of steps whose self-attention maps are replaced by the stored source maps
+    self_attn_steps: float = 0.5
+    blend_words: list[str] = field(default_factory=list)  # FateZero: words whose cross-attention masks the edit
+    mask_threshold: float = 0.3  # FateZero: threshold on the normalised cross-attention of blend_words
+    store_limit_mb: int = 4096  # FateZero: bound on the attention store (CPU, fp16)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
 

@@ -130,9 +130,10 @@ class VideoEditor:
         `record` skips the inversion (it must come from these frames); `record_dir` reuses or
         saves the inversion record on disk.
         """
-        from vidinv.editing import pnp_edit
+        from vidinv.editing import edit_method
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
+        edit_fn = edit_method(config.edit.method)
         device = self.models.device
         seconds, reused = {}, record is not None
         if record is None:
@@ -140,7 +141,7 @@ class VideoEditor:
             record, reused = self.invert(frames, source_prompt=config.inversion.source_prompt, record_dir=record_dir)
             seconds["encode+inversion"] = round(time.perf_counter() - t0, 4)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
-        result = pnp_edit(self.models, record, config, progress=self.progress)
+        result = edit_fn(self.models, record, config, progress=self.progress)
         seconds["edit"] = result.stats["edit_s"]
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
         t0 = time.perf_counter()
