@@ -23,11 +23,19 @@ from vidinv.errors import VidinvError
 
 @dataclass
 class RowLayout:
-    """Which rows of the (b f) batch are the source to copy and which rows receive it."""
+    """The rows of the (b f) batch, and which row each injected row copies: `sources[k]` is copied
+    into `targets[k]`."""
 
     rows: int
-    source: int
+    sources: tuple[int, ...]
     targets: tuple[int, ...]
+
+    @classmethod
+    def for_branches(cls, n_source: int, n_edit: int) -> RowLayout:
+        """Rows [source rows..., edit rows...], each (uncond?, cond). An edit row copies the source
+        row of the same role; with an unguided source (one row) every edit row copies it (TokenFlow)."""
+        roles = list(range(n_source))[-n_edit:] if n_source >= n_edit else [n_source - 1] * n_edit
+        return cls(rows=n_source + n_edit, sources=tuple(roles), targets=tuple(range(n_source, n_source + n_edit)))
 
 
 def default_attention_layers(self_layers: tuple[str, ...]) -> list[str]:
@@ -75,11 +83,11 @@ class PnPInjection(AttentionHook):
         self.step, self.layout = step, layout
 
     def _copy_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """x (b f ...) with the target rows replaced by the source row."""
+        """x (b f ...) with each target row replaced by its source row."""
         layout = self.layout
-        x = x.clone()
-        x[list(layout.targets)] = x[layout.source].clone().unsqueeze(0)
-        return x
+        out = x.clone()
+        out[list(layout.targets)] = x[list(layout.sources)]
+        return out
 
     def qkv(self, layer, q, k, v, frames):
         if self.step is not None and self.step < self.attention_steps and layer in self.attention_layers:

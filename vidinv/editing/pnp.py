@@ -7,6 +7,8 @@ the edit steps with exactly the record's timesteps, transforms and noise maps. O
 call per step evaluates both branches:
 
     rows = [source uncond?, source cond, edit uncond?, edit cond]      (b f) frames each
+    injection: each edit row takes the source row of its role (both take the source's cond row
+    when the source branch is unguided, as in TokenFlow)
     eps_source = guide(rows of the source, record guidance)
     eps_edit   = guide(rows of the edit,   edit.guidance_scale)
 
@@ -64,8 +66,7 @@ class PairDenoiser:
         self.n_source = source_rows.shape[0]
         self.emb = torch.cat([source_rows, edit_rows])  # (b l d)
         self.source_guidance, self.edit_guidance = source_guidance, edit_guidance
-        rows = self.emb.shape[0]
-        self.layout = RowLayout(rows=rows, source=self.n_source - 1, targets=tuple(range(self.n_source, rows)))
+        self.layout = RowLayout.for_branches(self.n_source, self.emb.shape[0] - self.n_source)
         self.calls = 0
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
