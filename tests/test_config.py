@@ -117,3 +117,12 @@ def test_config_from_dict_validates_like_the_cli():
     assert config_from_dict({"inversion": {"steps": 5}}).inversion.steps == 5
     with pytest.raises(VidinvError, match="inversion.stepz"):
         config_from_dict({"inversion": {"stepz": 5}})
+
+
+def test_every_shipped_config_validates():
+    from tests.conftest import REPO
+
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert shipped, "configs/ is empty"
+    for path in shipped:
+        load_config(path)
