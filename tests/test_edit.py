@@ -186,3 +186,29 @@ def test_video_editor_api_edits_in_memory_without_touching_the_disk(tmp_path, mo
     again = editor.edit(clip.frames, "a robot", record=out.record)
     assert again.record_reused and torch.equal(again.latents, out.latents)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chunked_edit_equals_the_whole_clip_edit(models):
+    """unet_chunk splits frames; injection and cross-frame anchors must not notice."""
+    config = edit_config("freeinv", prompt="a robot", guidance_scale=7.5)
+    record = invert(models, clip_latents(frames=5), config)
+    whole = pnp_edit(models, record, config).latents
+    config.runtime.unet_chunk = 2
+    chunked = pnp_edit(models, record, config).latents
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=0)
+
+
+def test_ctrl_c_during_the_edit_exits_130_and_leaves_no_finished_looking_output(tmp_path, monkeypatch, capsys):
+    import vidinv.editing.pnp as pnp
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pnp, "pnp_edit", interrupted)
+    out = tmp_path / "run"
+    args = ["video.num_frames=2", "video.height=64", "video.width=64", "inversion.steps=2", f"runtime.output_dir={out}"]
+    assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    for name in ("edited.mp4", "side_by_side.mp4", "metrics.json"):
+        assert not (out / name).exists()
+    assert not list(out.rglob("*.partial*"))
