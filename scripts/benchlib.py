@@ -79,16 +79,16 @@ class PeakMemory:
     """Peak memory growth (bytes) over the level at entry, per stage of the measured block.
 
     `stage(name)` ends the stage in progress and starts `name` (the block starts in stage
-    "all"); `peaks` maps each stage to its peak, `peak` is the largest. CUDA: the allocator's
+    `stage`, default "all"); `peaks` maps each stage to its peak, `peak` is the largest. CUDA: the allocator's
     peak, reset at each switch. CPU: RSS sampled every `interval` seconds in a background
     thread; freed heap is handed back to the OS at each switch (malloc_trim, no gc pass, so
     switching costs little inside a timed call) so a stage does not inherit its predecessor's
     freed pages.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.001):
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.001, stage: str = "all"):
         self.device, self.interval = torch.device(device), interval
-        self.base, self.current, self.peaks = 0, "all", {}
+        self.base, self.current, self.peaks = 0, stage, {}
         self._stop = threading.Event()
 
     def _level(self) -> int:
