@@ -31,6 +31,15 @@ UNET_CONFIGS = {"tiny": TINY_UNET_CONFIG, "sd15": SD15_UNET_CONFIG}
 VAE_CONFIGS = {"tiny": TINY_VAE_CONFIG, "sd15": SD15_VAE_CONFIG}
 
 
+def add_model_args(parser, *, pretrained: str | None = "tiny", device: str = "auto", what: str = "model") -> None:
+    """The model options the bench scripts share: --pretrained, --arch, --device, --dtype, --threads."""
+    parser.add_argument("--pretrained", default=pretrained, help="model.pretrained, used when --arch is not given")
+    parser.add_argument("--arch", choices=ARCH_NAMES, default=None, help=f"random-weight {what} of this shape")
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+
+
 def _ready(module: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
     module = module.to(device)
     return (module if dtype == torch.float32 else module.to(dtype)).eval().requires_grad_(False)

@@ -37,18 +37,14 @@ def row(num_frames: int, mode: str, chunk: int, m: benchlib.Measurement) -> dict
             "frames_per_s": num_frames / m.seconds, "peak_mb": m.peak_mb, "peak_mb_per_frame": per_frame}  # fmt: skip
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--chunk", type=int, default=8, help="frames per VAE call in the chunked mode")
-    parser.add_argument("--pretrained", default="tiny", help="used when --arch is not given")
-    parser.add_argument("--arch", choices=archs.ARCH_NAMES, default=None, help="random-weight VAE of this shape")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    archs.add_model_args(parser, what="VAE")
     parser.add_argument("--json", default="bench_results/vae.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     benchlib.set_threads(args.threads)
     device = resolve_device(args.device)
