@@ -13,7 +13,7 @@ warped along the source's optical flow| in [0, 1] units, for the source and the 
 
 Cost: UNet frame-calls (inversion + edit, from the record's and the edit's stats) and FLOPs =
 frame-calls x one UNet frame-call + F x (VAE encode + decode of one frame). The unit costs are
-docs/methods.md §6's for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
+the cost model of methods.md §6 (shared docs)'s for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
 TFLOP per VAE encode / decode), else counted once with torch.utils.flop_counter on one frame
 (per-frame attention: cross-frame attention's longer keys are not counted, nor the text encoder).
 Achieved TFLOP/s = FLOPs / (encode+inversion + edit + decode seconds); --peak-tflops gives the
@@ -46,7 +46,7 @@ from vidinv.models import resolve_device
 
 SAMPLE = benchlib.REPO / "samples" / "bikes.mp4"
 STAGES = ("encode+inversion", "edit", "decode")
-# docs/methods.md §6: SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
+# the cost model of methods.md §6 (shared docs): SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
 SD15_512_FLOPS = {"unet_call": 677e9, "vae_encode": 1.08e12, "vae_decode": 2.48e12}
 
 COLUMNS = [
@@ -143,7 +143,7 @@ def unit_flops(models, arch: str | None, height: int, width: int) -> tuple[dict,
     from vidinv.models import decode_latents, encode_frames
 
     if arch == "sd15" and (height, width) == (512, 512):
-        return dict(SD15_512_FLOPS), "docs/methods.md §6"
+        return dict(SD15_512_FLOPS), "methods.md §6 cost model"
     device, dtype = models.device, models.dtype
     factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
     latent = torch.zeros(1, 1, models.vae.config.latent_channels, height // factor, width // factor, device=device)
