@@ -1,7 +1,7 @@
 """Random-weight model architectures for the bench scripts (`--arch tiny|sd15`), in one place.
 
 - tiny: the built-in tiny model's shapes (vidinv.models.tiny).
-- sd15: the published Stable Diffusion 1.5 shapes (the cost model of methods.md §6 (shared docs)): UNet 859.5 M parameters,
+- sd15: the published Stable Diffusion 1.5 shapes (shared docs, methods.md §6): UNet 859.5 M parameters,
   AutoencoderKL 83.7 M, CLIP ViT-L/14 text tower 123.1 M. Random weights give real speed and
   memory figures, not pictures. The tokenizer is the tiny byte-level one (no vocabulary files
   offline); its ids fall inside CLIP's 49408-token embedding, and the text encoder's cost is

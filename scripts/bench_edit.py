@@ -13,7 +13,7 @@ warped along the source's optical flow| in [0, 1] units, for the source and the 
 
 Cost: UNet frame-calls (inversion + edit, from the record's and the edit's stats) and FLOPs =
 frame-calls x one UNet frame-call + F x (VAE encode + decode of one frame). The unit costs are
-the cost model of methods.md §6 (shared docs)'s for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
+the shared docs' methods.md §6 cost model for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
 TFLOP per VAE encode / decode), else counted once with torch.utils.flop_counter on one frame
 (per-frame attention: cross-frame attention's longer keys are not counted, nor the text encoder).
 Achieved TFLOP/s = FLOPs / (encode+inversion + edit + decode seconds); --peak-tflops gives the
@@ -46,7 +46,7 @@ from vidinv.models import resolve_device
 
 SAMPLE = benchlib.REPO / "samples" / "bikes.mp4"
 STAGES = ("encode+inversion", "edit", "decode")
-# the cost model of methods.md §6 (shared docs): SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
+# shared docs, methods.md §6: SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
 SD15_512_FLOPS = {"unet_call": 677e9, "vae_encode": 1.08e12, "vae_decode": 2.48e12}
 
 COLUMNS = [
