@@ -9,153 +9,21 @@ mode / backend / unet_chunk and reports wall time, peak memory above the pre-cal
 /proc/self/statm), and, with --flops, achieved TFLOP/s and the fraction of --peak-tflops.
 `naive` rows whose estimated score matrix exceeds --naive-cap-gb are skipped (listed as such).
 Results are printed as a table and written as JSON (--json).
-
-The timer, the peak-memory sampler, the table and the JSON writer are separate functions so they
-can be swapped for the shared `scripts/benchlib.py` helpers.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import json
-import os
 import platform
-import sys
-import threading
-import time
-from contextlib import contextmanager
-from pathlib import Path
 
+import archs
+import benchlib
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidinv.attention import install_frame_attention, remove_frame_attention, run_unet
 from vidinv.attention.backends import BACKENDS, resolve_backend
 from vidinv.attention.frames import FramePattern
-
-SD15_UNET_CONFIG = {"sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-# ---- generic helpers (candidates for scripts/benchlib.py) -------------------------------------
-
-
-class PeakMemory:
-    """Peak memory (bytes) above the baseline at entry: CUDA allocator peak, or sampled CPU RSS."""
-
-    _malloc_fixed = False
-
-    def __init__(self, device: torch.device, interval: float = 0.0005):
-        self.device, self.interval, self.peak = device, interval, 0
-        if device.type == "cpu":
-            self.fix_malloc()
-
-    @classmethod
-    def fix_malloc(cls) -> None:
-        """Make glibc return freed tensors to the OS (fixed mmap threshold) so RSS tracks live memory;
-        otherwise a small run after a big one reuses already-resident pages and reads as ~0."""
-        if cls._malloc_fixed or not sys.platform.startswith("linux"):
-            return
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD: allocations >= 64 KiB are mmapped
-            libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
-        except OSError:
-            pass
-        cls._malloc_fixed = True
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._max = max(self._max, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = self._max = self.rss()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self._max, self.rss()) - self._base
-        return False
-
-
-@contextmanager
-def timer(device: torch.device, result: dict):
-    """Wall time of the block in seconds (CUDA synchronised) into result['seconds']."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    result["seconds"] = time.perf_counter() - start
-
-
-def count_flops(fn) -> int:
-    """FLOPs of fn() by torch's FlopCounterMode (CPU flash SDPA counted with torch's SDPA formula)."""
-    from torch.utils import flop_counter
-
-    def cpu_flash_sdpa(query, key, value, *args, out_val=None, **kwargs):
-        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
-
-    cpu_flash_sdpa._get_raw = True  # takes tensors, not shapes
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_sdpa}
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Plain-text table; columns are (key, header, format)."""
-    cells = [[h for _, h, _ in columns]]
-    for row in rows:
-        cells.append(["-" if row.get(k) is None else format(row[k], f) for k, _, f in columns])
-    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-
-
-# ---- the attention benchmark ------------------------------------------------------------------
-
-
-def build_unet(arch: str, device: torch.device, dtype: torch.dtype):
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    if arch == "tiny":
-        from vidinv.models.tiny import TINY_UNET_CONFIG
-
-        unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
-    else:
-        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
-    unet = unet.to(device)
-    return (unet if dtype == torch.float32 else unet.to(dtype)).eval()
+from vidinv.models.loading import DTYPES
 
 
 def first_level_heads(unet) -> tuple[int, int]:
@@ -183,13 +51,13 @@ def pattern_for(mode: str, args, frames: int) -> FramePattern:
 
 def measure(unet, z, emb, chunk, device, args) -> dict:
     """Time and peak memory of one `run_unet` call (the last of args.repeat), and optionally FLOPs."""
-    timing: dict = {}
+    call = lambda: run_unet(unet, z, 500, emb, chunk=chunk)  # noqa: E731
     for _ in range(args.repeat):
-        with PeakMemory(device) as memory, timer(device, timing):
-            run_unet(unet, z, 500, emb, chunk=chunk)
-    row = {"seconds": timing["seconds"], "peak_mib": memory.peak / 2**20}
+        m = benchlib.measure(call, device)
+        m.result = None  # drop the output before the next call
+    row = {"seconds": m.seconds, "peak_mib": m.peak_mb}
     if args.flops:
-        row["tflop"] = count_flops(lambda: run_unet(unet, z, 500, emb, chunk=chunk)) / 1e12
+        row["tflop"] = benchlib.count_flops(call) / 1e12
         row["tflops_s"] = row["tflop"] / row["seconds"]
         if args.peak_tflops:
             row["of_peak"] = row["tflops_s"] / args.peak_tflops
@@ -199,14 +67,14 @@ def measure(unet, z, emb, chunk, device, args) -> dict:
 def bench(args) -> dict:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    unet = build_unet(args.arch, device, dtype)
+    if device.type == "cpu":
+        benchlib.set_threads(args.threads)
+    unet = archs.build_unet(args.arch, device, dtype)
     heads, _ = first_level_heads(unet)
     cross_dim = unet.config.cross_attention_dim
     backends = [b for b in args.backends if b != "xformers" or resolve_backend("auto", device) == "xformers"]
     tokens = args.latent * args.latent
-    params = sum(p.numel() for p in unet.parameters())
+    params = archs.parameters(unet)
     print(f"{args.arch} UNet, {params / 1e6:.1f} M params, {device} {args.dtype}, latent {args.latent}x{args.latent}")
 
     gen = torch.Generator().manual_seed(0)
@@ -283,7 +151,7 @@ COLUMNS = [
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--arch", choices=archs.ARCH_NAMES, default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--latent", type=int, default=16, help="latent side (64 = 512 px for SD 1.5)")
@@ -296,7 +164,7 @@ def parse_args(argv=None):
     parser.add_argument("--keyframe-stride", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1, help="conditions per call (2 = classifier-free guidance)")
     parser.add_argument("--repeat", type=int, default=1, help="timed calls per row (the last one is reported)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
     parser.add_argument("--naive-cap-gb", type=float, default=2.0, help="skip naive rows with larger score matrices")
     parser.add_argument("--flops", action="store_true", help="count FLOPs (one extra call per row)")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="hardware peak for the 'of peak' column")
@@ -307,11 +175,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     result = bench(args)
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in result["rows"])]
+    rows = result.pop("rows")
     print()
-    print(format_table(result["rows"], columns))
-    write_json(args.json, result)
-    print(f"\nwrote {args.json}")
+    print(benchlib.format_table(rows, benchlib.present_columns(rows, COLUMNS)))
+    path = benchlib.write_results(args.json, "attention", vars(args), rows, args.device, extra=result)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

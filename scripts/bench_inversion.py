@@ -17,22 +17,20 @@ Prints a table and writes JSON (default bench_results/inversion.json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from pathlib import Path
 
+import archs
+import benchlib
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from vidinv.config import load_config
 from vidinv.inversion import api
 from vidinv.inversion.ddpm_ef import ddpm_ef_sample
-from vidinv.jobs.common import load_clip, load_models_for
+from vidinv.jobs.common import load_clip
 from vidinv.metrics import psnr_per_frame
 from vidinv.models import decode_latents, encode_frames
+
+REPO = benchlib.REPO
 
 DEFAULT_METHODS = [
     "ddim",
@@ -48,17 +46,14 @@ DEFAULT_METHODS = [
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
-    p.add_argument("--pretrained", default=None, help="model.pretrained (default: the config's, tiny in the demo)")
     p.add_argument("--video", default=None, help="video.path (default: the config's sample clip)")
+    archs.add_model_args(p, pretrained=None, device="cpu")  # --pretrained None: the config's (tiny in the demo)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, help="method[:group or noise]")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
     p.add_argument("--unet-chunk", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=str(REPO / "bench_results" / "inversion.json"))
     p.add_argument("overrides", nargs="*", help="extra config overrides key=value")
     return p.parse_args(argv)
@@ -77,11 +72,6 @@ def method_overrides(spec: str) -> list[str]:
 def frame_change(x: torch.Tensor) -> torch.Tensor:
     """Mean absolute change between consecutive frames of x (f ...)."""
     return (x[1:] - x[:-1]).abs().mean()
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def edit_probe(models, record, config, skip: int) -> dict:
@@ -103,7 +93,7 @@ def edit_probe(models, record, config, skip: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    benchlib.set_threads(args.threads)
     base = [
         f"model.device={args.device}",
         f"model.dtype={args.dtype}",
@@ -116,7 +106,7 @@ def main(argv=None) -> int:
         *args.overrides,
     ]
     config = load_config(args.config, base)
-    models = load_models_for(config)
+    models = archs.models_for(config, args.arch)
     clip = load_clip(config)
     latents = encode_frames(models.vae, clip.frames, config.runtime.vae_chunk)
     roundtrip = decode_latents(models.vae, latents, config.runtime.vae_chunk)
@@ -125,13 +115,14 @@ def main(argv=None) -> int:
         ddim_seconds = None
         for spec in args.methods:
             cfg = load_config(args.config, [*base, *method_overrides(spec), f"inversion.steps={steps}"])
-            sync(models.device)
-            t0 = time.perf_counter()
-            record = api.invert(models, latents, cfg)
             stats: dict = {}
-            recon = api.reconstruct(models, record, cfg, start=0, stats=stats)
-            sync(models.device)
-            seconds = time.perf_counter() - t0
+
+            def run(cfg=cfg, stats=stats):
+                record = api.invert(models, latents, cfg)
+                return record, api.reconstruct(models, record, cfg, start=0, stats=stats)
+
+            m = benchlib.measure(run, models.device)
+            (record, recon), seconds = m.result, m.seconds
             frames = decode_latents(models.vae, recon, config.runtime.vae_chunk)
             per_frame = psnr_per_frame(frames, roundtrip)
             row = {
@@ -141,6 +132,7 @@ def main(argv=None) -> int:
                 "psnr_db_std": float(per_frame.std()) if len(per_frame) > 1 else 0.0,
                 "latent_max_abs_err": float((recon.float().cpu() - latents.float().cpu()).abs().max()),
                 "seconds": seconds,
+                "peak_mb": m.peak_mb,
                 "inversion_s": record.stats["inversion_s"],
                 "reconstruction_s": stats["reconstruction_s"],
                 "unet_calls": record.stats["unet_calls"] + stats["unet_calls"],
@@ -153,38 +145,31 @@ def main(argv=None) -> int:
             if record.method == "ddpm_ef":
                 row.update(edit_probe(models, record, cfg, api.skip_for(cfg)))
             rows.append(row)
-            print_row(row, header=len(rows) == 1)
-    result = {
+            print(f"  {spec} steps={steps}: PSNR {row['psnr_db_mean']:.2f} dB, {seconds:.2f} s", flush=True)
+    print(benchlib.format_table(rows, COLUMNS))
+    extra = {
         "device": str(models.device),
         "dtype": str(models.dtype),
         "pretrained": config.model.pretrained,
         "frames": int(latents.shape[0]),
         "latent_shape": list(latents.shape),
         "threads": args.threads,
-        "rows": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
+    path = benchlib.write_results(args.json, "inversion", vars(args), rows, models.device, extra=extra)
+    print(f"wrote {path}")
     return 0
 
 
-COLUMNS = [  # key, header, width, format
-    ("method", "method", 20, "{:<20}"),
-    ("steps", "steps", 5, "{:>5}"),
-    ("psnr_db_mean", "PSNR dB", 8, "{:>8.2f}"),
-    ("psnr_db_std", "std", 6, "{:>6.2f}"),
-    ("seconds", "time s", 7, "{:>7.2f}"),
-    ("unet_calls", "calls", 6, "{:>6}"),
-    ("time_vs_ddim", "xDDIM", 6, "{:>6.2f}"),
-    ("edit_temporal_ratio", "edit dT", 8, "{:>8.3f}"),
+COLUMNS = [  # key, header, format
+    ("method", "method", "<20"),
+    ("steps", "steps", ">5"),
+    ("psnr_db_mean", "PSNR dB", ">8.2f"),
+    ("psnr_db_std", "std", ">6.2f"),
+    ("seconds", "time s", ">7.2f"),
+    ("unet_calls", "calls", ">6"),
+    ("time_vs_ddim", "xDDIM", ">6.2f"),
+    ("edit_temporal_ratio", "edit dT", ">8.3f"),
 ]
-
-
-def print_row(row: dict, header: bool) -> None:
-    if header:
-        print(" ".join(h.ljust(w) if k == "method" else h.rjust(w) for k, h, w, _ in COLUMNS))
-    print(" ".join(" " * w if row.get(k) is None else f.format(row[k]) for k, _, w, f in COLUMNS), flush=True)
 
 
 if __name__ == "__main__":

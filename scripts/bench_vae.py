@@ -11,28 +11,19 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
+import archs
 import benchlib
 import torch
-from diffusers import AutoencoderKL
 
 from vidinv.models import decode_latents, encode_frames, load_models, resolve_device, resolve_dtype
-from vidinv.models.tiny import TINY_SEED, TINY_VAE_CONFIG
 
-ARCHS = {
-    "tiny": TINY_VAE_CONFIG,
-    # SD 1.5's AutoencoderKL: 4 Down/UpEncoderBlock2D, 2 layers each, 32 norm groups
-    "sd15": {**TINY_VAE_CONFIG, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
-             "norm_num_groups": 32, "sample_size": 512},
-}  # fmt: skip
 COLUMNS = ["frames", "mode", "chunk", "seconds", "frames_per_s", "peak_mb", "peak_mb_per_frame"]
 
 
 def build_vae(args, device: torch.device, dtype: torch.dtype):
     if args.arch is None:
         return load_models(args.pretrained, dtype=args.dtype, device=str(device)).vae
-    torch.manual_seed(TINY_SEED)
-    vae = AutoencoderKL(**ARCHS[args.arch]).to(device)
-    return (vae if dtype == torch.float32 else vae.to(dtype)).eval()
+    return archs.build_vae(args.arch, device, dtype)
 
 
 def round_trip(vae, frames: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -46,21 +37,16 @@ def row(num_frames: int, mode: str, chunk: int, m: benchlib.Measurement) -> dict
             "frames_per_s": num_frames / m.seconds, "peak_mb": m.peak_mb, "peak_mb_per_frame": per_frame}  # fmt: skip
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--chunk", type=int, default=8, help="frames per VAE call in the chunked mode")
-    parser.add_argument("--pretrained", default="tiny", help="used when --arch is not given")
-    parser.add_argument("--arch", choices=sorted(ARCHS), default=None, help="random-weight VAE of this shape")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    archs.add_model_args(parser, what="VAE")
     parser.add_argument("--json", default="bench_results/vae.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    benchlib.set_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     vae = build_vae(args, device, dtype)

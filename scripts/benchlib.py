@@ -4,8 +4,10 @@ Peak memory is the growth over the level at the start of the measured call:
 - CUDA: `torch.cuda.max_memory_allocated` after resetting the peak (tensors only, exact).
 - CPU: the process's resident set size sampled every `interval` seconds in a background thread
   (/proc/self/statm; torch's CPU allocations are invisible to tracemalloc and VmHWM cannot be
-  reset). Freed heap is handed back to the OS first (glibc malloc_trim) so earlier runs do not
-  hide growth. Spikes shorter than the interval can be missed.
+  reset). glibc is set to mmap large blocks and freed heap is handed back to the OS first
+  (mallopt, malloc_trim) so RSS follows live memory and earlier runs do not hide growth. Spikes shorter than the interval can be missed.
+`PeakMemory` splits one call into stages (`stage(name)`), each with its own peak; `count_flops`
+counts a call's FLOPs; `format_table` prints rows, `write_results` writes them as JSON.
 
 Importing this module also puts the repository root on sys.path, so scripts run from a checkout.
 """
@@ -42,6 +44,21 @@ def _libc():
 _LIBC = _libc()
 
 
+_MALLOC_FIXED = False
+
+
+def track_live_memory() -> None:
+    """Make glibc mmap allocations >= 64 KiB and trim freed heap above 64 KiB (fixed thresholds,
+    once per process), so RSS follows live tensors: otherwise freed pages stay resident, a call
+    reuses them, and RSS reads the heap's high-water mark instead of the call's live peak."""
+    global _MALLOC_FIXED
+    if _MALLOC_FIXED or _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return
+    _LIBC.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+    _LIBC.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+    _MALLOC_FIXED = True
+
+
 def release_freed_memory() -> None:
     """Collect garbage and return freed heap to the OS (glibc only; a no-op elsewhere)."""
     gc.collect()
@@ -58,34 +75,79 @@ def rss_bytes() -> int | None:
         return None
 
 
-class RssSampler:
-    """Peak RSS growth over the level at entry, sampled in a background thread."""
+class PeakMemory:
+    """Peak memory growth (bytes) over the level at entry, per stage of the measured block.
 
-    def __init__(self, interval: float = 0.001):
-        self.interval = interval
-        self.base = self.peak = 0
+    `stage(name)` ends the stage in progress and starts `name` (the block starts in stage
+    `stage`, default "all"); `peaks` maps each stage to its peak, `peak` is the largest. CUDA: the allocator's
+    peak, reset at each switch. CPU: RSS sampled every `interval` seconds in a background
+    thread; freed heap is handed back to the OS at each switch (malloc_trim, no gc pass, so
+    switching costs little inside a timed call) so a stage does not inherit its predecessor's
+    freed pages.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.001, stage: str = "all"):
+        self.device, self.interval = torch.device(device), interval
+        self.base, self.current, self.peaks = 0, stage, {}
         self._stop = threading.Event()
+
+    def _level(self) -> int:
+        return rss_bytes() or 0
+
+    def _note(self, level: int) -> None:
+        self.peaks[self.current] = max(self.peaks.get(self.current, 0), level - self.base)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes() or 0)
+            self._note(self._level())
             time.sleep(self.interval)
 
     def __enter__(self):
         release_freed_memory()
-        self.base = self.peak = rss_bytes() or 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            track_live_memory()
+            self.base = self._level()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        self.peaks[self.current] = 0
         return self
 
+    def _close_stage(self) -> None:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self._note(torch.cuda.max_memory_allocated(self.device))
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._note(self._level())
+
+    def stage(self, name: str) -> None:
+        self._close_stage()
+        if self.device.type != "cuda" and _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+            _LIBC.malloc_trim(0)
+        self.current = name
+        self.peaks[name] = max(self.peaks.get(name, 0), 0)
+
     def __exit__(self, *exc) -> None:
-        self.peak = max(self.peak, rss_bytes() or 0)
-        self._stop.set()
-        self._thread.join()
+        self._close_stage()
+        if self.device.type != "cuda":
+            self._stop.set()
+            self._thread.join()
 
     @property
-    def growth(self) -> int:
-        return self.peak - self.base
+    def available(self) -> bool:
+        return self.device.type == "cuda" or rss_bytes() is not None
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks.values(), default=0)
+
+    def peaks_mb(self) -> dict[str, float | None]:
+        return {k: (v / MB if self.available else None) for k, v in self.peaks.items()}
 
 
 def synchronize(device: torch.device) -> None:
@@ -103,22 +165,33 @@ class Measurement:
 def measure(fn: Callable[[], object], device: torch.device | str) -> Measurement:
     """Wall time and peak memory growth of one call of `fn` on `device`."""
     device = torch.device(device)
-    release_freed_memory()
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
+    with PeakMemory(device) as memory:
         start = time.perf_counter()
         result = fn()
         synchronize(device)
         seconds = time.perf_counter() - start
-        return Measurement(seconds, (torch.cuda.max_memory_allocated(device) - base) / MB, result)
-    with RssSampler() as sampler:
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-    return Measurement(seconds, sampler.growth / MB if rss_bytes() is not None else None, result)
+    return Measurement(seconds, memory.peak / MB if memory.available else None, result)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of fn() by torch's FlopCounterMode (matmuls, convolutions, attention;
+    CPU flash SDPA counted with torch's SDPA formula). Element-wise ops are not counted."""
+    from torch.utils import flop_counter
+
+    def cpu_flash_sdpa(query, key, value, *args, out_val=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    cpu_flash_sdpa._get_raw = True  # takes tensors, not shapes
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_sdpa}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU intra-op threads (0 = leave torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def environment(device: torch.device | str) -> dict:
@@ -137,25 +210,40 @@ def environment(device: torch.device | str) -> dict:
     return info
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A plain-text table of dict rows (floats with 3 significant decimals)."""
-    columns = list(columns or rows[0].keys())
+Column = str | tuple[str, str, str]  # key, or (key, header, format spec)
 
-    def cell(value) -> str:
+
+def format_table(rows: Sequence[dict], columns: Sequence[Column] | None = None) -> str:
+    """A plain-text table of dict rows. A column is a key (header = key; floats with 3
+    decimals) or (key, header, format spec); missing values print as '-'."""
+    specs = [(c, c, "") if isinstance(c, str) else c for c in (columns or rows[0].keys())]
+
+    def cell(value, spec: str) -> str:
+        if value is None:
+            return "-"
+        if spec:
+            return format(value, spec)
         if isinstance(value, float):
             return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
-        return "-" if value is None else str(value)
+        return str(value)
 
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    cells = [[cell(row.get(key), spec) for key, _, spec in specs] for row in rows]
+    headers = [header for _, header, _ in specs]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
 
 
-def write_results(path: str | Path, name: str, args: dict, rows: list[dict], device) -> Path:
-    """Write {bench, when, environment, args, rows} as JSON (atomically: no half-written file)."""
+def present_columns(rows: Sequence[dict], columns: Sequence[Column]) -> list[Column]:
+    """The columns that have a value in at least one row."""
+    key = lambda c: c if isinstance(c, str) else c[0]  # noqa: E731
+    return [c for c in columns if any(r.get(key(c)) is not None for r in rows)]
+
+
+def write_results(path: str | Path, name: str, args: dict, rows: list[dict], device, extra: dict | None = None) -> Path:
+    """Write {bench, when, environment, args, **extra, rows} as JSON (atomically: no half-written file)."""
     from vidinv.outputs import write_json
 
     record = {
@@ -163,6 +251,7 @@ def write_results(path: str | Path, name: str, args: dict, rows: list[dict], dev
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(device),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()},
+        **(extra or {}),
         "rows": rows,
     }
     return write_json(path, record)

@@ -1,0 +1,104 @@
+"""Smoke tests: each scripts/bench_*.py runs on the tiny model with its smallest arguments (2 frames,
+2-3 steps, 8x8 latents) and writes JSON with the columns its table prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+SCRIPTS = REPO / "scripts"
+
+
+@pytest.fixture
+def load_script(monkeypatch):
+    """load_script(name) -> scripts/<name>.py as a module."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the scripts import benchlib and archs as siblings
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def run_script(load_script, tmp_path):
+    """run_script(name, *argv) -> (the script's module, the JSON it wrote)."""
+    threads = torch.get_num_threads()
+
+    def run(name: str, *argv: str):
+        module = load_script(name)
+        out = tmp_path / f"{name}.json"
+        try:
+            module.main([*argv, "--json", str(out)])
+        finally:
+            torch.set_num_threads(threads)
+        record = json.loads(out.read_text())
+        assert {"bench", "when", "environment", "args", "rows"} <= record.keys()
+        return module, record
+
+    return run
+
+
+def keys(columns) -> list[str]:
+    return [c if isinstance(c, str) else c[0] for c in columns]
+
+
+def test_bench_edit(run_script, capsys):
+    from vidinv.editing import EDIT_METHODS
+
+    argv = ["--frames", "2", "--steps", "2", "--size", "64", "64", "--methods", "pnp", "fatezero", "--no-warmup"]
+    bench, record = run_script("bench_edit", *argv)
+    skipped = [] if "fatezero" in EDIT_METHODS else ["fatezero"]
+    assert record["skipped_methods"] == skipped
+    rows = [r for r in record["rows"] if r["method"] == "pnp"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(keys(bench.COLUMNS)) - {"of_peak"} <= row.keys()
+    # FreeInv inversion: 2 frames x 2 steps; PnP with CFG: 3 rows x 2 frames x 2 steps
+    assert (row["inversion_unet_frame_calls"], row["edit_unet_frame_calls"]) == (4, 12)
+    assert row["unet_frame_calls"] == 16 and row["tflop"] > 0 and row["tflops_s"] > 0
+    assert row["edit_peak_mb"] is not None and row["warp_error_source"] >= 0
+    assert record["flops_per_frame"]["unet_call"] > 0
+    out = capsys.readouterr().out
+    assert "enc+inv s/f" in out and ("note: edit method 'fatezero'" in out) == bool(skipped)
+
+
+def test_bench_edit_loops_a_short_clip_back_and_forth(load_script):
+    ping_pong = load_script("bench_edit").ping_pong
+    assert ping_pong(torch.arange(4.0), 9).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+
+
+def test_bench_attention(run_script):
+    argv = ["--frames", "2", "--latent", "8", "--backends", "sdpa", "naive", "--flops"]
+    bench, record = run_script("bench_attention", *argv)
+    assert [r["backend"] for r in record["rows"]] == ["sdpa", "naive"]
+    for row in record["rows"]:
+        assert set(keys(bench.COLUMNS)) - {"group", "of_peak", "skipped"} <= row.keys()
+        assert row["tflop"] > 0
+    assert record["arch"] == "tiny" and record["params"] > 0
+
+
+def test_bench_vae(run_script):
+    bench, record = run_script("bench_vae", "--arch", "tiny", "--frames", "2", "--size", "64", "64", "--chunk", "1")
+    assert [(r["mode"], r["chunk"]) for r in record["rows"]] == [("chunked", 1), ("whole", 2)]
+    for row in record["rows"]:
+        assert set(bench.COLUMNS) <= row.keys()
+
+
+def test_bench_inversion(run_script, capsys):
+    argv = ["--frames", "2", "--steps", "3", "--methods", "ddim", "freeinv:flips", "ddpm_ef:shared"]
+    bench, record = run_script("bench_inversion", *argv)
+    rows = record["rows"]
+    assert [r["method"] for r in rows] == ["ddim", "freeinv:flips", "ddpm_ef:shared"]
+    assert rows[1]["unet_calls"] == rows[0]["unet_calls"] == 2 * 3 * 2
+    assert rows[2]["psnr_db_mean"] > 60 and "edit_temporal_ratio" in rows[2]
+    assert set(keys(bench.COLUMNS)) - {"edit_temporal_ratio"} <= rows[0].keys()
+    assert "xDDIM" in capsys.readouterr().out
