@@ -94,7 +94,7 @@ def propagate(
     pair_key = torch.tensor([p for _, p, _ in pairs], device=device)
     weights = torch.tensor([w for _, _, w in pairs], device=device, dtype=keyframe_values.dtype)
     index = nearest_neighbours(frame_tokens[pair_frame], keyframe_tokens[pair_key], chunk=chunk)
-    moved = gather_tokens(keyframe_values[:, pair_key], index) * weights.view(1, -1, 1, 1)
+    moved = keyframe_values[:, pair_key.unsqueeze(1), index] * weights.view(1, -1, 1, 1)  # (b, pairs, n, c)
     b, _, n, c = moved.shape
     out = moved.new_zeros((b, len(frames), n, c))
     return out.index_add_(1, pair_frame, moved)
