@@ -76,12 +76,23 @@ class PairDenoiser:
         batch = torch.cat(
             [repeat(x[0], "f c h w -> b f c h w", b=self.n_source), repeat(x[1], "f c h w -> b f c h w", b=n_edit)]
         )
-        self.injection.set_step(self.table.index_of(t), self.layout)
-        eps = run_unet(self.unet, batch, t, self.emb.to(param.device), chunk=self.chunk).to(z.dtype)
-        self.calls += batch.shape[0] * batch.shape[1]
+        step = self.table.index_of(t)
+        self.injection.set_step(step, self.layout)
+        eps = self.run(batch, t, step).to(z.dtype)
         return torch.stack(
             [guide(eps[: self.n_source], self.source_guidance), guide(eps[self.n_source :], self.edit_guidance)]
         )
+
+    def extra_stats(self) -> dict:
+        """What a subclass adds to EditResult.stats."""
+        return {}
+
+    def run(self, batch: torch.Tensor, t, step: int) -> torch.Tensor:
+        """eps (b f c h w) of the rows' batch at step `step` (one chunked UNet call; subclasses may
+        run several passes, e.g. TokenFlow's keyframe and propagation passes)."""
+        eps = run_unet(self.unet, batch, t, self.emb.to(batch.device), chunk=self.chunk)
+        self.calls += batch.shape[0] * batch.shape[1]
+        return eps
 
 
 class InvertedSource:
@@ -113,8 +124,14 @@ def injection_steps(config: Config, steps: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def pnp_edit(models, record: InversionRecord, config: Config, *, progress: bool = False) -> EditResult:
-    """Edit the clip of `record` towards `config.edit.target_prompt` with PnP injection."""
+def pnp_edit(
+    models, record: InversionRecord, config: Config, *, progress: bool = False, denoiser=PairDenoiser
+) -> EditResult:
+    """Edit the clip of `record` towards `config.edit.target_prompt` with PnP injection.
+
+    `denoiser` builds the pair's eps callable (PairDenoiser's arguments); a subclass may run its
+    own UNet passes (TokenFlow) and report `extra_stats()`.
+    """
     ed = config.edit
     table = table_for(models, record)
     handle = frame_attention_of(models.unet) or install_frame_attention(models.unet, "none", config.model.attention)
@@ -129,7 +146,7 @@ def pnp_edit(models, record: InversionRecord, config: Config, *, progress: bool 
         feature_steps=feature_steps,
         attention_steps=attention_steps,
     )
-    pair_eps = PairDenoiser(
+    pair_eps = denoiser(
         models.unet,
         table,
         source_rows=source_rows,
@@ -160,5 +177,6 @@ def pnp_edit(models, record: InversionRecord, config: Config, *, progress: bool 
         "attention_injection_steps": attention_steps,
         "attention_layers": sorted(injection.attention_layers),
         "rows_per_call": pair_eps.layout.rows,
+        **pair_eps.extra_stats(),
     }
     return EditResult(latents=pair[1], source_latents=pair[0], stats=stats)

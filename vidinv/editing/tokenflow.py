@@ -1,0 +1,199 @@
+"""TokenFlow (Geyer, Bar-Tal, Bagon, Dekel, ICLR 2024): edit keyframes jointly, propagate along
+the source video's correspondences.
+
+Built on the PnP edit (`pnp.py`): the (source, edit) pair goes through the inversion engine's
+samplers and method wrappers (FreeInv's per-step transform, MBDI's group mean) exactly as there;
+only the pair's UNet evaluation differs. Each eps call (one denoising step) runs two passes over
+the rows [source uncond?, source cond, edit uncond?, edit cond]:
+
+1. keyframe pass: the UNet over the step's keyframes only (one frame per group of
+   `edit.keyframe_stride` frames, at an offset drawn per step and group from `edit.seed`), with
+   extended attention among all keyframes (every keyframe attends to every keyframe) and PnP
+   injection. A hook records, per self-attention layer, the keyframes' source tokens (the source
+   conditional row's self-attention keys) and the edit rows' self-attention outputs. Its eps is
+   not used.
+2. propagation pass: the UNet over all frames (chunked by `runtime.unet_chunk`, the installed
+   frame attention as configured) with PnP injection. In every self-attention layer the edit
+   rows' output of frame i is replaced by the recorded keyframe outputs gathered along the
+   nearest-neighbour field from frame i's source tokens to those of its nearest keyframe on each
+   side, blended linearly by temporal distance (`correspondence.propagate`).
+
+The source rows are never replaced: the source branch is computed exactly as in the PnP edit (the
+reconstruction with the configured frame attention, or the stored inversion latents), so it
+stays the trajectory the inversion made. A frame that is a keyframe is matched to itself; when
+its source tokens in the propagation pass equal those of the keyframe pass (e.g. `full`
+attention over the whole clip and every frame a keyframe), the match is the identity and the
+edit equals the plain extended-attention PnP edit.
+
+Cost per step: rows x (K + F) frame-calls (K = ceil(F / stride) keyframes), plus a nearest-
+neighbour search of 2 x n x n x c per frame and layer (n tokens), memory-bounded by
+`correspondence.nearest_neighbours`' chunking: linear in F.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from functools import partial
+
+import torch
+
+from vidinv.attention import run_unet
+from vidinv.attention.frames import FramePattern
+from vidinv.attention.inflate import frame_attention_of, install_frame_attention
+from vidinv.attention.processors import AttentionHook
+from vidinv.config import Config
+from vidinv.editing.correspondence import DEFAULT_CHUNK, propagate
+from vidinv.editing.pnp import EditResult, PairDenoiser, pnp_edit
+from vidinv.errors import VidinvError
+from vidinv.inversion.record import InversionRecord
+
+
+def keyframe_schedule(num_frames: int, stride: int, steps: int, seed: int) -> list[tuple[int, ...]]:
+    """The keyframes of every step: frame g*stride + o_g of each group g of `stride` frames (the last
+    group may be shorter), the offset o_g drawn uniformly per step and group from a generator
+    seeded with `seed` (the same on every device). Sorted; stride 1 gives every frame."""
+    if num_frames < 1 or stride < 1:
+        raise ValueError("num_frames and stride must be >= 1")
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    starts = range(0, num_frames, stride)
+    schedule = []
+    for _ in range(steps):
+        offsets = [int(torch.randint(min(stride, num_frames - s), (1,), generator=generator)) for s in starts]
+        schedule.append(tuple(s + o for s, o in zip(starts, offsets)))
+    return schedule
+
+
+@contextmanager
+def frame_pattern(handle, pattern: FramePattern):
+    """Run the UNet with another frame pattern for the duration of the block (restored exactly)."""
+    saved = handle.pattern, handle.context.pattern
+    handle.pattern = handle.context.pattern = pattern
+    try:
+        yield handle
+    finally:
+        handle.pattern, handle.context.pattern = saved
+
+
+class TokenFlowHook(AttentionHook):
+    """Records the keyframes' source tokens and edit outputs (keyframe pass) and replaces the edit
+    rows' self-attention outputs by the propagated ones (propagation pass)."""
+
+    def __init__(self, source_row: int, edit_rows: list[int], *, chunk: int = DEFAULT_CHUNK):
+        self.source_row, self.edit_rows, self.chunk = source_row, list(edit_rows), chunk
+        self.phase: str | None = None
+        self.keyframes: tuple[int, ...] = ()
+        self.nn_s = 0.0
+        self.clear()
+
+    def clear(self) -> None:
+        self.phase = None
+        self.tokens: dict[str, torch.Tensor] = {}  # layer -> keyframes' source tokens (K, n, c)
+        self.values: dict[str, torch.Tensor] = {}  # layer -> keyframes' edit outputs (b_edit, K, n, c)
+        self.pending: dict[str, torch.Tensor] = {}  # layer -> this pass's source tokens (f, n, c)
+
+    def keyframe_pass(self, keyframes: tuple[int, ...]) -> None:
+        self.clear()
+        self.phase, self.keyframes = "keyframes", tuple(keyframes)
+
+    def propagation_pass(self) -> None:
+        self.phase = "propagate"
+
+    def qkv(self, layer, q, k, v, frames):
+        source = k[self.source_row]
+        if self.phase == "keyframes":
+            self.tokens[layer] = source.clone()
+        elif self.phase == "propagate":
+            self.pending[layer] = source
+        return q, k, v
+
+    def output(self, layer, out, frames):
+        targets = self.edit_rows
+        if self.phase == "keyframes":
+            self.values[layer] = out[targets].clone()
+        elif self.phase == "propagate":
+            started = time.perf_counter()
+            moved = propagate(
+                frames,
+                self.pending.pop(layer),
+                self.keyframes,
+                self.tokens[layer],
+                self.values[layer],
+                chunk=self.chunk,
+            )
+            if out.device.type == "cuda":
+                torch.cuda.synchronize(out.device)
+            self.nn_s += time.perf_counter() - started
+            out = out.clone()
+            out[targets] = moved.to(out.dtype)
+        return out
+
+
+class TokenFlowDenoiser(PairDenoiser):
+    """PairDenoiser whose UNet evaluation is TokenFlow's keyframe pass + propagation pass."""
+
+    def __init__(
+        self,
+        *args,
+        handle,
+        keyframe_stride: int,
+        seed: int,
+        num_frames: int,
+        nn_chunk: int = DEFAULT_CHUNK,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.handle = handle
+        self.stride = keyframe_stride
+        self.schedule = keyframe_schedule(num_frames, keyframe_stride, len(self.table), seed)
+        # NN fields from the source's conditional row; replaced: every edit row
+        rows = self.emb.shape[0]
+        self.hook = TokenFlowHook(self.n_source - 1, list(range(self.n_source, rows)), chunk=nn_chunk)
+        self.keyframe_calls = self.propagation_calls = 0
+
+    def run(self, batch: torch.Tensor, t, step: int) -> torch.Tensor:
+        keyframes = self.schedule[step]
+        emb = self.emb.to(batch.device)
+        rows, frames = batch.shape[:2]
+        self.hook.keyframe_pass(keyframes)
+        self.handle.hooks.append(self.hook)
+        try:
+            with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
+                run_unet(self.unet, batch[:, list(keyframes)], t, emb, chunk=None)
+            self.hook.propagation_pass()
+            eps = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
+        finally:
+            self.handle.hooks.remove(self.hook)
+            self.hook.clear()
+        self.keyframe_calls += rows * len(keyframes)
+        self.propagation_calls += rows * frames
+        self.calls += rows * (len(keyframes) + frames)
+        return eps
+
+    def extra_stats(self) -> dict:
+        return {
+            "keyframe_stride": self.stride,
+            "keyframes_per_step": len(self.schedule[0]) if self.schedule else 0,
+            "keyframe_pass_calls": self.keyframe_calls,
+            "propagation_pass_calls": self.propagation_calls,
+            "nn_s": round(self.hook.nn_s, 4),
+            "keyframes": [list(k) for k in self.schedule],
+        }
+
+
+@torch.no_grad()
+def tokenflow_edit(models, record: InversionRecord, config: Config, *, progress: bool = False) -> EditResult:
+    """Edit the clip of `record` towards `config.edit.target_prompt` with TokenFlow (PnP on keyframes
+    with extended attention, propagated to every frame along the source's correspondences)."""
+    stride = config.edit.keyframe_stride
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise VidinvError(f"edit.keyframe_stride: {stride!r} is not an integer >= 1")
+    handle = frame_attention_of(models.unet) or install_frame_attention(models.unet, "none", config.model.attention)
+    denoiser = partial(
+        TokenFlowDenoiser,
+        handle=handle,
+        keyframe_stride=stride,
+        seed=config.edit.seed,
+        num_frames=record.latents.shape[1],
+    )
+    return pnp_edit(models, record, config, progress=progress, denoiser=denoiser)
