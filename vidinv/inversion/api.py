@@ -125,9 +125,7 @@ def table_for(models, record_or_steps) -> StepTable:
 
 
 @torch.no_grad()
-def invert(
-    models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=()
-) -> InversionRecord:
+def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=()) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
     `hooks` are entered around the inversion's UNet calls and get `attach(record)` (module docstring).
