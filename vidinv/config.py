@@ -28,6 +28,7 @@ CHOICES = {
     "inversion.noise": ("shared", "independent"),
     "edit.method": ("pnp", "tokenflow", "fatezero"),
     "edit.source_branch": ("reconstructed", "inverted"),
+    "edit.store_dtype": ("fp16", "fp32"),
 }
 
 
@@ -92,6 +93,7 @@ class EditConfig:
     blend_words: list[str] = field(default_factory=list)  # FateZero: words whose cross-attention masks the edit
     mask_threshold: float = 0.3  # FateZero: threshold on the normalised cross-attention of blend_words
     store_limit_mb: int = 4096  # FateZero: bound on the attention store (CPU, fp16)
+    store_dtype: str = "fp16"  # FateZero: precision of the stored maps (fp32 only for exactness checks)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
 

@@ -9,6 +9,7 @@ from vidinv.editing.pnp import EditResult, pnp_edit
 # edit.method -> "module:function"; each function is (models, record, config, *, progress) -> EditResult
 EDIT_METHODS = {
     "pnp": "vidinv.editing.pnp:pnp_edit",
+    "fatezero": "vidinv.editing.fatezero:fatezero_edit",
 }
 
 
