@@ -28,6 +28,7 @@ CHOICES = {
     "inversion.noise": ("shared", "independent"),
     "edit.method": ("pnp", "tokenflow", "fatezero"),
     "edit.source_branch": ("reconstructed", "inverted"),
+    "edit.store_dtype": ("fp16", "fp32"),
 }
 
 
@@ -85,9 +86,14 @@ class EditConfig:
     keyframe_stride: int = 8
     # FateZero: fraction of steps whose self-attention maps are replaced by the stored source maps
     self_attn_steps: float = 0.5
+    cross_attn_steps: float = 0.8  # FateZero: fraction of steps whose cross-attention is blended with the stored maps
+    # FateZero: attention layers (attn1/attn2 module names) stored and fused; null = every layer below
+    # the full latent resolution (as prompt-to-prompt/FateZero store maps of at most 32x32 in SD at 512 px)
+    store_layers: list[str] | None = None
     blend_words: list[str] = field(default_factory=list)  # FateZero: words whose cross-attention masks the edit
     mask_threshold: float = 0.3  # FateZero: threshold on the normalised cross-attention of blend_words
     store_limit_mb: int = 4096  # FateZero: bound on the attention store (CPU, fp16)
+    store_dtype: str = "fp16"  # FateZero: precision of the stored maps (fp32 only for exactness checks)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
 
@@ -226,9 +232,10 @@ def validate(config: Config) -> None:
         "null or >= 0",
     )
     _require(ed.guidance_scale >= 0, "edit.guidance_scale", ed.guidance_scale, "a number >= 0")
-    for key in ("inject_features", "inject_attention"):
+    for key in ("inject_features", "inject_attention", "self_attn_steps", "cross_attn_steps", "mask_threshold"):
         value = getattr(ed, key)
         _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
+    _require(ed.store_limit_mb >= 0, "edit.store_limit_mb", ed.store_limit_mb, "an integer >= 0")
     _require(
         ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
     )

@@ -98,17 +98,23 @@ class VideoEditor:
         return decode_latents(self.models.vae, latents, self.config.runtime.vae_chunk, progress=self.progress)
 
     def invert(
-        self, frames: torch.Tensor, *, source_prompt: str | None = None, record_dir: str | Path | None = None
+        self,
+        frames: torch.Tensor,
+        *,
+        source_prompt: str | None = None,
+        record_dir: str | Path | None = None,
+        hooks=(),
     ) -> tuple[object, bool]:
         """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
-        record there is reused and a new one is saved there."""
+        record there is reused and a new one is saved there. `hooks`: captures made during the
+        inversion that travel with the record (see vidinv.inversion.api)."""
         from vidinv.inversion import invert, invert_or_load
 
         config = self._with(inversion__source_prompt=source_prompt)
         latents = self.encode(frames)
         if record_dir is None:
-            return invert(self.models, latents, config, progress=self.progress), False
-        return invert_or_load(self.models, latents, config, record_dir, progress=self.progress)
+            return invert(self.models, latents, config, progress=self.progress, hooks=hooks), False
+        return invert_or_load(self.models, latents, config, record_dir, progress=self.progress, hooks=hooks)
 
     def reconstruct(self, record) -> torch.Tensor:
         """The frames regenerated from the record with its own prompt and guidance."""
@@ -137,8 +143,14 @@ class VideoEditor:
         device = self.models.device
         seconds, reused = {}, record is not None
         if record is None:
+            # edit methods that need more than the record from the inversion (FateZero's attention
+            # store) name what to capture during it: `edit_fn.inversion_hooks(models, config)`
+            capture = getattr(edit_fn, "inversion_hooks", None)
+            hooks = capture(self.models, config) if capture is not None else ()
             t0 = time.perf_counter()
-            record, reused = self.invert(frames, source_prompt=config.inversion.source_prompt, record_dir=record_dir)
+            record, reused = self.invert(
+                frames, source_prompt=config.inversion.source_prompt, record_dir=record_dir, hooks=hooks
+            )
             seconds["encode+inversion"] = round(time.perf_counter() - t0, 4)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
         result = edit_fn(self.models, record, config, progress=self.progress)

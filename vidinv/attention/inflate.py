@@ -83,7 +83,7 @@ def install_frame_attention(
             processors[name] = FrameAttnProcessor(layer, context, backend)
             self_layers.append(layer)
         else:
-            processors[name] = BackendAttnProcessor(backend)
+            processors[name] = BackendAttnProcessor(backend, layer, context)
     unet.set_attn_processor(processors)
     handle = FrameAttentionHandle(unet, pattern, backend, context, original, tuple(self_layers))
     setattr(unet, HANDLE_ATTR, handle)

@@ -17,6 +17,14 @@ Hook points (for Plug-and-Play and TokenFlow, not implemented here): objects in
 - ``output(layer, out, frames)`` -> out: called with the self-attention output (b, f, n, c)
   after the output projection. TokenFlow's propagation replaces a frame's tokens by tokens
   gathered from the keyframes' outputs (recorded by the same hook during the keyframe pass).
+- ``wants_probs(layer)`` -> bool and ``probs(layer, p, frames)`` -> p or None: for the layers a
+  hook wants (self-attention `...attn1` and, through `BackendAttnProcessor`, text cross-attention
+  `...attn2`), the processor computes the attention probabilities explicitly,
+  p = softmax(q k^T * scale) in float32 of shape (b, q, heads, n_query, n_keys) for the query
+  frames `frames` (global indices; one call per bucket of equal key sets), and passes them to the
+  hook. A hook that only reads them (FateZero's attention store) returns None and the output is
+  the backend's, unchanged; one that returns new probabilities (FateZero's replacement/blend) gets
+  out = p @ v. Layers no hook wants never materialise the scores.
 """
 
 from __future__ import annotations
@@ -39,6 +47,12 @@ class AttentionHook:
 
     def output(self, layer: str, out: torch.Tensor, frames: tuple[int, ...]) -> torch.Tensor:
         return out
+
+    def wants_probs(self, layer: str) -> bool:
+        return False
+
+    def probs(self, layer: str, p: torch.Tensor, frames: tuple[int, ...]) -> torch.Tensor | None:
+        return None
 
 
 class FrameContext:
@@ -127,6 +141,34 @@ def _heads(x, attn):
     return rearrange(x, "b l (h d) -> b h l d", h=attn.heads)
 
 
+def _probes(context: FrameContext | None, layer: str | None) -> list:
+    """The hooks that want this layer's attention probabilities in the call in flight."""
+    if context is None or layer is None or not context.active:
+        return []
+    return [hook for hook in context.hooks if hook.wants_probs(layer)]
+
+
+def _probed_attention(hooks, layer, q, k, v, *, backend, scale, mask, batch, group, frames):
+    """softmax(q k^T * scale + mask) v with the probabilities shown to `hooks` (see the module docstring).
+
+    q (B h (m n) d), k and v (B h L d), B = batch * s rows of `group` = m query frames each; the
+    hooks see p as (batch, s * m, h, n, L) for the query frames `frames`.
+    """
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
+    if mask is not None:
+        scores = scores + mask.float()
+    view = rearrange(scores.softmax(dim=-1), "(b s) h (m n) l -> b (s m) h n l", b=batch, m=group)
+    replaced = False
+    for hook in hooks:
+        new = hook.probs(layer, view, frames)
+        if new is not None:
+            view, replaced = new, True
+    if not replaced:  # read only: the backend's output, bit for bit as without the hook
+        return attention(q, k, v, backend=backend, scale=scale, mask=mask)
+    p = rearrange(view, "b (s m) h n l -> (b s) h (m n) l", m=group)
+    return torch.einsum("bhqk,bhkd->bhqd", p.float(), v.float()).to(q.dtype)
+
+
 class BackendAttnProcessor:
     """Per-sample attention (as diffusers' AttnProcessor2_0) on a chosen backend.
 
@@ -134,8 +176,9 @@ class BackendAttnProcessor:
     `FrameAttnProcessor` in every mode (`none` included), so hooks see every step.
     """
 
-    def __init__(self, backend: str = "sdpa"):
+    def __init__(self, backend: str = "sdpa", layer: str | None = None, context: FrameContext | None = None):
         self.backend = backend
+        self.layer, self.context = layer, context  # set by install_frame_attention: `probs` hooks apply
 
     def __call__(
         self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
@@ -158,7 +201,24 @@ class BackendAttnProcessor:
             q = attn.norm_q(q)
         if attn.norm_k is not None:
             k = attn.norm_k(k)
-        out = attention(q, k, v, backend=self.backend, scale=attn.scale, mask=attention_mask)
+        hooks = _probes(self.context, self.layer)
+        if hooks and batch == self.context.batch * len(self.context.current.frames):
+            ctx = self.context
+            out = _probed_attention(
+                hooks,
+                self.layer,
+                q,
+                k,
+                v,
+                backend=self.backend,
+                scale=attn.scale,
+                mask=attention_mask,
+                batch=ctx.batch,
+                group=1,
+                frames=ctx.current.frames,
+            )
+        else:
+            out = attention(q, k, v, backend=self.backend, scale=attn.scale, mask=attention_mask)
         out = rearrange(out, "b h l d -> b l (h d)").to(q.dtype)
         return _from_tokens(attn, out, residual, shape)
 
@@ -213,6 +273,8 @@ class FrameAttnProcessor:
             v = torch.cat([v, torch.stack([layer_cache[j][1] for j in frame_pass.cached], dim=1)], dim=1)
 
         out = torch.empty_like(q)
+        hooks = _probes(ctx, self.layer)
+        sources = frames + frame_pass.cached
         for query_pos, key_pos in ctx.index(q.device):
             qb = rearrange(q[:, query_pos], "b s m n (h d) -> (b s) h (m n) d", h=attn.heads)
             kb = rearrange(k[:, key_pos], "b s k n (h d) -> (b s) h (k n) d", h=attn.heads)
@@ -221,7 +283,23 @@ class FrameAttnProcessor:
                 qb = attn.norm_q(qb)
             if attn.norm_k is not None:
                 kb = attn.norm_k(kb)
-            ob = attention(qb, kb, vb, backend=self.backend, scale=attn.scale)
+            if hooks:
+                queries = tuple(sources[i] for i in query_pos.flatten().tolist())
+                ob = _probed_attention(
+                    hooks,
+                    self.layer,
+                    qb,
+                    kb,
+                    vb,
+                    backend=self.backend,
+                    scale=attn.scale,
+                    mask=None,
+                    batch=b,
+                    group=query_pos.shape[1],
+                    frames=queries,
+                )
+            else:
+                ob = attention(qb, kb, vb, backend=self.backend, scale=attn.scale)
             out[:, query_pos] = rearrange(ob, "(b s) h (m n) d -> b s m n (h d)", b=b, m=query_pos.shape[1]).to(
                 out.dtype
             )

@@ -10,6 +10,7 @@ from vidinv.editing.pnp import EditResult, pnp_edit
 EDIT_METHODS = {
     "pnp": "vidinv.editing.pnp:pnp_edit",
     "tokenflow": "vidinv.editing.tokenflow:tokenflow_edit",
+    "fatezero": "vidinv.editing.fatezero:fatezero_edit",
 }
 
 

@@ -6,10 +6,19 @@
 
 `invert_or_load(models, latents, config, folder)` reuses a record whose fingerprint (config fields
 that change the result + the input latents) matches, and otherwise inverts and saves.
+
+`hooks` (both functions): objects that capture something during the inversion's UNet calls and
+travel with the record (FateZero's attention store). Each is a context manager entered around
+the inversion (it attaches itself to the UNet) and may define `attach(record)` (called with the
+new record), `save(folder)` (after the record is saved there) and `load(folder, record) -> bool`
+(when a matching record is reused: True if what it holds for that record was loaded from the
+folder; if any hook returns False the inversion runs again with the hooks, which rewrites the
+same record).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -116,8 +125,11 @@ def table_for(models, record_or_steps) -> StepTable:
 
 
 @torch.no_grad()
-def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = False) -> InversionRecord:
-    """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU)."""
+def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=()) -> InversionRecord:
+    """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
+
+    `hooks` are entered around the inversion's UNet calls and get `attach(record)` (module docstring).
+    """
     inv = config.inversion
     table = table_for(models, inv.steps)
     guidance = guidance_for(config)
@@ -140,15 +152,22 @@ def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = Fa
         fingerprint=fingerprint(fingerprint_fields(models, config), latents),
     )
     start = time.perf_counter()
-    if inv.method == "ddpm_ef":
-        noise = ef_noise(tuple(x0.shape), len(table), seed=inv.seed, shared=inv.noise == "shared", dtype=x0.dtype)
-        traj, zs = ddpm_ef_invert(eps, x0, table, noise, progress=progress)
-        record.noise_maps = zs.cpu()
-    else:
-        traj = ddim_invert(method_eps(eps, record, table), x0, table, progress=progress, desc=f"{inv.method} inversion")
-    _sync(models.device)
+    with contextlib.ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook)
+        if inv.method == "ddpm_ef":
+            noise = ef_noise(tuple(x0.shape), len(table), seed=inv.seed, shared=inv.noise == "shared", dtype=x0.dtype)
+            traj, zs = ddpm_ef_invert(eps, x0, table, noise, progress=progress)
+            record.noise_maps = zs.cpu()
+        else:
+            desc = f"{inv.method} inversion"
+            traj = ddim_invert(method_eps(eps, record, table), x0, table, progress=progress, desc=desc)
+        _sync(models.device)
     record.latents = traj.cpu()
     record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "unet_calls": eps.calls}
+    for hook in hooks:
+        if hasattr(hook, "attach"):
+            hook.attach(record)
     return record
 
 
@@ -202,18 +221,25 @@ def source_eps(models, record: InversionRecord, config: Config):
 
 
 def invert_or_load(
-    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False
+    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False, hooks=()
 ) -> tuple[InversionRecord, bool]:
-    """(record, reused): the record in `folder` if config and input match, else a new one saved there."""
+    """(record, reused): the record in `folder` if config and input match (and every hook could load
+    what it captures for it), else a new one saved there (with what the hooks captured)."""
     key = fingerprint(fingerprint_fields(models, config), latents)
     record = load_if_matching(folder, key)
     if record is not None:
-        log.info("inversion record reused from %s", folder)
-        return record, True
-    if Path(folder).exists():
+        missing = [type(h).__name__ for h in hooks if hasattr(h, "load") and not h.load(folder, record)]
+        if not missing:
+            log.info("inversion record reused from %s", folder)
+            return record, True
+        log.info("inversion record in %s has no matching %s; recomputing", folder, ", ".join(missing))
+    elif Path(folder).exists():
         log.info("inversion record in %s does not match this config or clip; recomputing", folder)
-    record = invert(models, latents, config, progress=progress)
+    record = invert(models, latents, config, progress=progress, hooks=hooks)
     record.save(folder)
+    for hook in hooks:
+        if hasattr(hook, "save"):
+            hook.save(folder)
     return record, False
 
 

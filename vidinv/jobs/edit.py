@@ -72,7 +72,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     write_json(out / "metrics.json", metrics)
     return (
         f"vidinv: edited {f} frames {h}x{w} ({record.method} inversion, {'reused' if result.record_reused else 'computed'}; "
-        f"pnp edit, {record.steps} steps) -> {out / 'edited.mp4'} (+ side_by_side.mp4, metrics.json) "
+        f"{config.edit.method} edit, {record.steps} steps) -> {out / 'edited.mp4'} (+ side_by_side.mp4, metrics.json) "
         f"in {metrics['seconds']['total']:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
         f"edited {consistency['warp_error_edited']:.4f}"
     )
