@@ -19,7 +19,7 @@ from vidinv.errors import VidinvError
 JOBS = {
     "edit": (
         "vidinv.jobs.edit:run",
-        "invert with the source prompt, edit towards the target prompt (PnP), write edited/side-by-side videos and metrics",
+        "invert with the source prompt, edit towards the target prompt (pnp | tokenflow | fatezero), write edited/side-by-side videos and metrics",
     ),
     "encode": (
         "vidinv.jobs.encode:run",
