@@ -236,6 +236,7 @@ def validate(config: Config) -> None:
         value = getattr(ed, key)
         _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
     _require(ed.store_limit_mb >= 0, "edit.store_limit_mb", ed.store_limit_mb, "an integer >= 0")
+    _require(ed.keyframe_stride >= 1, "edit.keyframe_stride", ed.keyframe_stride, "an integer >= 1")
     _require(
         ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
     )

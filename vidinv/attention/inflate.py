@@ -107,6 +107,12 @@ def frame_attention_of(unet) -> FrameAttentionHandle | None:
     return unet.__dict__.get(HANDLE_ATTR)
 
 
+def ensure_frame_attention(unet, backend: str = "auto") -> FrameAttentionHandle:
+    """The installed handle, or per-frame (`none`) attention installed now: a UNet whose
+    self-attention processors carry hooks (PnP, TokenFlow, FateZero) in any case."""
+    return frame_attention_of(unet) or install_frame_attention(unet, "none", backend)
+
+
 def remove_frame_attention(unet) -> bool:
     """Restore the processors that were there before install (the same objects); False if none was installed."""
     handle = frame_attention_of(unet)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vidinv.attention.inflate import frame_attention_of, install_frame_attention
+from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
 from vidinv.errors import VidinvError
 from vidinv.outputs import atomic_path
@@ -124,7 +124,7 @@ class AttentionStore(AttentionHook):
         if self.unet is None:
             raise VidinvError("attention store: no UNet to capture from")
         unet = self.unet
-        self._handle = frame_attention_of(unet) or install_frame_attention(unet, "none", self.attention_backend)
+        self._handle = ensure_frame_attention(unet, self.attention_backend)
         self._handle.hooks.append(self)
         self._pre_hook = unet.register_forward_pre_hook(self._read_timestep, with_kwargs=True)
         self._seen = {}

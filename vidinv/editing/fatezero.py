@@ -42,21 +42,17 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import time
 
 import torch
 import torch.nn.functional as F
-from einops import repeat
 
-from vidinv.attention.inflate import frame_attention_of, install_frame_attention
+from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
 from vidinv.config import Config
 from vidinv.editing.attention_store import AttentionStore, StorePlan, store_of
-from vidinv.editing.pnp import EditResult, InvertedSource, PairDenoiser, _prompt_rows
+from vidinv.editing.pnp import EditResult, pair_denoiser, sample_pair, start_step
 from vidinv.errors import VidinvError
-from vidinv.inversion.api import make_denoiser, method_eps, skip_for, table_for
-from vidinv.inversion.ddim import ddim_sample
-from vidinv.inversion.ddpm_ef import ddpm_ef_sample
+from vidinv.inversion.api import make_denoiser, method_eps, table_for
 from vidinv.inversion.record import InversionRecord
 from vidinv.inversion.timesteps import StepTable
 
@@ -75,10 +71,6 @@ def step_counts(config: Config, steps: int) -> tuple[int, int]:
     """(self-attention steps, cross-attention steps): the first fractions of the steps with fusion."""
     ed = config.edit
     return round(ed.self_attn_steps * steps), round(ed.cross_attn_steps * steps)
-
-
-def start_step(config: Config, method: str) -> int:
-    return skip_for(config) if method == "ddpm_ef" else 0
 
 
 def store_plan(models, config: Config, table: StepTable, start: int) -> StorePlan:
@@ -294,7 +286,7 @@ def fatezero_edit(models, record: InversionRecord, config: Config, *, progress: 
     """Edit the clip of `record` towards `config.edit.target_prompt` with FateZero's attention fusion."""
     ed = config.edit
     table = table_for(models, record)
-    handle = frame_attention_of(models.unet) or install_frame_attention(models.unet, "none", config.model.attention)
+    handle = ensure_frame_attention(models.unet, config.model.attention)
     start = start_step(config, record.method)
     store, plan = _store_for(models, record, config, table, start)
     self_steps, cross_steps = step_counts(config, len(table))
@@ -311,43 +303,17 @@ def fatezero_edit(models, record: InversionRecord, config: Config, *, progress: 
         token_index=token_map(models, record.source_prompt, ed.target_prompt),
         latent_size=tuple(record.latents.shape[-2:]),
     )
-    source_rows, source_guidance = _prompt_rows(models, record.source_prompt, record.guidance_scale)
-    edit_rows, edit_guidance = _prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
-    pair_eps = PairDenoiser(
-        models.unet,
-        table,
-        source_rows=source_rows,
-        source_guidance=source_guidance,
-        edit_rows=edit_rows,
-        edit_guidance=edit_guidance,
-        injection=fusion,
-        chunk=config.runtime.unet_chunk,
-    )
-    eps = method_eps(pair_eps, record, table)
-    if ed.source_branch == "inverted" and record.method != "ddpm_ef":
-        eps = InvertedSource(eps, record.latents, table)
-    z = repeat(record.latents[start].to(models.device), "f c h w -> p f c h w", p=2)
-    started = time.perf_counter()
-    with fusion:
-        if record.method == "ddpm_ef":
-            pair = ddpm_ef_sample(eps, z, table, record.noise_maps, start=start, progress=progress, desc="edit")
-        else:
-            pair = ddim_sample(eps, z, table, start=start, progress=progress, desc="edit")
-    if models.device.type == "cuda":
-        torch.cuda.synchronize(models.device)
-    stats = {
-        "edit_s": round(time.perf_counter() - started, 4),
-        "unet_calls": pair_eps.calls,
-        "start_step": start,
-        "self_attn_steps": self_steps,
-        "cross_attn_steps": cross_steps,
-        "store_layers": sorted(plan.self_layers + plan.cross_layers),
-        "fused_calls": dict(fusion.fused),
-        "blend_words": list(ed.blend_words),
-        "mask_fraction": fusion.mask_fraction(),
-        "rows_per_call": pair_eps.layout.rows,
+    pair_eps = pair_denoiser(models, record, config, table, fusion)
+    pair, stats = sample_pair(models, record, config, table, pair_eps, fusion, progress=progress)
+    stats.update(
+        self_attn_steps=self_steps,
+        cross_attn_steps=cross_steps,
+        store_layers=sorted(plan.self_layers + plan.cross_layers),
+        fused_calls=dict(fusion.fused),
+        blend_words=list(ed.blend_words),
+        mask_fraction=fusion.mask_fraction(),
         **store.stats(),
-    }
+    )
     return EditResult(latents=pair[1], source_latents=pair[0], stats=stats)
 
 

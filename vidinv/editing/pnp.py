@@ -27,7 +27,7 @@ import torch
 from einops import repeat
 
 from vidinv.attention import run_unet
-from vidinv.attention.inflate import frame_attention_of, install_frame_attention
+from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.config import Config
 from vidinv.editing.injection import PnPInjection, RowLayout
 from vidinv.inversion.api import method_eps, skip_for, table_for
@@ -123,6 +123,62 @@ def injection_steps(config: Config, steps: int) -> tuple[int, int]:
     return round(ed.inject_features * steps), round(ed.inject_attention * steps)
 
 
+def start_step(config: Config, method: str) -> int:
+    """The step an edit starts from: T_skip for ddpm_ef, else 0 (z_T)."""
+    return skip_for(config) if method == "ddpm_ef" else 0
+
+
+def pair_denoiser(
+    models, record: InversionRecord, config: Config, table: StepTable, injection, *, denoiser=PairDenoiser
+):
+    """The (source, edit) pair's denoiser: the record's prompt and guidance for the source branch,
+    the target prompt (negative prompt as unconditional) and edit guidance for the edit branch."""
+    ed = config.edit
+    source_rows, source_guidance = _prompt_rows(models, record.source_prompt, record.guidance_scale)
+    edit_rows, edit_guidance = _prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
+    return denoiser(
+        models.unet,
+        table,
+        source_rows=source_rows,
+        source_guidance=source_guidance,
+        edit_rows=edit_rows,
+        edit_guidance=edit_guidance,
+        injection=injection,
+        chunk=config.runtime.unet_chunk,
+    )
+
+
+def sample_pair(
+    models, record: InversionRecord, config: Config, table: StepTable, pair_eps, hooks, *, progress: bool = False
+) -> tuple[torch.Tensor, dict]:
+    """Run the record's sampler on the (source, edit) pair with `hooks` (a context manager) active.
+
+    The pair eps is wrapped in the record's method (FreeInv transform / MBDI mean) and, with
+    `source_branch: inverted`, fed the stored inversion latents as its source half. Returns the
+    final pair (2 f c h w) and the stats every edit method reports.
+    """
+    eps = method_eps(pair_eps, record, table)
+    if config.edit.source_branch == "inverted" and record.method != "ddpm_ef":
+        eps = InvertedSource(eps, record.latents, table)
+    start = start_step(config, record.method)
+    z = repeat(record.latents[start].to(models.device), "f c h w -> p f c h w", p=2)
+    started = time.perf_counter()
+    with hooks:
+        if record.method == "ddpm_ef":
+            pair = ddpm_ef_sample(eps, z, table, record.noise_maps, start=start, progress=progress, desc="edit")
+        else:
+            pair = ddim_sample(eps, z, table, start=start, progress=progress, desc="edit")
+    if models.device.type == "cuda":
+        torch.cuda.synchronize(models.device)
+    stats = {
+        "edit_s": round(time.perf_counter() - started, 4),
+        "unet_calls": pair_eps.calls,
+        "start_step": start,
+        "rows_per_call": pair_eps.layout.rows,
+    }
+    return pair, stats
+
+
 @torch.no_grad()
 def pnp_edit(
     models, record: InversionRecord, config: Config, *, progress: bool = False, denoiser=PairDenoiser
@@ -134,49 +190,21 @@ def pnp_edit(
     """
     ed = config.edit
     table = table_for(models, record)
-    handle = frame_attention_of(models.unet) or install_frame_attention(models.unet, "none", config.model.attention)
     feature_steps, attention_steps = injection_steps(config, len(table))
-    source_rows, source_guidance = _prompt_rows(models, record.source_prompt, record.guidance_scale)
-    edit_rows, edit_guidance = _prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
     injection = PnPInjection(
         models.unet,
-        handle,
+        ensure_frame_attention(models.unet, config.model.attention),
         feature_layers=list(ed.feature_layers),
         attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
         feature_steps=feature_steps,
         attention_steps=attention_steps,
     )
-    pair_eps = denoiser(
-        models.unet,
-        table,
-        source_rows=source_rows,
-        source_guidance=source_guidance,
-        edit_rows=edit_rows,
-        edit_guidance=edit_guidance,
-        injection=injection,
-        chunk=config.runtime.unet_chunk,
-    )
-    eps = method_eps(pair_eps, record, table)
-    if ed.source_branch == "inverted" and record.method != "ddpm_ef":
-        eps = InvertedSource(eps, record.latents, table)
-    start = skip_for(config) if record.method == "ddpm_ef" else 0
-    z = repeat(record.latents[start].to(models.device), "f c h w -> p f c h w", p=2)
-    started = time.perf_counter()
-    with injection:
-        if record.method == "ddpm_ef":
-            pair = ddpm_ef_sample(eps, z, table, record.noise_maps, start=start, progress=progress, desc="edit")
-        else:
-            pair = ddim_sample(eps, z, table, start=start, progress=progress, desc="edit")
-    if models.device.type == "cuda":
-        torch.cuda.synchronize(models.device)
-    stats = {
-        "edit_s": round(time.perf_counter() - started, 4),
-        "unet_calls": pair_eps.calls,
-        "start_step": start,
-        "feature_injection_steps": feature_steps,
-        "attention_injection_steps": attention_steps,
-        "attention_layers": sorted(injection.attention_layers),
-        "rows_per_call": pair_eps.layout.rows,
+    pair_eps = pair_denoiser(models, record, config, table, injection, denoiser=denoiser)
+    pair, stats = sample_pair(models, record, config, table, pair_eps, injection, progress=progress)
+    stats.update(
+        feature_injection_steps=feature_steps,
+        attention_injection_steps=attention_steps,
+        attention_layers=sorted(injection.attention_layers),
         **pair_eps.extra_stats(),
-    }
+    )
     return EditResult(latents=pair[1], source_latents=pair[0], stats=stats)

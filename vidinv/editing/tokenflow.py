@@ -40,12 +40,11 @@ import torch
 
 from vidinv.attention import run_unet
 from vidinv.attention.frames import FramePattern
-from vidinv.attention.inflate import frame_attention_of, install_frame_attention
+from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
 from vidinv.config import Config
 from vidinv.editing.correspondence import DEFAULT_CHUNK, propagate
 from vidinv.editing.pnp import EditResult, PairDenoiser, pnp_edit
-from vidinv.errors import VidinvError
 from vidinv.inversion.record import InversionRecord
 
 
@@ -185,14 +184,10 @@ class TokenFlowDenoiser(PairDenoiser):
 def tokenflow_edit(models, record: InversionRecord, config: Config, *, progress: bool = False) -> EditResult:
     """Edit the clip of `record` towards `config.edit.target_prompt` with TokenFlow (PnP on keyframes
     with extended attention, propagated to every frame along the source's correspondences)."""
-    stride = config.edit.keyframe_stride
-    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-        raise VidinvError(f"edit.keyframe_stride: {stride!r} is not an integer >= 1")
-    handle = frame_attention_of(models.unet) or install_frame_attention(models.unet, "none", config.model.attention)
     denoiser = partial(
         TokenFlowDenoiser,
-        handle=handle,
-        keyframe_stride=stride,
+        handle=ensure_frame_attention(models.unet, config.model.attention),
+        keyframe_stride=config.edit.keyframe_stride,
         seed=config.edit.seed,
         num_frames=record.latents.shape[1],
     )
