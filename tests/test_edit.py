@@ -15,6 +15,7 @@ from vidinv.editing.injection import PnPInjection, RowLayout, default_attention_
 from vidinv.errors import VidinvError
 from vidinv.inversion import invert, reconstruct
 from vidinv.jobs.common import load_models_for
+from vidinv.jobs.edit import WRITES as EDIT_WRITES
 
 STEPS = 5
 
@@ -151,7 +152,7 @@ def test_edit_command_writes_every_output_as_configured(tmp_path, capsys):
     ]
     assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 0
     assert "edited 4 frames 64x96" in capsys.readouterr().out
-    for name in ("edited.mp4", "source.mp4", "side_by_side.mp4", "config.yaml", "metrics.json"):
+    for name in (*EDIT_WRITES, "config.yaml"):
         assert (out / name).is_file(), name
     assert (out / "inversion" / "record.json").is_file()
     assert not list(out.rglob("*.partial*"))

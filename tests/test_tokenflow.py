@@ -19,6 +19,7 @@ from vidinv.editing.tokenflow import frame_pattern, keyframe_schedule, tokenflow
 from vidinv.errors import VidinvError
 from vidinv.inversion import invert, reconstruct
 from vidinv.jobs.common import load_models_for
+from vidinv.jobs.edit import WRITES as EDIT_WRITES
 
 STEPS = 4
 
@@ -287,7 +288,7 @@ def test_edit_command_with_the_tokenflow_config(tmp_path, capsys):
     ]
     assert main(["--quiet", "edit", "configs/tokenflow.yaml", *args]) == 0
     assert "edited 4 frames 64x64" in capsys.readouterr().out
-    for name in ("edited.mp4", "source.mp4", "side_by_side.mp4", "config.yaml", "metrics.json"):
+    for name in (*EDIT_WRITES, "config.yaml"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["edit"]["method"] == "tokenflow" and metrics["edit"]["keyframes_per_step"] == 2
