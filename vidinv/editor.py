@@ -108,10 +108,20 @@ class VideoEditor:
         """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
         record there is reused and a new one is saved there. `hooks`: captures made during the
         inversion that travel with the record (see vidinv.inversion.api)."""
+        return self.invert_latents(self.encode(frames), source_prompt=source_prompt, record_dir=record_dir, hooks=hooks)
+
+    def invert_latents(
+        self,
+        latents: torch.Tensor,
+        *,
+        source_prompt: str | None = None,
+        record_dir: str | Path | None = None,
+        hooks=(),
+    ) -> tuple[object, bool]:
+        """`invert` for latents already encoded (f, c, h, w)."""
         from vidinv.inversion import invert, invert_or_load
 
         config = self._with(inversion__source_prompt=source_prompt)
-        latents = self.encode(frames)
         if record_dir is None:
             return invert(self.models, latents, config, progress=self.progress, hooks=hooks), False
         return invert_or_load(self.models, latents, config, record_dir, progress=self.progress, hooks=hooks)

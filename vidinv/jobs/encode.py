@@ -9,9 +9,7 @@ from __future__ import annotations
 import time
 
 from vidinv.config import Config, to_yaml
-from vidinv.jobs.common import load_clip, load_models_for
 from vidinv.metrics import psnr
-from vidinv.models import decode_latents, encode_frames
 from vidinv.outputs import prepare_output_dir, write_json, write_text
 
 
@@ -19,14 +17,15 @@ def run(config: Config, *, quiet: bool = False) -> str:
     started = time.perf_counter()
     rt = config.runtime
     out = prepare_output_dir(rt.output_dir, rt.overwrite)
+    from vidinv.editor import VideoEditor
     from vidinv.io import write_video
 
-    clip = load_clip(config)
-    models = load_models_for(config)
+    editor = VideoEditor(config, progress=not quiet)
+    clip = editor.read()
     t0 = time.perf_counter()
-    latents = encode_frames(models.vae, clip.frames, rt.vae_chunk, progress=not quiet)
+    latents = editor.encode(clip.frames)
     t1 = time.perf_counter()
-    roundtrip = decode_latents(models.vae, latents, rt.vae_chunk, progress=not quiet)
+    roundtrip = editor.decode(latents)
     t2 = time.perf_counter()
     fps = rt.fps or clip.fps
     write_text(out / "config.yaml", to_yaml(config))

@@ -13,7 +13,6 @@ import torch
 
 from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
-from vidinv.jobs.common import load_clip, load_models_for
 from vidinv.outputs import prepare_output_dir, write_text
 
 RECORD_DIR = "inversion"
@@ -51,20 +50,19 @@ class Inverted:
 
 def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     """Open the run folder, load models and clip, encode, and invert (or reuse the matching record)."""
-    from vidinv.inversion import invert_or_load
-    from vidinv.models import encode_frames
+    from vidinv.editor import VideoEditor
 
     out = open_run_dir(config, writes)
-    clip = load_clip(config)
-    models = load_models_for(config)
+    editor = VideoEditor(config, progress=not quiet)
+    clip = editor.read()
     t0 = time.perf_counter()
-    latents = encode_frames(models.vae, clip.frames, config.runtime.vae_chunk, progress=not quiet)
+    latents = editor.encode(clip.frames)
     t1 = time.perf_counter()
-    record, reused = invert_or_load(models, latents, config, out / RECORD_DIR, progress=not quiet)
+    record, reused = editor.invert_latents(latents, record_dir=out / RECORD_DIR)
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
     seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
-    return Inverted(out, models, clip, latents, record, reused, seconds)
+    return Inverted(out, editor.models, clip, latents, record, reused, seconds)
 
 
 def run(config: Config, *, quiet: bool = False) -> str:
