@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidinv: error: {err}", file=sys.stderr)
         return VidinvError.exit_code
     except KeyboardInterrupt:
-        print("vidinv: interrupted", file=sys.stderr)
+        print(
+            "vidinv: interrupted (an interrupted inversion resumes from its checkpoint on the next run)",
+            file=sys.stderr,
+        )
         return 130
 
 

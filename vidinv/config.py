@@ -104,6 +104,8 @@ class RuntimeConfig:
     unet_chunk: int = 0  # frames per UNet call; 0 = the whole clip at once
     overwrite: bool = False
     fps: float | None = None  # output fps; null = the input's (after stride)
+    # save an interrupted inversion's state this often (seconds) to resume it; null = never
+    checkpoint_seconds: float | None = 60.0
 
 
 @dataclass
@@ -242,6 +244,12 @@ def validate(config: Config) -> None:
     )
     _require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
     _require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
+    _require(
+        rt.checkpoint_seconds is None or rt.checkpoint_seconds >= 0,
+        "runtime.checkpoint_seconds",
+        rt.checkpoint_seconds,
+        "null or a number of seconds >= 0",
+    )
     _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")

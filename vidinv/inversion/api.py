@@ -32,6 +32,7 @@ from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
 from vidinv.inversion.denoiser import Denoiser
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
+from vidinv.inversion.resume import Checkpoint
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
 
 log = logging.getLogger("vidinv")
@@ -125,10 +126,14 @@ def table_for(models, record_or_steps) -> StepTable:
 
 
 @torch.no_grad()
-def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=()) -> InversionRecord:
+def invert(
+    models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=(), checkpoint=None
+) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
     `hooks` are entered around the inversion's UNet calls and get `attach(record)` (module docstring).
+    `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
+    the state as the inversion goes.
     """
     inv = config.inversion
     table = table_for(models, inv.steps)
@@ -152,19 +157,27 @@ def invert(models, latents: torch.Tensor, config: Config, *, progress: bool = Fa
         fingerprint=fingerprint(fingerprint_fields(models, config), latents),
     )
     start = time.perf_counter()
+    done = checkpoint.load() if checkpoint is not None else None
+    resume = dict(on_step=checkpoint.on_step if checkpoint is not None else None)
     with contextlib.ExitStack() as stack:
         for hook in hooks:
             stack.enter_context(hook)
         if inv.method == "ddpm_ef":
             noise = ef_noise(tuple(x0.shape), len(table), seed=inv.seed, shared=inv.noise == "shared", dtype=x0.dtype)
-            traj, zs = ddpm_ef_invert(eps, x0, table, noise, progress=progress)
+            traj, zs = ddpm_ef_invert(eps, x0, table, noise, progress=progress, done=done, **resume)
             record.noise_maps = zs.cpu()
+            resumed_from = 0 if done is None else len(done["zs"])
         else:
             desc = f"{inv.method} inversion"
-            traj = ddim_invert(method_eps(eps, record, table), x0, table, progress=progress, desc=desc)
+            done_latents = None if done is None else done["latents"]
+            eps_m = method_eps(eps, record, table)
+            traj = ddim_invert(eps_m, x0, table, progress=progress, desc=desc, done=done_latents, **resume)
+            resumed_from = 0 if done is None else len(done_latents) - 1
         _sync(models.device)
     record.latents = traj.cpu()
     record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "unet_calls": eps.calls}
+    if resumed_from:
+        record.stats["resumed_from_step"] = resumed_from
     for hook in hooks:
         if hasattr(hook, "attach"):
             hook.attach(record)
@@ -235,8 +248,12 @@ def invert_or_load(
         log.info("inversion record in %s has no matching %s; recomputing", folder, ", ".join(missing))
     elif Path(folder).exists():
         log.info("inversion record in %s does not match this config or clip; recomputing", folder)
-    record = invert(models, latents, config, progress=progress, hooks=hooks)
+    # a partial inversion cannot carry what hooks capture over its whole run: no resuming with hooks
+    every = None if hooks else config.runtime.checkpoint_seconds
+    checkpoint = Checkpoint(folder, key, every)
+    record = invert(models, latents, config, progress=progress, hooks=hooks, checkpoint=checkpoint)
     record.save(folder)
+    checkpoint.clear()
     for hook in hooks:
         if hasattr(hook, "save"):
             hook.save(folder)

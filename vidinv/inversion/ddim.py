@@ -26,18 +26,36 @@ def ddim_step(z: torch.Tensor, e: torch.Tensor, abar_from: torch.Tensor, abar_to
 
 
 @torch.no_grad()
-def ddim_invert(eps, x0: torch.Tensor, table: StepTable, *, progress: bool = False, desc: str = "ddim inversion"):
+def ddim_invert(
+    eps,
+    x0: torch.Tensor,
+    table: StepTable,
+    *,
+    progress: bool = False,
+    desc: str = "ddim inversion",
+    done: torch.Tensor | None = None,
+    on_step=None,
+):
     """The DDIM inversion trajectory of x0 (f c h w): latents (N+1, f c h w), latents[i] at timesteps[i].
 
     latents[0] is z_T, latents[N] is x0 itself; sampling step i starts from latents[i].
+    Resuming: `done` holds the tail latents[N-k..N] of an interrupted run (k steps done), and
+    `on_step(state)` is called after every step with a thunk giving that tail ({"latents": ...}).
     """
     n = len(table)
     z = x0.to(work_dtype(x0.dtype))
     latents = [None] * n + [z]
-    for i in tqdm(reversed(range(n)), total=n, desc=desc, disable=not progress, leave=False):
+    done_steps = 0 if done is None else len(done) - 1
+    if done_steps:
+        latents[n - done_steps :] = list(done.to(device=z.device, dtype=z.dtype))
+        z = latents[n - done_steps]
+    steps = reversed(range(n - done_steps))
+    for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
         e = eps(z, table.timesteps[i])
         z = ddim_step(z, e, level(table.abar_prev, i, z), level(table.abar_t, i, z))
         latents[i] = z
+        if on_step is not None:
+            on_step(lambda i=i: {"latents": torch.stack(latents[i:])})
     return torch.stack(latents)
 
 

@@ -55,11 +55,15 @@ def ddpm_ef_invert(
     *,
     progress: bool = False,
     desc: str = "ddpm-ef inversion",
+    done: dict | None = None,
+    on_step=None,
 ):
     """Noise maps of x0 (f c h w) for per-step noise n (N, f or 1, c, h, w), indexed like the table.
 
     Returns (latents (N+1, f c h w), zs (N, f c h w)): latents[i] is x at timesteps[i] (after the
     correction), latents[N] is x0; zs[i] is the noise map step i adds.
+    Resuming: `done` = {"latents": (N+1, ...), "zs": (k, ...)} of an interrupted run (k steps done);
+    `on_step(state)` is called after every step with a thunk giving that state.
     """
     n = len(table)
     if len(noise) != n:
@@ -68,7 +72,10 @@ def ddpm_ef_invert(
     noise = noise.to(device=x0.device, dtype=x0.dtype)
     latents = [add_noise(x0, noise[i], level(table.abar_t, i, x0)) for i in range(n)] + [x0]
     zs = []
-    for i in tqdm(range(n), total=n, desc=desc, disable=not progress, leave=False):
+    if done is not None:
+        latents = list(done["latents"].to(device=x0.device, dtype=x0.dtype))
+        zs = list(done["zs"].to(device=x0.device, dtype=x0.dtype))
+    for i in tqdm(range(len(zs), n), total=n, initial=len(zs), desc=desc, disable=not progress, leave=False):
         x = latents[i]
         a_t, a_prev, sigma = _levels(table, i, x)
         mu = mu_t(x, eps(x, table.timesteps[i]), a_t, a_prev, sigma)
@@ -76,6 +83,8 @@ def ddpm_ef_invert(
         zs.append(z)
         if i + 1 < n:  # the correction; x0 itself is kept as given
             latents[i + 1] = mu + sigma * z
+        if on_step is not None:
+            on_step(lambda: {"latents": torch.stack(latents), "zs": torch.stack(zs)})
     return torch.stack(latents), torch.stack(zs)
 
 

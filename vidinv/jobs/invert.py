@@ -19,13 +19,16 @@ RECORD_DIR = "inversion"
 
 
 def open_run_dir(config: Config, writes: list[str]) -> Path:
-    """The run folder. One that holds an inversion record may be added to without `overwrite`,
-    as long as none of the files this command `writes` is there yet."""
+    """The run folder. One that holds an inversion record (or the checkpoint of an interrupted
+    inversion, to resume) may be added to without `overwrite`, as long as none of the files this
+    command `writes` is there yet."""
     from vidinv.inversion.record import JSON_NAME
+    from vidinv.inversion.resume import SUFFIX
 
     rt = config.runtime
     path = Path(rt.output_dir)
-    if rt.overwrite or not (path / RECORD_DIR / JSON_NAME).is_file():
+    has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
+    if rt.overwrite or not has_inversion:
         return prepare_output_dir(path, rt.overwrite)
     clash = [name for name in writes if (path / name).exists()]
     if clash:

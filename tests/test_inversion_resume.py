@@ -1,0 +1,98 @@
+"""Resumable inversion: an interrupted run's checkpoint is picked up by the next run with the same
+config and clip, which then gives exactly the record an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidinv.config import config_from_dict
+from vidinv.inversion import api
+from vidinv.inversion.record import JSON_NAME
+from vidinv.inversion.resume import SUFFIX
+
+STEPS = 6
+
+
+def config(method: str, checkpoint_seconds: float | None = 0.0, seed: int = 0):
+    return config_from_dict(
+        {
+            "model": {"frame_attention": "none"},
+            "inversion": {"method": method, "steps": STEPS, "source_prompt": "a bike", "seed": seed},
+            "runtime": {"checkpoint_seconds": checkpoint_seconds},
+        }
+    )
+
+
+def clip_latents():
+    return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+class Interrupting:
+    """The real denoiser, with Ctrl-C pressed during its call number `after + 1`."""
+
+    def __init__(self, denoiser, after: int):
+        self.denoiser, self.after, self.seen = denoiser, after, 0
+
+    @property
+    def calls(self):
+        return self.denoiser.calls
+
+    def __call__(self, z, t):
+        if self.seen == self.after:
+            raise KeyboardInterrupt
+        self.seen += 1
+        return self.denoiser(z, t)
+
+
+def interrupt_after(monkeypatch, steps: int):
+    real = api.make_denoiser
+    monkeypatch.setattr(api, "make_denoiser", lambda *a, **k: Interrupting(real(*a, **k), steps))
+
+
+@pytest.mark.parametrize("method", ["ddim", "freeinv", "ddpm_ef"])
+def test_an_interrupted_inversion_resumes_to_the_uninterrupted_record(tiny_models, tmp_path, monkeypatch, method):
+    x0 = clip_latents()
+    whole, _ = api.invert_or_load(tiny_models, x0, config(method, None), tmp_path / "whole")
+
+    folder = tmp_path / "run" / "inversion"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 4)
+        with pytest.raises(KeyboardInterrupt):
+            api.invert_or_load(tiny_models, x0, config(method), folder)
+    checkpoint = folder.with_name(folder.name + SUFFIX)
+    assert checkpoint.is_file() and not (folder / JSON_NAME).exists()
+
+    resumed, reused = api.invert_or_load(tiny_models, x0, config(method), folder)
+    assert not reused and resumed.stats["resumed_from_step"] == 4
+    assert torch.equal(resumed.latents, whole.latents)
+    if method == "ddpm_ef":
+        assert torch.equal(resumed.noise_maps, whole.noise_maps)
+    assert not checkpoint.exists()
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tiny_models, tmp_path, monkeypatch):
+    x0, folder = clip_latents(), tmp_path / "inversion"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            api.invert_or_load(tiny_models, x0, config("freeinv", seed=0), folder)
+    record, _ = api.invert_or_load(tiny_models, x0, config("freeinv", seed=1), folder)
+    assert "resumed_from_step" not in record.stats
+
+
+def test_the_edit_command_resumes_an_interrupted_inversion_in_the_same_folder(tmp_path, monkeypatch, capsys):
+    import json
+
+    from vidinv.cli import main
+
+    out = tmp_path / "run"
+    args = ["video.num_frames=2", "video.height=64", "video.width=64", "inversion.steps=4"]
+    args += ["runtime.checkpoint_seconds=0", f"runtime.output_dir={out}"]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 130
+    assert "resumes" in capsys.readouterr().err
+    assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 0  # no overwrite needed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unet_calls"]["inversion"] == 2 * 2  # the 2 remaining steps x 2 frames
