@@ -213,3 +213,21 @@ def test_ctrl_c_during_the_edit_exits_130_and_leaves_no_finished_looking_output(
     for name in ("edited.mp4", "side_by_side.mp4", "metrics.json"):
         assert not (out / name).exists()
     assert not list(out.rglob("*.partial*"))
+
+
+@pytest.mark.parametrize("method", ["pnp", "tokenflow", "fatezero"])
+def test_every_edit_method_runs_in_bf16(tmp_path, method):
+    """Half precision (as on GPUs): the UNet and VAE in bf16, the samplers' latents in fp32."""
+    from vidinv import VideoEditor
+
+    editor = VideoEditor.from_pretrained(
+        "tiny",
+        model={"dtype": "bf16", "device": "cpu"},
+        inversion={"steps": 2, "source_prompt": "a man"},
+        edit={"method": method, "keyframe_stride": 2},
+    )
+    assert editor.models.unet.dtype == torch.bfloat16
+    frames = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = editor.edit(frames, "a robot")
+    assert out.frames.shape == frames.shape and torch.isfinite(out.frames).all()
+    assert out.latents.dtype == torch.float32
