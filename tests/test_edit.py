@@ -216,7 +216,7 @@ def test_ctrl_c_during_the_edit_exits_130_and_leaves_no_finished_looking_output(
 
 
 @pytest.mark.parametrize("method", ["pnp", "tokenflow", "fatezero"])
-def test_every_edit_method_runs_in_bf16(tmp_path, method):
+def test_every_edit_method_runs_in_bf16(method):
     """Half precision (as on GPUs): the UNet and VAE in bf16, the samplers' latents in fp32."""
     from vidinv import VideoEditor
 
