@@ -61,7 +61,7 @@ class PnPInjection(AttentionHook):
         modules = dict(unet.named_modules())
         missing = [name for name in feature_layers if name not in modules]
         if missing:
-            resnets = [n for n in modules if ".resnets." in n and n.count(".") == 3]
+            resnets = [n for n, m in modules.items() if type(m).__name__ == "ResnetBlock2D"]
             raise VidinvError(
                 f"edit.feature_layers: {', '.join(missing)} not in this UNet (residual blocks: {', '.join(resnets)})"
             )
