@@ -231,3 +231,13 @@ def test_every_edit_method_runs_in_bf16(method):
     out = editor.edit(frames, "a robot")
     assert out.frames.shape == frames.shape and torch.isfinite(out.frames).all()
     assert out.latents.dtype == torch.float32
+
+
+def test_bad_injection_layers_fail_before_the_inversion(tmp_path):
+    from vidinv import VideoEditor
+
+    editor = VideoEditor.from_pretrained("tiny", inversion={"steps": 2}, edit={"feature_layers": ["nope"]})
+    frames = torch.zeros(2, 3, 64, 64)
+    with pytest.raises(VidinvError, match="edit.feature_layers"):
+        editor.edit(frames, "a robot", record_dir=tmp_path / "inversion")
+    assert not (tmp_path / "inversion").exists()

@@ -150,6 +150,8 @@ class VideoEditor:
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
         edit_fn = edit_method(config.edit.method)
+        if hasattr(edit_fn, "check_config"):  # errors in the edit's settings before the inversion
+            edit_fn.check_config(self.models, config)
         device = self.models.device
         seconds, reused = {}, record is not None
         if record is None:

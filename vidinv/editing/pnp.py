@@ -179,6 +179,25 @@ def sample_pair(
     return pair, stats
 
 
+def pnp_injection(models, config: Config, steps: int) -> PnPInjection:
+    """The configured PnP injection on the UNet (checks the layer names: one-line errors)."""
+    ed = config.edit
+    feature_steps, attention_steps = injection_steps(config, steps)
+    return PnPInjection(
+        models.unet,
+        ensure_frame_attention(models.unet, config.model.attention),
+        feature_layers=list(ed.feature_layers),
+        attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
+        feature_steps=feature_steps,
+        attention_steps=attention_steps,
+    )
+
+
+def check_config(models, config: Config) -> None:
+    """Fail before the inversion, not after it, on layer names this UNet does not have."""
+    pnp_injection(models, config, config.inversion.steps)
+
+
 @torch.no_grad()
 def pnp_edit(
     models, record: InversionRecord, config: Config, *, progress: bool = False, denoiser=PairDenoiser
@@ -188,17 +207,9 @@ def pnp_edit(
     `denoiser` builds the pair's eps callable (PairDenoiser's arguments); a subclass may run its
     own UNet passes (TokenFlow) and report `extra_stats()`.
     """
-    ed = config.edit
     table = table_for(models, record)
-    feature_steps, attention_steps = injection_steps(config, len(table))
-    injection = PnPInjection(
-        models.unet,
-        ensure_frame_attention(models.unet, config.model.attention),
-        feature_layers=list(ed.feature_layers),
-        attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
-        feature_steps=feature_steps,
-        attention_steps=attention_steps,
-    )
+    injection = pnp_injection(models, config, len(table))
+    feature_steps, attention_steps = injection.feature_steps, injection.attention_steps
     pair_eps = pair_denoiser(models, record, config, table, injection, denoiser=denoiser)
     pair, stats = sample_pair(models, record, config, table, pair_eps, injection, progress=progress)
     stats.update(
@@ -208,3 +219,6 @@ def pnp_edit(
         **pair_eps.extra_stats(),
     )
     return EditResult(latents=pair[1], source_latents=pair[0], stats=stats)
+
+
+pnp_edit.check_config = check_config

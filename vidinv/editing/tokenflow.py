@@ -192,3 +192,6 @@ def tokenflow_edit(models, record: InversionRecord, config: Config, *, progress:
         num_frames=record.latents.shape[1],
     )
     return pnp_edit(models, record, config, progress=progress, denoiser=denoiser)
+
+
+tokenflow_edit.check_config = pnp_edit.check_config
