@@ -41,7 +41,7 @@ from vidinv.config import load_config
 from vidinv.editing import EDIT_METHODS
 from vidinv.editor import VideoEditor
 from vidinv.jobs.common import load_clip
-from vidinv.metrics import source_flows, warp_error
+from vidinv.metrics import compare_clips
 from vidinv.models import resolve_device
 
 SAMPLE = benchlib.REPO / "samples" / "bikes.mp4"
@@ -188,7 +188,6 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
     out, peaks = staged_edit(editor, clip, device)
     record_calls = out.record.stats.get("unet_calls", 0)
     calls = record_calls + out.stats["unet_calls"]
-    flows = source_flows(clip)
     row = {
         "method": method,
         "frames": frames,
@@ -209,8 +208,7 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
         row[f"{key}_s_per_frame"] = row[f"{key}_s"] / frames
     compute_s = sum(out.seconds[stage] for stage in STAGES)
     row["total_s_per_frame"] = (loaded.seconds + compute_s) / frames
-    row["warp_error_source"] = warp_error(clip, flows)
-    row["warp_error_edited"] = warp_error(out.frames, flows)
+    row.update(compare_clips(clip, out.frames))
     total = calls * flops["unet_call"] + frames * (flops["vae_encode"] + flops["vae_decode"])
     row["tflop"] = total / 1e12
     row["tflops_s"] = row["tflop"] / compute_s

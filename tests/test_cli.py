@@ -22,7 +22,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ("info", "encode"):
+    for command in ("info", "eval", "edit", "invert", "reconstruct", "encode"):
         assert command in out
 
 

@@ -43,6 +43,12 @@ def _info(_args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from vidinv.jobs.evaluate import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv",
@@ -55,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     info = sub.add_parser("info", help="versions, devices, video decoders and attention backends")
     info.set_defaults(handler=_info)
+    evaluate = sub.add_parser(
+        "eval",
+        help="compare an edited clip with its source: temporal warp error, frame change, PSNR",
+        description="Compare an edited clip (vidinv's or another tool's) with its source.",
+    )
+    evaluate.add_argument("source", help="the source video file or image folder")
+    evaluate.add_argument("edited", help="the edited video (resized to the source's size if it differs)")
+    evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
+    evaluate.set_defaults(handler=_eval)
     for name, (_, help_text) in JOBS.items():
         job = sub.add_parser(name, help=help_text, description=help_text)
         job.add_argument("config", help="YAML config file (see configs/)")

@@ -68,3 +68,26 @@ def warp_error(frames: torch.Tensor, flows) -> float:
         if valid.any():
             errors.append(float(np.abs(warped - rgb[i + 1])[valid].mean()))
     return float(np.mean(errors)) if errors else 0.0
+
+
+def frame_change(frames: torch.Tensor) -> float:
+    """Mean absolute change between consecutive frames (in [0, 1] units), without motion compensation."""
+    if len(frames) < 2:
+        return 0.0
+    return float((frames[1:].float() - frames[:-1].float()).abs().mean() / 2)
+
+
+def compare_clips(source: torch.Tensor, edited: torch.Tensor) -> dict:
+    """How an edited clip relates to its source (both (f, 3, H, W) in [-1, 1], same shape).
+
+    warp_error_*: temporal consistency along the SOURCE's optical flow (lower = steadier);
+    frame_change_*: raw frame-to-frame change; psnr_vs_source_db: how far the edit moved away.
+    """
+    flows = source_flows(source)
+    return {
+        "warp_error_source": warp_error(source, flows),
+        "warp_error_edited": warp_error(edited, flows),
+        "frame_change_source": frame_change(source),
+        "frame_change_edited": frame_change(edited),
+        "psnr_vs_source_db": psnr(edited, source),
+    }

@@ -18,7 +18,7 @@ WRITES = ["edited.mp4", "source.mp4", "side_by_side.mp4", "metrics.json"]
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor
     from vidinv.io import side_by_side, write_video
-    from vidinv.metrics import source_flows, warp_error
+    from vidinv.metrics import compare_clips
 
     started = time.perf_counter()
     out = open_run_dir(config, WRITES)
@@ -36,11 +36,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     write_video(out / "side_by_side.mp4", side_by_side(clip.frames, result.frames), fps)
     write_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    flows = source_flows(clip.frames)
-    consistency = {
-        "warp_error_source": warp_error(clip.frames, flows),
-        "warp_error_edited": warp_error(result.frames, flows),
-    }
+    consistency = compare_clips(clip.frames, result.frames)
     f, _, h, w = clip.frames.shape
     record = result.record
     metrics = {
