@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, first_line
 
 # Allowed values of the string options, checked by `validate`.
 CHOICES = {
@@ -156,8 +156,7 @@ def _explain(err: OmegaConfBaseException, origin: str) -> VidinvError:
     if kind == "ValidationError" and declared:
         value = getattr(err, "value", None)
         return VidinvError(f"{origin}: '{key}' got {value!r}, expected {declared}")
-    message = str(err).strip().splitlines()[0]
-    return VidinvError(f"{origin}: {message}")
+    return VidinvError(f"{origin}: {first_line(err)}")
 
 
 def _merge(base: DictConfig, other: Any, origin: str) -> DictConfig:
@@ -177,7 +176,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             from_file = OmegaConf.load(path)
         except Exception as err:  # yaml errors have many classes; all mean the same to a user
-            raise VidinvError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+            raise VidinvError(f"config file {path} is not valid YAML: {first_line(err)}") from err
         if not isinstance(from_file, DictConfig):
             raise VidinvError(f"config file {path} must hold a mapping of sections (model, video, ...)")
         merged = _merge(merged, from_file, str(path))
@@ -187,7 +186,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             dotlist = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as err:
-            raise VidinvError(f"override {item!r} cannot be parsed: {str(err).splitlines()[0]}") from err
+            raise VidinvError(f"override {item!r} cannot be parsed: {first_line(err)}") from err
         merged = _merge(merged, dotlist, f"override {item!r}")
     config = OmegaConf.to_object(merged)
     validate(config)

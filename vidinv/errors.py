@@ -8,3 +8,9 @@ class VidinvError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidinv.errors import first_line
 from vidinv.io.selection import FrameSelection
 
 DECODERS = ("auto", "decord", "pyav")
@@ -35,8 +36,7 @@ _LOG_PREFIX = re.compile(r"^(\[[\d:]+\] \S+: |\[Errno -?\d+\] )")
 
 def _first_line(err: BaseException) -> str:
     """The decoder's message, first line, without decord's log prefix or PyAV's errno."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return _LOG_PREFIX.sub("", text)[:200]
+    return _LOG_PREFIX.sub("", first_line(err))[:200]
 
 
 def empty_pictures() -> np.ndarray:

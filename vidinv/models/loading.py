@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, first_line
 
 TINY = "tiny"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -81,12 +81,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise VidinvError(f"model.dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message, or its class name when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def looks_like_path(name: str) -> bool:
