@@ -30,7 +30,7 @@ from vidinv.attention import run_unet
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.config import Config
 from vidinv.editing.injection import PnPInjection, RowLayout
-from vidinv.inversion.api import method_eps, skip_for, table_for
+from vidinv.inversion.api import method_eps, prompt_rows, skip_for, table_for
 from vidinv.inversion.ddim import ddim_sample
 from vidinv.inversion.ddpm_ef import ddpm_ef_sample
 from vidinv.inversion.denoiser import guide
@@ -108,15 +108,6 @@ class InvertedSource:
         return self.eps(z, t)
 
 
-def _prompt_rows(models, prompt: str, guidance: float, uncond_prompt: str = "") -> tuple[torch.Tensor, float]:
-    """Text embeddings (b l d) of a branch: (uncond, cond) when guided, else (cond,)."""
-    from vidinv.models import encode_prompts
-
-    if guidance != 1.0:
-        return encode_prompts(models, [uncond_prompt, prompt]), guidance
-    return encode_prompts(models, [prompt]), 1.0
-
-
 def injection_steps(config: Config, steps: int) -> tuple[int, int]:
     """(feature steps, attention steps): the first fractions of the steps with injection."""
     ed = config.edit
@@ -134,8 +125,8 @@ def pair_denoiser(
     """The (source, edit) pair's denoiser: the record's prompt and guidance for the source branch,
     the target prompt (negative prompt as unconditional) and edit guidance for the edit branch."""
     ed = config.edit
-    source_rows, source_guidance = _prompt_rows(models, record.source_prompt, record.guidance_scale)
-    edit_rows, edit_guidance = _prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
+    source_rows, source_guidance = prompt_rows(models, record.source_prompt, record.guidance_scale)
+    edit_rows, edit_guidance = prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
     return denoiser(
         models.unet,
         table,

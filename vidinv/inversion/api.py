@@ -55,15 +55,23 @@ def skip_for(config: Config) -> int:
     return round(EF_SKIP_FRACTION * config.inversion.steps) if skip is None else int(skip)
 
 
-def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> Denoiser:
-    """eps(z, t) for `prompt` with CFG against the empty prompt (one pass when g == 1 or prompt == "")."""
+def prompt_rows(models, prompt: str, guidance_scale: float, uncond_prompt: str = "") -> tuple[torch.Tensor, float]:
+    """(text embeddings (b l d), guidance): (uncond, cond) rows with classifier-free guidance, or
+    the cond row alone with guidance 1 when g == 1 or the prompt is the unconditional one."""
     from vidinv.models import encode_prompts
 
-    guided = guidance_scale != 1.0 and prompt != ""
-    if guided:
-        uncond, cond = encode_prompts(models, ["", prompt]).chunk(2)
-        return Denoiser(models.unet, cond, uncond, guidance_scale, chunk=chunk)
-    return Denoiser(models.unet, encode_prompts(models, [prompt]), chunk=chunk)
+    if guidance_scale != 1.0 and prompt != uncond_prompt:
+        return encode_prompts(models, [uncond_prompt, prompt]), float(guidance_scale)
+    return encode_prompts(models, [prompt]), 1.0
+
+
+def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> Denoiser:
+    """eps(z, t) for `prompt` with CFG against the empty prompt (one pass when g == 1 or prompt == "")."""
+    rows, guidance = prompt_rows(models, prompt, guidance_scale)
+    if len(rows) == 2:
+        uncond, cond = rows.chunk(2)
+        return Denoiser(models.unet, cond, uncond, guidance, chunk=chunk)
+    return Denoiser(models.unet, rows, chunk=chunk)
 
 
 def scheduler_config(scheduler) -> dict:
