@@ -23,7 +23,7 @@ The clip: --video, else samples/bikes.mp4 (32 frames); longer clips come from sc
 bikes.mp4 (250 frames, found with importlib.util.find_spec, never imported) or, without it, by
 playing the sample forwards and backwards. --arch builds random weights of that shape
 (scripts/archs.py); without it the model of --pretrained is loaded. Edit methods that are not
-registered in vidinv.editing.EDIT_METHODS are skipped with a note. Prints a table, writes JSON.
+are a one-line error (vidinv.registry.EDIT_METHODS names the registered ones). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import benchlib
 import torch
 
 from vidinv.config import load_config
-from vidinv.editing import EDIT_METHODS
 from vidinv.editor import VideoEditor
 from vidinv.jobs.common import load_clip
 from vidinv.metrics import compare_clips
@@ -159,8 +158,8 @@ def unit_flops(models, arch: str | None, height: int, width: int) -> tuple[dict,
 
 def staged_edit(editor: VideoEditor, frames: torch.Tensor, device) -> tuple[object, dict]:
     """editor.edit(frames) with the peak memory of each stage (the stage switches where the edit
-    calls editor.invert and editor.decode)."""
-    invert, decode = editor.invert, editor.decode
+    calls editor.invert_latents and editor.decode); seconds["encode+inversion"] sums both."""
+    invert, decode = editor.invert_latents, editor.decode
     memory = benchlib.PeakMemory(device, stage=STAGES[0])
 
     def staged_invert(*args, **kwargs):
@@ -173,12 +172,13 @@ def staged_edit(editor: VideoEditor, frames: torch.Tensor, device) -> tuple[obje
         memory.stage("decode")
         return decode(*args, **kwargs)
 
-    editor.invert, editor.decode = staged_invert, staged_decode
+    editor.invert_latents, editor.decode = staged_invert, staged_decode
     try:
         with memory:
             out = editor.edit(frames)
     finally:
-        del editor.invert, editor.decode  # back to the class's methods
+        del editor.invert_latents, editor.decode  # back to the class's methods
+    out.seconds["encode+inversion"] = out.seconds.pop("encode") + out.seconds.pop("inversion")
     return out, memory.peaks_mb()
 
 
@@ -186,8 +186,8 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
     loaded = benchlib.measure(lambda: read_clip(editor.config, frames, args.video), device)
     clip, source = loaded.result
     out, peaks = staged_edit(editor, clip, device)
-    record_calls = out.record.stats.get("unet_calls", 0)
-    calls = record_calls + out.stats["unet_calls"]
+    record_calls = out.record.stats.get("frame_calls", 0)
+    calls = record_calls + out.stats["frame_calls"]
     row = {
         "method": method,
         "frames": frames,
@@ -197,7 +197,7 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
         "clip": source,
         "unet_frame_calls": calls,
         "inversion_unet_frame_calls": record_calls,
-        "edit_unet_frame_calls": out.stats["unet_calls"],
+        "edit_unet_frame_calls": out.stats["frame_calls"],
         "load_s": loaded.seconds,
         "load_peak_mb": loaded.peak_mb,
     }
@@ -233,12 +233,8 @@ def main(argv=None) -> int:
         flush=True,
     )
     print(f"FLOPs per frame ({flops_source}): " + ", ".join(f"{k} {v / 1e9:.3f} G" for k, v in flops.items()))
-    rows, skipped = [], []
+    rows = []
     for method in args.methods:
-        if method not in EDIT_METHODS:
-            print(f"note: edit method {method!r} is not registered in vidinv.editing.EDIT_METHODS yet; skipped")
-            skipped.append(method)
-            continue
         editor = VideoEditor(make_config(args, [f"edit.method={method}"]), models=models)
         if not args.no_warmup:  # kernels, allocator, first-call caches
             warm = VideoEditor(make_config(args, [f"edit.method={method}", "inversion.steps=1"]), models=models)
@@ -262,7 +258,6 @@ def main(argv=None) -> int:
         "model_load_peak_mb": loaded.peak_mb,
         "flops_per_frame": flops,
         "flops_source": flops_source,
-        "skipped_methods": skipped,
     }
     path = benchlib.write_results(args.json, "edit", vars(args), rows, device, extra=extra)
     print(f"wrote {path}")

@@ -26,6 +26,7 @@ import torch
 from vidinv.config import load_config
 from vidinv.inversion import api
 from vidinv.inversion.ddpm_ef import ddpm_ef_sample
+from vidinv.inversion.denoiser import GuidedModel
 from vidinv.jobs.common import load_clip
 from vidinv.metrics import psnr_per_frame
 from vidinv.models import decode_latents, encode_frames
@@ -77,7 +78,7 @@ def frame_change(x: torch.Tensor) -> torch.Tensor:
 def edit_probe(models, record, config, skip: int) -> dict:
     """ddpm_ef: regenerate from T_skip with the target prompt and the stored noise maps."""
     table = api.table_for(models, record)
-    eps = api.make_denoiser(
+    eps = GuidedModel.for_prompt(
         models, config.edit.target_prompt, config.edit.guidance_scale, chunk=config.runtime.unet_chunk
     )
     edited = ddpm_ef_sample(eps, record.latents[skip].to(models.device), table, record.noise_maps, start=skip).cpu()
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
                 "peak_mb": m.peak_mb,
                 "inversion_s": record.stats["inversion_s"],
                 "reconstruction_s": stats["reconstruction_s"],
-                "unet_calls": record.stats["unet_calls"] + stats["unet_calls"],
+                "frame_calls": record.stats["frame_calls"] + stats["frame_calls"],
                 "guidance_scale": record.guidance_scale,
             }
             if spec == "ddim":
@@ -143,7 +144,9 @@ def main(argv=None) -> int:
             if ddim_seconds:
                 row["time_vs_ddim"] = seconds / ddim_seconds
             if record.method == "ddpm_ef":
-                row.update(edit_probe(models, record, cfg, api.skip_for(cfg)))
+                row.update(
+                    edit_probe(models, record, cfg, api.record_model(models, record, cfg)[1].default_start(None))
+                )
             rows.append(row)
             print(f"  {spec} steps={steps}: PSNR {row['psnr_db_mean']:.2f} dB, {seconds:.2f} s", flush=True)
     print(benchlib.format_table(rows, COLUMNS))
@@ -166,7 +169,7 @@ COLUMNS = [  # key, header, format
     ("psnr_db_mean", "PSNR dB", ">8.2f"),
     ("psnr_db_std", "std", ">6.2f"),
     ("seconds", "time s", ">7.2f"),
-    ("unet_calls", "calls", ">6"),
+    ("frame_calls", "frame-calls", ">11"),
     ("time_vs_ddim", "xDDIM", ">6.2f"),
     ("edit_temporal_ratio", "edit dT", ">8.3f"),
 ]

@@ -52,23 +52,20 @@ def keys(columns) -> list[str]:
 
 
 def test_bench_edit(run_script, capsys):
-    from vidinv.editing import EDIT_METHODS
-
     argv = ["--frames", "2", "--steps", "2", "--size", "64", "64", "--methods", "pnp", "fatezero", "--no-warmup"]
     bench, record = run_script("bench_edit", *argv)
-    skipped = [] if "fatezero" in EDIT_METHODS else ["fatezero"]
-    assert record["skipped_methods"] == skipped
-    rows = [r for r in record["rows"] if r["method"] == "pnp"]
-    assert len(rows) == 1
-    row = rows[0]
+    assert [r["method"] for r in record["rows"]] == ["pnp", "fatezero"]
+    row, fatezero = record["rows"]
     assert set(keys(bench.COLUMNS)) - {"of_peak"} <= row.keys()
-    # FreeInv inversion: 2 frames x 2 steps; PnP with CFG: 3 rows x 2 frames x 2 steps
+    # FreeInv inversion: 2 frames x 2 steps; PnP with CFG: 2 edit rows x 2 frames x 2 steps + the
+    # source row while injecting (round(0.8 x 2) = 2 steps); FateZero with a store: no source row
     assert (row["inversion_unet_frame_calls"], row["edit_unet_frame_calls"]) == (4, 12)
+    assert fatezero["edit_unet_frame_calls"] == 8
     assert row["unet_frame_calls"] == 16 and row["tflop"] > 0 and row["tflops_s"] > 0
     assert row["edit_peak_mb"] is not None and row["warp_error_source"] >= 0
     assert record["flops_per_frame"]["unet_call"] > 0
     out = capsys.readouterr().out
-    assert "enc+inv s/f" in out and ("note: edit method 'fatezero'" in out) == bool(skipped)
+    assert "enc+inv s/f" in out
 
 
 def test_bench_edit_loops_a_short_clip_back_and_forth(load_script):
@@ -98,7 +95,7 @@ def test_bench_inversion(run_script, capsys):
     bench, record = run_script("bench_inversion", *argv)
     rows = record["rows"]
     assert [r["method"] for r in rows] == ["ddim", "freeinv:flips", "ddpm_ef:shared"]
-    assert rows[1]["unet_calls"] == rows[0]["unet_calls"] == 2 * 3 * 2
+    assert rows[1]["frame_calls"] == rows[0]["frame_calls"] == 2 * 3 * 2
     assert rows[2]["psnr_db_mean"] > 60 and "edit_temporal_ratio" in rows[2]
     assert set(keys(bench.COLUMNS)) - {"edit_temporal_ratio"} <= rows[0].keys()
     assert "xDDIM" in capsys.readouterr().out

@@ -52,15 +52,28 @@ def test_same_prompt_guidance_1_full_injection_edit_equals_the_reconstruction(mo
     torch.testing.assert_close(result.source_latents, expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("source_branch", ["reconstructed", "inverted"])
-def test_ddpm_ef_edit_with_the_source_prompt_and_guidance_reproduces_the_input(models, source_branch):
-    """DDPM-EF reconstructs exactly, so an edit with the source prompt and cfg_src from T_skip gives back x0."""
-    config = edit_config("ddpm_ef", guidance_scale=3.5, source_branch=source_branch)
+def test_ddpm_ef_edit_with_the_source_prompt_and_guidance_reproduces_the_input(models):
+    """DDPM-EF regenerates exactly, so an edit with the source prompt and cfg_src from T_skip (no
+    injection) gives back x0 and runs no source row: the record is the source branch."""
+    config = edit_config("ddpm_ef", guidance_scale=3.5, inject_features=0.0, inject_attention=0.0)
     x0 = clip_latents()
     record = invert(models, x0, config)
     result = pnp_edit(models, record, config)
     torch.testing.assert_close(result.latents, x0, atol=1e-4, rtol=0)
-    assert result.stats["start_step"] == round(0.36 * STEPS)
+    skip = round(0.36 * STEPS)
+    assert result.stats["start_step"] == skip and result.stats["source_branch"] == "record"
+    assert result.stats["frame_calls"] == 2 * 3 * (STEPS - skip)  # uncond + cond edit rows only
+
+
+def test_ddpm_ef_source_row_is_the_records_latent_with_one_row_while_injecting(models):
+    """With injection, the ddpm_ef source branch is one cond row at the record's latents, only
+    for the injected steps: frame-calls F x (2 (S) + 1 (K - start))."""
+    config = edit_config("ddpm_ef", prompt="a robot", guidance_scale=7.5, inject_features=0.8, inject_attention=0.4)
+    record = invert(models, clip_latents(), config)
+    result = pnp_edit(models, record, config)
+    skip, injected = round(0.36 * STEPS), round(0.8 * STEPS)
+    assert result.stats["source_steps"] == injected - skip
+    assert result.stats["frame_calls"] == 3 * (2 * (STEPS - skip) + (injected - skip))
 
 
 def test_a_different_target_prompt_changes_the_edit_and_the_same_seed_repeats_it(models):
@@ -68,8 +81,8 @@ def test_a_different_target_prompt_changes_the_edit_and_the_same_seed_repeats_it
     record = invert(models, clip_latents(), config)
     first, second = pnp_edit(models, record, config), pnp_edit(models, record, config)
     assert torch.equal(first.latents, second.latents)
-    assert (first.latents - first.source_latents).abs().max() > 1e-2
-    assert first.stats["rows_per_call"] == 3  # source, unconditional, conditional
+    assert first.source_latents is None  # the source branch stopped after the last injected step
+    assert first.stats["edit_rows"] == 2 and first.stats["source_steps"] == round(0.8 * STEPS)
 
 
 def test_injection_fraction_changes_the_edit(models):
@@ -163,7 +176,7 @@ def test_edit_command_writes_every_output_as_configured(tmp_path, capsys):
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["frames"] == 4 and metrics["unet_calls"]["edit"] == 4 * 3 * 3
+    assert metrics["frames"] == 4 and metrics["frame_calls"]["edit"] == 4 * (2 * 3 + 1 * round(0.8 * 3))
     assert set(metrics["temporal_consistency"]) >= {"warp_error_source", "warp_error_edited"}
 
     # a second run into the same folder is refused; with overwrite the record is reused
@@ -200,12 +213,12 @@ def test_chunked_edit_equals_the_whole_clip_edit(models):
 
 
 def test_ctrl_c_during_the_edit_exits_130_and_leaves_no_finished_looking_output(tmp_path, monkeypatch, capsys):
-    import vidinv.editing.pnp as pnp
+    from vidinv.editing.pnp import PnPEdit
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pnp, "pnp_edit", interrupted)
+    monkeypatch.setattr(PnPEdit, "edit", interrupted)
     out = tmp_path / "run"
     args = ["video.num_frames=2", "video.height=64", "video.width=64", "inversion.steps=2", f"runtime.output_dir={out}"]
     assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 130

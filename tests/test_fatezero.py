@@ -1,5 +1,6 @@
-"""FateZero on the tiny model: the attention store (capture, replay, round trip, bound) and the edit's
-exact properties (see vidinv/editing/fatezero.py's docstring for which hold exactly and why)."""
+"""FateZero on the tiny model: the attention store (capture, round trip, bound), recomputed maps,
+and the edit's exact properties (see vidinv/editing/fatezero.py's docstring for which hold exactly
+and why)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,9 @@ from tests.conftest import REPO
 from vidinv.attention.inflate import install_frame_attention, remove_frame_attention
 from vidinv.cli import main
 from vidinv.config import config_from_dict
-from vidinv.editing.attention_store import STORE_FILE, STORE_JSON, AttentionStore, read_store, store_of
-from vidinv.editing.fatezero import (
-    fatezero_edit,
-    inversion_hooks,
-    new_store,
-    replay_store,
-    store_plan,
-    token_ids,
-    token_map,
-)
+from vidinv.editing.attention_store import STORE_FILE, STORE_JSON, AttentionStore, read_store
+from vidinv.editing.fatezero import FateZeroEdit, new_store, store_plan, token_ids, token_map
+from vidinv.editing.pnp import pnp_edit
 from vidinv.errors import VidinvError
 from vidinv.inversion.api import invert, reconstruct, table_for
 
@@ -46,6 +40,7 @@ def make_config(method="ddim", **edit):
     if method == "mbdi":
         inversion["transforms"] = "flips"
     defaults = {"method": "fatezero", "target_prompt": PROMPT, "self_attn_steps": 1.0, "cross_attn_steps": 1.0}
+    defaults["store"] = "memory"
     if method == "ddpm_ef":
         defaults["skip"] = 0
         defaults["guidance_scale"] = 3.5  # the record's own guidance: the edit branch = the source branch
@@ -60,14 +55,23 @@ def maxdiff(a, b) -> float:
     return (a - b).abs().max().item()
 
 
-def same_maps(a: AttentionStore, b: AttentionStore) -> bool:
-    return a.maps.keys() == b.maps.keys() and all(torch.equal(a.maps[k], b.maps[k]) for k in a.maps)
+def same_maps(a: AttentionStore, b: AttentionStore, atol: float = 0.0) -> bool:
+    return a.maps.keys() == b.maps.keys() and all(
+        torch.allclose(a.maps[k].float(), b.maps[k].float(), atol=atol, rtol=0) for k in a.maps
+    )
+
+
+def captured(models, latents, config):
+    """(record, method): the inversion with the method's captures (its store, in memory mode)."""
+    method = FateZeroEdit(models, config)
+    record = invert(models, latents, config, captures=method.captures(tuple(latents.shape)))
+    return record, method
 
 
 def test_store_round_trips_and_is_keyed_to_the_record(models, latents, tmp_path):
     config = make_config("freeinv")
-    record = invert(models, latents, config, hooks=inversion_hooks(models, config))
-    store = store_of(record)
+    record, method = captured(models, latents, config)
+    store = method.store
     assert store.origin == "inversion" and store.fingerprint == record.fingerprint
     assert store.maps and all(m.dtype == torch.float16 and m.device.type == "cpu" for m in store.maps.values())
     record.save(tmp_path)
@@ -78,7 +82,7 @@ def test_store_round_trips_and_is_keyed_to_the_record(models, latents, tmp_path)
     assert read_store(tmp_path, "another record") is None
     info = json.loads((tmp_path / STORE_JSON).read_text())
     assert info["bytes_per_frame_per_step"] == store.bytes_per_frame_per_step > 0
-    # a hook loads it for the same record (and refuses a plan it does not cover)
+    # a capture loads it for the same record (and refuses a plan it does not cover)
     fresh = new_store(models, config, table_for(models, record), 0)
     assert fresh.load(tmp_path, record) and fresh.origin == "loaded" and same_maps(fresh, store)
     wider = new_store(
@@ -87,38 +91,61 @@ def test_store_round_trips_and_is_keyed_to_the_record(models, latents, tmp_path)
     assert not wider.load(tmp_path, record)
 
 
+def test_predicted_store_size_is_the_captured_size(models, latents):
+    from vidinv.attention.inflate import frame_attention_of
+    from vidinv.editing.fatezero import predicted_store_bytes
+
+    for method in ("ddim", "ddpm_ef"):
+        config = make_config(method, self_attn_steps=0.5, cross_attn_steps=0.75)
+        record, edit = captured(models, latents, config)
+        plan = edit.store.plan
+        pattern = frame_attention_of(models.unet).pattern
+        assert predicted_store_bytes(models, plan, (8, 8), 3, pattern) == edit.store.nbytes > 0
+
+
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
-def test_capture_leaves_the_record_unchanged_and_replay_reproduces_it_bit_for_bit(models, latents, method):
-    config = make_config(method)
-    captured = invert(models, latents, config, hooks=inversion_hooks(models, config))
+def test_capture_leaves_the_record_unchanged_and_recomputed_maps_equal_the_stored(models, latents, method):
+    """The inversion's UNet call at step i is a pure function of the record: the source row the
+    recomputing edit runs sees exactly the stored maps (up to the batch's float rounding)."""
+    config = make_config(method, store_dtype="fp32")
+    record, edit = captured(models, latents, config)
     plain = invert(models, latents, config)
-    assert torch.equal(captured.latents, plain.latents)  # storing reads the maps, never changes the output
-    store = store_of(captured)
-    replayed = replay_store(models, plain, config, new_store(models, config, table_for(models, plain), 0))
-    assert replayed.origin == "replayed" and same_maps(replayed, store)  # maps keyed by timestep, right latents
+    assert torch.equal(record.latents, plain.latents)  # storing reads the maps, never changes the output
+    probe = AttentionStore(edit.store.plan, limit_mb=4096, unet=models.unet, row=0)  # the edit's source row
+    recompute = make_config(method, store="recompute", store_dtype="fp32")
+    with probe:
+        result = FateZeroEdit(models, recompute).edit(plain)
+    assert result.stats["store_origin"] == "recomputed" and result.stats["source_branch"] == "inversion"
+    assert same_maps(probe, edit.store, atol=1e-5)
 
 
-def test_store_bound_is_enforced(models, latents):
+def test_store_bound_is_enforced_and_auto_recomputes_past_it(models, latents):
     config = make_config("ddim", store_limit_mb=0)
     with pytest.raises(VidinvError, match="store_limit_mb"):
-        invert(models, latents, config, hooks=inversion_hooks(models, config))
+        captured(models, latents, config)
+    auto = FateZeroEdit(models, make_config("ddim", store_limit_mb=0, store="auto"))
+    assert auto.captures(tuple(latents.shape)) == [] and auto.store is None
+    roomy = FateZeroEdit(models, make_config("ddim", store="auto"))
+    assert roomy.captures(tuple(latents.shape)) == [roomy.store] and roomy.store is not None
 
 
-@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-4), ("fp16", 2e-3)])
-def test_ddpm_ef_same_prompt_full_replacement_reproduces_the_reconstruction(models, latents, dtype, tol):
-    """ddpm_ef samples along its inverted trajectory, so the stored maps are the reconstruction's own."""
-    config = make_config("ddpm_ef", store_dtype=dtype)
-    record = invert(models, latents, config, hooks=inversion_hooks(models, config))
+@pytest.mark.parametrize(
+    ("store", "dtype", "tol"), [("memory", "fp32", 1e-4), ("memory", "fp16", 2e-3), ("recompute", "fp16", 1e-4)]
+)
+def test_ddpm_ef_same_prompt_full_replacement_reproduces_the_reconstruction(models, latents, store, dtype, tol):
+    """ddpm_ef samples along its inverted trajectory, so the source maps are the reconstruction's own."""
+    config = make_config("ddpm_ef", store_dtype=dtype, store=store)
+    record, method = captured(models, latents, config)
     rec = reconstruct(models, record, config)
-    result = fatezero_edit(models, record, config)
-    assert result.stats["store_origin"] == "inversion" and result.stats["fused_calls"]["self"] > 0
-    assert result.stats["fused_calls"]["cross"] > 0 and result.stats["store_bytes_per_frame_per_step"] > 0
+    result = method.edit(record)
+    assert result.stats["store_origin"] == ("inversion" if store == "memory" else "recomputed")
+    assert result.stats["fused_calls"]["self"] > 0 and result.stats["fused_calls"]["cross"] > 0
     assert maxdiff(result.latents, rec) < tol
     assert maxdiff(result.latents, latents) < tol  # and the reconstruction is exact
 
 
 def _store_along_reconstruction(models, record, config):
-    """A store captured at the reconstruction's own latents (what the edit's source branch sees)."""
+    """A store captured at the reconstruction's own latents (what a reconstructed source branch sees)."""
     store = new_store(models, config, table_for(models, record), 0)
     with store:
         rec = reconstruct(models, record, config)
@@ -130,31 +157,33 @@ def test_freeinv_maps_stay_aligned_with_the_step_transform(models, latents):
     record = invert(models, latents, config)
     assert set(record.transforms) - {"id"}, "the schedule must rotate for this test to mean anything"
     store, rec = _store_along_reconstruction(models, record, config)
-    store.attach(record)
-    aligned = fatezero_edit(models, record, config)
+    aligned_edit = FateZeroEdit(models, config)
+    aligned_edit.use_store(store, record)
+    aligned = aligned_edit.edit(record)
     assert aligned.stats["store_origin"] == "inversion"
     assert maxdiff(aligned.latents, rec) < 1e-4
-
     # the same maps captured in the wrong orientation (no transforms) do not reproduce it
     unrotated = copy.copy(record)
     unrotated.transforms = ["id"] * record.steps
     wrong, _ = _store_along_reconstruction(models, unrotated, config)
-    wrong.attach(record)
-    misaligned = fatezero_edit(models, record, config)
+    misaligned_edit = FateZeroEdit(models, config)
+    misaligned_edit.use_store(wrong, record)
+    misaligned = misaligned_edit.edit(record)
     assert maxdiff(misaligned.latents, rec) > 100 * max(maxdiff(aligned.latents, rec), 1e-6)
 
 
 def test_ddim_with_inversion_maps_differs_by_the_inversion_mismatch_only(models, latents):
     config = make_config("ddim", store_dtype="fp32")
-    record = invert(models, latents, config, hooks=inversion_hooks(models, config))
+    record, method = captured(models, latents, config)
     rec = reconstruct(models, record, config)
-    result = fatezero_edit(models, record, config)
-    no_fusion = fatezero_edit(models, record, make_config("ddim", self_attn_steps=0.0, cross_attn_steps=0.0))
+    result = method.edit(record)
+    no_fusion = FateZeroEdit(models, make_config("ddim", self_attn_steps=0.0, cross_attn_steps=0.0)).edit(record)
     assert maxdiff(no_fusion.latents, rec) < 1e-4  # without fusion the same-prompt edit is the reconstruction
     assert maxdiff(result.latents, rec) <= maxdiff(rec, latents) * 10  # same order as the inversion error
 
 
-def test_blend_mask_and_token_alignment(models, latents):
+@pytest.mark.parametrize("store", ["memory", "recompute"])
+def test_blend_mask_and_token_alignment(models, latents, store):
     target = "a robot riding a bike"
     index = token_map(models, PROMPT, target)
     src, tgt = token_ids(models, PROMPT), token_ids(models, target)
@@ -162,19 +191,41 @@ def test_blend_mask_and_token_alignment(models, latents):
     assert all(src[index[j]] == tgt[j] for j in matched)  # only equal tokens are carried over
     real = len(models.tokenizer(target).input_ids)
     assert set(range(real - len("riding a bike") + 1, len(tgt))) <= set(matched)  # the unchanged end, eos, padding
-    config = make_config("ddim", target_prompt="a robot riding a bike", blend_words=["man"], mask_threshold=0.9)
-    record = invert(models, latents, config, hooks=inversion_hooks(models, config))
-    result = fatezero_edit(models, record, config)
+    config = make_config("ddim", target_prompt=target, blend_words=["man"], mask_threshold=0.9, store=store)
+    record, method = captured(models, latents, config)
+    result = method.edit(record)
     assert 0.0 < result.stats["mask_fraction"] < 1.0
     assert torch.isfinite(result.latents).all()
-    with pytest.raises(VidinvError, match="blend_words"):
-        fatezero_edit(models, record, make_config("ddim", blend_words=["robot"]))
+    if store == "recompute":  # one source-row pre-pass per masked step gives the mask
+        assert result.stats["mask_pass_calls"] == 3 * 4
+
+
+def test_blend_words_missing_from_the_source_prompt_fail_before_the_inversion(models):
+    with pytest.raises(VidinvError, match="blend_words") as err:
+        FateZeroEdit(models, make_config("ddim", blend_words=["robot"])).check()
+    assert "\n" not in str(err.value)
 
 
 def test_plan_names_unknown_layers(models):
     config = make_config("ddim", store_layers=["up_blocks.9.attn1"])
     with pytest.raises(VidinvError, match="store_layers"):
         store_plan(models, config, table_for(models, 4), 0)
+
+
+def test_edit_frame_calls_follow_the_documented_formulas(models):
+    """8 frames x 10 steps, CFG, feature injection 0.8 (attention 0.5): PnP runs its source row
+    only while injecting (224); FateZero with a store runs no source row (160), recomputing it
+    runs one for the fused steps (160 + 8 x 8 = 224)."""
+    frames = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    base = {"target_prompt": "a robot riding a bike", "guidance_scale": 7.5, "self_attn_steps": 0.5}
+    config = make_config("freeinv", **base, cross_attn_steps=0.8)
+    config.inversion.steps = 10
+    record, method = captured(models, frames, config)
+    assert method.edit(record).stats["frame_calls"] == 2 * 8 * 10
+    config.edit.store = "recompute"
+    assert FateZeroEdit(models, config).edit(record).stats["frame_calls"] == 2 * 8 * 10 + 8 * 8
+    config.edit.method = "pnp"
+    assert pnp_edit(models, record, config).stats["frame_calls"] == 2 * 8 * 10 + 8 * 8
 
 
 def test_cli_edit_runs_end_to_end_and_reuses_the_store(tmp_path):
@@ -205,7 +256,7 @@ def test_cli_edit_runs_end_to_end_and_reuses_the_store(tmp_path):
     assert main([*args, "runtime.overwrite=true"]) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["record_reused"] is True and again["edit"]["store_origin"] == "loaded"
-    assert again["unet_calls"]["inversion"] == 0
+    assert again["frame_calls"]["inversion"] == 0
     assert again["edit"]["store_bytes_per_frame_per_step"] == metrics["edit"]["store_bytes_per_frame_per_step"]
 
     # a store that does not cover the new plan (more self-attention steps) is captured again

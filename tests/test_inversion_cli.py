@@ -35,7 +35,7 @@ def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "reconstruction.mp4").stat().st_size > 0
     assert metrics["record_reused"] is True and metrics["method"] == "freeinv"
-    assert metrics["unet_calls"] == {"inversion": 0, "reconstruction": 3 * 4}
+    assert metrics["frame_calls"] == {"inversion": 0, "reconstruction": 3 * 4}
     for key in ("psnr_latent_db", "psnr_db", "psnr_input_db"):
         assert isinstance(metrics[key], float)
     assert len(metrics["transforms"]) == 4

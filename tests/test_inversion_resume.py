@@ -35,8 +35,8 @@ class Interrupting:
         self.denoiser, self.after, self.seen = denoiser, after, 0
 
     @property
-    def calls(self):
-        return self.denoiser.calls
+    def frame_calls(self):
+        return self.denoiser.frame_calls
 
     def __call__(self, z, t):
         if self.seen == self.after:
@@ -46,8 +46,8 @@ class Interrupting:
 
 
 def interrupt_after(monkeypatch, steps: int):
-    real = api.make_denoiser
-    monkeypatch.setattr(api, "make_denoiser", lambda *a, **k: Interrupting(real(*a, **k), steps))
+    real = api.GuidedModel.for_prompt
+    monkeypatch.setattr(api.GuidedModel, "for_prompt", lambda *a, **k: Interrupting(real(*a, **k), steps))
 
 
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "ddpm_ef"])
@@ -95,4 +95,4 @@ def test_the_edit_command_resumes_an_interrupted_inversion_in_the_same_folder(tm
     assert "resumes" in capsys.readouterr().err
     assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 0  # no overwrite needed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["unet_calls"]["inversion"] == 2 * 2  # the 2 remaining steps x 2 frames
+    assert metrics["frame_calls"]["inversion"] == 2 * 2  # the 2 remaining steps x 2 frames

@@ -12,8 +12,9 @@ from vidinv.inversion import api
 from vidinv.inversion import transforms as tf
 from vidinv.inversion.ddim import ddim_invert, ddim_sample
 from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
-from vidinv.inversion.denoiser import Denoiser
+from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.freeinv import FreeInvEps
+from vidinv.inversion.methods import ef_noise
 from vidinv.inversion.timesteps import step_table
 from vidinv.models import encode_prompts
 
@@ -32,10 +33,10 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(tiny_models):
     m, steps = tiny_models, 6
     x0 = clip_latents()
     emb = encode_prompts(m, ["a red bike"])
-    eps = Denoiser(m.unet, emb)
+    eps = GuidedModel(m.unet, emb)
     table = step_table(m.scheduler, steps)
     ours = ddim_invert(eps, x0, table)
-    assert eps.calls == steps * len(x0)
+    assert eps.frame_calls == steps * len(x0)
 
     inverse = DDIMInverseScheduler.from_config(m.scheduler.config)
     inverse.set_timesteps(steps)
@@ -57,12 +58,12 @@ def test_denoiser_guidance_and_chunking(tiny_models):
     m = tiny_models
     uncond, cond = encode_prompts(m, ["", "a bike"]).chunk(2)
     z, t = clip_latents(frames=4), torch.tensor(501)
-    guided = Denoiser(m.unet, cond, uncond, 3.0)
-    chunked = Denoiser(m.unet, cond, uncond, 3.0, chunk=3)
-    e_u, e_c = Denoiser(m.unet, uncond)(z, t), Denoiser(m.unet, cond)(z, t)
+    guided = GuidedModel(m.unet, torch.cat([uncond, cond]), 3.0)
+    chunked = GuidedModel(m.unet, torch.cat([uncond, cond]), 3.0, chunk=3)
+    e_u, e_c = GuidedModel(m.unet, uncond)(z, t), GuidedModel(m.unet, cond)(z, t)
     assert torch.allclose(guided(z, t), e_u + 3.0 * (e_c - e_u), atol=1e-5)
     assert torch.allclose(chunked(z, t), guided(z, t), atol=1e-5)
-    assert guided.calls == 2 * 2 * 4 and guided.calls_per_step == 2  # called twice
+    assert guided.frame_calls == 2 * 2 * 4 and guided.rows == 2  # called twice
 
 
 def test_freeinv_none_equals_ddim_bit_for_bit_on_the_unet(tiny_models):
@@ -90,7 +91,8 @@ def test_freeinv_record_schedule_is_used_in_reconstruction(tiny_models):
     x0 = clip_latents()
     cfg = config(method="freeinv", transforms="rot90", steps=6, seed=1)
     record = api.invert(tiny_models, x0, cfg)
-    eps, table = api.source_eps(tiny_models, record, cfg)
+    eps, sampler, _ = api.record_model(tiny_models, record, cfg)
+    table = sampler.table
     assert isinstance(eps, FreeInvEps) and eps.schedule == record.transforms
     expected = ddim_sample(eps, record.z_T, table)
     assert torch.equal(api.reconstruct(tiny_models, record, cfg), expected)
@@ -106,10 +108,10 @@ def test_non_square_freeinv_uses_shape_preserving_group(tiny_models):
 
 def test_mbdi_costs_group_size_calls_per_step(tiny_models):
     record = api.invert(tiny_models, clip_latents(frames=2), config(method="mbdi", transforms="flips", steps=3))
-    assert record.stats["unet_calls"] == 4 * 3 * 2
+    assert record.stats["frame_calls"] == 4 * 3 * 2
     stats = {}
     api.reconstruct(tiny_models, record, config(method="mbdi", transforms="flips", steps=3), stats=stats)
-    assert stats["unet_calls"] == 4 * 3 * 2
+    assert stats["frame_calls"] == 4 * 3 * 2
 
 
 @pytest.mark.parametrize("steps,skip", [(5, 0), (8, 3), (10, 7)])
@@ -123,7 +125,7 @@ def test_ddpm_ef_reconstruction_is_exact_fp32(tiny_models, steps, skip):
     assert record.noise_maps[-1].abs().max() > 0  # z_1 is kept
     stats = {}
     out = api.reconstruct(tiny_models, record, cfg, stats=stats)
-    assert stats["start"] == skip and stats["unet_calls"] == (steps - skip) * 3 * 2
+    assert stats["start"] == skip and stats["frame_calls"] == (steps - skip) * 3 * 2
     assert (out - x0).abs().max() < 1e-5
 
 
@@ -131,10 +133,10 @@ def test_ddpm_ef_reconstruction_is_exact_fp32(tiny_models, steps, skip):
 def test_ddpm_ef_reconstruction_is_exact_fp64(tiny_models, steps, skip):
     unet = copy.deepcopy(tiny_models.unet).double()
     uncond, cond = encode_prompts(tiny_models, ["", "a bike"]).double().chunk(2)
-    eps = Denoiser(unet, cond, uncond, 3.5)
+    eps = GuidedModel(unet, torch.cat([uncond, cond]), 3.5)
     table = step_table(tiny_models.scheduler, steps)
     x0 = clip_latents(dtype=torch.float64)
-    noise = api.ef_noise(tuple(x0.shape), steps, seed=0, shared=False, dtype=torch.float64)
+    noise = ef_noise(tuple(x0.shape), steps, seed=0, shared=False, dtype=torch.float64)
     latents, zs = ddpm_ef_invert(eps, x0, table, noise)
     out = ddpm_ef_sample(eps, latents[skip], table, zs, start=skip)
     assert (out - x0).abs().max() < 1e-10
@@ -172,9 +174,9 @@ def test_ddpm_ef_noise_maps_match_diffusers_ledits(tiny_models):
     uncond, cond = encode_prompts(m, ["", prompt]).chunk(2)
     # diffusers 0.42.1's invert unpacks encode_prompt's (editing, negative) embeddings as (uncond, text), so
     # its guidance is eps_prompt + g (eps_empty - eps_prompt): the same denoiser with the roles swapped.
-    eps = Denoiser(m.unet, cond=uncond, uncond=cond, guidance_scale=3.5)
+    eps = GuidedModel(m.unet, torch.cat([cond, uncond]), 3.5)
     table = step_table(m.scheduler, steps)
-    noise = api.ef_noise(tuple(x0.shape), steps, seed=seed, shared=False, dtype=torch.float32)
+    noise = ef_noise(tuple(x0.shape), steps, seed=seed, shared=False, dtype=torch.float32)
     latents, zs = ddpm_ef_invert(eps, x0, table, noise)
     assert [int(t) for t in pipe.scheduler.timesteps] == table.to_list()
     assert (latents[0] - pipe.init_latents).abs().max() < 1e-6
@@ -184,7 +186,7 @@ def test_ddpm_ef_noise_maps_match_diffusers_ledits(tiny_models):
 
 
 def test_ddpm_ef_shared_noise_is_one_map_per_step():
-    noise = api.ef_noise((3, 4, 8, 8), 5, seed=0, shared=True, dtype=torch.float32)
+    noise = ef_noise((3, 4, 8, 8), 5, seed=0, shared=True, dtype=torch.float32)
     assert noise.shape == (5, 1, 4, 8, 8)
-    independent = api.ef_noise((3, 4, 8, 8), 5, seed=0, shared=False, dtype=torch.float32)
+    independent = ef_noise((3, 4, 8, 8), 5, seed=0, shared=False, dtype=torch.float32)
     assert independent.shape == (5, 3, 4, 8, 8) and not torch.equal(independent[:, 0], independent[:, 1])

@@ -15,21 +15,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vidinv.errors import VidinvError, first_line
+from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
 
-# Allowed values of the string options, checked by `validate`.
+# Allowed values of the string options, checked by `validate` (method names: the registries').
 CHOICES = {
     "model.dtype": ("auto", "fp32", "fp16", "bf16"),
     "model.attention": ("auto", "sdpa", "xformers", "naive"),
     "model.frame_attention": ("none", "sparse_causal", "keyframe", "full"),
     "model.keyframes": ("first", "middle", "stride"),
     "video.resize": ("center_crop", "stretch", "pad"),
-    "inversion.method": ("ddim", "freeinv", "mbdi", "ddpm_ef"),
     "inversion.transforms": ("rot90", "dihedral", "flips", "none"),
     "inversion.noise": ("shared", "independent"),
-    "edit.method": ("pnp", "tokenflow", "fatezero"),
     "edit.source_branch": ("reconstructed", "inverted"),
     "edit.store_dtype": ("fp16", "fp32"),
+    "edit.store": ("auto", "memory", "recompute"),
 }
+REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 
 
 @dataclass
@@ -93,6 +94,9 @@ class EditConfig:
     blend_words: list[str] = field(default_factory=list)  # FateZero: words whose cross-attention masks the edit
     mask_threshold: float = 0.3  # FateZero: threshold on the normalised cross-attention of blend_words
     store_limit_mb: int = 4096  # FateZero: bound on the attention store (CPU, fp16)
+    # FateZero: where the source maps come from: captured during the inversion and held (memory),
+    # recomputed by a source row in the edit (recompute), or auto = memory when it fits store_limit_mb
+    store: str = "auto"
     store_dtype: str = "fp16"  # FateZero: precision of the stored maps (fp32 only for exactness checks)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
 
@@ -101,7 +105,7 @@ class EditConfig:
 class RuntimeConfig:
     output_dir: str = "outputs/run"
     vae_chunk: int = 8  # frames per VAE call; 0 = the whole clip at once
-    unet_chunk: int = 0  # frames per UNet call; 0 = the whole clip at once
+    unet_chunk: int = 8  # frames per UNet call (memory follows the chunk, not the clip); 0 = the whole clip
     overwrite: bool = False
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
@@ -215,7 +219,7 @@ def _require(condition: bool, key: str, value: Any, wanted: str) -> None:
 
 def validate(config: Config) -> None:
     """Range and choice checks that the type system does not express."""
-    for key, allowed in CHOICES.items():
+    for key, allowed in [*CHOICES.items(), *((k, r.names()) for k, r in REGISTRIES.items())]:
         value = get_key(config, key)
         _require(value in allowed, key, value, "one of " + ", ".join(allowed))
     v, inv, ed, rt, m = config.video, config.inversion, config.edit, config.runtime, config.model

@@ -21,11 +21,31 @@ import torch
 from vidinv.config import Config, config_from_dict, validate
 
 
+def load_models_for(config: Config):
+    """The configured model with the configured cross-frame attention installed on its UNet."""
+    from vidinv.attention.inflate import install_from_config
+    from vidinv.models import load_models
+
+    m = config.model
+    models = load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
+    install_from_config(models.unet, m)
+    return models
+
+
+def load_clip(config: Config):
+    """The clip as configured: an object with .frames (f, 3, H, W) in [-1, 1] and .fps."""
+    from vidinv.io import read_video
+
+    v = config.video
+    size = None if v.height is None and v.width is None else (v.height, v.width)
+    return read_video(v.path, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
+
+
 @dataclass
 class EditOutput:
     """An edited clip, the record it came from, and what each stage cost."""
 
-    frames: torch.Tensor  # (f, 3, H, W) in [-1, 1]
+    frames: torch.Tensor | None  # (f, 3, H, W) in [-1, 1]; None from `edit_latents`
     latents: torch.Tensor  # (f, c, h, w) edited latents
     record: object  # InversionRecord
     record_reused: bool = False
@@ -66,8 +86,6 @@ class VideoEditor:
     def models(self):
         """The loaded model with the configured frame attention installed (loaded on first use)."""
         if self._models is None:
-            from vidinv.jobs.common import load_models_for
-
             self._models = load_models_for(self.config)
         return self._models
 
@@ -81,11 +99,21 @@ class VideoEditor:
         validate(config)
         return config
 
-    def read(self, path: str | Path | None = None):
-        """The clip at `path` (default video.path) as configured: .frames (f, 3, H, W), .fps."""
-        from vidinv.jobs.common import load_clip
-
-        return load_clip(self._with(video__path=None if path is None else str(path)))
+    def read(
+        self,
+        path: str | Path | None = None,
+        *,
+        start: int | None = None,
+        num_frames: int | None = None,
+        stride: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ):
+        """The clip at `path` (default video.path), frames and size as configured unless given:
+        .frames (f, 3, H, W) in [-1, 1], .fps."""
+        changes = dict(start=start, num_frames=num_frames, stride=stride, height=height, width=width)
+        path = None if path is None else str(path)
+        return load_clip(self._with(video__path=path, **{f"video__{k}": v for k, v in changes.items()}))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         from vidinv.models import encode_frames
@@ -103,12 +131,14 @@ class VideoEditor:
         *,
         source_prompt: str | None = None,
         record_dir: str | Path | None = None,
-        hooks=(),
+        captures=(),
     ) -> tuple[object, bool]:
         """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
-        record there is reused and a new one is saved there. `hooks`: captures made during the
-        inversion that travel with the record (see vidinv.inversion.api)."""
-        return self.invert_latents(self.encode(frames), source_prompt=source_prompt, record_dir=record_dir, hooks=hooks)
+        record there is reused and a new one is saved there. `captures`: what an edit method asks
+        the inversion to capture (`vidinv.editing.Capture`)."""
+        return self.invert_latents(
+            self.encode(frames), source_prompt=source_prompt, record_dir=record_dir, captures=captures
+        )
 
     def invert_latents(
         self,
@@ -116,15 +146,15 @@ class VideoEditor:
         *,
         source_prompt: str | None = None,
         record_dir: str | Path | None = None,
-        hooks=(),
+        captures=(),
     ) -> tuple[object, bool]:
         """`invert` for latents already encoded (f, c, h, w)."""
         from vidinv.inversion import invert, invert_or_load
 
         config = self._with(inversion__source_prompt=source_prompt)
         if record_dir is None:
-            return invert(self.models, latents, config, progress=self.progress, hooks=hooks), False
-        return invert_or_load(self.models, latents, config, record_dir, progress=self.progress, hooks=hooks)
+            return invert(self.models, latents, config, progress=self.progress, captures=captures), False
+        return invert_or_load(self.models, latents, config, record_dir, progress=self.progress, captures=captures)
 
     def reconstruct(self, record) -> torch.Tensor:
         """The frames regenerated from the record with its own prompt and guidance."""
@@ -140,37 +170,66 @@ class VideoEditor:
         source_prompt: str | None = None,
         record=None,
         record_dir: str | Path | None = None,
+        callback_on_step_end=None,
     ) -> EditOutput:
         """Edit the clip towards `target_prompt` (default edit.target_prompt), keeping its structure.
 
         `record` skips the inversion (it must come from these frames); `record_dir` reuses or
-        saves the inversion record on disk.
+        saves the inversion record on disk. `callback_on_step_end(stage, step, total, latents)` is
+        called after every edit step (stage "edit"), as diffusers' pipelines do.
         """
-        from vidinv.editing import edit_method
+        t0 = time.perf_counter()
+        latents = None if record is not None else self.encode(frames)
+        encode_s = round(time.perf_counter() - t0, 4)
+        out = self.edit_latents(
+            latents,
+            target_prompt,
+            source_prompt=source_prompt,
+            record=record,
+            record_dir=record_dir,
+            callback_on_step_end=callback_on_step_end,
+        )
+        if record is None:
+            out.seconds = {"encode": encode_s, **out.seconds}
+        t0 = time.perf_counter()
+        edited = self.decode(out.latents)
+        out.seconds["decode"] = round(time.perf_counter() - t0, 4)
+        out.stats["peak_memory"]["after_decode_mb"] = round(peak_memory_mb(self.models.device), 1)
+        out.frames = edited
+        return out
+
+    def edit_latents(
+        self,
+        latents: torch.Tensor | None,
+        target_prompt: str | None = None,
+        *,
+        source_prompt: str | None = None,
+        record=None,
+        record_dir: str | Path | None = None,
+        callback_on_step_end=None,
+    ) -> EditOutput:
+        """`edit` for latents already encoded (f, c, h, w); the result's .frames is None (decode it
+        with `decode`, or chunk by chunk as the edit job does)."""
+        from vidinv.editing import get_edit_method
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
-        edit_fn = edit_method(config.edit.method)
-        if hasattr(edit_fn, "check_config"):  # errors in the edit's settings before the inversion
-            edit_fn.check_config(self.models, config)
+        method = get_edit_method(config.edit.method)(self.models, config)
+        method.check()  # errors in the edit's settings before the inversion
         device = self.models.device
         seconds, reused = {}, record is not None
         if record is None:
-            # edit methods that need more than the record from the inversion (FateZero's attention
-            # store) name what to capture during it: `edit_fn.inversion_hooks(models, config)`
-            capture = getattr(edit_fn, "inversion_hooks", None)
-            hooks = capture(self.models, config) if capture is not None else ()
+            captures = method.captures(tuple(latents.shape))
             t0 = time.perf_counter()
-            record, reused = self.invert(
-                frames, source_prompt=config.inversion.source_prompt, record_dir=record_dir, hooks=hooks
+            record, reused = self.invert_latents(
+                latents, source_prompt=config.inversion.source_prompt, record_dir=record_dir, captures=captures
             )
-            seconds["encode+inversion"] = round(time.perf_counter() - t0, 4)
+            seconds["inversion"] = round(time.perf_counter() - t0, 4)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
-        result = edit_fn(self.models, record, config, progress=self.progress)
+        callback = None
+        if callback_on_step_end is not None:
+            callback = lambda step, total, z: callback_on_step_end("edit", step, total, z)  # noqa: E731
+        result = method.edit(record, progress=self.progress, callback=callback)
         seconds["edit"] = result.stats["edit_s"]
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
-        t0 = time.perf_counter()
-        edited = self.decode(result.latents)
-        seconds["decode"] = round(time.perf_counter() - t0, 4)
-        memory["after_decode_mb"] = round(peak_memory_mb(device), 1)
         stats = {**result.stats, "peak_memory": memory}
-        return EditOutput(edited, result.latents, record, reused, seconds, stats)
+        return EditOutput(None, result.latents, record, reused, seconds, stats)

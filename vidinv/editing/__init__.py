@@ -1,27 +1,9 @@
-"""Editing: sample with the target prompt from an inversion record, structure kept by injection."""
+"""Editing: sample with the target prompt from an inversion record, structure kept by injection.
 
-from __future__ import annotations
+Edit methods are plug-ins (`EditMethod`, registered by name in `vidinv.registry.EDIT_METHODS`).
+"""
 
-import importlib
+from vidinv.editing.methods import Capture, EditMethod, EditResult, get_edit_method, register_edit_method
+from vidinv.editing.pnp import PnPEdit, pnp_edit
 
-from vidinv.editing.pnp import EditResult, pnp_edit
-
-# edit.method -> "module:function"; each function is (models, record, config, *, progress) -> EditResult
-EDIT_METHODS = {
-    "pnp": "vidinv.editing.pnp:pnp_edit",
-    "tokenflow": "vidinv.editing.tokenflow:tokenflow_edit",
-    "fatezero": "vidinv.editing.fatezero:fatezero_edit",
-}
-
-
-def edit_method(name: str):
-    """The edit function registered for `edit.method`."""
-    from vidinv.errors import VidinvError
-
-    if name not in EDIT_METHODS:
-        raise VidinvError(f"edit.method: {name!r} is not available yet (available: {', '.join(EDIT_METHODS)})")
-    module, function = EDIT_METHODS[name].split(":")
-    return getattr(importlib.import_module(module), function)
-
-
-__all__ = ["EDIT_METHODS", "EditResult", "edit_method", "pnp_edit"]
+__all__ = ["Capture", "EditMethod", "EditResult", "PnPEdit", "get_edit_method", "pnp_edit", "register_edit_method"]

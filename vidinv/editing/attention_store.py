@@ -1,10 +1,10 @@
 """FateZero's attention store: the source's attention maps, captured during the inversion.
 
-An `AttentionStore` is an `AttentionHook` (the processors' `probs` hook point) and a context
-manager: while entered it attaches itself to the UNet's frame attention and reads the timestep of
+An `AttentionStore` is a `Capture` of the inversion (vidinv.editing.methods) and an `AttentionHook`
+(the processors' `probs` hook point): while entered it attaches itself to the UNet's frame attention and reads the timestep of
 every UNet call (a forward pre-hook), and for the layers and timesteps of its `StorePlan` it keeps
-the attention probabilities of the last row of the batch (the source's conditional row), per frame,
-as fp16 CPU tensors (`edit.store_dtype`; fp32 for exactness checks):
+the attention probabilities of one row of the batch (`row`, default the last: the source's
+conditional row), per frame, as fp16 CPU tensors (`edit.store_dtype`; fp32 for exactness checks):
 
     self-attention  (attn1): (heads, n_query, n_keys of the frame's key set)   sparse-causal: {0, i-1}
     cross-attention (attn2): (heads, n_query, 77)
@@ -21,8 +21,7 @@ On disk it lives next to the inversion record (written after it, each file atomi
     inversion/attention_store.json          plan, fingerprint of the record, bytes, frames
 
 and is reused only for a record with the same fingerprint whose plan covers the plan asked for.
-In memory the store travels on the record object itself (attribute `_vidinv_attention_store`),
-as the frame-attention handle travels on the UNet.
+In memory it is held by the FateZero method object that asked for it.
 """
 
 from __future__ import annotations
@@ -36,13 +35,13 @@ from safetensors.torch import load_file, save_file
 
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
+from vidinv.editing.methods import Capture
 from vidinv.errors import VidinvError
 from vidinv.outputs import atomic_path
 
 FORMAT_VERSION = 1
 STORE_FILE = "attention_store.safetensors"
 STORE_JSON = "attention_store.json"
-RECORD_ATTR = "_vidinv_attention_store"
 KINDS = ("self", "cross")
 
 
@@ -103,11 +102,11 @@ def _parse(name: str) -> tuple[str, int, int, str, int]:
     return kind, int(t), int(occurrence), layer, int(frame)
 
 
-class AttentionStore(AttentionHook):
+class AttentionStore(Capture, AttentionHook):
     """The source's attention maps per (kind, timestep, occurrence, layer, frame); see the module docstring."""
 
-    def __init__(self, plan: StorePlan, *, limit_mb: float, unet=None, attention_backend: str = "auto"):
-        self.plan = plan
+    def __init__(self, plan: StorePlan, *, limit_mb: float, unet=None, attention_backend: str = "auto", row: int = -1):
+        self.plan, self.row = plan, row
         self.limit_bytes = limit_mb * 2**20
         self.unet, self.attention_backend = unet, attention_backend
         self.maps: dict[tuple, torch.Tensor] = {}
@@ -148,7 +147,7 @@ class AttentionStore(AttentionHook):
 
     def probs(self, layer: str, p: torch.Tensor, frames: tuple[int, ...]) -> None:
         kind, t = self.plan.kind_of(layer), self._t
-        source = p[-1].to(self.plan.torch_dtype)  # the source's conditional row (the last condition)
+        source = p[self.row].to(self.plan.torch_dtype)  # the source's conditional row
         for q, frame in enumerate(frames):
             seen = (kind, t, layer, frame)
             occurrence = self._seen.get(seen, 0)
@@ -195,12 +194,11 @@ class AttentionStore(AttentionHook):
         }
 
     # ---- the record ------------------------------------------------------------------------------
-    def attach(self, record) -> None:
-        """Key the store to the record (its fingerprint) and carry it on the record object."""
+    def finish(self, record) -> None:
+        """Key the store to the record (its fingerprint)."""
         self.fingerprint = record.fingerprint
         if self.origin == "empty":
             self.origin = "inversion"
-        setattr(record, RECORD_ATTR, self)
 
     def save(self, folder: str | Path) -> Path:
         """Write the maps and their JSON next to the inversion record in `folder` (atomically)."""
@@ -223,14 +221,14 @@ class AttentionStore(AttentionHook):
         return folder / STORE_FILE
 
     def load(self, folder: str | Path, record) -> bool:
-        """Load the store in `folder` if it belongs to `record` and covers this store's plan;
-        attach it to the record. False (nothing changed) otherwise."""
+        """Load the store in `folder` if it belongs to `record` and covers this store's plan.
+        False (nothing changed) otherwise."""
         loaded = read_store(folder, record.fingerprint, limit_mb=self.limit_bytes / 2**20)
         if loaded is None or not loaded.plan.covers(self.plan):
             return False
         self.plan, self.maps, self.nbytes, self.frames = loaded.plan, loaded.maps, loaded.nbytes, loaded.frames
         self.origin = "loaded"
-        self.attach(record)
+        self.finish(record)
         return True
 
 
@@ -255,8 +253,3 @@ def read_store(folder: str | Path, fingerprint: str, *, limit_mb: float = float(
         store._add(_parse(name), value)
     store.fingerprint, store.origin = fingerprint, "loaded"
     return store
-
-
-def store_of(record) -> AttentionStore | None:
-    """The attention store carried by the record object, if any."""
-    return getattr(record, RECORD_ATTR, None)

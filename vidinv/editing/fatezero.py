@@ -1,40 +1,43 @@
-"""FateZero (Qi et al., ICCV 2023, arXiv 2303.09535): fuse the attention maps stored during the
+"""FateZero (Qi et al., ICCV 2023, arXiv 2303.09535): fuse the source's attention maps from the
 inversion into the edit.
 
-1. During the inversion with the source prompt, `AttentionStore` keeps the source's self- and
-   cross-attention probabilities at the planned layers/timesteps (fp16 on the CPU, bounded by
-   `edit.store_limit_mb`); it is saved next to the record and reused with it (never recomputed
-   when a matching one exists). A record that comes without a store (an in-memory record from
-   `invert` without hooks, or an old run folder) gets one by *replaying* only the planned
-   inversion UNet calls at the record's own latents: DDIM/FreeInv/MBDI step i evaluated eps at
-   latents[i + 1] (ascending t), ddpm_ef at latents[i]; the replayed maps equal the captured
-   ones bit for bit (tested).
-2. The edit samples the (source, edit) pair through the record's sampler and method wrapper
-   (FreeInv's transform of step i applies to the whole batch, so the stored maps of step i are in
-   the orientation of the edit's step i; MBDI's group members are matched by occurrence), with
-   PnP's `PairDenoiser`, and fuses attention in the edit's CONDITIONAL row only (as FateZero and
-   prompt-to-prompt edit only the conditional half of the batch):
-   - self-attention, for the first `edit.self_attn_steps` of the steps: FateZero's Attention Map
-     Blending (paper Sec. 3.2, eq. 5): s_fused = M * s_edit + (1 - M) * s_src, out = s_fused @ V_edit;
-     M = 0 (no `blend_words`) is full replacement by the stored maps;
-   - cross-attention, for the first `edit.cross_attn_steps`: c_fused = M * c_edit + (1 - M) * c_src,
-     the stored source maps' token columns carried to the target prompt's tokens by alignment
-     (prompt-to-prompt's word mapping; new target words get no source attention), so unchanged
-     regions keep the source's attention.
-   - M (per frame, per step): the stored cross-attention of the `edit.blend_words` tokens in the
-     source prompt, averaged over heads, tokens and stored cross layers at the latent resolution,
-     normalised by its per-frame max and thresholded at `edit.mask_threshold` (FateZero's
-     `blend_th` on the source words' maps); area-pooled to each layer's resolution.
-   FateZero's optional latent blend (`masked_latents`, off in its configs) is not done.
+Where the source maps come from (`edit.store`):
+- `memory`: `AttentionStore` captures them during the inversion (a `Capture`): the planned layers
+  at the planned timesteps only, in `edit.store_dtype`, bounded by `edit.store_limit_mb`; saved
+  next to the record and reused with it. The edit then runs no source rows at all.
+- `recompute`: no store. The inversion's UNet call at step i is a pure function of the record
+  (the latent it saw, `Sampler.inversion_latent(i)`), the timestep, the step's transform and the
+  prompt, so the edit recomputes it: a source row (the source prompt's cond row at that latent)
+  runs in the edit's batch at the fused steps and its maps are fused as they are computed. Memory
+  is bounded by the UNet chunk; recomputed maps equal the stored ones (tested).
+- `auto` (default): `memory` when the predicted store fits `store_limit_mb`, else `recompute`.
+A record without a matching store (reused from another run, or given to the API) is edited by
+recomputing.
+
+The edit samples through the record's sampler and method wrapper (FreeInv's transform of step i
+applies to the whole batch, so maps and fusion share the orientation of step i; MBDI's group
+members are matched by occurrence), and fuses attention in the edit's CONDITIONAL row only (as
+FateZero and prompt-to-prompt edit only the conditional half of the batch):
+- self-attention, for the first `edit.self_attn_steps` of the steps: FateZero's Attention Map
+  Blending (paper Sec. 3.2, eq. 5): s_fused = M * s_edit + (1 - M) * s_src, out = s_fused @ V_edit;
+  M = 0 (no `blend_words`) is full replacement by the source maps;
+- cross-attention, for the first `edit.cross_attn_steps`: c_fused = M * c_edit + (1 - M) * c_src,
+  the source maps' token columns carried to the target prompt's tokens by alignment
+  (prompt-to-prompt's word mapping; new target words get no source attention).
+- M (per frame, per step): the source's cross-attention of the `edit.blend_words` tokens,
+  averaged over heads, tokens and the stored cross layers at the latent resolution, normalised
+  by its per-frame max and thresholded at `edit.mask_threshold` (FateZero's `blend_th`);
+  area-pooled to each layer's resolution. When recomputing, the mask of a step comes from a
+  source-row pre-pass over the clip (F more frame-calls per masked step).
+FateZero's optional latent blend (`masked_latents`, off in its configs) is not done.
+
+Frame-calls: F x R_e x S (memory), plus F x (fused steps - start) for the recomputed source row,
+plus F x (masked steps - start) for mask pre-passes with blend words (recompute).
 
 Same prompt, same guidance and full replacement: the fused maps are the source's own maps at the
 INVERSION's latents, while the reconstruction evaluates the UNet at the SAMPLED latents; the edit
-equals the reconstruction exactly only where those coincide:
-- ddpm_ef: its sampled trajectory is the inverted one (exact reconstruction), so the edit equals
-  the reconstruction to fp32 rounding;
-- DDIM / FreeInv / MBDI: off by the inversion's mismatch (eps at z_{t-1} vs z_t); with a store
-  captured along the reconstruction's own trajectory the edit equals the reconstruction to fp32
-  rounding, FreeInv's rotations included (tests/test_fatezero.py).
+equals the reconstruction only where those coincide (ddpm_ef: exactly; DDIM family: off by the
+inversion's mismatch, and exact with maps captured along the reconstruction; tests/test_fatezero.py).
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from vidinv.attention import run_unet
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
 from vidinv.config import Config
-from vidinv.editing.attention_store import AttentionStore, StorePlan, store_of
-from vidinv.editing.pnp import EditResult, pair_denoiser, sample_pair, start_step
+from vidinv.editing.attention_store import AttentionStore, StorePlan
+from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
+from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.errors import VidinvError
-from vidinv.inversion.api import make_denoiser, method_eps, table_for
-from vidinv.inversion.record import InversionRecord
+from vidinv.inversion.api import record_model, table_for
+from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
 
 log = logging.getLogger("vidinv")
@@ -105,28 +110,34 @@ def new_store(models, config: Config, table: StepTable, start: int) -> Attention
     )
 
 
-def inversion_hooks(models, config: Config) -> list[AttentionStore]:
-    """What the inversion must capture for this edit (VideoEditor passes it to `invert`)."""
-    table = table_for(models, config.inversion.steps)
-    return [new_store(models, config, table, start_step(config, config.inversion.method))]
+def _tokens(size: int, level: int) -> int:
+    for _ in range(level):
+        size = -(-size // 2)  # stride-2 convolutions with padding 1
+    return size
 
 
-@torch.no_grad()
-def replay_store(models, record: InversionRecord, config: Config, store: AttentionStore) -> AttentionStore:
-    """Capture `store`'s plan by re-running only the planned inversion UNet calls at the record's latents."""
-    table = table_for(models, record)
-    eps = make_denoiser(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
-    wrapped = method_eps(eps, record, table)
-    with store:
-        for i in sorted(table.index_of(t) for t in store.plan.timesteps):
-            t = table.timesteps[i]
-            if record.method == "ddpm_ef":
-                eps(record.latents[i], t)  # edit-friendly inversion: eps at x_t itself
-            else:
-                wrapped(record.latents[i + 1], t)  # DDIM inversion step i: eps at z_{t-1}
-    store.origin = "replayed"
-    store.attach(record)
-    return store
+def layer_tokens(unet, layer: str, latent_size: tuple[int, int]) -> int:
+    """Query tokens of an attention layer for an h x w latent (down block k and up block L-1-k run
+    at 1/2^k of the latent, the mid block at the lowest resolution)."""
+    depth = len(unet.config.block_out_channels) - 1
+    block, index = layer.split(".")[0], int(layer.split(".")[1]) if layer[0] in "du" else 0
+    level = {"down_blocks": index, "up_blocks": depth - index}.get(block, depth)
+    return _tokens(latent_size[0], level) * _tokens(latent_size[1], level)
+
+
+def predicted_store_bytes(models, plan: StorePlan, latent_size: tuple[int, int], frames: int, pattern) -> int:
+    """Bytes of a store of `plan` for `frames` latents of `latent_size` under the frame pattern."""
+    unet = models.unet
+    keys_frames = sum(len(pattern.attended(i, frames)) for i in range(frames))
+    element = 2 if plan.dtype == "fp16" else 4
+    total = 0
+    for kind, layers in (("self", plan.self_layers), ("cross", plan.cross_layers)):
+        for layer in layers:
+            attn = unet.get_submodule(layer)
+            n = layer_tokens(unet, layer, latent_size)
+            keys = n * keys_frames if kind == "self" else frames * models.tokenizer.model_max_length
+            total += attn.heads * n * keys * len(plan.steps(kind))
+    return total * element
 
 
 def token_ids(models, prompt: str) -> list[int]:
@@ -166,14 +177,30 @@ def _grid(tokens: int, h: int, w: int) -> tuple[int, int]:
     return round(h / scale), round(w / scale)
 
 
+def blend_map(maps: torch.Tensor, tokens: list[int], latent_size: tuple[int, int]) -> torch.Tensor:
+    """One cross layer's attention (q, heads, n, 77) on the blend tokens, as (q, h, w) at the latent size."""
+    h, w = latent_size
+    a = maps.float()[..., tokens].mean(dim=(1, 3))  # (q, n)
+    rows, cols = _grid(a.shape[-1], h, w)
+    a = a.reshape(len(a), 1, rows, cols)
+    return F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+
+def threshold_mask(total: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The binary blend mask from the summed blend maps (f, h, w): normalised per frame, thresholded."""
+    total = total / total.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return (total > threshold).float()
+
+
 class FateZeroFusion(AttentionHook):
-    """Fuses the stored source maps into the edit's conditional row (see the module docstring).
-    A context manager on the frame-attention handle; `set_step` is called by `PairDenoiser`."""
+    """Fuses the source maps into the edit's conditional row (see the module docstring): from the
+    `store`, or (store None) from the source row (row 0) of the same call. A context manager on
+    the frame-attention handle; `set_step` is called by the edit's denoiser."""
 
     def __init__(
         self,
         handle,
-        store: AttentionStore,
+        store: AttentionStore | None,
         plan: StorePlan,
         table: StepTable,
         *,
@@ -193,52 +220,64 @@ class FateZeroFusion(AttentionHook):
         self.step: int | None = None
         self.t: int | None = None
         self.row: int | None = None
+        self.source_row: int | None = None
+        self.live_mask: torch.Tensor | None = None  # recomputing: this call's mask (f, h, w)
         self._seen: dict[tuple, int] = {}
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        self._mask_means: list[float] = []
         self.fused = {"self": 0, "cross": 0}
 
     def set_step(self, step: int, layout) -> None:
         self.step, self.t, self.row = step, int(self.table.timesteps[step]), layout.rows - 1
+        self.source_row = 0 if layout.sources else None
 
     def _active(self, kind: str) -> bool:
         until = self.self_steps if kind == "self" else self.cross_steps
         return self.step is not None and self.step < until and self.t in self.plan.steps(kind)
 
+    def mask_needed(self, step: int) -> bool:
+        return bool(self.blend_tokens) and step < max(self.self_steps, self.cross_steps)
+
     def wants_probs(self, layer: str) -> bool:
         kind = self.plan.kind_of(layer)
         return kind is not None and self._active(kind)
 
-    def mask(self, t: int, occurrence: int) -> torch.Tensor | None:
-        """The binary blend mask (f, h, w) of step t at the latent resolution, or None (no blend words)."""
-        if not self.blend_tokens:
-            return None
+    def stored_mask(self, t: int, occurrence: int) -> torch.Tensor:
+        """The blend mask (f, h, w) of step t from the store's cross maps."""
         if (t, occurrence) not in self._masks:
-            h, w = self.latent_size
             frames = range(self.store.frames)
-            total = 0
-            for layer in self.plan.cross_layers:
-                maps = self.store.get("cross", t, occurrence, layer, frames).float()  # (f, heads, n, 77)
-                a = maps[..., self.blend_tokens].mean(dim=(1, 3))  # (f, n)
-                rows, cols = _grid(a.shape[-1], h, w)
-                a = a.reshape(len(a), 1, rows, cols)
-                total = total + F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-            if not self.plan.cross_layers:
-                raise VidinvError("edit.blend_words needs cross-attention layers in edit.store_layers")
-            total = total / total.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-            self._masks[(t, occurrence)] = (total > self.threshold).float()
+            total = sum(
+                blend_map(self.store.get("cross", t, occurrence, layer, frames), self.blend_tokens, self.latent_size)
+                for layer in self.plan.cross_layers
+            )
+            self._masks[(t, occurrence)] = threshold_mask(total, self.threshold)
+            self._mask_means.append(float(self._masks[(t, occurrence)].mean()))
         return self._masks[(t, occurrence)]
 
-    def probs(self, layer: str, p: torch.Tensor, frames: tuple[int, ...]) -> torch.Tensor:
-        kind, t = self.plan.kind_of(layer), self.t
+    def set_live_mask(self, total: torch.Tensor) -> None:
+        """Recomputing: the mask of the call in flight from the pre-pass's summed blend maps."""
+        self.live_mask = threshold_mask(total, self.threshold)
+        self._mask_means.append(float(self.live_mask.mean()))
+
+    def _source(self, kind: str, t: int, layer: str, frames, p: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(source maps (q, heads, n, keys), occurrence) of this call."""
         seen = (kind, t, layer, frames[0])
         occurrence = self._seen.get(seen, 0)
         self._seen[seen] = occurrence + 1
-        source = self.store.get(kind, t, occurrence, layer, frames).to(device=p.device, dtype=p.dtype)
+        if self.store is None:
+            return p[self.source_row], occurrence
+        return self.store.get(kind, t, occurrence, layer, frames).to(device=p.device, dtype=p.dtype), occurrence
+
+    def probs(self, layer: str, p: torch.Tensor, frames: tuple[int, ...]) -> torch.Tensor:
+        kind, t = self.plan.kind_of(layer), self.t
+        source, occurrence = self._source(kind, t, layer, frames, p)
         if kind == "cross":  # source token columns carried to the target's tokens
             index = self.token_index.to(p.device)
             source = source[..., index.clamp_min(0)] * (index >= 0).to(p.dtype)
         edit = p[self.row]
-        mask = self.mask(t, occurrence)
+        mask = None
+        if self.blend_tokens:
+            mask = self.live_mask if self.store is None else self.stored_mask(t, occurrence)
         if mask is None:
             fused = source
         else:
@@ -253,9 +292,7 @@ class FateZeroFusion(AttentionHook):
 
     def mask_fraction(self) -> float | None:
         """Mean fraction of the latent inside the blend mask over the steps that used one."""
-        if not self._masks:
-            return None
-        return round(float(torch.stack([m.mean() for m in self._masks.values()]).mean()), 4)
+        return round(sum(self._mask_means) / len(self._mask_means), 4) if self._mask_means else None
 
     def __enter__(self):
         self.handle.hooks.append(self)
@@ -268,53 +305,155 @@ class FateZeroFusion(AttentionHook):
         return False
 
 
-def _store_for(
-    models, record: InversionRecord, config: Config, table: StepTable, start: int
-) -> tuple[AttentionStore, StorePlan]:
-    """(store, plan): the record's store if it belongs to the record and covers the plan the
-    config asks for (it may hold more), else a replayed one."""
-    wanted = new_store(models, config, table, start)
-    store = store_of(record)
-    if store is not None and store.fingerprint == record.fingerprint and store.plan.covers(wanted.plan):
-        return store, wanted.plan
-    log.info("FateZero: the record carries no matching attention store; replaying the inversion's UNet calls")
-    return replay_store(models, record, config, wanted), wanted.plan
+class BlendProbe(AttentionHook):
+    """Sums the source row's blend-token cross-attention over the planned cross layers (pre-pass)."""
+
+    def __init__(self, plan: StorePlan, tokens: list[int], latent_size, frames: int):
+        self.plan, self.tokens, self.latent_size = plan, tokens, latent_size
+        self.total = torch.zeros(frames, *latent_size)
+
+    def wants_probs(self, layer):
+        return layer in self.plan.cross_layers
+
+    def probs(self, layer, p, frames):
+        self.total[list(frames)] += blend_map(p[0], self.tokens, self.latent_size).cpu()
+        return None
 
 
-@torch.no_grad()
-def fatezero_edit(models, record: InversionRecord, config: Config, *, progress: bool = False) -> EditResult:
-    """Edit the clip of `record` towards `config.edit.target_prompt` with FateZero's attention fusion."""
-    ed = config.edit
-    table = table_for(models, record)
-    handle = ensure_frame_attention(models.unet, config.model.attention)
-    start = start_step(config, record.method)
-    store, plan = _store_for(models, record, config, table, start)
-    self_steps, cross_steps = step_counts(config, len(table))
-    blend = word_positions(models, record.source_prompt, list(ed.blend_words)) if ed.blend_words else []
-    fusion = FateZeroFusion(
-        handle,
-        store,
-        plan,
-        table,
-        self_steps=self_steps,
-        cross_steps=cross_steps,
-        blend_tokens=blend,
-        threshold=ed.mask_threshold,
-        token_index=token_map(models, record.source_prompt, ed.target_prompt),
-        latent_size=tuple(record.latents.shape[-2:]),
-    )
-    pair_eps = pair_denoiser(models, record, config, table, fusion)
-    pair, stats = sample_pair(models, record, config, table, pair_eps, fusion, progress=progress)
-    stats.update(
-        self_attn_steps=self_steps,
-        cross_attn_steps=cross_steps,
-        store_layers=sorted(plan.self_layers + plan.cross_layers),
-        fused_calls=dict(fusion.fused),
-        blend_words=list(ed.blend_words),
-        mask_fraction=fusion.mask_fraction(),
-        **store.stats(),
-    )
-    return EditResult(latents=pair[1], source_latents=pair[0], stats=stats)
+class FateZeroDenoiser(EditDenoiser):
+    """EditDenoiser that, when recomputing with blend words, first runs the source row alone over
+    the clip to get the step's blend mask (the mask needs every cross layer before any fusion)."""
+
+    def __init__(self, *args, fusion: FateZeroFusion, handle, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fusion, self.handle = fusion, handle
+        self.mask_calls = 0
+
+    def run(self, batch, t, step, emb):
+        if self.fusion.store is None and self.fusion.mask_needed(step):
+            probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, batch.shape[1])
+            hooks = self.handle.hooks
+            saved, hooks[:] = list(hooks), [probe]  # the source row alone: nothing fuses or injects
+            try:
+                run_unet(self.unet, batch[:1], t, emb[:1], chunk=self.chunk)
+            finally:
+                hooks[:] = saved
+            self.fusion.set_live_mask(probe.total)
+            self.mask_calls += batch.shape[1]
+            self.frame_calls += batch.shape[1]
+        return super().run(batch, t, step, emb)
+
+    def extra_stats(self):
+        return {"mask_pass_calls": self.mask_calls}
 
 
-fatezero_edit.inversion_hooks = inversion_hooks
+class FateZeroEdit(EditMethod):
+    """FateZero's attention fusion (module docstring). `self.store` holds the captured maps of the
+    record it was captured for (its fingerprint)."""
+
+    name = "fatezero"
+
+    def __init__(self, models, config):
+        super().__init__(models, config)
+        self.store: AttentionStore | None = None
+
+    def plan(self, table: StepTable, start: int) -> StorePlan:
+        return store_plan(self.models, self.config, table, start)
+
+    def check(self) -> None:
+        """Layer names and blend words, before the inversion."""
+        table = table_for(self.models, self.config.inversion.steps)
+        self.plan(table, 0)
+        if self.config.edit.blend_words:
+            word_positions(self.models, self.config.inversion.source_prompt, list(self.config.edit.blend_words))
+
+    def store_mode(self, shape: tuple[int, ...]) -> str:
+        """`edit.store`, with `auto` resolved by the predicted size of the store for latents of `shape`."""
+        mode = self.config.edit.store
+        if mode != "auto":
+            return mode
+        table = table_for(self.models, self.config.inversion.steps)
+        plan = self.plan(table, self._inversion_start(table))
+        handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
+        size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern)
+        return "memory" if size <= self.config.edit.store_limit_mb * 2**20 else "recompute"
+
+    def _inversion_start(self, table: StepTable) -> int:
+        from vidinv.inversion.methods import get_inversion_method
+
+        sampler_cls = SAMPLERS.get(get_inversion_method(self.config.inversion.method).sampler)
+        return sampler_cls(table).default_start(self.config.edit.skip)
+
+    def captures(self, shape: tuple[int, ...]) -> list[AttentionStore]:
+        if self.store_mode(shape) != "memory":
+            return []
+        table = table_for(self.models, self.config.inversion.steps)
+        self.store = new_store(self.models, self.config, table, self._inversion_start(table))
+        return [self.store]
+
+    def use_store(self, store: AttentionStore, record) -> None:
+        """Edit `record` with maps captured elsewhere (e.g. along its reconstruction)."""
+        store.finish(record)
+        self.store = store
+
+    def _matching_store(self, record, plan: StorePlan) -> AttentionStore | None:
+        store = self.store
+        if store is not None and store.fingerprint == record.fingerprint and store.plan.covers(plan):
+            return store
+        if self.config.edit.store == "memory":
+            log.info("FateZero: no attention store matches this record; recomputing the source maps")
+        return None
+
+    @torch.no_grad()
+    def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
+        ed, models = self.config.edit, self.models
+        _, sampler, _ = record_model(models, record, self.config)
+        table = sampler.table
+        handle = ensure_frame_attention(models.unet, self.config.model.attention)
+        start = sampler.default_start(ed.skip)
+        plan = self.plan(table, start)
+        store = self._matching_store(record, plan)
+        self_steps, cross_steps = step_counts(self.config, len(table))
+        blend = word_positions(models, record.source_prompt, list(ed.blend_words)) if ed.blend_words else []
+        fusion = FateZeroFusion(
+            handle,
+            store,
+            plan,
+            table,
+            self_steps=self_steps,
+            cross_steps=cross_steps,
+            blend_tokens=blend,
+            threshold=ed.mask_threshold,
+            token_index=token_map(models, record.source_prompt, ed.target_prompt),
+            latent_size=tuple(record.latents.shape[-2:]),
+        )
+        until = max(self_steps if plan.self_layers else 0, cross_steps if plan.cross_layers else 0)
+        source = SourceBranch(None) if store is not None else SourceBranch("inversion", until)
+        denoiser = build_denoiser(
+            models,
+            record,
+            self.config,
+            sampler,
+            source,
+            fusion,
+            denoiser=FateZeroDenoiser,
+            fusion=fusion,
+            handle=handle,
+        )
+        result = sample_edit(models, record, self.config, denoiser, progress=progress, callback=callback)
+        store_stats = store.stats() if store is not None else {"store_origin": "recomputed"}
+        result.stats.update(
+            self_attn_steps=self_steps,
+            cross_attn_steps=cross_steps,
+            store_layers=sorted(plan.self_layers + plan.cross_layers),
+            fused_calls=dict(fusion.fused),
+            blend_words=list(ed.blend_words),
+            mask_fraction=fusion.mask_fraction(),
+            **store_stats,
+        )
+        return result
+
+
+def fatezero_edit(models, record, config: Config, *, progress: bool = False) -> EditResult:
+    """The FateZero edit of `record` by recomputing the source maps (function form of `FateZeroEdit`)."""
+    return FateZeroEdit(models, config).edit(record, progress=progress)

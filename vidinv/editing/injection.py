@@ -33,7 +33,10 @@ class RowLayout:
     @classmethod
     def for_branches(cls, n_source: int, n_edit: int) -> RowLayout:
         """Rows [source rows..., edit rows...], each (uncond?, cond). An edit row copies the source
-        row of the same role; with an unguided source (one row) every edit row copies it (TokenFlow)."""
+        row of the same role; with a single source row every edit row copies it (PnP, TokenFlow);
+        with no source rows nothing is copied."""
+        if n_source == 0:
+            return cls(rows=n_edit, sources=(), targets=())
         roles = list(range(n_source))[-n_edit:] if n_source >= n_edit else [n_source - 1] * n_edit
         return cls(rows=n_source + n_edit, sources=tuple(roles), targets=tuple(range(n_source, n_source + n_edit)))
 

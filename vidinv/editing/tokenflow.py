@@ -1,10 +1,11 @@
 """TokenFlow (Geyer, Bar-Tal, Bagon, Dekel, ICLR 2024): edit keyframes jointly, propagate along
 the source video's correspondences.
 
-Built on the PnP edit (`pnp.py`): the (source, edit) pair goes through the inversion engine's
-samplers and method wrappers (FreeInv's per-step transform, MBDI's group mean) exactly as there;
-only the pair's UNet evaluation differs. Each eps call (one denoising step) runs two passes over
-the rows [source uncond?, source cond, edit uncond?, edit cond]:
+Built on the PnP edit (`pnp.py`): the branches go through the record's sampler and method
+wrapper (FreeInv's per-step transform, MBDI's group mean) exactly as there; only the UNet
+evaluation differs, and the source rows run at every step (the nearest-neighbour fields are
+computed from the source's tokens at each step). Each model call (one denoising step) runs two
+passes over the rows [source uncond?, source cond, edit uncond?, edit cond]:
 
 1. keyframe pass: the UNet over the step's keyframes only (one frame per group of
    `edit.keyframe_stride` frames, at an offset drawn per step and group from `edit.seed`), with
@@ -25,7 +26,7 @@ its source tokens in the propagation pass equal those of the keyframe pass (e.g.
 attention over the whole clip and every frame a keyframe), the match is the identity and the
 edit equals the plain extended-attention PnP edit.
 
-Cost per step: rows x (K + F) frame-calls (K = ceil(F / stride) keyframes), plus a nearest-
+Frame-calls: rows x (K + F) per step (K = ceil(F / stride) keyframes), plus a nearest-
 neighbour search of 2 x n x n x c per frame and layer (n tokens), memory-bounded by
 `correspondence.nearest_neighbours`' chunking: linear in F.
 """
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from functools import partial
 
 import torch
 
@@ -42,10 +42,9 @@ from vidinv.attention import run_unet
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
-from vidinv.config import Config
+from vidinv.editing.branches import EditDenoiser
 from vidinv.editing.correspondence import DEFAULT_CHUNK, propagate
-from vidinv.editing.pnp import EditResult, PairDenoiser, pnp_edit
-from vidinv.inversion.record import InversionRecord
+from vidinv.editing.pnp import PnPEdit
 
 
 def keyframe_schedule(num_frames: int, stride: int, steps: int, seed: int) -> list[tuple[int, ...]]:
@@ -128,8 +127,8 @@ class TokenFlowHook(AttentionHook):
         return out
 
 
-class TokenFlowDenoiser(PairDenoiser):
-    """PairDenoiser whose UNet evaluation is TokenFlow's keyframe pass + propagation pass."""
+class TokenFlowDenoiser(EditDenoiser):
+    """EditDenoiser whose UNet evaluation is TokenFlow's keyframe pass + propagation pass."""
 
     def __init__(
         self,
@@ -146,28 +145,27 @@ class TokenFlowDenoiser(PairDenoiser):
         self.stride = keyframe_stride
         self.schedule = keyframe_schedule(num_frames, keyframe_stride, len(self.table), seed)
         # NN fields from the source's conditional row; replaced: every edit row
-        rows = self.emb.shape[0]
-        self.hook = TokenFlowHook(self.n_source - 1, list(range(self.n_source, rows)), chunk=nn_chunk)
+        n_source, rows = self.source_rows.shape[0], self.source_rows.shape[0] + self.edit_rows.shape[0]
+        self.tokenflow = TokenFlowHook(n_source - 1, list(range(n_source, rows)), chunk=nn_chunk)
         self.keyframe_calls = self.propagation_calls = 0
 
-    def run(self, batch: torch.Tensor, t, step: int) -> torch.Tensor:
+    def run(self, batch: torch.Tensor, t, step: int, emb: torch.Tensor) -> torch.Tensor:
         keyframes = self.schedule[step]
-        emb = self.emb.to(batch.device)
         rows, frames = batch.shape[:2]
-        self.hook.keyframe_pass(keyframes)
-        self.handle.hooks.append(self.hook)
+        self.tokenflow.keyframe_pass(keyframes)
+        self.handle.hooks.append(self.tokenflow)
         try:
             with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
                 run_unet(self.unet, batch[:, list(keyframes)], t, emb, chunk=None)
-            self.hook.propagation_pass()
-            eps = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
+            self.tokenflow.propagation_pass()
+            pred = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
         finally:
-            self.handle.hooks.remove(self.hook)
-            self.hook.clear()
+            self.handle.hooks.remove(self.tokenflow)
+            self.tokenflow.clear()
         self.keyframe_calls += rows * len(keyframes)
         self.propagation_calls += rows * frames
-        self.calls += rows * (len(keyframes) + frames)
-        return eps
+        self.frame_calls += rows * (len(keyframes) + frames)
+        return pred
 
     def extra_stats(self) -> dict:
         return {
@@ -175,23 +173,30 @@ class TokenFlowDenoiser(PairDenoiser):
             "keyframes_per_step": len(self.schedule[0]) if self.schedule else 0,
             "keyframe_pass_calls": self.keyframe_calls,
             "propagation_pass_calls": self.propagation_calls,
-            "nn_s": round(self.hook.nn_s, 4),
+            "nn_s": round(self.tokenflow.nn_s, 4),
             "keyframes": [list(k) for k in self.schedule],
         }
 
 
-@torch.no_grad()
-def tokenflow_edit(models, record: InversionRecord, config: Config, *, progress: bool = False) -> EditResult:
-    """Edit the clip of `record` towards `config.edit.target_prompt` with TokenFlow (PnP on keyframes
-    with extended attention, propagated to every frame along the source's correspondences)."""
-    denoiser = partial(
-        TokenFlowDenoiser,
-        handle=ensure_frame_attention(models.unet, config.model.attention),
-        keyframe_stride=config.edit.keyframe_stride,
-        seed=config.edit.seed,
-        num_frames=record.latents.shape[1],
-    )
-    return pnp_edit(models, record, config, progress=progress, denoiser=denoiser)
+class TokenFlowEdit(PnPEdit):
+    """TokenFlow: PnP on keyframes with extended attention, propagated to every frame along the
+    source's correspondences (module docstring)."""
+
+    name = "tokenflow"
+    denoiser = TokenFlowDenoiser
+
+    def source_until(self, injection, steps: int) -> int:
+        return steps  # the correspondences need the source's tokens at every step
+
+    def denoiser_options(self, record) -> dict:
+        return {
+            "handle": ensure_frame_attention(self.models.unet, self.config.model.attention),
+            "keyframe_stride": self.config.edit.keyframe_stride,
+            "seed": self.config.edit.seed,
+            "num_frames": record.latents.shape[1],
+        }
 
 
-tokenflow_edit.check_config = pnp_edit.check_config
+def tokenflow_edit(models, record, config, *, progress: bool = False):
+    """The TokenFlow edit of `record` (function form of `TokenFlowEdit`)."""
+    return TokenFlowEdit(models, config).edit(record, progress=progress)

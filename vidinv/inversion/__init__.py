@@ -1,6 +1,23 @@
-"""Inversion engine: DDIM, FreeInv, MBDI and edit-friendly DDPM inversion of whole clips."""
+"""Inversion engine: DDIM, FreeInv, MBDI and edit-friendly DDPM inversion of whole clips.
 
-from vidinv.inversion.api import invert, invert_or_load, reconstruct, source_eps
+Methods are plug-ins (`InversionMethod`, registered by name); each record names its sampler
+(the step rule), chosen once when regenerating or editing from it.
+"""
+
+from vidinv.inversion.api import invert, invert_or_load, reconstruct, record_model
+from vidinv.inversion.methods import InversionMethod, get_inversion_method, register_inversion_method
 from vidinv.inversion.record import InversionRecord
+from vidinv.inversion.samplers import Sampler, sampler_for
 
-__all__ = ["InversionRecord", "invert", "invert_or_load", "reconstruct", "source_eps"]
+__all__ = [
+    "InversionMethod",
+    "InversionRecord",
+    "Sampler",
+    "get_inversion_method",
+    "invert",
+    "invert_or_load",
+    "reconstruct",
+    "record_model",
+    "register_inversion_method",
+    "sampler_for",
+]

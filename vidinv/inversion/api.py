@@ -1,19 +1,18 @@
-"""invert / reconstruct a clip's latents with the method the config names.
+"""invert / reconstruct a clip's latents with the inversion method the config names.
 
     record = invert(models, latents, config)          # latents (f, c, h, w) from encode_frames
     x0 = reconstruct(models, record, config)          # (f, c, h, w), source prompt, same guidance
-    eps = source_eps(models, record, config)          # the eps the record was made with (for editing)
+    model, sampler = record_model(models, record, config)   # what the record was made with (for editing)
 
 `invert_or_load(models, latents, config, folder)` reuses a record whose fingerprint (config fields
 that change the result + the input latents) matches, and otherwise inverts and saves.
 
-`hooks` (both functions): objects that capture something during the inversion's UNet calls and
-travel with the record (FateZero's attention store). Each is a context manager entered around
-the inversion (it attaches itself to the UNet) and may define `attach(record)` (called with the
-new record), `save(folder)` (after the record is saved there) and `load(folder, record) -> bool`
-(when a matching record is reused: True if what it holds for that record was loaded from the
-folder; if any hook returns False the inversion runs again with the hooks, which rewrites the
-same record).
+`captures` (both functions): objects that capture something during the inversion's UNet calls and
+are kept beside the record (FateZero's attention store); see `vidinv.editing.methods.Capture`.
+Each is a context manager entered around the inversion, then gets `finish(record)`; with a
+record folder, `save(folder)` after the record is saved, and `load(folder, record) -> bool` when a
+matching record is reused (False for any capture: the inversion runs again with the captures,
+rewriting the same record).
 """
 
 from __future__ import annotations
@@ -26,52 +25,24 @@ from pathlib import Path
 import torch
 
 from vidinv.config import Config
-from vidinv.inversion import transforms as tf
-from vidinv.inversion.ddim import ddim_invert, ddim_sample
-from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
-from vidinv.inversion.denoiser import Denoiser
-from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
+from vidinv.inversion.denoiser import GuidedModel
+from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
 from vidinv.inversion.resume import Checkpoint
+from vidinv.inversion.samplers import Sampler, sampler_for
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
 
 log = logging.getLogger("vidinv")
 
-DDPM_EF_GUIDANCE = 3.5
-EF_SKIP_FRACTION = 0.36
+
+def method_for(config: Config) -> InversionMethod:
+    """The configured inversion method object."""
+    return get_inversion_method(config.inversion.method)(config.inversion)
 
 
-def guidance_for(config: Config) -> float:
-    """inversion.guidance_scale, or the method's default (1.0; 3.5 for ddpm_ef)."""
-    inv = config.inversion
-    if inv.guidance_scale is not None:
-        return float(inv.guidance_scale)
-    return DDPM_EF_GUIDANCE if inv.method == "ddpm_ef" else 1.0
-
-
-def skip_for(config: Config) -> int:
-    """T_skip for regenerating from an edit-friendly record: edit.skip, or round(0.36 * steps)."""
-    skip = config.edit.skip
-    return round(EF_SKIP_FRACTION * config.inversion.steps) if skip is None else int(skip)
-
-
-def prompt_rows(models, prompt: str, guidance_scale: float, uncond_prompt: str = "") -> tuple[torch.Tensor, float]:
-    """(text embeddings (b l d), guidance): (uncond, cond) rows with classifier-free guidance, or
-    the cond row alone with guidance 1 when g == 1 or the prompt is the unconditional one."""
-    from vidinv.models import encode_prompts
-
-    if guidance_scale != 1.0 and prompt != uncond_prompt:
-        return encode_prompts(models, [uncond_prompt, prompt]), float(guidance_scale)
-    return encode_prompts(models, [prompt]), 1.0
-
-
-def make_denoiser(models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> Denoiser:
-    """eps(z, t) for `prompt` with CFG against the empty prompt (one pass when g == 1 or prompt == "")."""
-    rows, guidance = prompt_rows(models, prompt, guidance_scale)
-    if len(rows) == 2:
-        uncond, cond = rows.chunk(2)
-        return Denoiser(models.unet, cond, uncond, guidance, chunk=chunk)
-    return Denoiser(models.unet, rows, chunk=chunk)
+def prediction_type_of(models) -> str:
+    """The model's parametrisation: the scheduler config's prediction_type (epsilon by default)."""
+    return getattr(models, "prediction_type", None) or models.scheduler.config.get("prediction_type", "epsilon")
 
 
 def scheduler_config(scheduler) -> dict:
@@ -83,11 +54,12 @@ def scheduler_config(scheduler) -> dict:
 def fingerprint_fields(models, config: Config) -> dict:
     """The config fields (and model facts) an inversion's result depends on."""
     inv, m = config.inversion, config.model
-    fields = {
+    method = method_for(config)
+    return {
         "method": inv.method,
         "steps": inv.steps,
         "source_prompt": inv.source_prompt,
-        "guidance_scale": guidance_for(config),
+        "guidance_scale": method.guidance(),
         "model": {
             "pretrained": m.pretrained,
             "dtype": str(models.dtype),
@@ -97,35 +69,8 @@ def fingerprint_fields(models, config: Config) -> dict:
             "attention_group": m.attention_group,
         },
         "scheduler": scheduler_config(models.scheduler),
+        **method.fingerprint_fields(),
     }
-    if inv.method in ("freeinv", "mbdi"):
-        fields["transforms"] = inv.transforms
-    if inv.method in ("freeinv", "ddpm_ef"):
-        fields["seed"] = inv.seed
-    if inv.method == "ddpm_ef":
-        fields["noise"] = inv.noise
-    return fields
-
-
-def ef_noise(shape: tuple[int, ...], steps: int, *, seed: int, shared: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Per-step noise n (N, f or 1, c, h, w) for edit-friendly inversion, from a seeded CPU generator.
-
-    Drawn in ascending-t order (the order LEDITS++ draws it), stored in sampling order. `shared`
-    draws one map per step for all frames.
-    """
-    f, *rest = shape
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    draws = [torch.randn((1 if shared else f, *rest), generator=generator, dtype=dtype) for _ in range(steps)]
-    return torch.stack(draws[::-1])
-
-
-def method_eps(eps, record: InversionRecord, table: StepTable):
-    """Wrap a plain eps callable in the record's method (FreeInv schedule, MBDI group mean, or none)."""
-    if record.method == "freeinv":
-        return FreeInvEps(eps, table, record.transforms)
-    if record.method == "mbdi":
-        return GroupMeanEps(eps, record.group)
-    return eps
 
 
 def table_for(models, record_or_steps) -> StepTable:
@@ -133,30 +78,37 @@ def table_for(models, record_or_steps) -> StepTable:
     return step_table(models.scheduler, steps)
 
 
+def record_model(models, record: InversionRecord, config: Config) -> tuple[object, Sampler, GuidedModel]:
+    """(model, sampler, plain model) of the record: its prompt and guidance seen through its method
+    (FreeInv's transform of each step, MBDI's group mean), and its step rule."""
+    table = table_for(models, record)
+    plain = GuidedModel.for_prompt(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
+    method = get_inversion_method(record.method)(config.inversion)
+    return method.wrap(plain, record, table), sampler_for(record, table), plain
+
+
 @torch.no_grad()
 def invert(
-    models, latents: torch.Tensor, config: Config, *, progress: bool = False, hooks=(), checkpoint=None
+    models, latents: torch.Tensor, config: Config, *, progress: bool = False, captures=(), checkpoint=None
 ) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
-    `hooks` are entered around the inversion's UNet calls and get `attach(record)` (module docstring).
+    `captures` are entered around the inversion's UNet calls and get `finish(record)` (module docstring).
     `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
     the state as the inversion goes.
     """
     inv = config.inversion
+    method = method_for(config)
     table = table_for(models, inv.steps)
-    guidance = guidance_for(config)
-    eps = make_denoiser(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
+    guidance = method.guidance()
+    model = GuidedModel.for_prompt(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
     x0 = latents.to(device=models.device, dtype=work_dtype(latents.dtype))
-    h, w = x0.shape[-2:]
-    group = list(tf.group_for(inv.transforms, h, w)) if inv.method in ("freeinv", "mbdi") else ["id"]
-    schedule = tf.schedule(group, len(table), inv.seed) if inv.method == "freeinv" else ["id"] * len(table)
     record = InversionRecord(
         method=inv.method,
+        sampler=method.sampler,
+        prediction_type=prediction_type_of(models),
         timesteps=table.to_list(),
         latents=torch.empty(0),
-        transforms=schedule,
-        group=group,
         source_prompt=inv.source_prompt,
         guidance_scale=guidance,
         seed=inv.seed,
@@ -164,32 +116,40 @@ def invert(
         scheduler_config=scheduler_config(models.scheduler),
         fingerprint=fingerprint(fingerprint_fields(models, config), latents),
     )
+    method.prepare(record, tuple(x0.shape[-2:]))
+    sampler = sampler_for(record, table)
     start = time.perf_counter()
     done = checkpoint.load() if checkpoint is not None else None
-    resume = dict(on_step=checkpoint.on_step if checkpoint is not None else None)
+    on_step = checkpoint.on_step if checkpoint is not None else None
     with contextlib.ExitStack() as stack:
-        for hook in hooks:
-            stack.enter_context(hook)
-        if inv.method == "ddpm_ef":
-            noise = ef_noise(tuple(x0.shape), len(table), seed=inv.seed, shared=inv.noise == "shared", dtype=x0.dtype)
-            traj, zs = ddpm_ef_invert(eps, x0, table, noise, progress=progress, done=done, **resume)
-            record.noise_maps = zs.cpu()
-            resumed_from = 0 if done is None else len(done["zs"])
-        else:
-            desc = f"{inv.method} inversion"
-            done_latents = None if done is None else done["latents"]
-            eps_m = method_eps(eps, record, table)
-            traj = ddim_invert(eps_m, x0, table, progress=progress, desc=desc, done=done_latents, **resume)
-            resumed_from = 0 if done is None else len(done_latents) - 1
+        for capture in captures:
+            stack.enter_context(capture)
+        tensors = sampler.invert(
+            method.wrap(model, record, table),
+            x0,
+            progress=progress,
+            desc=f"{inv.method} inversion",
+            done=done,
+            on_step=on_step,
+            **method.inversion_inputs(x0, len(table)),
+        )
         _sync(models.device)
-    record.latents = traj.cpu()
-    record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "unet_calls": eps.calls}
+    record.latents = tensors["latents"].cpu()
+    record.noise_maps = tensors["noise_maps"].cpu() if "noise_maps" in tensors else None
+    record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "frame_calls": model.frame_calls}
+    resumed_from = _done_steps(done)
     if resumed_from:
         record.stats["resumed_from_step"] = resumed_from
-    for hook in hooks:
-        if hasattr(hook, "attach"):
-            hook.attach(record)
+    for capture in captures:
+        capture.finish(record)
     return record
+
+
+def _done_steps(done: dict | None) -> int:
+    """Steps an interrupted run had finished (its checkpoint's state)."""
+    if not done:
+        return 0
+    return len(done["zs"]) if "zs" in done else len(done["latents"]) - 1
 
 
 @torch.no_grad()
@@ -204,67 +164,45 @@ def reconstruct(
 ) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
-    `start` is the first step (ddpm_ef default: T_skip = skip_for(config); else 0); the latent at
-    that step is taken from the record. Returns latents in the record's dtype on models.device.
-    `stats`, when given, receives reconstruction_s, unet_calls and start.
+    `start` is the first step (default: the sampler's, T_skip = edit.skip for ddpm_ef, else 0);
+    the latent at that step is taken from the record. Returns latents in the record's dtype on
+    models.device. `stats`, when given, receives reconstruction_s, frame_calls and start.
     """
-    table = table_for(models, record)
-    eps = make_denoiser(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
+    model, sampler, plain = record_model(models, record, config)
     if start is None:
-        start = skip_for(config) if record.method == "ddpm_ef" else 0
+        start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
     t0 = time.perf_counter()
-    if record.method == "ddpm_ef":
-        out = ddpm_ef_sample(eps, z, table, record.noise_maps, start=start, progress=progress)
-    else:
-        out = ddim_sample(
-            method_eps(eps, record, table),
-            z,
-            table,
-            start=start,
-            progress=progress,
-            desc=f"{record.method} reconstruction",
-        )
+    out = sampler.sample(model, z, start=start, progress=progress, desc=f"{record.method} reconstruction")
     _sync(models.device)
     if stats is not None:
-        stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), unet_calls=eps.calls, start=start)
+        stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), frame_calls=plain.frame_calls, start=start)
     return out
 
 
-def source_eps(models, record: InversionRecord, config: Config):
-    """(eps, table): the record's denoiser (prompt, guidance, FreeInv schedule / MBDI group) and its steps.
-
-    For FreeInv, `eps.at_step(i)` is step i's callable and `record.transforms[i]` its transform name.
-    """
-    table = table_for(models, record)
-    eps = make_denoiser(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
-    return method_eps(eps, record, table), table
-
-
 def invert_or_load(
-    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False, hooks=()
+    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False, captures=()
 ) -> tuple[InversionRecord, bool]:
-    """(record, reused): the record in `folder` if config and input match (and every hook could load
-    what it captures for it), else a new one saved there (with what the hooks captured)."""
+    """(record, reused): the record in `folder` if config and input match (and every capture could
+    load what it holds for it), else a new one saved there (with what the captures hold)."""
     key = fingerprint(fingerprint_fields(models, config), latents)
     record = load_if_matching(folder, key)
     if record is not None:
-        missing = [type(h).__name__ for h in hooks if hasattr(h, "load") and not h.load(folder, record)]
+        missing = [type(c).__name__ for c in captures if not c.load(folder, record)]
         if not missing:
             log.info("inversion record reused from %s", folder)
             return record, True
         log.info("inversion record in %s has no matching %s; recomputing", folder, ", ".join(missing))
     elif Path(folder).exists():
         log.info("inversion record in %s does not match this config or clip; recomputing", folder)
-    # a partial inversion cannot carry what hooks capture over its whole run: no resuming with hooks
-    every = None if hooks else config.runtime.checkpoint_seconds
+    # a partial inversion cannot carry what captures hold over its whole run: no resuming with captures
+    every = None if captures else config.runtime.checkpoint_seconds
     checkpoint = Checkpoint(folder, key, every)
-    record = invert(models, latents, config, progress=progress, hooks=hooks, checkpoint=checkpoint)
+    record = invert(models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint)
     record.save(folder)
     checkpoint.clear()
-    for hook in hooks:
-        if hasattr(hook, "save"):
-            hook.save(folder)
+    for capture in captures:
+        capture.save(folder)
     return record, False
 
 

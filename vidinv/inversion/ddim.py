@@ -1,4 +1,4 @@
-"""DDIM inversion and sampling (eta = 0) over an eps(z, t) callable and a StepTable.
+"""DDIM inversion and sampling (eta = 0) over a model callable m(z, t) and a StepTable.
 
 Song et al. 2021 (arXiv 2010.02502), eq. (12) with sigma_t = 0. One step moves a latent from the
 level abar_from to abar_to with the noise predicted at the step's timestep:
@@ -9,6 +9,7 @@ level abar_from to abar_to with the noise predicted at the step's timestep:
 Sampling runs it from abar_t[i] down to abar_prev[i] with e = eps(z_t, t_i) (DDIMScheduler.step);
 inversion runs it from abar_prev[i] up to abar_t[i] with e = eps(z_{t-1}, t_i), the UNet evaluated
 at t_i on the current latent (DDIMInverseScheduler.step). Same ops in the same order as diffusers.
+The model's prediction is turned into eps at the level of the latent it saw (`prediction.to_eps`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from vidinv.inversion.prediction import to_eps
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -27,10 +29,11 @@ def ddim_step(z: torch.Tensor, e: torch.Tensor, abar_from: torch.Tensor, abar_to
 
 @torch.no_grad()
 def ddim_invert(
-    eps,
+    model,
     x0: torch.Tensor,
     table: StepTable,
     *,
+    prediction_type: str = "epsilon",
     progress: bool = False,
     desc: str = "ddim inversion",
     done: torch.Tensor | None = None,
@@ -51,21 +54,34 @@ def ddim_invert(
         z = latents[n - done_steps]
     steps = reversed(range(n - done_steps))
     for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
-        e = eps(z, table.timesteps[i])
-        z = ddim_step(z, e, level(table.abar_prev, i, z), level(table.abar_t, i, z))
+        abar_from = level(table.abar_prev, i, z)
+        e = to_eps(model(z, table.timesteps[i]), z, abar_from, prediction_type)
+        z = ddim_step(z, e, abar_from, level(table.abar_t, i, z))
         latents[i] = z
         if on_step is not None:
             on_step(lambda i=i: {"latents": torch.stack(latents[i:])})
     return torch.stack(latents)
 
 
+def ddim_sample_step(z: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, prediction_type: str = "epsilon"):
+    """Sampling step i: z at timesteps[i] -> the level below, given the model's prediction at z."""
+    abar_from = level(table.abar_t, i, z)
+    return ddim_step(z, to_eps(pred, z, abar_from, prediction_type), abar_from, level(table.abar_prev, i, z))
+
+
 @torch.no_grad()
 def ddim_sample(
-    eps, z: torch.Tensor, table: StepTable, *, start: int = 0, progress: bool = False, desc: str = "ddim sampling"
+    model,
+    z: torch.Tensor,
+    table: StepTable,
+    *,
+    start: int = 0,
+    prediction_type: str = "epsilon",
+    progress: bool = False,
+    desc: str = "ddim sampling",
 ) -> torch.Tensor:
     """Run DDIM (eta = 0) from the latent z at timesteps[start] down to the clean level; returns (f c h w)."""
     z = z.to(work_dtype(z.dtype))
     for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
-        e = eps(z, table.timesteps[i])
-        z = ddim_step(z, e, level(table.abar_t, i, z), level(table.abar_prev, i, z))
+        z = ddim_sample_step(z, model(z, table.timesteps[i]), table, i, prediction_type)
     return z

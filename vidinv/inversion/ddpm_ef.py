@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from vidinv.inversion.prediction import to_eps
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -48,11 +49,12 @@ def _levels(table: StepTable, i: int, like: torch.Tensor):
 
 @torch.no_grad()
 def ddpm_ef_invert(
-    eps,
+    model,
     x0: torch.Tensor,
     table: StepTable,
     noise: torch.Tensor,
     *,
+    prediction_type: str = "epsilon",
     progress: bool = False,
     desc: str = "ddpm-ef inversion",
     done: dict | None = None,
@@ -78,7 +80,7 @@ def ddpm_ef_invert(
     for i in tqdm(range(len(zs), n), total=n, initial=len(zs), desc=desc, disable=not progress, leave=False):
         x = latents[i]
         a_t, a_prev, sigma = _levels(table, i, x)
-        mu = mu_t(x, eps(x, table.timesteps[i]), a_t, a_prev, sigma)
+        mu = mu_t(x, to_eps(model(x, table.timesteps[i]), x, a_t, prediction_type), a_t, a_prev, sigma)
         z = (latents[i + 1] - mu) / sigma if sigma > 0 else torch.zeros_like(mu)
         zs.append(z)
         if i + 1 < n:  # the correction; x0 itself is kept as given
@@ -88,21 +90,29 @@ def ddpm_ef_invert(
     return torch.stack(latents), torch.stack(zs)
 
 
+def ddpm_ef_sample_step(
+    x: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, zs: torch.Tensor, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """Sampling step i: x_{t-1} = mu_t(x_t) + sigma_t z_t with the stored noise map zs[i]."""
+    a_t, a_prev, sigma = _levels(table, i, x)
+    mu = mu_t(x, to_eps(pred, x, a_t, prediction_type), a_t, a_prev, sigma)
+    return mu + sigma * zs[i].to(device=x.device, dtype=x.dtype)
+
+
 @torch.no_grad()
 def ddpm_ef_sample(
-    eps,
+    model,
     x: torch.Tensor,
     table: StepTable,
     zs: torch.Tensor,
     *,
     start: int = 0,
+    prediction_type: str = "epsilon",
     progress: bool = False,
     desc: str = "ddpm-ef sampling",
 ) -> torch.Tensor:
     """x_{t-1} = mu_t(x_t) + sigma_t z_t from step `start` (T_skip) to the clean level; returns (f c h w)."""
     x = x.to(work_dtype(x.dtype))
     for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
-        a_t, a_prev, sigma = _levels(table, i, x)
-        mu = mu_t(x, eps(x, table.timesteps[i]), a_t, a_prev, sigma)
-        x = mu + sigma * zs[i].to(device=x.device, dtype=x.dtype)
+        x = ddpm_ef_sample_step(x, model(x, table.timesteps[i]), table, i, zs, prediction_type)
     return x

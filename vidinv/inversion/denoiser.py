@@ -1,8 +1,10 @@
-"""The denoiser as a callable: eps(z, t) for a whole clip, prompt embeddings and guidance folded in.
+"""The model as a callable: m(z, t) for a whole clip, prompt rows and guidance folded in.
 
-Samplers only ever see `eps(z, t)` with z (f c h w); this wrapper turns that into UNet calls on
-the whole clip (frames as the batch, `chunk` frames per call, via `vidinv.attention.run_unet`,
-so cross-frame attention processors apply unchanged) and counts UNet frame-calls.
+Samplers only ever see `m(z, t)` with z (f c h w) (or a stack of branches (k f c h w)); this
+wrapper turns it into UNet calls on the whole clip (frames as the batch, `chunk` frames per call,
+via `vidinv.attention.run_unet`, so cross-frame attention processors apply unchanged) and counts
+frame-calls. It returns the model's guided prediction in the scheduler's parametrisation
+(eps, v or x0: `prediction_type`); the samplers convert it to eps at the latent's own noise level.
 """
 
 from __future__ import annotations
@@ -11,53 +13,40 @@ import torch
 from einops import rearrange
 
 from vidinv.attention import run_unet
+from vidinv.guidance import guide, prompt_rows
 
 
-def guide(eps: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance over rows (uncond, cond) of eps (2 ...): eps_u + g (eps_c - eps_u).
+class GuidedModel:
+    """m(z, t) = m_u + g (m_c - m_u) (classifier-free guidance), or m_c when unguided.
 
-    A single row (cond only) is returned as it is.
-    """
-    if eps.shape[0] == 1:
-        return eps[0]
-    eps_uncond, eps_cond = eps[0], eps[1]
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-
-class Denoiser:
-    """eps(z, t) = eps_u + g (eps_c - eps_u) (classifier-free guidance), or eps_c when unguided.
-
-    cond, uncond: text embeddings (1, l, d). Guidance is skipped (one UNet pass per step) when
-    `guidance_scale == 1` or no `uncond` is given. The guided combination is computed in z's dtype.
-    `calls` counts UNet frame-calls (frames x conditions), the unit of the cost model.
+    rows: text embeddings (b l d), b = 2 (uncond, cond) with guidance or 1 without.
+    `frame_calls` counts UNet frame-calls (frames x rows), the unit of the cost model.
     """
 
-    def __init__(
-        self,
-        unet,
-        cond: torch.Tensor,
-        uncond: torch.Tensor | None = None,
-        guidance_scale: float = 1.0,
-        *,
-        chunk: int | None = 0,
-    ):
+    def __init__(self, unet, rows: torch.Tensor, guidance_scale: float = 1.0, *, chunk: int | None = 0):
+        if rows.shape[0] not in (1, 2):
+            raise ValueError(f"expected 1 or 2 prompt rows, got {rows.shape[0]}")
         self.unet = unet
-        self.guidance_scale = float(guidance_scale)
-        self.guided = uncond is not None and self.guidance_scale != 1.0
-        self.emb = torch.cat([uncond, cond]) if self.guided else cond  # (b l d), b = 2 or 1
+        self.emb = rows
+        self.guidance_scale = float(guidance_scale) if rows.shape[0] == 2 else 1.0
         self.chunk = chunk
-        self.calls = 0
+        self.frame_calls = 0
+
+    @classmethod
+    def for_prompt(cls, models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> GuidedModel:
+        """The model for `prompt` with CFG against the empty prompt (`vidinv.guidance.prompt_rows`)."""
+        rows, guidance = prompt_rows(models, prompt, guidance_scale)
+        return cls(models.unet, rows, guidance, chunk=chunk)
 
     @property
-    def calls_per_step(self) -> int:
-        """UNet passes per frame per eps evaluation."""
-        return 2 if self.guided else 1
+    def rows(self) -> int:
+        """UNet passes per frame per evaluation."""
+        return self.emb.shape[0]
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
         param = next(self.unet.parameters())
         x = z.to(device=param.device, dtype=param.dtype)
-        b = self.emb.shape[0]
-        batch = rearrange(x, "f c h w -> 1 f c h w").expand(b, *x.shape)
-        eps = run_unet(self.unet, batch, t, self.emb.to(param.device), chunk=self.chunk).to(z.dtype)
-        self.calls += b * z.shape[0]
-        return guide(eps, self.guidance_scale)
+        batch = rearrange(x, "f c h w -> 1 f c h w").expand(self.rows, *x.shape)
+        pred = run_unet(self.unet, batch, t, self.emb.to(param.device), chunk=self.chunk).to(z.dtype)
+        self.frame_calls += self.rows * z.shape[0]
+        return guide(pred, self.guidance_scale)

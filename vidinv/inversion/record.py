@@ -33,7 +33,7 @@ TENSORS_NAME = "tensors.safetensors"
 
 @dataclass
 class InversionRecord:
-    method: str  # ddim | freeinv | mbdi | ddpm_ef
+    method: str  # a registered inversion method: ddim | freeinv | mbdi | ddpm_ef | ...
     timesteps: list[int]  # sampling order (descending)
     latents: torch.Tensor  # (N+1, f, c, h, w)
     noise_maps: torch.Tensor | None = None  # ddpm_ef: (N, f, c, h, w)
@@ -45,7 +45,15 @@ class InversionRecord:
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent
     scheduler_config: dict = field(default_factory=dict)
     fingerprint: str = ""
-    stats: dict = field(default_factory=dict)  # inversion_s, unet_calls, ...
+    stats: dict = field(default_factory=dict)  # inversion_s, frame_calls, ...
+    sampler: str = ""  # the step rule (vidinv.registry.SAMPLERS); "" = the method's
+    prediction_type: str = "epsilon"  # the model's parametrisation (eps, v or x0)
+
+    def __post_init__(self):
+        if not self.sampler:
+            from vidinv.registry import INVERSION_METHODS
+
+            self.sampler = INVERSION_METHODS.get(self.method).sampler if self.method in INVERSION_METHODS else "ddim"
 
     @property
     def steps(self) -> int:

@@ -1,32 +1,5 @@
-"""Steps every job shares: load the models and the clip the config names."""
+"""Steps every job shares (the loading itself lives in the facade, `vidinv.editor`)."""
 
-from __future__ import annotations
+from vidinv.editor import load_clip, load_models_for
 
-import torch
-
-from vidinv.config import Config
-
-
-def load_models_for(config: Config):
-    """The configured model with the configured cross-frame attention installed on its UNet."""
-    from vidinv.attention.inflate import install_from_config
-    from vidinv.models import load_models
-
-    m = config.model
-    models = load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
-    install_from_config(models.unet, m)
-    return models
-
-
-def load_clip(config: Config):
-    """The clip as configured: an object with .frames (f, 3, H, W) in [-1, 1] and .fps."""
-    from vidinv.io import read_video
-
-    v = config.video
-    size = None if v.height is None and v.width is None else (v.height, v.width)
-    return read_video(v.path, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
-
-
-def generator_for(seed: int) -> torch.Generator:
-    """A CPU generator: the same seed gives the same numbers on every device."""
-    return torch.Generator("cpu").manual_seed(seed)
+__all__ = ["load_clip", "load_models_for"]

@@ -53,9 +53,9 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "frame_attention": config.model.frame_attention,
         "record_reused": result.record_reused,
         "temporal_consistency": {**consistency, "metrics_s": round(time.perf_counter() - t0, 4)},
-        "unet_calls": {
-            "inversion": 0 if result.record_reused else record.stats.get("unet_calls", 0),
-            "edit": result.stats["unet_calls"],
+        "frame_calls": {
+            "inversion": 0 if result.record_reused else record.stats.get("frame_calls", 0),
+            "edit": result.stats["frame_calls"],
         },
         "seconds": {
             "load": round(load_s, 4),

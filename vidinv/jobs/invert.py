@@ -76,7 +76,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     how = (
         "reused"
         if job.reused
-        else f"computed in {r.stats.get('inversion_s', 0):.1f}s, {r.stats.get('unet_calls', 0)} UNet frame-calls"
+        else f"computed in {r.stats.get('inversion_s', 0):.1f}s, {r.stats.get('frame_calls', 0)} UNet frame-calls"
     )
     return (
         f"vidinv: {r.method} inversion of {f} frames ({c}x{h}x{w} latents), {r.steps} steps, "

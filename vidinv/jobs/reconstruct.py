@@ -19,7 +19,7 @@ WRITES = ["reconstruction.mp4", "metrics.json"]
 
 
 def run(config: Config, *, quiet: bool = False) -> str:
-    from vidinv.inversion import reconstruct
+    from vidinv.inversion import get_inversion_method, reconstruct
     from vidinv.io import write_video
     from vidinv.models import decode_latents
 
@@ -51,9 +51,9 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "psnr_db_per_frame": [round(float(v), 4) for v in per_frame],
         "psnr_input_db": psnr(frames, job.clip.frames),
         "latent_data_range": latent_range,
-        "unet_calls": {
-            "inversion": 0 if job.reused else record.stats.get("unet_calls", 0),
-            "reconstruction": stats["unet_calls"],
+        "frame_calls": {
+            "inversion": 0 if job.reused else record.stats.get("frame_calls", 0),
+            "reconstruction": stats["frame_calls"],
         },
         "seconds": {
             **job.seconds,
@@ -61,12 +61,9 @@ def run(config: Config, *, quiet: bool = False) -> str:
             "decode": round(t1 - t0, 4),
             "total": round(time.perf_counter() - started, 4),
         },
-        "record": {"inversion_s": record.stats.get("inversion_s"), "unet_calls": record.stats.get("unet_calls")},
+        "record": {"inversion_s": record.stats.get("inversion_s"), "frame_calls": record.stats.get("frame_calls")},
     }
-    if record.method == "freeinv":
-        metrics["transforms"] = record.transforms
-    if record.method == "ddpm_ef":
-        metrics["noise"] = record.noise
+    metrics.update(get_inversion_method(record.method)(config.inversion).describe(record))
     write_json(job.out / "metrics.json", metrics)
     return (
         f"vidinv: {record.method} reconstruction of {metrics['frames']} frames, {record.steps} steps "

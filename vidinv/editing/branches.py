@@ -1,0 +1,163 @@
+"""The edit's sampling loop over its branches: an optional source branch and the edit branch.
+
+Every edit method samples the edit branch with the record's sampler (its step rule), through
+the record's method wrapper (FreeInv's transform of step i, MBDI's group mean), from
+latents[start]. A source branch runs beside it only while something reads its rows:
+
+    SourceBranch.kind     latent of the source rows at step i            rows
+    "reconstructed"       the reconstruction run beside the edit          the record's prompt rows (guided as the record)
+    "record"              record.latents[i] (exact samplers, or TokenFlow's "inverted" choice)   the source prompt's cond row
+    "inversion"           where the inversion evaluated the model at step i (recomputing its maps)   the cond row
+    none                  -                                              -
+
+and only at steps i < `until`. Each step is one batched UNet call (rows: [source rows..., edit
+rows (uncond?, cond)]); hooks (PnP injection, TokenFlow, FateZero fusion) get
+`set_step(i, layout)` before it. Frame-calls per step: F x (source rows if active + edit rows).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from einops import repeat
+from tqdm.auto import tqdm
+
+from vidinv.attention import run_unet
+from vidinv.editing.injection import RowLayout
+from vidinv.editing.methods import EditResult
+from vidinv.guidance import guide, prompt_rows
+from vidinv.inversion.api import record_model
+from vidinv.inversion.methods import get_inversion_method
+from vidinv.inversion.samplers import Sampler
+from vidinv.inversion.timesteps import work_dtype
+
+SOURCE_KINDS = ("reconstructed", "record", "inversion")
+
+
+@dataclass
+class SourceBranch:
+    kind: str | None  # one of SOURCE_KINDS, or None: no source rows
+    until: int = 0  # the source rows run at steps i < until
+
+    def active(self, i: int) -> bool:
+        return self.kind is not None and i < self.until
+
+
+class EditDenoiser:
+    """m(z, t) for the stacked branches z (k f c h w): k = 2 (source, edit) while the source is
+    active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w)."""
+
+    def __init__(self, unet, sampler: Sampler, source: SourceBranch, *, source_rows, edit_rows, edit_guidance,
+                 source_guidance: float, hook, chunk: int | None):  # fmt: skip
+        self.unet, self.table, self.source, self.hook, self.chunk = unet, sampler.table, source, hook, chunk
+        self.source_rows, self.source_guidance = source_rows, source_guidance
+        self.edit_rows, self.edit_guidance = edit_rows, edit_guidance
+        self.frame_calls = 0
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        param = next(self.unet.parameters())
+        x = z.to(device=param.device, dtype=param.dtype)
+        step = self.table.index_of(t)
+        with_source = len(x) == 2
+        n_source = self.source_rows.shape[0] if with_source else 0
+        n_edit = self.edit_rows.shape[0]
+        parts = [repeat(x[0], "f c h w -> b f c h w", b=n_source)] if with_source else []
+        batch = torch.cat([*parts, repeat(x[-1], "f c h w -> b f c h w", b=n_edit)])
+        emb = torch.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
+        self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
+        pred = self.run(batch, t, step, emb.to(batch.device)).to(z.dtype)
+        edit = guide(pred[n_source:], self.edit_guidance)
+        if not with_source:
+            return edit[None]
+        return torch.stack([guide(pred[:n_source], self.source_guidance), edit])
+
+    def run(self, batch: torch.Tensor, t, step: int, emb: torch.Tensor) -> torch.Tensor:
+        """Predictions (b f c h w) of the rows' batch at step `step` (one chunked UNet call;
+        subclasses may run several passes, e.g. TokenFlow's keyframe and propagation passes)."""
+        pred = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
+        self.frame_calls += batch.shape[0] * batch.shape[1]
+        return pred
+
+    def extra_stats(self) -> dict:
+        """What a subclass adds to EditResult.stats."""
+        return {}
+
+
+def edit_rows(models, config) -> tuple[torch.Tensor, float]:
+    """The edit branch's rows: the target prompt against the negative prompt, edit guidance."""
+    ed = config.edit
+    return prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
+
+
+def source_rows(models, record, kind: str | None) -> tuple[torch.Tensor, float]:
+    """The source rows of `kind`: the record's guided rows for a reconstruction, else the cond row."""
+    if kind == "reconstructed":
+        return prompt_rows(models, record.source_prompt, record.guidance_scale)
+    return prompt_rows(models, record.source_prompt, 1.0)
+
+
+def build_denoiser(models, record, config, sampler, source: SourceBranch, hook, *, denoiser=EditDenoiser, **extra):
+    rows, guidance = source_rows(models, record, source.kind)
+    target_rows, target_guidance = edit_rows(models, config)
+    return denoiser(
+        models.unet,
+        sampler,
+        source,
+        source_rows=rows,
+        source_guidance=guidance,
+        edit_rows=target_rows,
+        edit_guidance=target_guidance,
+        hook=hook,
+        chunk=config.runtime.unet_chunk,
+        **extra,
+    )
+
+
+def source_latent(sampler: Sampler, source: SourceBranch, i: int, running: torch.Tensor | None) -> torch.Tensor:
+    """The source rows' latent at step i (see the module docstring)."""
+    if source.kind == "reconstructed":
+        return running
+    if source.kind == "record":
+        return sampler.record.latents[i]
+    return sampler.inversion_latent(i)
+
+
+@torch.no_grad()
+def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=False, callback=None) -> EditResult:
+    """Run the edit loop (module docstring) with `denoiser.hook` active; the stats every method reports."""
+    _, sampler, _ = record_model(models, record, config)
+    source = denoiser.source
+    model = get_inversion_method(record.method)(config.inversion).wrap(denoiser, record, sampler.table)
+    start = sampler.default_start(config.edit.skip)
+    n = len(sampler.table)
+    z = record.latents[start].to(device=models.device)
+    z = z.to(work_dtype(z.dtype))
+    z_source = z.clone() if source.kind == "reconstructed" else None
+    started = time.perf_counter()
+    with denoiser.hook:
+        for i in tqdm(range(start, n), total=n - start, desc="edit", disable=not progress, leave=False):
+            if source.active(i):
+                src = source_latent(sampler, source, i, z_source).to(device=z.device, dtype=z.dtype)
+                pred = model(torch.stack([src, z]), sampler.table.timesteps[i])
+                if z_source is not None:
+                    z_source = sampler.step(z_source, pred[0], i)
+            else:
+                pred = model(z[None], sampler.table.timesteps[i])
+                z_source = None  # the source branch stopped: its latents are no longer the reconstruction
+            z = sampler.step(z, pred[-1], i)
+            if callback is not None:
+                callback(i, n, z)
+    if models.device.type == "cuda":
+        torch.cuda.synchronize(models.device)
+    stats = {
+        "edit_s": round(time.perf_counter() - started, 4),
+        "frame_calls": denoiser.frame_calls,
+        "start_step": start,
+        "source_branch": source.kind,
+        "source_steps": max(0, min(source.until, n) - start) if source.kind else 0,
+        "edit_rows": denoiser.edit_rows.shape[0],
+        **denoiser.extra_stats(),
+    }
+    return EditResult(latents=z, source_latents=z_source, stats=stats)

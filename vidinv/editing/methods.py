@@ -1,0 +1,90 @@
+"""Edit methods: the `EditMethod` and `Capture` protocols and the registry.
+
+The pipeline (`VideoEditor.edit`, the edit job) calls, in this order:
+
+    method = get_edit_method(name)(models, config)
+    method.check()                  errors in the edit's settings, before the inversion runs
+    captures = method.captures(shape)   what the inversion of latents of `shape` (f c h w) must
+                                    capture for this edit (a list of `Capture`s; none for most)
+    ... the inversion runs with the captures entered; each gets finish(record) ...
+    result = method.edit(record, progress=..., callback=...)     -> EditResult
+
+A method's own state (FateZero's attention store) lives in the method object, keyed by the
+record's fingerprint; nothing is attached to the record. Register a method with
+`register_edit_method(name, cls)` or an entry point in the group `vidinv.edit_methods`
+(see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from vidinv.registry import EDIT_METHODS
+
+
+@dataclass
+class EditResult:
+    """Edited latents (f c h w); the source branch's final latents when it ran to the end (else
+    None); and what the edit cost (edit_s, frame_calls, ...)."""
+
+    latents: torch.Tensor
+    source_latents: torch.Tensor | None = None
+    stats: dict = field(default_factory=dict)
+
+
+class Capture:
+    """Something captured during the inversion's UNet calls and kept beside the record.
+
+    A context manager entered around the inversion (attaching itself to the UNet), then
+    `finish(record)`; `save(folder)` after the record is saved there; `load(folder, record)`
+    when a matching record is reused: True if what it holds for that record was loaded.
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def finish(self, record) -> None:
+        """The inversion is done: key what was captured to `record`."""
+
+    def save(self, folder: str | Path) -> None:
+        """Write what was captured beside the record in `folder`."""
+
+    def load(self, folder: str | Path, record) -> bool:
+        return True
+
+
+class EditMethod:
+    """Base class of edit methods; `edit` is the one method a plug-in must implement."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, models, config):
+        self.models, self.config = models, config
+
+    def check(self) -> None:
+        """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""
+
+    def captures(self, shape: tuple[int, ...]) -> list[Capture]:
+        """What the inversion of latents of `shape` (f c h w) must capture for this edit."""
+        return []
+
+    def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
+        """Edit the clip of `record` towards `config.edit.target_prompt`. `callback(step, total,
+        latents)` is called after every denoising step with the edit branch's latents."""
+        raise NotImplementedError
+
+
+def register_edit_method(name: str, cls: type[EditMethod], *, replace: bool = False) -> None:
+    """Make `cls` available as `edit.method: name` (config, CLI, API)."""
+    EDIT_METHODS.register(name, cls, replace=replace)
+
+
+def get_edit_method(name: str) -> type[EditMethod]:
+    return EDIT_METHODS.get(name)

@@ -1,0 +1,148 @@
+"""Inversion methods: the `InversionMethod` protocol and the built-in methods.
+
+The pipeline calls, in this order:
+
+    method = get_inversion_method(name)(config.inversion)
+    method.fingerprint_fields()          what besides prompt/steps/model changes the result
+    method.prepare(record, (h, w))       fill the record's method fields (transform schedule, group)
+    method.inversion_inputs(x0, steps)   extra inputs of the sampler's invert (DDPM-EF: the noise)
+    method.wrap(model, record, table)    the model as the method sees it, at inversion AND at every
+                                         regeneration / edit of the record (FreeInv's transform of
+                                         step i, MBDI's group mean)
+
+and samples with `SAMPLERS.get(method.sampler)`. Everything a method decides at inversion time
+is written to the record, so a record alone says how to regenerate from it.
+
+Register a new method with `register_inversion_method(name, cls)` or an entry point in the
+group `vidinv.inversion_methods`; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from vidinv.inversion import transforms as tf
+from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
+from vidinv.inversion.timesteps import StepTable
+from vidinv.registry import INVERSION_METHODS
+
+
+class InversionMethod:
+    """Base class: plain DDIM-family inversion with no transform (override what differs)."""
+
+    name: ClassVar[str] = ""
+    sampler: ClassVar[str] = "ddim"  # the step rule (vidinv.registry.SAMPLERS)
+    default_guidance: ClassVar[float] = 1.0  # inversion.guidance_scale when null
+
+    def __init__(self, config):
+        self.config = config  # the inversion section (vidinv.config.InversionConfig)
+
+    def guidance(self) -> float:
+        g = self.config.guidance_scale
+        return self.default_guidance if g is None else float(g)
+
+    def fingerprint_fields(self) -> dict:
+        """Config fields of this method that change the inversion's result."""
+        return {}
+
+    def prepare(self, record, latent_size: tuple[int, int]) -> None:
+        """Set the record's method fields before the inversion runs."""
+        record.group = ["id"]
+        record.transforms = ["id"] * record.steps
+
+    def inversion_inputs(self, x0: torch.Tensor, steps: int) -> dict:
+        """Extra keyword inputs of the sampler's `invert`."""
+        return {}
+
+    def wrap(self, model, record, table: StepTable):
+        """The model seen through the method (identity here)."""
+        return model
+
+    def describe(self, record) -> dict:
+        """Method facts for metrics.json."""
+        return {}
+
+
+class DDIMInversion(InversionMethod):
+    """DDIM inversion (methods.md §1)."""
+
+    name = "ddim"
+
+
+class FreeInvInversion(InversionMethod):
+    """FreeInv (Bao et al. 2025): one random exact transform per step, shared by every frame."""
+
+    name = "freeinv"
+
+    def fingerprint_fields(self):
+        return {"transforms": self.config.transforms, "seed": self.config.seed}
+
+    def prepare(self, record, latent_size):
+        record.group = list(tf.group_for(self.config.transforms, *latent_size))
+        record.transforms = tf.schedule(record.group, record.steps, self.config.seed)
+
+    def wrap(self, model, record, table):
+        return FreeInvEps(model, table, record.transforms)
+
+    def describe(self, record):
+        return {"transforms": list(record.transforms)}
+
+
+class MBDIInversion(InversionMethod):
+    """Multi-branch inversion: the mean over the whole transform group every step (|G| x the cost)."""
+
+    name = "mbdi"
+
+    def fingerprint_fields(self):
+        return {"transforms": self.config.transforms}
+
+    def prepare(self, record, latent_size):
+        record.group = list(tf.group_for(self.config.transforms, *latent_size))
+        record.transforms = ["id"] * record.steps
+
+    def wrap(self, model, record, table):
+        return GroupMeanEps(model, record.group)
+
+    def describe(self, record):
+        return {"group": list(record.group)}
+
+
+class EditFriendlyDDPMInversion(InversionMethod):
+    """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al. 2024): exact regeneration."""
+
+    name = "ddpm_ef"
+    sampler = "ddpm_ef"
+    default_guidance = 3.5  # the paper's cfg_src
+
+    def fingerprint_fields(self):
+        return {"seed": self.config.seed, "noise": self.config.noise}
+
+    def inversion_inputs(self, x0, steps):
+        shared = self.config.noise == "shared"
+        return {"noise": ef_noise(tuple(x0.shape), steps, seed=self.config.seed, shared=shared, dtype=x0.dtype)}
+
+    def describe(self, record):
+        return {"noise": record.noise}
+
+
+def ef_noise(shape: tuple[int, ...], steps: int, *, seed: int, shared: bool, dtype=torch.float32) -> torch.Tensor:
+    """Per-step noise n (N, f or 1, c, h, w) for edit-friendly inversion, from a seeded CPU generator.
+
+    Drawn in ascending-t order (the order LEDITS++ draws it), stored in sampling order. `shared`
+    draws one map per step for all frames.
+    """
+    f, *rest = shape
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    draws = [torch.randn((1 if shared else f, *rest), generator=generator, dtype=dtype) for _ in range(steps)]
+    return torch.stack(draws[::-1])
+
+
+def register_inversion_method(name: str, cls: type[InversionMethod], *, replace: bool = False) -> None:
+    """Make `cls` available as `inversion.method: name` (config, CLI, API)."""
+    INVERSION_METHODS.register(name, cls, replace=replace)
+
+
+def get_inversion_method(name: str) -> type[InversionMethod]:
+    return INVERSION_METHODS.get(name)

@@ -1,0 +1,123 @@
+"""Samplers: the step rule of a record, chosen once from `record.sampler`.
+
+A sampler inverts a clip (building the record's tensors) and regenerates from it, one step
+index at a time: `step(z, pred, i)` moves the latent z at timesteps[i] one level down given the
+model's prediction at z. Every caller (reconstruction, the edit's branches) goes through
+`step`, so no code elsewhere asks which method made the record. A new step rule (e.g. a
+flow-matching Euler step) is one more subclass, registered in `vidinv.registry.SAMPLERS`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from vidinv.inversion.ddim import ddim_invert, ddim_sample_step
+from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample_step
+from vidinv.inversion.timesteps import StepTable, work_dtype
+from vidinv.registry import SAMPLERS
+
+EF_SKIP_FRACTION = 0.36
+
+
+class Sampler:
+    """The step rule of one record (its table, prediction type and stored tensors)."""
+
+    name: ClassVar[str]
+    # regenerating from the record reproduces its latents at every step, so a source branch can
+    # read them from the record instead of running the sampler
+    exact: ClassVar[bool] = False
+
+    def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon"):
+        self.table, self.record, self.prediction_type = table, record, prediction_type
+
+    def invert(self, model, x0: torch.Tensor, *, progress=False, desc="inversion", done=None, on_step=None, **inputs):
+        """The record's tensors for x0: {"latents": (N+1, f c h w), ...}. `done`/`on_step`: resuming."""
+        raise NotImplementedError
+
+    def step(self, z: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def default_start(self, skip: int | None) -> int:
+        """The step regeneration and editing start from (latents[start] is their first latent)."""
+        return 0
+
+    def inversion_latent(self, i: int) -> torch.Tensor:
+        """The latent at which the inversion evaluated the model at step i (for recomputing its maps)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, model, z: torch.Tensor, *, start: int = 0, progress=False, desc="sampling", callback=None):
+        """Regenerate from the latent z at timesteps[start] down to the clean level; returns (f c h w).
+        `callback(step, latents)` is called after every step."""
+        z = z.to(work_dtype(z.dtype))
+        n = len(self.table)
+        for i in tqdm(range(start, n), total=n - start, desc=desc, disable=not progress, leave=False):
+            z = self.step(z, model(z, self.table.timesteps[i]), i)
+            if callback is not None:
+                callback(i, z)
+        return z
+
+
+class DDIMSampler(Sampler):
+    """DDIM, eta = 0 (Song et al. 2021, eq. 12): deterministic, inverted by running the step upwards."""
+
+    name = "ddim"
+
+    def invert(self, model, x0, *, progress=False, desc="ddim inversion", done=None, on_step=None, **inputs):
+        done_latents = None if done is None else done["latents"]
+        latents = ddim_invert(
+            model,
+            x0,
+            self.table,
+            prediction_type=self.prediction_type,
+            progress=progress,
+            desc=desc,
+            done=done_latents,
+            on_step=on_step,
+        )
+        return {"latents": latents}
+
+    def step(self, z, pred, i):
+        return ddim_sample_step(z, pred, self.table, i, self.prediction_type)
+
+    def inversion_latent(self, i):
+        return self.record.latents[i + 1]  # inversion step i evaluated the model at z_{t-1}
+
+
+class EditFriendlyDDPMSampler(Sampler):
+    """DDPM (eta = 1) with the record's edit-friendly noise maps: regeneration is exact."""
+
+    name = "ddpm_ef"
+    exact = True
+
+    def invert(self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, noise=None):
+        latents, zs = ddpm_ef_invert(
+            model,
+            x0,
+            self.table,
+            noise,
+            prediction_type=self.prediction_type,
+            progress=progress,
+            desc=desc,
+            done=done,
+            on_step=on_step,
+        )
+        return {"latents": latents, "noise_maps": zs}
+
+    def step(self, z, pred, i):
+        return ddpm_ef_sample_step(z, pred, self.table, i, self.record.noise_maps, self.prediction_type)
+
+    def default_start(self, skip):
+        """T_skip: `skip` steps, or round(0.36 * steps) (the paper's 36 of 100)."""
+        return round(EF_SKIP_FRACTION * len(self.table)) if skip is None else int(skip)
+
+    def inversion_latent(self, i):
+        return self.record.latents[i]  # edit-friendly inversion: the model at x_t itself
+
+
+def sampler_for(record, table: StepTable) -> Sampler:
+    """The record's sampler (one per record, from `record.sampler`)."""
+    return SAMPLERS.get(record.sampler)(table, record, prediction_type=record.prediction_type)
