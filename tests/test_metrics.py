@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from vidinv.metrics import psnr, psnr_per_frame, source_flows, warp_error
@@ -41,3 +42,19 @@ def test_warp_error_is_large_for_a_clip_that_flickers_against_the_source_motion(
     flicker = clip.clone()
     flicker[1::2] = -flicker[1::2]
     assert warp_error(flicker, flows) > 5 * warp_error(clip, flows)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_streamed_comparison_over_chunks_equals_the_whole_clip_comparison(sample_path, chunk):
+    from vidinv.io import read_video
+    from vidinv.metrics import ClipComparison, compare_clips
+
+    source = read_video(sample_path, num_frames=7, size=(64, 96)).frames
+    edited = (source + 0.1 * torch.randn(source.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    streamed = ClipComparison()
+    for start in range(0, len(source), chunk):
+        streamed.update(source[start : start + chunk], edited[start : start + chunk])
+    whole = compare_clips(source, edited)
+    assert streamed.result().keys() == whole.keys()
+    for key, value in streamed.result().items():
+        assert value == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key

@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from vidinv.errors import VidinvError
+from vidinv.hostmemory import release_large_blocks
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries(args.debug)
+    release_large_blocks()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="vidinv: %(message)s")
     try:
         return args.handler(args)

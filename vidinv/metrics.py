@@ -54,10 +54,9 @@ def source_flows(frames: torch.Tensor):
     return pairs
 
 
-def warp_error(frames: torch.Tensor, flows) -> float:
-    """Mean absolute difference (in [0, 1] units) between each frame and its predecessor warped
-    along the source clip's flow, over the valid pixels: low = temporally consistent.
-    """
+def warp_errors(frames: torch.Tensor, flows) -> list[float]:
+    """Per consecutive pair with valid pixels: the mean absolute difference (in [0, 1] units)
+    between a frame and its predecessor warped along the source clip's flow."""
     import cv2
     import numpy as np
 
@@ -67,14 +66,57 @@ def warp_error(frames: torch.Tensor, flows) -> float:
         warped = cv2.remap(rgb[i], where[..., 0], where[..., 1], cv2.INTER_LINEAR)
         if valid.any():
             errors.append(float(np.abs(warped - rgb[i + 1])[valid].mean()))
-    return float(np.mean(errors)) if errors else 0.0
+    return errors
 
 
-def frame_change(frames: torch.Tensor) -> float:
-    """Mean absolute change between consecutive frames (in [0, 1] units), without motion compensation."""
-    if len(frames) < 2:
-        return 0.0
-    return float((frames[1:].float() - frames[:-1].float()).abs().mean() / 2)
+def warp_error(frames: torch.Tensor, flows) -> float:
+    """Mean over pairs of `warp_errors`: low = temporally consistent."""
+    return _mean(warp_errors(frames, flows))
+
+
+class ClipComparison:
+    """`compare_clips` computed as the clips pass, chunk by chunk (only the last frame of each
+    clip is kept between chunks): `update(source_chunk, edited_chunk)` for consecutive chunks,
+    then `result()`. Equal to `compare_clips` on the whole clips."""
+
+    def __init__(self):
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._warp = {"source": [], "edited": []}
+        self._change = {"source": 0.0, "edited": 0.0}
+        self._pairs = 0
+        self._psnr: list[torch.Tensor] = []
+
+    def update(self, source: torch.Tensor, edited: torch.Tensor) -> None:
+        if source.shape != edited.shape:
+            raise ValueError(f"clips differ in shape: {tuple(source.shape)} vs {tuple(edited.shape)}")
+        self._psnr.append(psnr_per_frame(edited, source))
+        if self._last is not None:  # the pair across the chunk border
+            source = torch.cat([self._last[0], source])
+            edited = torch.cat([self._last[1], edited])
+        flows = source_flows(source)
+        for name, clip in (("source", source), ("edited", edited)):
+            self._warp[name] += warp_errors(clip, flows)
+            if len(clip) > 1:
+                self._change[name] += float((clip[1:].float() - clip[:-1].float()).abs().sum() / 2)
+        self._pairs += len(source) - 1
+        self._pixels = source[0].numel()
+        self._last = (source[-1:].clone(), edited[-1:].clone())
+
+    def result(self) -> dict:
+        def change(name):
+            return self._change[name] / (self._pairs * self._pixels) if self._pairs else 0.0
+
+        return {
+            "warp_error_source": _mean(self._warp["source"]),
+            "warp_error_edited": _mean(self._warp["edited"]),
+            "frame_change_source": change("source"),
+            "frame_change_edited": change("edited"),
+            "psnr_vs_source_db": float(torch.cat(self._psnr).mean()),
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
 
 
 def compare_clips(source: torch.Tensor, edited: torch.Tensor) -> dict:
@@ -83,11 +125,6 @@ def compare_clips(source: torch.Tensor, edited: torch.Tensor) -> dict:
     warp_error_*: temporal consistency along the SOURCE's optical flow (lower = steadier);
     frame_change_*: raw frame-to-frame change; psnr_vs_source_db: how far the edit moved away.
     """
-    flows = source_flows(source)
-    return {
-        "warp_error_source": warp_error(source, flows),
-        "warp_error_edited": warp_error(edited, flows),
-        "frame_change_source": frame_change(source),
-        "frame_change_edited": frame_change(edited),
-        "psnr_vs_source_db": psnr(edited, source),
-    }
+    comparison = ClipComparison()
+    comparison.update(source, edited)
+    return comparison.result()

@@ -42,17 +42,49 @@ def write_video(path: str | Path, frames: Frames | Iterable[Frames], fps: float,
     `frames` may also be an iterable of such chunks, written as they come (long clips need not
     be in memory at once). format: "mp4" | "gif" | "png"; None = by the path's extension.
     """
-    path = Path(path)
-    fmt = video_format(path, format)
-    if not fps or fps <= 0:
-        raise VidinvError(f"{path}: fps must be > 0, got {fps}")
     chunks = [frames] if isinstance(frames, (torch.Tensor, np.ndarray)) else frames
-    pictures = (picture for chunk in chunks for picture in frames_to_uint8(chunk))
-    with atomic_path(path) as tmp:
-        count = WRITERS[fmt](tmp, pictures, fps)
-        if count == 0:
-            raise VidinvError(f"{path}: no frames to write")
-    return path
+    with VideoWriter(path, fps, format=format) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+    return Path(path)
+
+
+class VideoWriter:
+    """A video written chunk by chunk as it comes: `with VideoWriter(path, fps) as w: w.write(chunk)`.
+
+    Chunks are float frames (f, 3, H, W) in [-1, 1] or uint8 (f, H, W, 3). The file (or PNG
+    folder) appears under its final name only when the block ends cleanly; on any error (Ctrl-C
+    included) nothing is left.
+    """
+
+    def __init__(self, path: str | Path, fps: float, *, format: str | None = None):
+        self.path = Path(path)
+        self.format = video_format(self.path, format)
+        if not fps or fps <= 0:
+            raise VidinvError(f"{self.path}: fps must be > 0, got {fps}")
+        self.fps, self.count = fps, 0
+        self._atomic = self._session = None
+
+    def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_path(self.path)
+        self._session = WRITERS[self.format].open(self._atomic.__enter__(), self.fps)
+        return self
+
+    def write(self, frames: Frames) -> None:
+        for picture in frames_to_uint8(frames):
+            self._session.add(picture)
+            self.count += 1
+
+    def __exit__(self, kind, error, trace):
+        try:
+            self._session.close()
+            if kind is None and self.count == 0:
+                raise VidinvError(f"{self.path}: no frames to write")
+        except BaseException as err:
+            if kind is None:
+                self._atomic.__exit__(type(err), err, err.__traceback__)
+                raise
+        return self._atomic.__exit__(kind, error, trace)
 
 
 def _even(picture: np.ndarray) -> np.ndarray:
@@ -85,34 +117,56 @@ class Encoding:
     options: dict
     to_frame: Callable[[np.ndarray], object]  # uint8 (H, W, 3) -> av.VideoFrame
 
-    def __call__(self, tmp: Path, pictures: Iterable[np.ndarray], fps: float) -> int:
-        """Encode with PyAV; returns the frame count. The stream is sized by the first frame."""
+    def open(self, tmp: Path, fps: float) -> EncodingSession:
+        return EncodingSession(self, tmp, fps)
+
+
+class EncodingSession:
+    """One PyAV container being written; the stream is sized by the first picture."""
+
+    def __init__(self, encoding: Encoding, tmp: Path, fps: float):
         import av
 
-        count, stream = 0, None
-        with av.open(str(tmp), "w", format=self.container) as container:
-            for count, picture in enumerate(pictures, start=1):  # noqa: B007 (count is returned)
-                frame = self.to_frame(picture)
-                if stream is None:
-                    stream = container.add_stream(self.codec, rate=Fraction(fps).limit_denominator(1001))
-                    stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, self.pix_fmt
-                    stream.options = dict(self.options)
-                container.mux(stream.encode(frame))
-            if stream is not None:
-                container.mux(stream.encode(None))
-        return count
+        self.encoding, self.fps = encoding, fps
+        self.container = av.open(str(tmp), "w", format=encoding.container)
+        self.stream = None
+
+    def add(self, picture: np.ndarray) -> None:
+        frame = self.encoding.to_frame(picture)
+        if self.stream is None:
+            stream = self.container.add_stream(self.encoding.codec, rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, self.encoding.pix_fmt
+            stream.options = dict(self.encoding.options)
+            self.stream = stream
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        try:
+            if self.stream is not None:
+                self.container.mux(self.stream.encode(None))
+        finally:
+            self.container.close()
 
 
-def _write_pngs(tmp: Path, pictures: Iterable[np.ndarray], fps: float) -> int:
-    tmp.mkdir(parents=True)
-    count = 0
-    for count, picture in enumerate(pictures, start=1):
-        Image.fromarray(picture).save(tmp / PNG_NAME.format(count - 1))
-    return count
+class PngFolder:
+    """Pictures as frame_00000.png, ... in a folder."""
+
+    def open(self, tmp: Path, fps: float) -> PngFolder:
+        session = PngFolder()
+        session.folder, session.count = tmp, 0
+        tmp.mkdir(parents=True)
+        return session
+
+    def add(self, picture: np.ndarray) -> None:
+        Image.fromarray(picture).save(self.folder / PNG_NAME.format(self.count))
+        self.count += 1
+
+    def close(self) -> None:
+        pass
 
 
 WRITERS = {
     "mp4": Encoding("mp4", "libx264", "yuv420p", MP4_OPTIONS, _h264_frame),
     "gif": Encoding("gif", "gif", "pal8", {}, _palette_frame),
-    "png": _write_pngs,
+    "png": PngFolder(),
 }

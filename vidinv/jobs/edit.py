@@ -2,6 +2,11 @@
 
 Run folder: edited.mp4, source.mp4 (the frames as processed), side_by_side.mp4 (source | edited),
 config.yaml (resolved), metrics.json, inversion/ (the record, reused when config and clip match).
+
+The clip streams through in chunks of `runtime.vae_chunk` frames: read + encoded, then, after the
+edit, decoded chunk by chunk beside the source read again, each chunk written to source.mp4,
+edited.mp4 and side_by_side.mp4 and added to the clip comparison. Host
+memory follows the record (latent-sized), not the clip's pixels.
 """
 
 from __future__ import annotations
@@ -16,29 +21,44 @@ WRITES = ["edited.mp4", "source.mp4", "side_by_side.mp4", "metrics.json"]
 
 
 def run(config: Config, *, quiet: bool = False) -> str:
-    from vidinv.editor import VideoEditor
-    from vidinv.io import side_by_side, write_video
-    from vidinv.metrics import compare_clips
+    from vidinv.editor import VideoEditor, peak_memory_mb
+    from vidinv.io import side_by_side
+    from vidinv.io.writing import VideoWriter
+    from vidinv.jobs.streaming import decode_chunks, encode_stream, stream_for
+    from vidinv.metrics import ClipComparison
 
     started = time.perf_counter()
     out = open_run_dir(config, WRITES)
     editor = VideoEditor(config, progress=not quiet)
+    stream = stream_for(config)
     t0 = time.perf_counter()
-    clip = editor.read()
     models = editor.models
     load_s = time.perf_counter() - t0
-    result = editor.edit(clip.frames, record_dir=out / RECORD_DIR)
+    fps = config.runtime.fps or stream.fps
+    t0 = time.perf_counter()
+    latents = encode_stream(models, stream, progress=not quiet)
+    encode_s = time.perf_counter() - t0
+    result = editor.edit_latents(latents, record_dir=out / RECORD_DIR)
+    memory = result.stats.pop("peak_memory")
     write_text(out / "config.yaml", to_yaml(config))
     t0 = time.perf_counter()
-    fps = config.runtime.fps or clip.fps
-    write_video(out / "source.mp4", clip.frames, fps)
-    write_video(out / "edited.mp4", result.frames, fps)
-    write_video(out / "side_by_side.mp4", side_by_side(clip.frames, result.frames), fps)
-    write_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    consistency = compare_clips(clip.frames, result.frames)
-    f, _, h, w = clip.frames.shape
+    comparison = ClipComparison()
+    with (
+        VideoWriter(out / "source.mp4", fps) as sources,
+        VideoWriter(out / "edited.mp4", fps) as edited,
+        VideoWriter(out / "side_by_side.mp4", fps) as both,
+    ):
+        for source, (frames,) in decode_chunks(models, stream, result.latents, progress=not quiet):
+            sources.write(source)
+            edited.write(frames)
+            both.write(side_by_side(source, frames))
+            comparison.update(source, frames)
+    decode_s = time.perf_counter() - t0
+    memory["after_decode_mb"] = round(peak_memory_mb(models.device), 1)
+    consistency = comparison.result()
+    f, _, h, w = len(latents), 3, stream.height, stream.width
     record = result.record
+    total_s = time.perf_counter() - started
     metrics = {
         "frames": f,
         "height": h,
@@ -52,23 +72,25 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "edit": {"method": config.edit.method, "guidance_scale": config.edit.guidance_scale, **result.stats},
         "frame_attention": config.model.frame_attention,
         "record_reused": result.record_reused,
-        "temporal_consistency": {**consistency, "metrics_s": round(time.perf_counter() - t0, 4)},
+        "temporal_consistency": consistency,
         "frame_calls": {
             "inversion": 0 if result.record_reused else record.stats.get("frame_calls", 0),
             "edit": result.stats["frame_calls"],
         },
+        "peak_memory": memory,
         "seconds": {
             "load": round(load_s, 4),
+            "read+encode": round(encode_s, 4),
             **result.seconds,
-            "write": round(write_s, 4),
-            "total": round(time.perf_counter() - started, 4),
+            "decode+write+metrics": round(decode_s, 4),
+            "total": round(total_s, 4),
         },
-        "seconds_per_frame": round((time.perf_counter() - started) / f, 4),
+        "seconds_per_frame": round(total_s / f, 4),
     }
     write_json(out / "metrics.json", metrics)
     return (
         f"vidinv: edited {f} frames {h}x{w} ({record.method} inversion, {'reused' if result.record_reused else 'computed'}; "
         f"{config.edit.method} edit, {record.steps} steps) -> {out / 'edited.mp4'} (+ side_by_side.mp4, metrics.json) "
-        f"in {metrics['seconds']['total']:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
+        f"in {total_s:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
         f"edited {consistency['warp_error_edited']:.4f}"
     )

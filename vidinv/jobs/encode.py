@@ -8,38 +8,44 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from vidinv.config import Config, to_yaml
-from vidinv.metrics import psnr
+from vidinv.metrics import psnr_per_frame
 from vidinv.outputs import prepare_output_dir, write_json, write_text
 
 
 def run(config: Config, *, quiet: bool = False) -> str:
+    from vidinv.editor import load_models_for
+    from vidinv.io.writing import VideoWriter
+    from vidinv.jobs.streaming import decode_chunks, encode_stream, stream_for
+
     started = time.perf_counter()
     rt = config.runtime
     out = prepare_output_dir(rt.output_dir, rt.overwrite)
-    from vidinv.editor import VideoEditor
-    from vidinv.io import write_video
-
-    editor = VideoEditor(config, progress=not quiet)
-    clip = editor.read()
+    models = load_models_for(config)
+    stream = stream_for(config)
+    fps = rt.fps or stream.fps
     t0 = time.perf_counter()
-    latents = editor.encode(clip.frames)
+    with VideoWriter(out / "source.mp4", fps) as source:
+        latents = encode_stream(models, stream, writers=[source], progress=not quiet)
     t1 = time.perf_counter()
-    roundtrip = editor.decode(latents)
+    per_frame = []
+    with VideoWriter(out / "roundtrip.mp4", fps) as writer:
+        for frames, (roundtrip,) in decode_chunks(models, stream, latents, progress=not quiet):
+            writer.write(roundtrip)
+            per_frame.append(psnr_per_frame(roundtrip, frames))
     t2 = time.perf_counter()
-    fps = rt.fps or clip.fps
     write_text(out / "config.yaml", to_yaml(config))
-    write_video(out / "source.mp4", clip.frames, fps)
-    write_video(out / "roundtrip.mp4", roundtrip, fps)
-    f, _, h, w = clip.frames.shape
+    f, h, w = len(latents), stream.height, stream.width
     metrics = {
         "frames": f,
         "height": h,
         "width": w,
         "fps": fps,
         "latent_shape": list(latents.shape),
-        "psnr_vae_roundtrip_db": psnr(roundtrip, clip.frames),
-        "seconds": {"encode": t1 - t0, "decode": t2 - t1, "total": time.perf_counter() - started},
+        "psnr_vae_roundtrip_db": float(torch.cat(per_frame).mean()),
+        "seconds": {"read+encode": t1 - t0, "decode+write": t2 - t1, "total": time.perf_counter() - started},
     }
     write_json(out / "metrics.json", metrics)
     return (

@@ -44,7 +44,7 @@ class Inverted:
 
     out: Path
     models: object
-    clip: object
+    stream: object  # vidinv.io.stream.ClipStream: read again chunk by chunk to compare
     latents: torch.Tensor
     record: object
     reused: bool
@@ -52,20 +52,22 @@ class Inverted:
 
 
 def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
-    """Open the run folder, load models and clip, encode, and invert (or reuse the matching record)."""
+    """Open the run folder, load the models, stream the clip through the VAE, and invert (or reuse
+    the matching record)."""
     from vidinv.editor import VideoEditor
+    from vidinv.jobs.streaming import encode_stream, stream_for
 
     out = open_run_dir(config, writes)
     editor = VideoEditor(config, progress=not quiet)
-    clip = editor.read()
+    stream = stream_for(config)
     t0 = time.perf_counter()
-    latents = editor.encode(clip.frames)
+    latents = encode_stream(editor.models, stream, progress=not quiet)
     t1 = time.perf_counter()
     record, reused = editor.invert_latents(latents, record_dir=out / RECORD_DIR)
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
     seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
-    return Inverted(out, editor.models, clip, latents, record, reused, seconds)
+    return Inverted(out, editor.models, stream, latents, record, reused, seconds)
 
 
 def run(config: Config, *, quiet: bool = False) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from vidinv.config import Config
 from vidinv.jobs.invert import invert_clip
 from vidinv.metrics import psnr, psnr_per_frame
@@ -20,8 +22,8 @@ WRITES = ["reconstruction.mp4", "metrics.json"]
 
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.inversion import get_inversion_method, reconstruct
-    from vidinv.io import write_video
-    from vidinv.models import decode_latents
+    from vidinv.io.writing import VideoWriter
+    from vidinv.jobs.streaming import decode_chunks
 
     started = time.perf_counter()
     job = invert_clip(config, quiet=quiet, writes=WRITES)
@@ -29,27 +31,31 @@ def run(config: Config, *, quiet: bool = False) -> str:
     stats: dict = {}
     recon = reconstruct(models, record, config, progress=not quiet, stats=stats)
     t0 = time.perf_counter()
-    frames = decode_latents(models.vae, recon, rt.vae_chunk, progress=not quiet)
-    roundtrip = decode_latents(models.vae, job.latents, rt.vae_chunk, progress=not quiet)
+    fps = rt.fps or job.stream.fps
+    per_frame, per_frame_input = [], []  # vs the VAE round trip, vs the input frames
+    chunks = decode_chunks(models, job.stream, recon.cpu(), job.latents, progress=not quiet)
+    with VideoWriter(job.out / "reconstruction.mp4", fps) as writer:
+        for source, (decoded, roundtrip) in chunks:
+            writer.write(decoded)
+            per_frame.append(psnr_per_frame(decoded, roundtrip))
+            per_frame_input.append(psnr_per_frame(decoded, source))
     t1 = time.perf_counter()
-    fps = rt.fps or job.clip.fps
-    write_video(job.out / "reconstruction.mp4", frames, fps)
+    per_frame, per_frame_input = torch.cat(per_frame), torch.cat(per_frame_input)
 
     x0 = job.latents.float().cpu()
     latent_range = float(x0.max() - x0.min())
-    per_frame = psnr_per_frame(frames, roundtrip)
     metrics = {
         "method": record.method,
         "steps": record.steps,
         "guidance_scale": record.guidance_scale,
         "start_step": stats["start"],
         "record_reused": job.reused,
-        "frames": int(frames.shape[0]),
+        "frames": len(recon),
         "latent_shape": list(job.latents.shape),
         "psnr_latent_db": psnr(recon.float().cpu(), x0, data_range=latent_range),
-        "psnr_db": psnr(frames, roundtrip),
+        "psnr_db": float(per_frame.mean()),
         "psnr_db_per_frame": [round(float(v), 4) for v in per_frame],
-        "psnr_input_db": psnr(frames, job.clip.frames),
+        "psnr_input_db": float(per_frame_input.mean()),
         "latent_data_range": latent_range,
         "frame_calls": {
             "inversion": 0 if job.reused else record.stats.get("frame_calls", 0),

@@ -1,0 +1,27 @@
+"""Host memory that follows the chunk: large blocks go back to the system when freed.
+
+A pipeline over a long clip allocates and frees whole-clip latent tensors (a few MB each) every
+step. glibc's malloc raises its mmap threshold dynamically after such frees, after which those
+blocks come from the heap, fragment it, and stay in the resident size. A fixed threshold keeps
+every block of `threshold` bytes or more mmapped, returned to the system on free. Measured
+(tests/README): 121 -> 39 KB per added frame of peak RSS for an edit at 128x128 (64 vs 208
+frames). A no-op where glibc is not the allocator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_MMAP_THRESHOLD = -3  # glibc malloc.h
+DEFAULT_THRESHOLD = 1 << 20
+
+
+def release_large_blocks(threshold: int = DEFAULT_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold at `threshold` bytes; True if it was set."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
