@@ -10,6 +10,10 @@ Sampling runs it from abar_t[i] down to abar_prev[i] with e = eps(z_t, t_i) (DDI
 inversion runs it from abar_prev[i] up to abar_t[i] with e = eps(z_{t-1}, t_i), the UNet evaluated
 at t_i on the current latent (DDIMInverseScheduler.step). Same ops in the same order as diffusers.
 The model's prediction is turned into eps at the level of the latent it saw (`prediction.to_eps`).
+
+The inversions carry their latents contiguous whatever layout x0 comes in (the VAE's latents are
+channels-last strided): the UNet's convolutions round differently per memory layout, and a resumed
+run starts from a checkpoint's contiguous tensors, so only one layout gives the same bits.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def ddim_invert(
     `on_step(state)` is called after every step with a thunk giving that tail ({"latents": ...}).
     """
     n = len(table)
-    z = x0.to(work_dtype(x0.dtype))
+    z = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (module docstring)
     latents = [None] * n + [z]
     done_steps = 0 if done is None else len(done) - 1
     if done_steps:

@@ -70,7 +70,7 @@ def ddpm_ef_invert(
     n = len(table)
     if len(noise) != n:
         raise ValueError(f"{len(noise)} noise tensors for {n} steps")
-    x0 = x0.to(work_dtype(x0.dtype))
+    x0 = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (see vidinv.inversion.ddim)
     noise = noise.to(device=x0.device, dtype=x0.dtype)
     latents = [add_noise(x0, noise[i], level(table.abar_t, i, x0)) for i in range(n)] + [x0]
     zs = []
