@@ -15,6 +15,7 @@ import traceback
 
 from vidinv.errors import VidinvError
 from vidinv.hostmemory import release_large_blocks
+from vidinv.interrupts import Interrupted
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
@@ -120,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"vidinv: error: {err}", file=sys.stderr)
         return VidinvError.exit_code
-    except KeyboardInterrupt:
-        print(
-            "vidinv: interrupted (an interrupted inversion resumes from its checkpoint on the next run)",
-            file=sys.stderr,
-        )
+    except Interrupted as stop:  # a first Ctrl-C, taken at a step boundary (vidinv.interrupts)
+        print(f"vidinv: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the sampling loops
+        print("vidinv: interrupted", file=sys.stderr)
         return 130
 
 

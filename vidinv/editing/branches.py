@@ -13,6 +13,7 @@ latents[start]. A source branch runs beside it only while something reads its ro
 and only at steps i < `until`. Each step is one batched UNet call (rows: [source rows..., edit
 rows (uncond?, cond)]); hooks (PnP injection, TokenFlow, FateZero fusion) get
 `set_step(i, layout)` before it. Frame-calls per step: F x (source rows if active + edit rows).
+A first Ctrl-C stops the loop at the end of its step (`vidinv.interrupts.Interrupted`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from einops import repeat
 from tqdm.auto import tqdm
 
+from vidinv import interrupts
 from vidinv.attention import run_unet
 from vidinv.editing.injection import RowLayout
 from vidinv.editing.methods import EditResult
@@ -136,7 +138,7 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
     z = z.to(work_dtype(z.dtype))
     z_source = z.clone() if source.kind == "reconstructed" else None
     started = time.perf_counter()
-    with denoiser.hook:
+    with denoiser.hook, interrupts.deferred():
         for i in tqdm(range(start, n), total=n - start, desc="edit", disable=not progress, leave=False):
             if source.active(i):
                 src = source_latent(sampler, source, i, z_source).to(device=z.device, dtype=z.dtype)
@@ -149,6 +151,8 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
             z = sampler.step(z, pred[-1], i)
             if callback is not None:
                 callback(i, n, z)
+            if interrupts.requested():  # a first Ctrl-C: stop at this step boundary
+                raise interrupts.Interrupted("edit", i + 1 - start, n - start)
     if models.device.type == "cuda":
         torch.cuda.synchronize(models.device)
     stats = {

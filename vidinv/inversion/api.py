@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+from vidinv import interrupts
 from vidinv.config import Config
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
-from vidinv.inversion.resume import Checkpoint
+from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
 from vidinv.inversion.samplers import Sampler, sampler_for
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
 
@@ -95,7 +96,8 @@ def invert(
 
     `captures` are entered around the inversion's UNet calls and get `finish(record)` (module docstring).
     `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
-    the state as the inversion goes.
+    the state as the inversion goes. A first Ctrl-C stops it after the current step (the
+    checkpoint saved at once) with `vidinv.interrupts.Interrupted`; a second interrupts at once.
     """
     inv = config.inversion
     method = method_for(config)
@@ -120,36 +122,29 @@ def invert(
     sampler = sampler_for(record, table)
     start = time.perf_counter()
     done = checkpoint.load() if checkpoint is not None else None
-    on_step = checkpoint.on_step if checkpoint is not None else None
     with contextlib.ExitStack() as stack:
         for capture in captures:
             stack.enter_context(capture)
+        stack.enter_context(interrupts.deferred())
         tensors = sampler.invert(
             method.wrap(model, record, table),
             x0,
             progress=progress,
             desc=f"{inv.method} inversion",
             done=done,
-            on_step=on_step,
+            on_step=step_hook(checkpoint, len(table)),
             **method.inversion_inputs(x0, len(table)),
         )
         _sync(models.device)
     record.latents = tensors["latents"].cpu()
     record.noise_maps = tensors["noise_maps"].cpu() if "noise_maps" in tensors else None
     record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "frame_calls": model.frame_calls}
-    resumed_from = _done_steps(done)
+    resumed_from = steps_done(done)
     if resumed_from:
         record.stats["resumed_from_step"] = resumed_from
     for capture in captures:
         capture.finish(record)
     return record
-
-
-def _done_steps(done: dict | None) -> int:
-    """Steps an interrupted run had finished (its checkpoint's state)."""
-    if not done:
-        return 0
-    return len(done["zs"]) if "zs" in done else len(done["latents"]) - 1
 
 
 @torch.no_grad()
@@ -197,7 +192,8 @@ def invert_or_load(
         log.info("inversion record in %s does not match this config or clip; recomputing", folder)
     # a partial inversion cannot carry what captures hold over its whole run: no resuming with captures
     every = None if captures else config.runtime.checkpoint_seconds
-    checkpoint = Checkpoint(folder, key, every)
+    off_reason = "what the edit method captures during the inversion cannot resume" if captures else ""
+    checkpoint = Checkpoint(folder, key, every, off_reason=off_reason)
     record = invert(models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint)
     record.save(folder)
     checkpoint.clear()

@@ -1,9 +1,10 @@
 """Resumable inversions: the state of a running inversion, saved every `runtime.checkpoint_seconds`
-beside the record folder (`<record>.resume.safetensors`), picked up by the next run with the same
-fingerprint and removed once the record is complete.
+and at once on Ctrl-C (`vidinv.interrupts`) beside the record folder (`<record>.resume.safetensors`),
+picked up by the next run with the same fingerprint and removed once the record is complete.
 
-The checkpoint never looks like a record: it has its own name, is written atomically, and
-carries the fingerprint of the config and input it belongs to.
+The checkpoint never looks like a record: it has its own name, is written atomically (a kill -9
+leaves the last complete one), and carries the fingerprint of the config and input it belongs
+to. It holds the loop's own tensors bit for bit, so a resumed run gives the uninterrupted record.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vidinv.interrupts import Interrupted, requested
 from vidinv.outputs import atomic_path
 
 log = logging.getLogger("vidinv")
@@ -25,10 +27,11 @@ SUFFIX = ".resume.safetensors"
 class Checkpoint:
     """Save/load the partial state of one inversion (a dict of tensors) for one fingerprint."""
 
-    def __init__(self, record_dir: str | Path, fingerprint: str, every_s: float | None):
+    def __init__(self, record_dir: str | Path, fingerprint: str, every_s: float | None, *, off_reason: str = ""):
         record_dir = Path(record_dir)
         self.path = record_dir.with_name(record_dir.name + SUFFIX)
         self.fingerprint, self.every_s = fingerprint, every_s
+        self.off_reason = off_reason or "runtime.checkpoint_seconds is null"  # why `every_s` is None
         self._last = time.monotonic()
         self.saved = 0
 
@@ -52,14 +55,47 @@ class Checkpoint:
         log.info("resuming the inversion from %s", self.path)
         return state
 
-    def on_step(self, state) -> None:
-        """Called after every step with a thunk giving the state; saves when the interval has passed."""
-        if self.enabled and time.monotonic() - self._last >= self.every_s:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in state().items()}
-            with atomic_path(self.path) as tmp:
-                save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint})
-            self._last = time.monotonic()
-            self.saved += 1
+    def due(self) -> bool:
+        """Whether the interval since the last save has passed."""
+        return self.enabled and time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict[str, torch.Tensor]) -> None:
+        """Write the state atomically (the previous checkpoint stays until the new one is complete)."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        with atomic_path(self.path) as tmp:
+            save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint})
+        self._last = time.monotonic()
+        self.saved += 1
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def steps_done(state: dict | None) -> int:
+    """Steps finished in an inversion state (a checkpoint's, or `on_step`'s)."""
+    if not state:
+        return 0
+    return len(state["zs"]) if "zs" in state else len(state["latents"]) - 1
+
+
+def step_hook(checkpoint: Checkpoint | None, total: int):
+    """The inversion's `on_step(state)` (state: a thunk giving the loop's state after a step):
+    saves the checkpoint when due, and after a first Ctrl-C saves it at once and raises
+    `Interrupted` ("interrupted at inversion step k of N; ...")."""
+
+    def on_step(state) -> None:
+        stop = requested()
+        if checkpoint is not None and checkpoint.enabled and (stop or checkpoint.due()):
+            checkpoint.save(state())
+        if stop:
+            raise Interrupted("inversion", steps_done(state()), total, _what_is_kept(checkpoint))
+
+    return on_step
+
+
+def _what_is_kept(checkpoint: Checkpoint | None) -> str:
+    if checkpoint is None:
+        return "no checkpoint (no record folder)"
+    if checkpoint.enabled:
+        return "checkpoint saved — rerun the same command to resume"
+    return f"no checkpoint ({checkpoint.off_reason}) — a rerun starts the inversion over"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from vidinv.config import Config, to_yaml
+from vidinv.interrupts import Interrupted
 from vidinv.jobs.invert import RECORD_DIR, open_run_dir
 from vidinv.outputs import write_json, write_text
 
@@ -38,7 +39,12 @@ def run(config: Config, *, quiet: bool = False) -> str:
     t0 = time.perf_counter()
     latents = encode_stream(models, stream, progress=not quiet)
     encode_s = time.perf_counter() - t0
-    result = editor.edit_latents(latents, record_dir=out / RECORD_DIR)
+    try:
+        result = editor.edit_latents(latents, record_dir=out / RECORD_DIR)
+    except Interrupted as stop:
+        if stop.stage == "edit":
+            stop.detail = f"the inversion record in {out / RECORD_DIR} is kept — rerun the same command to reuse it"
+        raise
     memory = result.stats.pop("peak_memory")
     write_text(out / "config.yaml", to_yaml(config))
     t0 = time.perf_counter()
