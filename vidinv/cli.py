@@ -15,12 +15,13 @@ import traceback
 
 from vidinv.errors import VidinvError
 from vidinv.hostmemory import release_large_blocks
+from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
     "edit": (
         "vidinv.jobs.edit:run",
-        "invert with the source prompt, edit towards the target prompt (pnp | tokenflow | fatezero), write edited/side-by-side videos and metrics",
+        "invert with the source prompt, edit towards the target prompt (edit.method: {edit}), write edited/side-by-side videos and metrics",
     ),
     "encode": (
         "vidinv.jobs.encode:run",
@@ -28,7 +29,7 @@ JOBS = {
     ),
     "invert": (
         "vidinv.jobs.invert:run",
-        "invert the clip (ddim | freeinv | mbdi | ddpm_ef); write the record to OUTPUT/inversion/",
+        "invert the clip (inversion.method: {inversion}); write the record to OUTPUT/inversion/",
     ),
     "reconstruct": (
         "vidinv.jobs.reconstruct:run",
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("edited", help="the edited video (resized to the source's size if it differs)")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
     evaluate.set_defaults(handler=_eval)
+    names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
     for name, (_, help_text) in JOBS.items():
+        help_text = help_text.format(**names)
         job = sub.add_parser(name, help=help_text, description=help_text)
         job.add_argument("config", help="YAML config file (see configs/)")
         job.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
