@@ -117,11 +117,16 @@ def _tokens(size: int, level: int) -> int:
 
 
 def layer_tokens(unet, layer: str, latent_size: tuple[int, int]) -> int:
-    """Query tokens of an attention layer for an h x w latent (down block k and up block L-1-k run
-    at 1/2^k of the latent, the mid block at the lowest resolution)."""
+    """Query tokens of an attention layer for an h x w latent: down block k and up block L-1-k run
+    at 1/2^k of the latent, the mid block at the lowest resolution."""
     depth = len(unet.config.block_out_channels) - 1
-    block, index = layer.split(".")[0], int(layer.split(".")[1]) if layer[0] in "du" else 0
-    level = {"down_blocks": index, "up_blocks": depth - index}.get(block, depth)
+    block, index = layer.split(".")[:2]
+    if block == "down_blocks":
+        level = int(index)
+    elif block == "up_blocks":
+        level = depth - int(index)
+    else:  # mid_block
+        level = depth
     return _tokens(latent_size[0], level) * _tokens(latent_size[1], level)
 
 
