@@ -49,8 +49,19 @@ class EditDenoiser:
     """m(z, t) for the stacked branches z (k f c h w): k = 2 (source, edit) while the source is
     active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w)."""
 
-    def __init__(self, unet, sampler: Sampler, source: SourceBranch, *, source_rows, edit_rows, edit_guidance,
-                 source_guidance: float, hook, chunk: int | None):  # fmt: skip
+    def __init__(
+        self,
+        unet,
+        sampler: Sampler,
+        source: SourceBranch,
+        *,
+        source_rows: torch.Tensor,
+        source_guidance: float,
+        edit_rows: torch.Tensor,
+        edit_guidance: float,
+        hook,
+        chunk: int | None,
+    ):
         self.unet, self.table, self.source, self.hook, self.chunk = unet, sampler.table, source, hook, chunk
         self.source_rows, self.source_guidance = source_rows, source_guidance
         self.edit_rows, self.edit_guidance = edit_rows, edit_guidance
