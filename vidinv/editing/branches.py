@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from einops import repeat
 from tqdm.auto import tqdm
 
 from vidinv.attention import run_unet
@@ -74,21 +73,21 @@ class EditDenoiser:
         with_source = len(x) == 2
         n_source = self.source_rows.shape[0] if with_source else 0
         n_edit = self.edit_rows.shape[0]
-        parts = [repeat(x[0], "f c h w -> b f c h w", b=n_source)] if with_source else []
-        batch = torch.cat([*parts, repeat(x[-1], "f c h w -> b f c h w", b=n_edit)])
+        rows = [0] * n_source + [len(x) - 1] * n_edit  # the branch of each condition row
         emb = torch.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
         self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
-        pred = self.run(batch, t, step, emb.to(batch.device)).to(z.dtype)
+        pred = self.run(x, rows, t, step, emb.to(x.device)).to(z.dtype)
         edit = guide(pred[n_source:], self.edit_guidance)
         if not with_source:
             return edit[None]
         return torch.stack([guide(pred[:n_source], self.source_guidance), edit])
 
-    def run(self, batch: torch.Tensor, t, step: int, emb: torch.Tensor) -> torch.Tensor:
-        """Predictions (b f c h w) of the rows' batch at step `step` (one chunked UNet call;
-        subclasses may run several passes, e.g. TokenFlow's keyframe and propagation passes)."""
-        pred = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
-        self.frame_calls += batch.shape[0] * batch.shape[1]
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, emb: torch.Tensor) -> torch.Tensor:
+        """Predictions (b f c h w) of the condition rows (row r runs branch rows[r] of `branches`
+        (k f c h w)) at step `step`: one chunked UNet call; subclasses may run several passes,
+        e.g. TokenFlow's keyframe and propagation passes."""
+        pred = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
+        self.frame_calls += len(rows) * branches.shape[1]
         return pred
 
     def extra_stats(self) -> dict:

@@ -334,19 +334,20 @@ class FateZeroDenoiser(EditDenoiser):
         self.fusion, self.handle = fusion, handle
         self.mask_calls = 0
 
-    def run(self, batch, t, step, emb):
+    def run(self, branches, rows, t, step, emb):
         if self.fusion.store is None and self.fusion.mask_needed(step):
-            probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, batch.shape[1])
+            frames = branches.shape[1]
+            probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, frames)
             hooks = self.handle.hooks
             saved, hooks[:] = list(hooks), [probe]  # the source row alone: nothing fuses or injects
             try:
-                run_unet(self.unet, batch[:1], t, emb[:1], chunk=self.chunk)
+                run_unet(self.unet, branches[:1], t, emb[:1], chunk=self.chunk)  # the source branch
             finally:
                 hooks[:] = saved
             self.fusion.set_live_mask(probe.total)
-            self.mask_calls += batch.shape[1]
-            self.frame_calls += batch.shape[1]
-        return super().run(batch, t, step, emb)
+            self.mask_calls += frames
+            self.frame_calls += frames
+        return super().run(branches, rows, t, step, emb)
 
     def extra_stats(self):
         return {"mask_pass_calls": self.mask_calls}
