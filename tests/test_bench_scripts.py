@@ -99,3 +99,12 @@ def test_bench_inversion(run_script, capsys):
     assert rows[2]["psnr_db_mean"] > 60 and "edit_temporal_ratio" in rows[2]
     assert set(keys(bench.COLUMNS)) - {"edit_temporal_ratio"} <= rows[0].keys()
     assert "xDDIM" in capsys.readouterr().out
+
+
+def test_bench_memory(run_script):
+    argv = ["--frames", "2", "3", "--steps", "2", "--size", "64", "64", "--methods", "pnp"]
+    bench, record = run_script("bench_memory", *argv)
+    assert [r["frames"] for r in record["rows"]] == [2, 3]
+    assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
+    assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
+    assert record["rows"][-1]["slope_mb_per_frame"] is not None

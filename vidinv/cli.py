@@ -51,6 +51,14 @@ def _eval(args) -> int:
     return run_cli(args)
 
 
+def _plan(args) -> int:
+    from vidinv.config import load_config
+    from vidinv.plan import plan_run
+
+    print(plan_run(load_config(args.config, args.overrides), args.for_command).summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv",
@@ -72,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("edited", help="the edited video (resized to the source's size if it differs)")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
     evaluate.set_defaults(handler=_eval)
+    plan = sub.add_parser(
+        "plan", help="predict frame-calls, peak device/host memory and the FateZero store (no weights)"
+    )
+    plan.add_argument("config", help="YAML config file (see configs/)")
+    plan.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    plan.add_argument("--for", dest="for_command", choices=["edit", "invert", "reconstruct"], default="edit")
+    plan.set_defaults(handler=_plan)
     names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
     for name, (_, help_text) in JOBS.items():
         help_text = help_text.format(**names)

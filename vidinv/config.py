@@ -29,6 +29,7 @@ CHOICES = {
     "edit.source_branch": ("reconstructed", "inverted"),
     "edit.store_dtype": ("fp16", "fp32"),
     "edit.store": ("auto", "memory", "recompute"),
+    "runtime.offload": ("none", "model", "sequential"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 
@@ -110,6 +111,10 @@ class RuntimeConfig:
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
     checkpoint_seconds: float | None = 60.0
+    # components on the CPU, moved to the device when called: whole models or layer by layer (accelerate)
+    offload: str = "none"
+    vae_tiling: bool = False  # VAE in overlapping spatial tiles (diffusers) for frames larger than one tile
+    vae_tile_size: int = 512  # tile side in pixels (a multiple of 64); the overlap is a quarter of it
 
 
 @dataclass
@@ -252,6 +257,12 @@ def validate(config: Config) -> None:
         "runtime.checkpoint_seconds",
         rt.checkpoint_seconds,
         "null or a number of seconds >= 0",
+    )
+    _require(
+        rt.vae_tile_size >= 64 and rt.vae_tile_size % 64 == 0,
+        "runtime.vae_tile_size",
+        rt.vae_tile_size,
+        "a multiple of 64",
     )
     _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")

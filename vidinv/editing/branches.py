@@ -31,6 +31,7 @@ from vidinv.inversion.api import record_model
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.samplers import Sampler
 from vidinv.inversion.timesteps import work_dtype
+from vidinv.models.offload import execution_device
 
 SOURCE_KINDS = ("reconstructed", "record", "inversion")
 
@@ -67,8 +68,7 @@ class EditDenoiser:
         self.frame_calls = 0
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
-        param = next(self.unet.parameters())
-        x = z.to(device=param.device, dtype=param.dtype)
+        x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         step = self.table.index_of(t)
         with_source = len(x) == 2
         n_source = self.source_rows.shape[0] if with_source else 0

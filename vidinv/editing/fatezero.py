@@ -60,6 +60,7 @@ from vidinv.errors import VidinvError
 from vidinv.inversion.api import record_model, table_for
 from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
+from vidinv.inversion.transforms import group_for
 
 log = logging.getLogger("vidinv")
 
@@ -130,8 +131,11 @@ def layer_tokens(unet, layer: str, latent_size: tuple[int, int]) -> int:
     return _tokens(latent_size[0], level) * _tokens(latent_size[1], level)
 
 
-def predicted_store_bytes(models, plan: StorePlan, latent_size: tuple[int, int], frames: int, pattern) -> int:
-    """Bytes of a store of `plan` for `frames` latents of `latent_size` under the frame pattern."""
+def predicted_store_bytes(
+    models, plan: StorePlan, latent_size: tuple[int, int], frames: int, pattern, occurrences: int = 1
+) -> int:
+    """Bytes of a store of `plan` for `frames` latents of `latent_size` under the frame pattern;
+    `occurrences`: UNet calls per step (MBDI: the group size)."""
     unet = models.unet
     keys_frames = sum(len(pattern.attended(i, frames)) for i in range(frames))
     element = 2 if plan.dtype == "fp16" else 4
@@ -142,7 +146,7 @@ def predicted_store_bytes(models, plan: StorePlan, latent_size: tuple[int, int],
             n = layer_tokens(unet, layer, latent_size)
             keys = n * keys_frames if kind == "self" else frames * models.tokenizer.model_max_length
             total += attn.heads * n * keys * len(plan.steps(kind))
-    return total * element
+    return total * element * occurrences
 
 
 def token_ids(models, prompt: str) -> list[int]:
@@ -381,7 +385,12 @@ class FateZeroEdit(EditMethod):
         table = table_for(self.models, self.config.inversion.steps)
         plan = self.plan(table, self._inversion_start(table))
         handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
-        size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern)
+        group = (
+            len(group_for(self.config.inversion.transforms, *shape[-2:]))
+            if self.config.inversion.method == "mbdi"
+            else 1
+        )
+        size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern, group)
         return "memory" if size <= self.config.edit.store_limit_mb * 2**20 else "recompute"
 
     def _inversion_start(self, table: StepTable) -> int:

@@ -14,6 +14,7 @@ import torch
 from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
 from vidinv.outputs import prepare_output_dir, write_text
+from vidinv.plan import check_fits
 
 RECORD_DIR = "inversion"
 
@@ -25,6 +26,7 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     from vidinv.inversion.record import JSON_NAME
     from vidinv.inversion.resume import SUFFIX
 
+    check_fits(config, "edit" if "edited.mp4" in writes else "invert")  # refuse what cannot fit, before loading
     rt = config.runtime
     path = Path(rt.output_dir)
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
