@@ -106,6 +106,7 @@ class RuntimeConfig:
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
     checkpoint_seconds: float | None = 60.0
+    record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
 
 
 @dataclass
@@ -251,6 +252,7 @@ def validate(config: Config) -> None:
     )
     _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
+    _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
 

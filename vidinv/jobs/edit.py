@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from vidinv.config import Config, to_yaml
-from vidinv.jobs.invert import RECORD_DIR, open_run_dir
+from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
 
 WRITES = ["edited.mp4", "source.mp4", "side_by_side.mp4", "metrics.json"]
@@ -27,7 +27,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     clip = editor.read()
     models = editor.models
     load_s = time.perf_counter() - t0
-    result = editor.edit(clip.frames, record_dir=out / RECORD_DIR)
+    result = editor.edit(clip.frames, record_dir=record_dir_for(config, out))
     write_text(out / "config.yaml", to_yaml(config))
     t0 = time.perf_counter()
     fps = config.runtime.fps or clip.fps
