@@ -202,6 +202,20 @@ def config_from_dict(values: dict | None = None) -> Config:
     return config
 
 
+def config_with(config: Config, values: dict[str, Any], origin: str = "config") -> Config:
+    """A validated copy of `config` with dotted `key: value` changes (any YAML-typed value, e.g. a
+    prompt with commas or a list), checked like overrides: `origin` names where they came from."""
+    merged = OmegaConf.structured(config)
+    for key, value in values.items():
+        try:
+            OmegaConf.update(merged, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise _explain(err, origin) from err
+    result = OmegaConf.to_object(merged)
+    validate(result)
+    return result
+
+
 def get_key(config: Config, key: str) -> Any:
     value = config
     for part in key.split("."):
