@@ -108,3 +108,14 @@ def test_bench_memory(run_script):
     assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
     assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
     assert record["rows"][-1]["slope_mb_per_frame"] is not None
+
+
+def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):
+    argv = ["--prompts", "2", "--frames", "2", "--steps", "2", "--size", "64", "64", "--threads", "1"]
+    bench, record = run_script("bench_batch", *argv)
+    separate, batch = record["rows"]
+    assert (separate["mode"], batch["mode"]) == ("separate", "batch")
+    assert separate["inversion_frame_calls"] == 2 * batch["inversion_frame_calls"] == 2 * 4
+    assert separate["edit_frame_calls"] == batch["edit_frame_calls"] > 0
+    assert 0 < batch["expected_ratio"] < 1 and batch["ratio"] > 0
+    assert "batch/separate" in capsys.readouterr().out

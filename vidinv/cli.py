@@ -59,6 +59,24 @@ def _plan(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from vidinv.batch.runner import run_cli
+
+    return run_cli(args)
+
+
+def _app(args) -> int:
+    from vidinv.app import run_cli
+
+    return run_cli(args)
+
+
+def _accept_global_flags(command: argparse.ArgumentParser) -> None:
+    """--debug and --quiet also after the command's name."""
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidinv",
@@ -88,13 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--for", dest="for_command", choices=["edit", "invert", "reconstruct"], default="edit")
     plan.set_defaults(handler=_plan)
     names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
+    batch = sub.add_parser(
+        "batch",
+        help="edit clips x prompt pairs x a config grid from a manifest (each clip inverted once); summary + gallery",
+        description="Run a manifest's edits (local or Ray); exit 1 when any item failed.",
+    )
+    batch.add_argument("manifest", help="YAML manifest: base, overrides, clips, prompts, grid, output_dir, backend")
+    batch.add_argument("overrides", nargs="*", metavar="key=value", help="manifest keys or config overrides")
+    _accept_global_flags(batch)
+    batch.set_defaults(handler=_batch)
+    app = sub.add_parser("app", help="a Gradio web app for one edit at a time (pip install 'vidinv[app]')")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    app.add_argument("--config", help="base config for the app's edits (default: the built-in defaults)")
+    app.set_defaults(handler=_app)
     for name, (_, help_text) in JOBS.items():
         help_text = help_text.format(**names)
         job = sub.add_parser(name, help=help_text, description=help_text)
         job.add_argument("config", help="YAML config file (see configs/)")
         job.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-        job.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        job.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _accept_global_flags(job)
         job.set_defaults(handler=_run_job, job=name)
     return parser
 

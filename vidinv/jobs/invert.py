@@ -40,6 +40,11 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     return path
 
 
+def record_dir_for(config: Config, out: Path) -> Path:
+    """The inversion record's folder: runtime.record_dir, or OUTPUT/inversion (`out` is the run folder)."""
+    return Path(config.runtime.record_dir) if config.runtime.record_dir else out / RECORD_DIR
+
+
 @dataclass
 class Inverted:
     """What a command that needs the inversion has after `invert_clip`."""
@@ -65,7 +70,7 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     t0 = time.perf_counter()
     latents = encode_stream(editor.models, stream, progress=not quiet)
     t1 = time.perf_counter()
-    record, reused = editor.invert_latents(latents, record_dir=out / RECORD_DIR)
+    record, reused = editor.invert_latents(latents, record_dir=record_dir_for(config, out))
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
     seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
@@ -84,6 +89,6 @@ def run(config: Config, *, quiet: bool = False) -> str:
     )
     return (
         f"vidinv: {r.method} inversion of {f} frames ({c}x{h}x{w} latents), {r.steps} steps, "
-        f"guidance {r.guidance_scale:g}: {how}; record in {job.out / RECORD_DIR}/ "
+        f"guidance {r.guidance_scale:g}: {how}; record in {record_dir_for(config, job.out)}/ "
         f"({time.perf_counter() - started:.1f}s)"
     )
