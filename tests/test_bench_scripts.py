@@ -99,3 +99,23 @@ def test_bench_inversion(run_script, capsys):
     assert rows[2]["psnr_db_mean"] > 60 and "edit_temporal_ratio" in rows[2]
     assert set(keys(bench.COLUMNS)) - {"edit_temporal_ratio"} <= rows[0].keys()
     assert "xDDIM" in capsys.readouterr().out
+
+
+def test_bench_memory(run_script):
+    argv = ["--frames", "2", "3", "--steps", "2", "--size", "64", "64", "--methods", "pnp"]
+    bench, record = run_script("bench_memory", *argv)
+    assert [r["frames"] for r in record["rows"]] == [2, 3]
+    assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
+    assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
+    assert record["rows"][-1]["slope_mb_per_frame"] is not None
+
+
+def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):
+    argv = ["--prompts", "2", "--frames", "2", "--steps", "2", "--size", "64", "64", "--threads", "1"]
+    bench, record = run_script("bench_batch", *argv)
+    separate, batch = record["rows"]
+    assert (separate["mode"], batch["mode"]) == ("separate", "batch")
+    assert separate["inversion_frame_calls"] == 2 * batch["inversion_frame_calls"] == 2 * 4
+    assert separate["edit_frame_calls"] == batch["edit_frame_calls"] > 0
+    assert 0 < batch["expected_ratio"] < 1 and batch["ratio"] > 0
+    assert "batch/separate" in capsys.readouterr().out

@@ -36,6 +36,17 @@ def test_info_reports_library_versions_devices_and_backends(capsys):
         assert row in out
 
 
+def test_info_and_help_name_the_registered_methods(capsys):
+    from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
+
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    edit_row = next(line for line in lines if line.startswith("edit methods"))
+    inversion_row = next(line for line in lines if line.startswith("inversion methods"))
+    assert edit_row.split(None, 2)[2].split(", ") == list(EDIT_METHODS.names())
+    assert inversion_row.split(None, 2)[2].split(", ") == list(INVERSION_METHODS.names())
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

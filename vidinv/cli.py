@@ -16,12 +16,13 @@ import traceback
 from vidinv.errors import VidinvError
 from vidinv.hostmemory import release_large_blocks
 from vidinv.interrupts import Interrupted
+from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
     "edit": (
         "vidinv.jobs.edit:run",
-        "invert with the source prompt, edit towards the target prompt (pnp | tokenflow | fatezero), write edited/side-by-side videos and metrics",
+        "invert with the source prompt, edit towards the target prompt (edit.method: {edit}), write edited/side-by-side videos and metrics",
     ),
     "encode": (
         "vidinv.jobs.encode:run",
@@ -29,7 +30,7 @@ JOBS = {
     ),
     "invert": (
         "vidinv.jobs.invert:run",
-        "invert the clip (ddim | freeinv | mbdi | ddpm_ef); write the record to OUTPUT/inversion/",
+        "invert the clip (inversion.method: {inversion}); write the record to OUTPUT/inversion/",
     ),
     "reconstruct": (
         "vidinv.jobs.reconstruct:run",
@@ -49,6 +50,32 @@ def _eval(args) -> int:
     from vidinv.jobs.evaluate import run_cli
 
     return run_cli(args)
+
+
+def _plan(args) -> int:
+    from vidinv.config import load_config
+    from vidinv.plan import plan_run
+
+    print(plan_run(load_config(args.config, args.overrides), args.for_command).summary())
+    return 0
+
+
+def _batch(args) -> int:
+    from vidinv.batch.runner import run_cli
+
+    return run_cli(args)
+
+
+def _app(args) -> int:
+    from vidinv.app import run_cli
+
+    return run_cli(args)
+
+
+def _accept_global_flags(command: argparse.ArgumentParser) -> None:
+    """--debug and --quiet also after the command's name."""
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,12 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("edited", help="the edited video (resized to the source's size if it differs)")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
     evaluate.set_defaults(handler=_eval)
+    plan = sub.add_parser(
+        "plan", help="predict frame-calls, peak device/host memory and the FateZero store (no weights)"
+    )
+    plan.add_argument("config", help="YAML config file (see configs/)")
+    plan.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    plan.add_argument("--for", dest="for_command", choices=["edit", "invert", "reconstruct"], default="edit")
+    plan.set_defaults(handler=_plan)
+    names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
+    batch = sub.add_parser(
+        "batch",
+        help="edit clips x prompt pairs x a config grid from a manifest (each clip inverted once); summary + gallery",
+        description="Run a manifest's edits (local or Ray); exit 1 when any item failed.",
+    )
+    batch.add_argument("manifest", help="YAML manifest: base, overrides, clips, prompts, grid, output_dir, backend")
+    batch.add_argument("overrides", nargs="*", metavar="key=value", help="manifest keys or config overrides")
+    _accept_global_flags(batch)
+    batch.set_defaults(handler=_batch)
+    app = sub.add_parser("app", help="a Gradio web app for one edit at a time (pip install 'vidinv[app]')")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    app.add_argument("--config", help="base config for the app's edits (default: the built-in defaults)")
+    app.set_defaults(handler=_app)
     for name, (_, help_text) in JOBS.items():
+        help_text = help_text.format(**names)
         job = sub.add_parser(name, help=help_text, description=help_text)
         job.add_argument("config", help="YAML config file (see configs/)")
         job.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-        job.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        job.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _accept_global_flags(job)
         job.set_defaults(handler=_run_job, job=name)
     return parser
 

@@ -29,6 +29,7 @@ CHOICES = {
     "edit.source_branch": ("reconstructed", "inverted"),
     "edit.store_dtype": ("fp16", "fp32"),
     "edit.store": ("auto", "memory", "recompute"),
+    "runtime.offload": ("none", "model", "sequential"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 
@@ -110,6 +111,11 @@ class RuntimeConfig:
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
     checkpoint_seconds: float | None = 60.0
+    # components on the CPU, moved to the device when called: whole models or layer by layer (accelerate)
+    offload: str = "none"
+    vae_tiling: bool = False  # VAE in overlapping spatial tiles (diffusers) for frames larger than one tile
+    vae_tile_size: int = 512  # tile side in pixels (a multiple of 64); the overlap is a quarter of it
+    record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
 
 
 @dataclass
@@ -205,6 +211,20 @@ def config_from_dict(values: dict | None = None) -> Config:
     return config
 
 
+def config_with(config: Config, values: dict[str, Any], origin: str = "config") -> Config:
+    """A validated copy of `config` with dotted `key: value` changes (any YAML-typed value, e.g. a
+    prompt with commas or a list), checked like overrides: `origin` names where they came from."""
+    merged = OmegaConf.structured(config)
+    for key, value in values.items():
+        try:
+            OmegaConf.update(merged, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise _explain(err, origin) from err
+    result = OmegaConf.to_object(merged)
+    validate(result)
+    return result
+
+
 def get_key(config: Config, key: str) -> Any:
     value = config
     for part in key.split("."):
@@ -253,8 +273,15 @@ def validate(config: Config) -> None:
         rt.checkpoint_seconds,
         "null or a number of seconds >= 0",
     )
+    _require(
+        rt.vae_tile_size >= 64 and rt.vae_tile_size % 64 == 0,
+        "runtime.vae_tile_size",
+        rt.vae_tile_size,
+        "a multiple of 64",
+    )
     _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
+    _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
 

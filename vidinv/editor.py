@@ -22,13 +22,17 @@ from vidinv.config import Config, config_from_dict, validate
 
 
 def load_models_for(config: Config):
-    """The configured model with the configured cross-frame attention installed on its UNet."""
+    """The configured model: cross-frame attention on its UNet, VAE tiling and CPU offload as configured."""
     from vidinv.attention.inflate import install_from_config
     from vidinv.models import load_models
+    from vidinv.models.offload import apply_offload
+    from vidinv.models.vae import set_vae_tiling
 
-    m = config.model
+    m, rt = config.model, config.runtime
     models = load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
     install_from_config(models.unet, m)
+    set_vae_tiling(models.vae, rt.vae_tile_size if rt.vae_tiling else None)
+    apply_offload(models, rt.offload)
     return models
 
 

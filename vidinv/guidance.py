@@ -17,7 +17,7 @@ def guide(pred: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     if pred.shape[0] == 1:
         return pred[0]
     uncond, cond = pred[0], pred[1]
-    return uncond + guidance_scale * (cond - uncond)
+    return torch.sub(cond, uncond).mul_(guidance_scale).add_(uncond)  # one temporary, the same arithmetic
 
 
 def is_guided(prompt: str, guidance_scale: float, uncond_prompt: str = "") -> bool:

@@ -39,6 +39,17 @@ def devices() -> list[str]:
     return found
 
 
+def registered_methods() -> list[tuple[str, str]]:
+    """Rows naming the registered plug-ins (built-ins, `register_*` calls, entry points)."""
+    from vidinv.registry import EDIT_METHODS, INVERSION_METHODS, SAMPLERS
+
+    return [
+        ("inversion methods", ", ".join(INVERSION_METHODS.names())),
+        ("edit methods", ", ".join(EDIT_METHODS.names())),
+        ("samplers", ", ".join(SAMPLERS.names())),
+    ]
+
+
 def environment_report() -> str:
     rows = [("vidinv", _version("vidinv")), ("python", platform.python_version())]
     rows += [(name, _version(name)) for name in ("torch", "diffusers", "transformers", "av", "decord", "xformers")]
@@ -46,6 +57,7 @@ def environment_report() -> str:
         ("devices", ", ".join(devices())),
         ("video decoders", ", ".join(available_decoders()) or "none"),
         ("attention backends", ", ".join(available_attention_backends())),
+        *registered_methods(),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -19,10 +19,11 @@ from vidinv.attention.inflate import frame_attention_of
 from vidinv.chunks import frame_slices
 
 
-def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs):
+def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs, rows=None):
     """One UNet call on the given frames of every condition; eps as (b f c h w)."""
-    b = z.shape[0]
-    sample = rearrange(z[:, frames], "b f c h w -> (b f) c h w")
+    part = z[:, frames] if rows is None else z[:, frames][rows]
+    b = part.shape[0]
+    sample = rearrange(part, "b f c h w -> (b f) c h w")
     f = sample.shape[0] // b
     kwargs = {}
     if added_cond_kwargs:
@@ -41,24 +42,27 @@ def run_unet(
     *,
     chunk: int | None = None,
     added_cond_kwargs: dict | None = None,
+    rows: list[int] | None = None,
 ) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
 
     The b axis holds conditions (e.g. unconditional and conditional for guidance); frames of
     every condition go through the UNet together, `chunk` frames at a time (0/None = all).
     `added_cond_kwargs` (SDXL: text_embeds (b, d), time_ids (b, 6)) are repeated per frame.
+    `rows`: z holds k clips (k f c h w) and condition row r runs clip rows[r] (b = len(rows)); the
+    rows are gathered per chunk, so no (b f c h w) copy of the clip is made.
     """
-    b, f = z.shape[:2]
+    b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
     handle = frame_attention_of(unet)
     if handle is None:
-        parts = [_call(unet, z, t, emb, part, added_cond_kwargs) for part in frame_slices(f, chunk)]
+        parts = [_call(unet, z, t, emb, part, added_cond_kwargs, rows) for part in frame_slices(f, chunk)]
         return torch.cat(parts, dim=1)
 
     out = None
     with handle.clip(b, f) as context:
         for frame_pass in handle.pattern.plan(f, chunk):
             context.begin(frame_pass)
-            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs)
+            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs, rows)
             context.end()
             if out is None:
                 out = eps.new_empty((b, f) + eps.shape[2:])

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from einops import repeat
 from tqdm.auto import tqdm
 
 from vidinv import interrupts
@@ -34,6 +33,7 @@ from vidinv.inversion.api import record_model
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.samplers import Sampler
 from vidinv.inversion.timesteps import work_dtype
+from vidinv.models.offload import execution_device
 
 SOURCE_KINDS = ("reconstructed", "record", "inversion")
 
@@ -51,35 +51,45 @@ class EditDenoiser:
     """m(z, t) for the stacked branches z (k f c h w): k = 2 (source, edit) while the source is
     active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w)."""
 
-    def __init__(self, unet, sampler: Sampler, source: SourceBranch, *, source_rows, edit_rows, edit_guidance,
-                 source_guidance: float, hook, chunk: int | None):  # fmt: skip
+    def __init__(
+        self,
+        unet,
+        sampler: Sampler,
+        source: SourceBranch,
+        *,
+        source_rows: torch.Tensor,
+        source_guidance: float,
+        edit_rows: torch.Tensor,
+        edit_guidance: float,
+        hook,
+        chunk: int | None,
+    ):
         self.unet, self.table, self.source, self.hook, self.chunk = unet, sampler.table, source, hook, chunk
         self.source_rows, self.source_guidance = source_rows, source_guidance
         self.edit_rows, self.edit_guidance = edit_rows, edit_guidance
         self.frame_calls = 0
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
-        param = next(self.unet.parameters())
-        x = z.to(device=param.device, dtype=param.dtype)
+        x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         step = self.table.index_of(t)
         with_source = len(x) == 2
         n_source = self.source_rows.shape[0] if with_source else 0
         n_edit = self.edit_rows.shape[0]
-        parts = [repeat(x[0], "f c h w -> b f c h w", b=n_source)] if with_source else []
-        batch = torch.cat([*parts, repeat(x[-1], "f c h w -> b f c h w", b=n_edit)])
+        rows = [0] * n_source + [len(x) - 1] * n_edit  # the branch of each condition row
         emb = torch.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
         self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
-        pred = self.run(batch, t, step, emb.to(batch.device)).to(z.dtype)
+        pred = self.run(x, rows, t, step, emb.to(x.device)).to(z.dtype)
         edit = guide(pred[n_source:], self.edit_guidance)
         if not with_source:
             return edit[None]
         return torch.stack([guide(pred[:n_source], self.source_guidance), edit])
 
-    def run(self, batch: torch.Tensor, t, step: int, emb: torch.Tensor) -> torch.Tensor:
-        """Predictions (b f c h w) of the rows' batch at step `step` (one chunked UNet call;
-        subclasses may run several passes, e.g. TokenFlow's keyframe and propagation passes)."""
-        pred = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
-        self.frame_calls += batch.shape[0] * batch.shape[1]
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, emb: torch.Tensor) -> torch.Tensor:
+        """Predictions (b f c h w) of the condition rows (row r runs branch rows[r] of `branches`
+        (k f c h w)) at step `step`: one chunked UNet call; subclasses may run several passes,
+        e.g. TokenFlow's keyframe and propagation passes."""
+        pred = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
+        self.frame_calls += len(rows) * branches.shape[1]
         return pred
 
     def extra_stats(self) -> dict:

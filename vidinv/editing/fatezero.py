@@ -60,6 +60,7 @@ from vidinv.errors import VidinvError
 from vidinv.inversion.api import record_model, table_for
 from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
+from vidinv.inversion.transforms import group_for
 
 log = logging.getLogger("vidinv")
 
@@ -117,16 +118,24 @@ def _tokens(size: int, level: int) -> int:
 
 
 def layer_tokens(unet, layer: str, latent_size: tuple[int, int]) -> int:
-    """Query tokens of an attention layer for an h x w latent (down block k and up block L-1-k run
-    at 1/2^k of the latent, the mid block at the lowest resolution)."""
+    """Query tokens of an attention layer for an h x w latent: down block k and up block L-1-k run
+    at 1/2^k of the latent, the mid block at the lowest resolution."""
     depth = len(unet.config.block_out_channels) - 1
-    block, index = layer.split(".")[0], int(layer.split(".")[1]) if layer[0] in "du" else 0
-    level = {"down_blocks": index, "up_blocks": depth - index}.get(block, depth)
+    block, index = layer.split(".")[:2]
+    if block == "down_blocks":
+        level = int(index)
+    elif block == "up_blocks":
+        level = depth - int(index)
+    else:  # mid_block
+        level = depth
     return _tokens(latent_size[0], level) * _tokens(latent_size[1], level)
 
 
-def predicted_store_bytes(models, plan: StorePlan, latent_size: tuple[int, int], frames: int, pattern) -> int:
-    """Bytes of a store of `plan` for `frames` latents of `latent_size` under the frame pattern."""
+def predicted_store_bytes(
+    models, plan: StorePlan, latent_size: tuple[int, int], frames: int, pattern, occurrences: int = 1
+) -> int:
+    """Bytes of a store of `plan` for `frames` latents of `latent_size` under the frame pattern;
+    `occurrences`: UNet calls per step (MBDI: the group size)."""
     unet = models.unet
     keys_frames = sum(len(pattern.attended(i, frames)) for i in range(frames))
     element = 2 if plan.dtype == "fp16" else 4
@@ -137,7 +146,7 @@ def predicted_store_bytes(models, plan: StorePlan, latent_size: tuple[int, int],
             n = layer_tokens(unet, layer, latent_size)
             keys = n * keys_frames if kind == "self" else frames * models.tokenizer.model_max_length
             total += attn.heads * n * keys * len(plan.steps(kind))
-    return total * element
+    return total * element * occurrences
 
 
 def token_ids(models, prompt: str) -> list[int]:
@@ -329,19 +338,20 @@ class FateZeroDenoiser(EditDenoiser):
         self.fusion, self.handle = fusion, handle
         self.mask_calls = 0
 
-    def run(self, batch, t, step, emb):
+    def run(self, branches, rows, t, step, emb):
         if self.fusion.store is None and self.fusion.mask_needed(step):
-            probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, batch.shape[1])
+            frames = branches.shape[1]
+            probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, frames)
             hooks = self.handle.hooks
             saved, hooks[:] = list(hooks), [probe]  # the source row alone: nothing fuses or injects
             try:
-                run_unet(self.unet, batch[:1], t, emb[:1], chunk=self.chunk)
+                run_unet(self.unet, branches[:1], t, emb[:1], chunk=self.chunk)  # the source branch
             finally:
                 hooks[:] = saved
             self.fusion.set_live_mask(probe.total)
-            self.mask_calls += batch.shape[1]
-            self.frame_calls += batch.shape[1]
-        return super().run(batch, t, step, emb)
+            self.mask_calls += frames
+            self.frame_calls += frames
+        return super().run(branches, rows, t, step, emb)
 
     def extra_stats(self):
         return {"mask_pass_calls": self.mask_calls}
@@ -375,7 +385,12 @@ class FateZeroEdit(EditMethod):
         table = table_for(self.models, self.config.inversion.steps)
         plan = self.plan(table, self._inversion_start(table))
         handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
-        size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern)
+        group = (
+            len(group_for(self.config.inversion.transforms, *shape[-2:]))
+            if self.config.inversion.method == "mbdi"
+            else 1
+        )
+        size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern, group)
         return "memory" if size <= self.config.edit.store_limit_mb * 2**20 else "recompute"
 
     def _inversion_start(self, table: StepTable) -> int:

@@ -149,22 +149,22 @@ class TokenFlowDenoiser(EditDenoiser):
         self.tokenflow = TokenFlowHook(n_source - 1, list(range(n_source, rows)), chunk=nn_chunk)
         self.keyframe_calls = self.propagation_calls = 0
 
-    def run(self, batch: torch.Tensor, t, step: int, emb: torch.Tensor) -> torch.Tensor:
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, emb: torch.Tensor) -> torch.Tensor:
         keyframes = self.schedule[step]
-        rows, frames = batch.shape[:2]
+        frames = branches.shape[1]
         self.tokenflow.keyframe_pass(keyframes)
         self.handle.hooks.append(self.tokenflow)
         try:
             with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
-                run_unet(self.unet, batch[:, list(keyframes)], t, emb, chunk=None)
+                run_unet(self.unet, branches[:, list(keyframes)], t, emb, chunk=None, rows=rows)
             self.tokenflow.propagation_pass()
-            pred = run_unet(self.unet, batch, t, emb, chunk=self.chunk)
+            pred = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
         finally:
             self.handle.hooks.remove(self.tokenflow)
             self.tokenflow.clear()
-        self.keyframe_calls += rows * len(keyframes)
-        self.propagation_calls += rows * frames
-        self.frame_calls += rows * (len(keyframes) + frames)
+        self.keyframe_calls += len(rows) * len(keyframes)
+        self.propagation_calls += len(rows) * frames
+        self.frame_calls += len(rows) * (len(keyframes) + frames)
         return pred
 
     def extra_stats(self) -> dict:

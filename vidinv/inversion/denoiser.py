@@ -14,6 +14,7 @@ from einops import rearrange
 
 from vidinv.attention import run_unet
 from vidinv.guidance import guide, prompt_rows
+from vidinv.models.offload import execution_device
 
 
 class GuidedModel:
@@ -44,9 +45,8 @@ class GuidedModel:
         return self.emb.shape[0]
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
-        param = next(self.unet.parameters())
-        x = z.to(device=param.device, dtype=param.dtype)
+        x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         batch = rearrange(x, "f c h w -> 1 f c h w").expand(self.rows, *x.shape)
-        pred = run_unet(self.unet, batch, t, self.emb.to(param.device), chunk=self.chunk).to(z.dtype)
+        pred = run_unet(self.unet, batch, t, self.emb.to(x.device), chunk=self.chunk).to(z.dtype)
         self.frame_calls += self.rows * z.shape[0]
         return guide(pred, self.guidance_scale)

@@ -15,7 +15,7 @@ import time
 
 from vidinv.config import Config, to_yaml
 from vidinv.interrupts import Interrupted
-from vidinv.jobs.invert import RECORD_DIR, open_run_dir
+from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
 
 WRITES = ["edited.mp4", "source.mp4", "side_by_side.mp4", "metrics.json"]
@@ -39,11 +39,12 @@ def run(config: Config, *, quiet: bool = False) -> str:
     t0 = time.perf_counter()
     latents = encode_stream(models, stream, progress=not quiet)
     encode_s = time.perf_counter() - t0
+    record_dir = record_dir_for(config, out)
     try:
-        result = editor.edit_latents(latents, record_dir=out / RECORD_DIR)
+        result = editor.edit_latents(latents, record_dir=record_dir)
     except Interrupted as stop:
         if stop.stage == "edit":
-            stop.detail = f"the inversion record in {out / RECORD_DIR} is kept — rerun the same command to reuse it"
+            stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"
         raise
     memory = result.stats.pop("peak_memory")
     write_text(out / "config.yaml", to_yaml(config))

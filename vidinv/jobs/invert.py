@@ -14,6 +14,7 @@ import torch
 from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
 from vidinv.outputs import prepare_output_dir, write_text
+from vidinv.plan import check_fits
 
 RECORD_DIR = "inversion"
 
@@ -25,6 +26,7 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     from vidinv.inversion.record import JSON_NAME
     from vidinv.inversion.resume import SUFFIX
 
+    check_fits(config, "edit" if "edited.mp4" in writes else "invert")  # refuse what cannot fit, before loading
     rt = config.runtime
     path = Path(rt.output_dir)
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
@@ -36,6 +38,11 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
             f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
         )
     return path
+
+
+def record_dir_for(config: Config, out: Path) -> Path:
+    """The inversion record's folder: runtime.record_dir, or OUTPUT/inversion (`out` is the run folder)."""
+    return Path(config.runtime.record_dir) if config.runtime.record_dir else out / RECORD_DIR
 
 
 @dataclass
@@ -63,7 +70,7 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     t0 = time.perf_counter()
     latents = encode_stream(editor.models, stream, progress=not quiet)
     t1 = time.perf_counter()
-    record, reused = editor.invert_latents(latents, record_dir=out / RECORD_DIR)
+    record, reused = editor.invert_latents(latents, record_dir=record_dir_for(config, out))
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
     seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
@@ -82,6 +89,6 @@ def run(config: Config, *, quiet: bool = False) -> str:
     )
     return (
         f"vidinv: {r.method} inversion of {f} frames ({c}x{h}x{w} latents), {r.steps} steps, "
-        f"guidance {r.guidance_scale:g}: {how}; record in {job.out / RECORD_DIR}/ "
+        f"guidance {r.guidance_scale:g}: {how}; record in {record_dir_for(config, job.out)}/ "
         f"({time.perf_counter() - started:.1f}s)"
     )

@@ -96,8 +96,9 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_TOKENS)
 
 
-def build_tiny_text_encoder() -> CLIPTextModel:
-    config = CLIPTextConfig(
+def tiny_text_config() -> CLIPTextConfig:
+    """The tiny CLIP text tower's config (2 layers, width TEXT_DIM)."""
+    return CLIPTextConfig(
         vocab_size=len(tiny_vocab()),
         hidden_size=TEXT_DIM,
         intermediate_size=64,
@@ -109,7 +110,10 @@ def build_tiny_text_encoder() -> CLIPTextModel:
         eos_token_id=len(tiny_vocab()) - 1,
         pad_token_id=len(tiny_vocab()) - 1,
     )
-    return CLIPTextModel(config)
+
+
+def build_tiny_text_encoder() -> CLIPTextModel:
+    return CLIPTextModel(tiny_text_config())
 
 
 def build_tiny_components() -> dict:

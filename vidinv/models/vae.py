@@ -1,33 +1,76 @@
-"""Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk."""
+"""Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk; optionally
+in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
 from vidinv.chunks import frame_slices
+from vidinv.models.offload import execution_device
+
+TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
+
+
+def set_vae_tiling(vae, tile_size: int | None) -> None:
+    """Make `vae` encode/decode frames larger than `tile_size` pixels (a side) in overlapping tiles
+    blended linearly (diffusers' `enable_tiling`, with the tile size set); None turns tiling off."""
+    if tile_size is None:
+        vae.disable_tiling()
+        return
+    vae.enable_tiling()
+    vae.tile_sample_min_size = tile_size
+    vae.tile_latent_min_size = tile_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_overlap_factor = TILE_OVERLAP
+
+
+@contextmanager
+def _tiling(vae, tile_size: int | None) -> Iterator[None]:
+    """`tile_size` for the calls inside the block (None: the VAE's own setting), then the VAE's own."""
+    if tile_size is None:
+        yield
+        return
+    saved = vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor
+    set_vae_tiling(vae, tile_size)
+    try:
+        yield
+    finally:
+        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
 
 
 @torch.no_grad()
-def encode_frames(vae, frames: torch.Tensor, chunk: int | None = None, *, progress: bool = False) -> torch.Tensor:
+def encode_frames(
+    vae, frames: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
+) -> torch.Tensor:
     """frames (f, 3, H, W) in [-1, 1] -> latents (f, 4, H/8, W/8), scaled by the VAE's factor.
 
-    Uses the posterior mean (deterministic), so chunked and unchunked encodes agree.
+    Uses the posterior mean (deterministic), so chunked and unchunked encodes agree. `tile_size`
+    tiles frames larger than that (pixels) for this call; None keeps the VAE's `set_vae_tiling`.
     """
-    param = next(vae.parameters())
+    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
-    for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
-        x = frames[part].to(device=param.device, dtype=param.dtype)
-        parts.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    with _tiling(vae, tile_size):
+        for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
+            x = frames[part].to(device=device, dtype=dtype)
+            parts.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
     return torch.cat(parts)
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, chunk: int | None = None, *, progress: bool = False) -> torch.Tensor:
-    """latents (f, 4, h, w) -> frames (f, 3, 8h, 8w) in [-1, 1] (clamped), float32 on the CPU."""
-    param = next(vae.parameters())
+def decode_latents(
+    vae, latents: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
+) -> torch.Tensor:
+    """latents (f, 4, h, w) -> frames (f, 3, 8h, 8w) in [-1, 1] (clamped), float32 on the CPU.
+
+    `tile_size` as in `encode_frames` (pixels; the latent tile is an eighth of it).
+    """
+    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
-    for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-        z = latents[part].to(device=param.device, dtype=param.dtype) / vae.config.scaling_factor
-        parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
+    with _tiling(vae, tile_size):
+        for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
+            z = latents[part].to(device=device, dtype=dtype) / vae.config.scaling_factor
+            parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
     return torch.cat(parts)

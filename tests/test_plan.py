@@ -1,0 +1,75 @@
+"""The planner (vidinv.plan): its frame-calls and FateZero store equal what a run does, its weights
+equal the loaded model's, and a run that cannot fit is refused before anything is loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from vidinv import VideoEditor
+from vidinv.cli import main
+from vidinv.config import config_from_dict
+from vidinv.errors import VidinvError
+from vidinv.plan import check_fits, param_bytes, plan_run
+
+FRAMES, SIZE = 3, 32
+
+
+def plan_config(method: str, inversion: str = "freeinv", guidance: float | None = None) -> dict:
+    return {
+        "video": {"num_frames": FRAMES, "height": SIZE, "width": SIZE},
+        "inversion": {"method": inversion, "steps": 4, "source_prompt": "a bike", "guidance_scale": guidance},
+        "edit": {"method": method, "target_prompt": "a car", "keyframe_stride": 2},
+    }
+
+
+def run_edit(values: dict):
+    editor = VideoEditor(values, progress=False)
+    return editor.edit(editor.read().frames, values["edit"]["target_prompt"])
+
+
+@pytest.mark.parametrize(
+    "method, inversion, guidance",
+    [("pnp", "freeinv", None), ("tokenflow", "ddim", 2.0), ("fatezero", "mbdi", None), ("pnp", "ddpm_ef", None)],
+)
+def test_planned_frame_calls_equal_the_runs_counts(method, inversion, guidance):
+    values = plan_config(method, inversion, guidance)
+    out = run_edit(values)
+    plan = plan_run(config_from_dict(values))
+    assert plan.frame_calls == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+
+
+def test_planned_fatezero_store_equals_the_bytes_the_run_stores():
+    values = plan_config("fatezero")
+    out = run_edit(values)
+    assert plan_run(config_from_dict(values)).store_bytes == out.stats["store_bytes"]
+
+
+def test_planned_weights_equal_the_loaded_models_parameter_bytes(tiny_models):
+    plan = plan_run(config_from_dict(plan_config("pnp")))
+    assert plan.weights == {name: param_bytes(getattr(tiny_models, name)) for name in plan.weights}
+
+
+def test_host_memory_grows_with_the_clip_and_the_store():
+    short, long = (plan_run(config_from_dict({"video": {"num_frames": n, "height": SIZE}})) for n in (4, 16))
+    assert long.host_parts["record"] == 4 * short.host_parts["record"] and long.host_peak > short.host_peak
+    store = plan_run(config_from_dict({**plan_config("fatezero"), "video": {"num_frames": 4, "height": SIZE}}))
+    assert store.host_parts["store"] == store.store_bytes > 0
+
+
+def test_check_fits_refuses_a_clip_larger_than_the_machine_in_one_line():
+    with pytest.raises(VidinvError, match=r"^plan: predicted peak host memory [\d,]+ MB exceeds") as err:
+        check_fits(config_from_dict({"video": {"num_frames": 4, "height": 100000}}))
+    assert "\n" not in str(err.value)
+
+
+def test_vidinv_plan_prints_the_prediction(capsys):
+    assert main(["plan", "configs/demo.yaml", "edit.method=fatezero", "video.num_frames=4"]) == 0
+    out = capsys.readouterr().out
+    for line in ("UNet frame-calls", "peak device memory", "peak host memory", "FateZero store"):
+        assert line in out
+
+
+def test_vidinv_edit_that_cannot_fit_exits_2_before_writing(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["edit", "configs/demo.yaml", "video.height=100000", f"runtime.output_dir={out_dir}"]) == 2
+    assert "predicted peak" in capsys.readouterr().err and not out_dir.exists()

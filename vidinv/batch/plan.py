@@ -1,0 +1,112 @@
+"""A manifest's items: one config per clip x prompt pair x grid point, grouped by clip.
+
+Items whose clip, model, video and inversion settings (the source prompt included) are the same
+share one record folder (`runtime.record_dir`), so the clip is inverted once for all of them.
+Within a clip, items whose edit needs more from the inversion than the record (FateZero's
+attention store) run first, so the others reuse the record they leave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vidinv.batch.manifest import Manifest
+from vidinv.config import Config, config_with, load_config
+from vidinv.errors import VidinvError
+
+ITEMS_DIR = "items"
+RECORDS_DIR = "records"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One edit of the batch: its name (its folder under OUTPUT/items/) and its complete config."""
+
+    name: str
+    clip: str
+    source_prompt: str
+    target_prompt: str
+    grid: dict
+    config: Config
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"
+
+
+def _grid_points(grid: dict[str, list]) -> list[tuple[dict, str]]:
+    """(values, name part) per grid point; scalar values name themselves, others their index."""
+    keys = list(grid)
+    points = []
+    for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
+        values = {k: v for k, (_, v) in zip(keys, combo)}
+        parts = [
+            f"{k.rsplit('.', 1)[-1]}-{_slug(str(v)) if isinstance(v, (str, int, float, bool)) else i}"
+            for k, (i, v) in zip(keys, combo)
+        ]
+        points.append((values, "_".join(parts)))
+    return points
+
+
+def record_key(config: Config) -> str:
+    """What decides the inversion record: model, clip selection, inversion settings, VAE chunking."""
+    fields = {
+        "model": asdict(config.model),
+        "video": asdict(config.video),
+        "inversion": asdict(config.inversion),
+        "vae_chunk": config.runtime.vae_chunk,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _absolute(path: str) -> str:
+    """An existing relative path made absolute (workers on a cluster need not share the cwd)."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def _needs_inversion_hooks(config: Config) -> bool:
+    """True when the edit method captures something during the inversion (FateZero's store)."""
+    from vidinv.editing import EditMethod, get_edit_method
+
+    return get_edit_method(config.edit.method).captures is not EditMethod.captures
+
+
+def plan_items(manifest: Manifest) -> list[list[BatchItem]]:
+    """Every item of the manifest with its config checked, grouped by clip (manifest order)."""
+    origin = f"manifest {manifest.path}"
+    try:
+        base = load_config(manifest.base, manifest.overrides)
+    except VidinvError as err:
+        raise VidinvError(f"{origin}: {err}") from err
+    out = manifest.output_dir.resolve()
+    groups = []
+    for c, clip in enumerate(manifest.clips):
+        clip_name = f"{c}-{_slug(clip.stem)}"
+        group = []
+        for p, (source, target) in enumerate(manifest.prompts):
+            for values, grid_name in _grid_points(manifest.grid):
+                name = "_".join(filter(None, [clip_name, f"p{p}", grid_name]))
+                settings = {
+                    **values,
+                    "video.path": str(clip.resolve()),
+                    "inversion.source_prompt": source,
+                    "edit.target_prompt": target,
+                    "model.pretrained": _absolute(base.model.pretrained),
+                    "runtime.output_dir": str(out / ITEMS_DIR / name),
+                    "runtime.overwrite": True,  # an item's folder is the batch's: an incomplete one is redone
+                }
+                try:
+                    config = config_with(base, settings, f"{origin} grid")
+                except VidinvError as err:
+                    raise VidinvError(f"{origin}: item {name}: {err}") from err
+                record_dir = out / RECORDS_DIR / f"{clip_name}-{record_key(config)}"
+                config.runtime.record_dir = str(record_dir)
+                group.append(BatchItem(name, str(clip), source, target, values, config))
+        group.sort(key=lambda item: not _needs_inversion_hooks(item.config))  # stable: manifest order otherwise
+        groups.append(group)
+    return groups
