@@ -107,7 +107,7 @@ def test_bench_memory(run_script):
     assert [r["frames"] for r in record["rows"]] == [2, 3]
     assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
     assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
-    assert record["rows"][-1]["slope_mb_per_frame"] is not None
+    assert record["rows"][-1]["slope_kb_per_frame"] is not None
 
 
 def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):
