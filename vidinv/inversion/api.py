@@ -27,6 +27,7 @@ import torch
 from vidinv import interrupts
 from vidinv.config import Config
 from vidinv.inversion.denoiser import GuidedModel
+from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
 from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
@@ -74,8 +75,14 @@ def fingerprint_fields(models, config: Config) -> dict:
     }
 
 
-def table_for(models, record_or_steps) -> StepTable:
-    steps = record_or_steps.steps if isinstance(record_or_steps, InversionRecord) else int(record_or_steps)
+def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> StepTable | FlowTable:
+    """The step table of the model's scheduler (a flow model's sigma grid, sized by the latents)."""
+    if isinstance(record_or_steps, InversionRecord):
+        steps, latents = record_or_steps.steps, record_or_steps.latents
+    else:
+        steps = int(record_or_steps)
+    if is_flow_scheduler(models.scheduler):
+        return flow_table(models.scheduler, steps, None if latents is None else tuple(latents.shape[-2:]))
     return step_table(models.scheduler, steps)
 
 
@@ -101,13 +108,13 @@ def invert(
     """
     inv = config.inversion
     method = method_for(config)
-    table = table_for(models, inv.steps)
+    table = table_for(models, inv.steps, latents)
     guidance = method.guidance()
     model = GuidedModel.for_prompt(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
     x0 = latents.to(device=models.device, dtype=work_dtype(latents.dtype))
     record = InversionRecord(
         method=inv.method,
-        sampler=method.sampler,
+        sampler=record_sampler(method, models.scheduler),
         prediction_type=prediction_type_of(models),
         timesteps=table.to_list(),
         latents=torch.empty(0),
