@@ -16,7 +16,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T
 from vidinv.models.tiny import TEXT_DIM, TINY_SEED, TINY_VAE_CONFIG, build_tiny_tokenizer, tiny_text_config, tiny_vocab
 
 LATENT_CHANNELS = 16
-T5_TOKENS = 8  # the tiny models' T5 sequence length (SD3: 256, Flux-dev: 512)
+T5_TOKENS = 32  # the tiny models' T5 sequence length (SD3: 256, Flux-dev: 512)
 
 TINY_FLOW_VAE_CONFIG = {
     **TINY_VAE_CONFIG,
