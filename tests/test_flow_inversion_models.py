@@ -42,7 +42,9 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
     _, c, h, w = x0.shape
     if models.family == "flux":
         cfg = scheduler.config
-        mu = calculate_shift((h // 2) * (w // 2), cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+        mu = calculate_shift(
+            (h // 2) * (w // 2), cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift
+        )
         scheduler.set_timesteps(sigmas=[1 - k / steps for k in range(steps)], mu=mu)
         embeds, pooled, text_ids = pipe.encode_prompt(prompt, None, max_sequence_length=models.max_sequence_length)
         image_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, x0.device, x0.dtype)

@@ -15,7 +15,9 @@ from vidinv.attention.runner import run_passes
 
 
 @torch.no_grad()
-def run_flow(models, z: torch.Tensor, t, cond, *, chunk: int | None = None, rows: list[int] | None = None) -> torch.Tensor:
+def run_flow(
+    models, z: torch.Tensor, t, cond, *, chunk: int | None = None, rows: list[int] | None = None
+) -> torch.Tensor:
     """Velocities (b f c h w) for latents z (b f c h w) at timestep t (0..1000) under the prompt rows
     `cond` (a `vidinv.models.flow.FlowCondition` of b rows). `rows`: z holds k clips and condition
     row r runs clip rows[r], as in `run_unet`."""

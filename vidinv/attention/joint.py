@@ -14,7 +14,7 @@ as every frame's) of frames later passes attend to are cached per layer, as for 
 (`vidinv.attention.processors`), so chunked == unchunked.
 
     handle = install_joint_frame_attention(transformer, "keyframe", "sdpa")   # or install_frame_attention
-    v = run_flow(models, transformer, z, t, cond, chunk=8)                      # vidinv.attention.flow_runner
+    v = run_flow(models, z, t, cond, chunk=8)                 # vidinv.attention.flow_runner
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class JointFrameAttnProcessor:
         if encoder_hidden_states is None:
             return q, k, v, (self.context.text_tokens if self.single_stream else 0), text_first
         eq, ek, ev = (
-            _split_heads(proj(encoder_hidden_states), heads) for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
+            _split_heads(proj(encoder_hidden_states), heads)
+            for proj in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
         )
         if attn.norm_added_q is not None:
             eq, ek = attn.norm_added_q(eq), attn.norm_added_k(ek)
@@ -78,7 +79,9 @@ class JointFrameAttnProcessor:
 
         return isinstance(attn, FluxAttention)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None, **kwargs
+    ):
         ctx = self.context
         if not ctx.active:
             raise VidinvError(
@@ -120,7 +123,11 @@ class JointFrameAttnProcessor:
             qb = rearrange(q[:, query_pos], "b s m L h d -> (b s m) h L d")
             keys = []
             for source_img, source in ((k_img, k), (v_img, v)):
-                img = rearrange(source_img[:, key_pos], "b s k n h d -> b s (k n) h d").unsqueeze(2).expand(-1, -1, m, -1, -1, -1)
+                img = (
+                    rearrange(source_img[:, key_pos], "b s k n h d -> b s (k n) h d")
+                    .unsqueeze(2)
+                    .expand(-1, -1, m, -1, -1, -1)
+                )
                 txt = source[:, query_pos][:, :, :, text]
                 joint = torch.cat((txt, img) if text_first else (img, txt), dim=3)
                 keys.append(rearrange(joint, "b s m K h d -> (b s m) h K d"))
@@ -154,6 +161,8 @@ def install_joint_frame_attention(transformer, pattern: FramePattern, backend: s
             layer, context, backend, single_stream=name.startswith(SINGLE_STREAM_PREFIX)
         )
     transformer.set_attn_processor(processors)
-    handle = FrameAttentionHandle(transformer, pattern, backend, context, original, tuple(p.rsplit(".", 1)[0] for p in original))
+    handle = FrameAttentionHandle(
+        transformer, pattern, backend, context, original, tuple(p.rsplit(".", 1)[0] for p in original)
+    )
     setattr(transformer, HANDLE_ATTR, handle)
     return handle

@@ -27,8 +27,8 @@ import torch
 from vidinv import interrupts
 from vidinv.config import Config
 from vidinv.inversion.denoiser import GuidedModel
-from vidinv.inversion.flow_denoiser import FlowGuidedModel
 from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
+from vidinv.inversion.flow_denoiser import FlowGuidedModel
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
 from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
@@ -96,7 +96,9 @@ def record_model(models, record: InversionRecord, config: Config) -> tuple[objec
     """(model, sampler, plain model) of the record: its prompt and guidance seen through its method
     (FreeInv's transform of each step, MBDI's group mean), and its step rule."""
     table = table_for(models, record)
-    plain = denoiser_class(models).for_prompt(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
+    plain = denoiser_class(models).for_prompt(
+        models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk
+    )
     method = get_inversion_method(record.method)(config.inversion)
     return method.wrap(plain, record, table), sampler_for(record, table), plain
 

@@ -106,7 +106,9 @@ def at_step(model, i: int):
 
 
 @torch.no_grad()
-def flow_invert(model, x0: torch.Tensor, table: FlowTable, *, progress=False, desc="flow inversion", done=None, on_step=None):
+def flow_invert(
+    model, x0: torch.Tensor, table: FlowTable, *, progress=False, desc="flow inversion", done=None, on_step=None
+):
     """The Euler reversal of the grid from x0 (f c h w): latents (N+1, f c h w), latents[0] at sigma_0.
 
     `done` / `on_step`: resuming, as in `vidinv.inversion.ddim.invert_steps`.

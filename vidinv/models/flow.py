@@ -31,7 +31,7 @@ MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}  # the pipelines' T5 token defau
 
 
 def flow_family_of(pretrained: str) -> str | None:
-    """"sd3" / "flux" when `pretrained` is a flow pipeline (a built-in tiny name, or a folder / hub id
+    """`sd3` / `flux` when `pretrained` is a flow pipeline (a built-in tiny name, or a folder / hub id
     whose model_index.json names StableDiffusion3Pipeline / FluxPipeline); None otherwise."""
     if pretrained in TINY_FLOW:
         return TINY_FLOW[pretrained]
