@@ -222,6 +222,8 @@ class VideoEditor:
         device = self.models.device
         seconds, reused = {}, record is not None
         if record is None:
+            record = method.source_record(latents)  # inversion-free methods (FlowEdit)
+        if record is None:
             captures = method.captures(tuple(latents.shape))
             t0 = time.perf_counter()
             record, reused = self.invert_latents(

@@ -86,6 +86,7 @@ EDIT_METHODS = Registry(
         "pnp": "vidinv.editing.pnp:PnPEdit",
         "tokenflow": "vidinv.editing.tokenflow:TokenFlowEdit",
         "fatezero": "vidinv.editing.fatezero:FateZeroEdit",
+        "flowedit": "vidinv.editing.flowedit:FlowEdit",
     },
 )
 SAMPLERS = Registry(

@@ -4,6 +4,7 @@ The pipeline (`VideoEditor.edit`, the edit job) calls, in this order:
 
     method = get_edit_method(name)(models, config)
     method.check()                  errors in the edit's settings, before the inversion runs
+    record = method.source_record(latents)   inversion-free methods: the record without inverting
     captures = method.captures(shape)   what the inversion of latents of `shape` (f c h w) must
                                     capture for this edit (a list of `Capture`s; none for most)
     ... the inversion runs with the captures entered; each gets finish(record) ...
@@ -70,6 +71,11 @@ class EditMethod:
 
     def check(self) -> None:
         """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""
+
+    def source_record(self, latents: torch.Tensor):
+        """A record of the source latents made without inverting (inversion-free methods, e.g.
+        FlowEdit), or None: the inversion runs."""
+        return None
 
     def captures(self, shape: tuple[int, ...]) -> list[Capture]:
         """What the inversion of latents of `shape` (f c h w) must capture for this edit."""

@@ -51,12 +51,12 @@ def flow_family_of(pretrained: str) -> str | None:
 @dataclass
 class FlowCondition:
     """The text conditions of b prompt rows: embeds (b l d), pooled (b d); Flux: text ids (l 3) and
-    the embedded guidance of its guidance-distilled transformer (None without)."""
+    the embedded guidance (b) of its guidance-distilled transformer (None without)."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor
     text_ids: torch.Tensor | None = None
-    guidance: float | None = None
+    guidance: torch.Tensor | None = None
 
     @property
     def rows(self) -> int:
@@ -68,7 +68,19 @@ class FlowCondition:
             repeat(self.embeds, "b l d -> (b f) l d", f=frames),
             repeat(self.pooled, "b d -> (b f) d", f=frames),
             self.text_ids,
-            self.guidance,
+            None if self.guidance is None else repeat(self.guidance, "b -> (b f)", f=frames),
+        )
+
+    @staticmethod
+    def cat(conditions: list[FlowCondition]) -> FlowCondition:
+        """The rows of several conditions of one model, in order."""
+        first = conditions[0]
+        guidance = None if first.guidance is None else torch.cat([c.guidance for c in conditions])
+        return FlowCondition(
+            torch.cat([c.embeds for c in conditions]),
+            torch.cat([c.pooled for c in conditions]),
+            first.text_ids,
+            guidance,
         )
 
 
@@ -95,7 +107,7 @@ def call_flux(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Ten
     timestep = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(b) / 1000
     guidance = None
     if transformer.config.guidance_embeds:
-        guidance = torch.full((b,), float(cond.guidance), dtype=torch.float32, device=x.device)
+        guidance = cond.guidance.to(device=x.device, dtype=torch.float32)
     out = transformer(
         hidden_states=tokens,
         timestep=timestep,
@@ -217,4 +229,5 @@ def flow_condition(models: FlowModels, prompts: list[str], guidance: float | Non
     embeds, pooled, text_ids = pipe.encode_prompt(
         prompt=list(prompts), prompt_2=None, device=device, max_sequence_length=models.max_sequence_length
     )
-    return FlowCondition(embeds.to(models.dtype), pooled.to(models.dtype), text_ids, guidance)
+    rows = torch.full((len(prompts),), 1.0 if guidance is None else float(guidance))
+    return FlowCondition(embeds.to(models.dtype), pooled.to(models.dtype), text_ids, rows)
