@@ -74,6 +74,7 @@ class FlowEdit(EditMethod):
     """`edit.method: flowedit` (module docstring); needs a flow-matching model (SD3, Flux)."""
 
     name = "flowedit"
+    flow_models = True
 
     def settings(self) -> tuple[int, int, int, float, float]:
         """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""
