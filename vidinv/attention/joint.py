@@ -25,7 +25,6 @@ from einops import rearrange
 from vidinv.attention.backends import attention, resolve_backend
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.processors import FrameContext
-from vidinv.errors import VidinvError
 
 SINGLE_STREAM_PREFIX = "single_transformer_blocks."
 
@@ -83,19 +82,9 @@ class JointFrameAttnProcessor:
         self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None, **kwargs
     ):
         ctx = self.context
-        if not ctx.active:
-            raise VidinvError(
-                "frame attention is installed but no clip layout is set: call the transformer through "
-                "vidinv.attention.flow_runner.run_flow, or inside `with handle.clip(batch, num_frames):`"
-            )
-        if attention_mask is not None:
-            raise VidinvError("cross-frame joint attention does not take an attention mask")
+        ctx.check_call(hidden_states.shape[0], attention_mask)
         frame_pass, b = ctx.current, ctx.batch
         frames = frame_pass.frames
-        if hidden_states.shape[0] != b * len(frames):
-            raise VidinvError(
-                f"frame attention: batch {hidden_states.shape[0]} is not {b} conditions x {len(frames)} frames"
-            )
         q, k, v, n_text, text_first = self._qkv(attn, hidden_states, encoder_hidden_states)
         if image_rotary_emb is not None:
             from diffusers.models.embeddings import apply_rotary_emb
