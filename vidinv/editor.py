@@ -215,12 +215,16 @@ class VideoEditor:
         """`edit` for latents already encoded (f, c, h, w); the result's .frames is None (decode it
         with `decode`, or chunk by chunk as the edit job does)."""
         from vidinv.editing import get_edit_method
+        from vidinv.editing.methods import check_model_kind
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
         method = get_edit_method(config.edit.method)(self.models, config)
+        check_model_kind(method, self.models)
         method.check()  # errors in the edit's settings before the inversion
         device = self.models.device
         seconds, reused = {}, record is not None
+        if record is None:
+            record = method.source_record(latents)  # inversion-free methods (FlowEdit)
         if record is None:
             captures = method.captures(tuple(latents.shape))
             t0 = time.perf_counter()

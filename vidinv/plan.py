@@ -341,8 +341,13 @@ def host_capacity() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_fits(config: Config, command: str = "edit") -> Plan:
-    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory."""
+def check_fits(config: Config, command: str = "edit") -> Plan | None:
+    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory;
+    None for flow models (SD3, Flux), which have no memory plan yet."""
+    from vidinv.models.flow import flow_family_of
+
+    if flow_family_of(os.path.expanduser(config.model.pretrained)) is not None:
+        return None
     plan = plan_run(config, command)
     device = torch.device(plan.device)
     capacity = device_capacity(device)

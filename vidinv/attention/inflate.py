@@ -70,6 +70,10 @@ def install_frame_attention(
     from before the first install).
     """
     pattern = FramePattern(mode, keyframes, keyframe_stride, group)
+    from vidinv.attention.joint import install_joint_frame_attention, is_joint_transformer
+
+    if is_joint_transformer(unet):  # SD3 / Flux: cross-frame keys in their joint attention
+        return install_joint_frame_attention(unet, pattern, backend)
     backend = resolve_backend(backend, next(unet.parameters()).device)
     previous = frame_attention_of(unet)
     if previous is not None:

@@ -27,6 +27,8 @@ import torch
 from vidinv import interrupts
 from vidinv.config import Config
 from vidinv.inversion.denoiser import GuidedModel
+from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
+from vidinv.inversion.flow_denoiser import FlowGuidedModel
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
 from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
@@ -74,8 +76,19 @@ def fingerprint_fields(models, config: Config) -> dict:
     }
 
 
-def table_for(models, record_or_steps) -> StepTable:
-    steps = record_or_steps.steps if isinstance(record_or_steps, InversionRecord) else int(record_or_steps)
+def denoiser_class(models):
+    """The model-callable class of the model: flow transformers' or the UNet's."""
+    return FlowGuidedModel if is_flow_scheduler(models.scheduler) else GuidedModel
+
+
+def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> StepTable | FlowTable:
+    """The step table of the model's scheduler (a flow model's sigma grid, sized by the latents)."""
+    if isinstance(record_or_steps, InversionRecord):
+        steps, latents = record_or_steps.steps, record_or_steps.latents
+    else:
+        steps = int(record_or_steps)
+    if is_flow_scheduler(models.scheduler):
+        return flow_table(models.scheduler, steps, None if latents is None else tuple(latents.shape[-2:]))
     return step_table(models.scheduler, steps)
 
 
@@ -83,7 +96,9 @@ def record_model(models, record: InversionRecord, config: Config) -> tuple[objec
     """(model, sampler, plain model) of the record: its prompt and guidance seen through its method
     (FreeInv's transform of each step, MBDI's group mean), and its step rule."""
     table = table_for(models, record)
-    plain = GuidedModel.for_prompt(models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk)
+    plain = denoiser_class(models).for_prompt(
+        models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk
+    )
     method = get_inversion_method(record.method)(config.inversion)
     return method.wrap(plain, record, table), sampler_for(record, table), plain
 
@@ -101,13 +116,13 @@ def invert(
     """
     inv = config.inversion
     method = method_for(config)
-    table = table_for(models, inv.steps)
+    table = table_for(models, inv.steps, latents)
     guidance = method.guidance()
-    model = GuidedModel.for_prompt(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
+    model = denoiser_class(models).for_prompt(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
     x0 = latents.to(device=models.device, dtype=work_dtype(latents.dtype))
     record = InversionRecord(
         method=inv.method,
-        sampler=method.sampler,
+        sampler=record_sampler(method, models.scheduler),
         prediction_type=prediction_type_of(models),
         timesteps=table.to_list(),
         latents=torch.empty(0),

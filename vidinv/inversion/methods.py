@@ -71,6 +71,13 @@ class DDIMInversion(InversionMethod):
     name = "ddim"
 
 
+class FlowInversion(InversionMethod):
+    """Rectified-flow inversion: the Euler reversal of a flow-matching model's grid (`vidinv.inversion.flow`)."""
+
+    name = "flow"
+    sampler = "flow"
+
+
 class FreeInvInversion(InversionMethod):
     """FreeInv (Bao et al. 2025): one random exact transform per step, shared by every frame."""
 

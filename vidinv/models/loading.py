@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vidinv.errors import VidinvError, first_line
+from vidinv.models.flow import flow_family_of, load_flow_models
 
 TINY = "tiny"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -159,6 +160,9 @@ def load_models(
     torch_dtype = resolve_dtype(dtype, torch_device)
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
+    flow_family = flow_family_of(pretrained)
+    if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
+        return load_flow_models(pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare)
     parts = _load_components(pretrained, torch_dtype, config)
     for name in MODULES:
         parts[name] = _prepare(parts[name], torch_dtype, torch_device)
