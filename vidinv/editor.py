@@ -232,8 +232,9 @@ class VideoEditor:
         callback = None
         if callback_on_step_end is not None:
             callback = lambda step, total, z: callback_on_step_end("edit", step, total, z)  # noqa: E731
+        t0 = time.perf_counter()
         result = method.edit(record, progress=self.progress, callback=callback)
-        seconds["edit"] = result.stats["edit_s"]
+        seconds["edit"] = result.stats.get("edit_s", round(time.perf_counter() - t0, 4))
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
         stats = {**result.stats, "peak_memory": memory}
         return EditOutput(None, result.latents, record, reused, seconds, stats)

@@ -4,7 +4,8 @@ whose prediction exceeds the machine.
 
 Weights are counted on modules built on fake tensors from the components' configs; activation peaks
 are those of one chunked UNet call and one VAE chunk, run on fake tensors (`vidinv.fake_memory`).
-Frame-call counts are one function per method (`inversion_calls`, `EDIT_CALLS`).
+Frame-call counts are one function per method (`inversion_calls`, `EDIT_CALLS`; a plug-in edit
+method's own `EditMethod.predicted_frame_calls`).
 """
 
 from __future__ import annotations
@@ -122,8 +123,14 @@ def frame_calls(
     calls = {"inversion": inversion_calls(config, frames, latent_hw)}
     if command == "edit" and config.edit.method == "fatezero":
         calls["edit"] = fatezero_calls(config, frames, latent_hw, recompute=not store_in_memory)
-    elif command == "edit":
+    elif command == "edit" and config.edit.method in EDIT_CALLS:
         calls["edit"] = EDIT_CALLS[config.edit.method](config, frames, latent_hw)
+    elif command == "edit":  # a plug-in: its own prediction, if it makes one
+        from vidinv.editing import get_edit_method
+
+        predicted = get_edit_method(config.edit.method).predicted_frame_calls(config, frames, latent_hw)
+        if predicted is not None:
+            calls["edit"] = predicted
     elif command == "reconstruct":
         calls["reconstruction"] = edit_steps(config) * frames * source_rows(config) * group_size(config, latent_hw)
     return calls
