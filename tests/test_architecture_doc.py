@@ -44,14 +44,15 @@ def run_python(args: list[str], plugin_dir) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_the_doc_has_both_plugin_modules_a_usage_block_and_entry_points():
+def test_the_doc_has_both_plugin_modules_their_use_a_model_family_and_entry_points():
     assert set(plugin_modules()) == {"my_inversion.py", "my_edit.py"}
-    assert len(code_blocks("python")) == 3 and len(code_blocks("toml")) == 1
+    assert len(code_blocks("python")) == 4 and len(code_blocks("toml")) == 1
 
 
-def test_the_usage_example_runs_as_written(plugin_dir):
-    (usage,) = [block for block in code_blocks("python") if not block.startswith("# ")]
-    result = run_python(["-c", usage], plugin_dir)
+def test_the_usage_examples_run_as_written(plugin_dir):
+    """The blocks that are not plug-in modules, in order, as one script."""
+    script = "\n".join(block for block in code_blocks("python") if not re.match(r"# \w+\.py\n", block))
+    result = run_python(["-c", script], plugin_dir)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
