@@ -40,9 +40,7 @@ def rows(guidance: float, prompt: str, uncond_prompt: str = "") -> int:
 
 def group_size(config: Config, latent_hw: tuple[int, int]) -> int:
     """UNet evaluations per step and row: MBDI's transform group, 1 for the other methods."""
-    from vidinv.inversion.transforms import group_for
-
-    return len(group_for(config.inversion.transforms, *latent_hw)) if config.inversion.method == "mbdi" else 1
+    return _method(config).evaluations_per_step(latent_hw)
 
 
 def _method(config: Config):
@@ -320,7 +318,9 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
     working = WORKING_LATENTS * latent_bytes
     device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)
-    noise = 2 if config.inversion.method == "ddpm_ef" else 1
+    from vidinv.registry import SAMPLERS
+
+    noise = SAMPLERS.get(_method(config).sampler).latent_sets
     host_parts = {
         "baseline": HOST_BASELINE_BYTES,
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
