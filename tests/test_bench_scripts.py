@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from vidinv.errors import VidinvError
 
 SCRIPTS = REPO / "scripts"
 
@@ -66,6 +67,15 @@ def test_bench_edit(run_script, capsys):
     assert record["flops_per_frame"]["unet_call"] > 0
     out = capsys.readouterr().out
     assert "enc+inv s/f" in out
+
+
+def test_bench_edit_fails_on_a_missing_method_before_running_any(load_script, tmp_path):
+    bench = load_script("bench_edit")
+    out = tmp_path / "edit.json"
+    argv = ["--frames", "2", "--steps", "1", "--size", "64", "64", "--methods", "pnp", "nope", "--json", str(out)]
+    with pytest.raises(VidinvError, match="edit.method") as err:
+        bench.main(argv)
+    assert "\n" not in str(err.value) and not out.exists()
 
 
 def test_bench_edit_loops_a_short_clip_back_and_forth(load_script):

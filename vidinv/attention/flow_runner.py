@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from vidinv.attention.inflate import frame_attention_of
+from vidinv.attention.handle import frame_attention_of
 from vidinv.attention.runner import run_passes
 
 

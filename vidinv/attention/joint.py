@@ -24,6 +24,7 @@ from einops import rearrange
 
 from vidinv.attention.backends import attention, resolve_backend
 from vidinv.attention.frames import FramePattern
+from vidinv.attention.handle import HANDLE_ATTR, FrameAttentionHandle, frame_attention_of, remove_frame_attention
 from vidinv.attention.processors import FrameContext
 
 SINGLE_STREAM_PREFIX = "single_transformer_blocks."
@@ -136,8 +137,6 @@ class JointFrameAttnProcessor:
 def install_joint_frame_attention(transformer, pattern: FramePattern, backend: str = "auto"):
     """Replace every joint attention processor of an SD3 / Flux transformer by a cross-frame one;
     returns the `FrameAttentionHandle` (removed with `remove_frame_attention`)."""
-    from vidinv.attention.inflate import HANDLE_ATTR, FrameAttentionHandle, frame_attention_of, remove_frame_attention
-
     backend = resolve_backend(backend, next(transformer.parameters()).device)
     if frame_attention_of(transformer) is not None:
         remove_frame_attention(transformer)

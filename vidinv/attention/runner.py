@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange, repeat
 
-from vidinv.attention.inflate import frame_attention_of
+from vidinv.attention.handle import frame_attention_of
 from vidinv.chunks import frame_slices
 
 

@@ -70,6 +70,12 @@ class EditMethod:
     def __init__(self, models, config):
         self.models, self.config = models, config
 
+    @classmethod
+    def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int]) -> int | None:
+        """UNet frame-calls the edit of `frames` frames will make (`vidinv plan`, before any model
+        loads); None: the method does not say (the plan leaves the edit's count out)."""
+        return None
+
     def check(self) -> None:
         """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""
 

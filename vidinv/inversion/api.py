@@ -18,6 +18,7 @@ rewriting the same record).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -105,7 +106,14 @@ def record_model(models, record: InversionRecord, config: Config) -> tuple[objec
 
 @torch.no_grad()
 def invert(
-    models, latents: torch.Tensor, config: Config, *, progress: bool = False, captures=(), checkpoint=None
+    models,
+    latents: torch.Tensor,
+    config: Config,
+    *,
+    progress: bool = False,
+    captures=(),
+    checkpoint=None,
+    callback=None,
 ) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
@@ -113,6 +121,7 @@ def invert(
     `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
     the state as the inversion goes. A first Ctrl-C stops it after the current step (the
     checkpoint saved at once) with `vidinv.interrupts.Interrupted`; a second interrupts at once.
+    `callback(step, total, None)` is called after every inversion step (step = steps done - 1).
     """
     inv = config.inversion
     method = method_for(config)
@@ -147,7 +156,7 @@ def invert(
             progress=progress,
             desc=f"{inv.method} inversion",
             done=done,
-            on_step=step_hook(checkpoint, len(table)),
+            on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), len(table)),
             **method.inversion_inputs(x0, len(table)),
         )
         _sync(models.device)
@@ -162,6 +171,19 @@ def invert(
     return record
 
 
+def with_callback(on_step, callback, done: int, total: int):
+    """The inversion's `on_step` that also calls callback(step, total, None) after every step."""
+    if callback is None:
+        return on_step
+    steps = itertools.count(done)
+
+    def both(state) -> None:
+        on_step(state)
+        callback(next(steps), total, None)
+
+    return both
+
+
 @torch.no_grad()
 def reconstruct(
     models,
@@ -171,19 +193,25 @@ def reconstruct(
     start: int | None = None,
     progress: bool = False,
     stats: dict | None = None,
+    callback=None,
 ) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
     `start` is the first step (default: the sampler's, T_skip = edit.skip for ddpm_ef, else 0);
     the latent at that step is taken from the record. Returns latents in the record's dtype on
     models.device. `stats`, when given, receives reconstruction_s, frame_calls and start.
+    `callback(step, total, latents)` is called after every step.
     """
     model, sampler, plain = record_model(models, record, config)
     if start is None:
         start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
     t0 = time.perf_counter()
-    out = sampler.sample(model, z, start=start, progress=progress, desc=f"{record.method} reconstruction")
+    total = len(sampler.table)
+    on_step = None if callback is None else lambda i, latents: callback(i, total, latents)
+    out = sampler.sample(
+        model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=on_step
+    )
     _sync(models.device)
     if stats is not None:
         stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), frame_calls=plain.frame_calls, start=start)
@@ -191,7 +219,14 @@ def reconstruct(
 
 
 def invert_or_load(
-    models, latents: torch.Tensor, config: Config, folder: str | Path, *, progress: bool = False, captures=()
+    models,
+    latents: torch.Tensor,
+    config: Config,
+    folder: str | Path,
+    *,
+    progress: bool = False,
+    captures=(),
+    callback=None,
 ) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
@@ -209,7 +244,9 @@ def invert_or_load(
     every = None if captures else config.runtime.checkpoint_seconds
     off_reason = "what the edit method captures during the inversion cannot resume" if captures else ""
     checkpoint = Checkpoint(folder, key, every, off_reason=off_reason)
-    record = invert(models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint)
+    record = invert(
+        models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint, callback=callback
+    )
     record.save(folder)
     checkpoint.clear()
     for capture in captures:

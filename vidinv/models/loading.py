@@ -11,6 +11,7 @@ import torch
 
 from vidinv.errors import VidinvError, first_line
 from vidinv.models.flow import flow_family_of, load_flow_models
+from vidinv.models.paths import looks_like_path
 
 TINY = "tiny"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -82,11 +83,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise VidinvError(f"model.dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def looks_like_path(name: str) -> bool:
-    """True for an existing path or one written as a path; `org/model` (a hub id) is not."""
-    return Path(name).exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _check_diffusers_source(pretrained: str) -> None:
