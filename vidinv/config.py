@@ -30,6 +30,7 @@ CHOICES = {
     "edit.store_dtype": ("fp16", "fp32"),
     "edit.store": ("auto", "memory", "recompute"),
     "runtime.offload": ("none", "model", "sequential"),
+    "runtime.codec": ("h264", "ffv1", "png"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 
@@ -116,6 +117,8 @@ class RuntimeConfig:
     vae_tiling: bool = False  # VAE in overlapping spatial tiles (diffusers) for frames larger than one tile
     vae_tile_size: int = 512  # tile side in pixels (a multiple of 64); the overlap is a quarter of it
     record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
+    # output videos: h264 (.mp4), ffv1 (.mkv, lossless) or png (a folder of frames, lossless); byte-identical reruns
+    codec: str = "h264"
 
 
 @dataclass

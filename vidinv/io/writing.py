@@ -1,9 +1,14 @@
-"""`write_video`: frames -> .mp4 (H.264), .gif, or a folder of PNGs, always written atomically.
+"""`write_video`: frames -> .mp4 (H.264), .mkv (FFV1, lossless), .gif, or a folder of PNGs, written atomically.
 
 mp4: libx264, yuv420p, crf 18, through PyAV. yuv420p needs even sizes, so an odd height or
-width is padded by one row/column repeating the edge pixels. gif: PyAV's gif encoder with a
-per-frame 256-colour palette (median cut, no dithering). png: `frame_00000.png`, ... in a folder.
-The file (or folder) appears under its final name only once complete (`vidinv.outputs.atomic_path`).
+width is padded by one row/column repeating the edge pixels. mkv: FFV1 of the RGB pictures
+(bgr0), lossless. gif: PyAV's gif encoder with a per-frame 256-colour palette (median cut, no
+dithering). png: `frame_00000.png`, ... in a folder. The file (or folder) appears under its final
+name only once complete (`vidinv.outputs.atomic_path`).
+
+Same pictures -> the same bytes, on any machine: every encoder runs on one thread (x264's output
+depends on its thread count, which it would otherwise take from the CPUs it sees) and the
+containers are written bitexact (no library version tag, no random Matroska segment id).
 """
 
 from __future__ import annotations
@@ -21,19 +26,29 @@ from vidinv.errors import VidinvError
 from vidinv.io.video import frames_to_uint8
 from vidinv.outputs import atomic_path
 
-FORMATS = ("mp4", "gif", "png")
+FORMATS = ("mp4", "mkv", "gif", "png")
+CODECS = {"h264": "mp4", "ffv1": "mkv", "png": "png"}  # runtime.codec -> the format it is written in
 MP4_OPTIONS = {"crf": "18", "preset": "medium"}
 PNG_NAME = "frame_{:05d}.png"
+ENCODER_THREADS = 1  # fixed, so that the bytes do not depend on the machine's CPU count
+BITEXACT_CONTAINER = {"fflags": "+bitexact"}
+BITEXACT_CODEC = {"flags": "+bitexact"}
 
 Frames = torch.Tensor | np.ndarray
 
 
 def video_format(path: Path, format: str | None = None) -> str:
     """The format `write_video` uses: `format`, else by extension (none = a PNG folder)."""
-    fmt = format or {"": "png", ".mp4": "mp4", ".gif": "gif"}.get(path.suffix.lower())
+    fmt = format or {"": "png", ".mp4": "mp4", ".mkv": "mkv", ".gif": "gif"}.get(path.suffix.lower())
     if fmt not in FORMATS:
-        raise VidinvError(f"{path}: cannot tell the video format (use .mp4, .gif, no suffix for PNGs, or format=)")
+        raise VidinvError(f"{path}: cannot tell the video format (use .mp4, .mkv, .gif, no suffix for PNGs, or format=)")
     return fmt
+
+
+def video_filename(stem: str, codec: str = "h264") -> str:
+    """The file name of a clip written with `codec` (runtime.codec): edited.mp4, edited.mkv, edited (PNG folder)."""
+    fmt = CODECS[codec]
+    return stem if fmt == "png" else f"{stem}.{fmt}"
 
 
 def write_video(path: str | Path, frames: Frames | Iterable[Frames], fps: float, *, format: str | None = None) -> Path:
@@ -92,10 +107,14 @@ def _even(picture: np.ndarray) -> np.ndarray:
     return np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-def _h264_frame(picture: np.ndarray):
+def _rgb_frame(picture: np.ndarray):
     import av
 
-    return av.VideoFrame.from_ndarray(_even(picture), format="rgb24")
+    return av.VideoFrame.from_ndarray(picture, format="rgb24")
+
+
+def _h264_frame(picture: np.ndarray):
+    return _rgb_frame(_even(picture))
 
 
 def _palette_frame(picture: np.ndarray):
@@ -128,7 +147,7 @@ class EncodingSession:
         import av
 
         self.encoding, self.fps = encoding, fps
-        self.container = av.open(str(tmp), "w", format=encoding.container)
+        self.container = av.open(str(tmp), "w", format=encoding.container, options=BITEXACT_CONTAINER)
         self.stream = None
 
     def add(self, picture: np.ndarray) -> None:
@@ -136,7 +155,8 @@ class EncodingSession:
         if self.stream is None:
             stream = self.container.add_stream(self.encoding.codec, rate=Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, self.encoding.pix_fmt
-            stream.options = dict(self.encoding.options)
+            stream.codec_context.thread_count = ENCODER_THREADS
+            stream.options = {**self.encoding.options, **BITEXACT_CODEC}
             self.stream = stream
         self.container.mux(self.stream.encode(frame))
 
@@ -167,6 +187,7 @@ class PngFolder:
 
 WRITERS = {
     "mp4": Encoding("mp4", "libx264", "yuv420p", MP4_OPTIONS, _h264_frame),
+    "mkv": Encoding("matroska", "ffv1", "bgr0", {}, _rgb_frame),
     "gif": Encoding("gif", "gif", "pal8", {}, _palette_frame),
     "png": PngFolder(),
 }

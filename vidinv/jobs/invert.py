@@ -26,7 +26,7 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     from vidinv.inversion.record import JSON_NAME
     from vidinv.inversion.resume import SUFFIX
 
-    check_fits(config, "edit" if "edited.mp4" in writes else "invert")  # refuse what cannot fit, before loading
+    check_fits(config, "edit" if any(name.startswith("edited") for name in writes) else "invert")  # refuse what cannot fit, before loading
     rt = config.runtime
     path = Path(rt.output_dir)
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
