@@ -17,6 +17,7 @@ from vidinv.errors import VidinvError
 from vidinv.hostmemory import release_large_blocks
 from vidinv.interrupts import Interrupted
 from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
+from vidinv.run_lock import release_run_locks
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the sampling loops
         print("vidinv: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_run_locks()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The run folder: refuse to clobber, write every file under a temporary name, rename when complete."""
+"""The run folder: one run at a time, refuse to clobber, write every file under a temporary name,
+rename when complete."""
 
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ PARTIAL_TAG = ".partial"
 
 
 def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Create the run folder; a non-empty one is refused unless `overwrite`."""
+    """Create the run folder and hold its lock (`vidinv.run_lock`); a non-empty one is refused
+    unless `overwrite`."""
+    from vidinv.run_lock import LOCK_NAME, acquire_run_lock
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise VidinvError(f"runtime.output_dir: {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    acquire_run_lock(path)
+    if any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
         raise VidinvError(f"runtime.output_dir: {path} is not empty (set runtime.overwrite=true to replace its files)")
-    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_folder(path: str | Path) -> Path:
+    """mkdir -p, or a one-line error naming the folder when it cannot be created (e.g. under /proc)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VidinvError(f"{path}: cannot create this folder ({err.strerror or type(err).__name__})") from None
     return path
 
 
@@ -38,7 +52,7 @@ def atomic_path(final: str | Path):
     looks finished is left behind.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(final.parent)
     tmp = partial_name(final)
     _remove(tmp)
     try:

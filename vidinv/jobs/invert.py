@@ -15,6 +15,7 @@ from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
 from vidinv.outputs import prepare_output_dir, write_text
 from vidinv.plan import check_fits
+from vidinv.run_lock import acquire_run_lock
 
 RECORD_DIR = "inversion"
 
@@ -32,6 +33,7 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
     if rt.overwrite or not has_inversion:
         return prepare_output_dir(path, rt.overwrite)
+    acquire_run_lock(path)
     clash = [name for name in writes if (path / name).exists()]
     if clash:
         raise VidinvError(
