@@ -39,7 +39,9 @@ def test_a_run_into_a_folder_in_use_exits_2_naming_the_holder_and_a_dead_holders
 
     taken = vidinv("encode", "configs/demo.yaml", *ENCODE, f"runtime.output_dir={out}")
     assert taken.returncode == 0, taken.stderr
-    assert taken.stderr.splitlines() == [f"vidinv: note: {out}: taking over the lock left by pid {holder.pid} (no longer running)"]
+    assert taken.stderr.splitlines() == [
+        f"vidinv: note: {out}: taking over the lock left by pid {holder.pid} (no longer running)"
+    ]
     assert (out / "roundtrip.mp4").is_file() and not (out / LOCK_NAME).exists()  # released at the end
 
 

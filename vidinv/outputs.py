@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, first_line
 
 PARTIAL_TAG = ".partial"
 
@@ -54,14 +55,27 @@ def atomic_path(final: str | Path):
     final = Path(final)
     make_folder(final.parent)
     tmp = partial_name(final)
-    _remove(tmp)
     try:
+        _remove(tmp)
         yield tmp
         _remove(final)
         os.replace(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        raise VidinvError(f"{final}: cannot be written ({err.strerror or first_line(err)})") from err
     except BaseException:
         _remove(tmp)
         raise
+
+
+def check_writable(final: str | Path) -> Path:
+    """A one-line VidinvError now, rather than after the work, when `final` cannot be written
+    (its folder is created; a probe file is written under the partial name and removed)."""
+    with atomic_path(final) as tmp:
+        tmp.touch()
+    Path(final).unlink()
+    return Path(final)
 
 
 def _remove(path: Path) -> None:
@@ -71,10 +85,27 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def finite_or_null(data):
+    """`data` with every non-finite float (nan, inf) replaced by None, in nested dicts and lists."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(value) for value in data]
+    return data
+
+
+def json_text(data) -> str:
+    """Strict indented JSON (RFC 8259): a non-finite number becomes null, never NaN or Infinity."""
+    return json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, data: dict) -> Path:
-    """Write `data` as indented JSON, atomically."""
+    """Write `data` as strict indented JSON (`json_text`), atomically."""
+    text = json_text(data)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

@@ -4,7 +4,8 @@ The lock file holds the holder's pid. A second run into the same folder gets a o
 `VidinvError` naming the folder and that pid. The kernel drops the flock when its process dies
 (kill -9 included), so a lock file left behind is taken over, with a one-line note naming the
 dead holder. Locks are re-entrant within a process and released by `release_run_locks` (the
-command line calls it when a command ends) or at exit.
+command line calls it when a command ends) or at exit; a folder the run created and left empty
+(a run refused early) is removed with its lock.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vidinv.outputs import make_folder
 
 LOCK_NAME = ".vidinv.lock"
 log = logging.getLogger("vidinv")
-_held: dict[Path, int] = {}  # folder -> the open, flocked descriptor of its lock file
+_held: dict[Path, tuple[int, bool]] = {}  # folder -> (the flocked descriptor of its lock file, created here)
 
 
 def _holder(lock: Path) -> str:
@@ -32,6 +33,7 @@ def _holder(lock: Path) -> str:
 
 def acquire_run_lock(folder: str | Path) -> Path:
     """Create `folder` if needed and hold its lock until `release_run_lock`; the lock file's path."""
+    created = not Path(folder).is_dir()
     folder = make_folder(folder).resolve()
     lock = folder / LOCK_NAME
     if folder in _held:
@@ -58,18 +60,21 @@ def acquire_run_lock(folder: str | Path) -> Path:
         log.warning("note: %s: taking over the lock left by pid %s (no longer running)", folder, previous)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _held[folder] = fd
+    _held[folder] = fd, created
     return lock
 
 
 def release_run_lock(folder: str | Path) -> None:
     """Give up this process's lock of `folder` (nothing when it holds none)."""
     folder = Path(folder).resolve()
-    fd = _held.pop(folder, None)
+    fd, created = _held.pop(folder, (None, False))
     if fd is not None:
         with contextlib.suppress(FileNotFoundError):
             (folder / LOCK_NAME).unlink()
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                folder.rmdir()
 
 
 def release_run_locks() -> None:
@@ -80,7 +85,7 @@ def release_run_locks() -> None:
 
 def _forget_in_child() -> None:
     """A forked child does not hold its parent's locks (its copies of the descriptors are closed)."""
-    for fd in _held.values():
+    for fd, _ in _held.values():
         os.close(fd)
     _held.clear()
 

@@ -9,7 +9,7 @@ import torch
 
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
-from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode, decord_available
+from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, check_video_file, decode, decord_available
 from vidinv.io.images import read_image_folder
 from vidinv.io.resize import RESIZE_MODES, center_crop, check_size, resize_frames, target_size
 from vidinv.io.selection import FrameSelection
@@ -45,6 +45,7 @@ def read_video(
     _check_options(path, resize, decoder)
     check_size(size, path)  # reject bad sizes before decoding anything
     decoded = _decode(path, selection, decoder, fps)
+    selection.note_if_short(path, len(decoded.pictures))
     source_size = tuple(decoded.pictures.shape[1:3])
     height, width = target_size(source_size, size, path)
     if size is None or size == (None, None):  # only crop to multiples of 8, no resampling
@@ -74,6 +75,7 @@ def _decode(path: Path, selection: FrameSelection, decoder: str, fps: float) -> 
     if path.is_dir():
         decoded = read_image_folder(path, selection, fps)
     else:
+        check_video_file(path)
         try:
             decoded = decode(path, selection, decoder)
         except DecodeFailed as err:

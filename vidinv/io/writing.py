@@ -41,7 +41,9 @@ def video_format(path: Path, format: str | None = None) -> str:
     """The format `write_video` uses: `format`, else by extension (none = a PNG folder)."""
     fmt = format or {"": "png", ".mp4": "mp4", ".mkv": "mkv", ".gif": "gif"}.get(path.suffix.lower())
     if fmt not in FORMATS:
-        raise VidinvError(f"{path}: cannot tell the video format (use .mp4, .mkv, .gif, no suffix for PNGs, or format=)")
+        raise VidinvError(
+            f"{path}: cannot tell the video format (use .mp4, .mkv, .gif, no suffix for PNGs, or format=)"
+        )
     return fmt
 
 

@@ -15,8 +15,8 @@ import time
 
 from vidinv.config import Config, to_yaml
 from vidinv.interrupts import Interrupted
-from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.io.writing import video_filename
+from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
 
 VIDEOS = ("edited", "source", "side_by_side")

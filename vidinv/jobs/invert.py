@@ -27,18 +27,19 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     from vidinv.inversion.record import JSON_NAME
     from vidinv.inversion.resume import SUFFIX
 
-    check_fits(config, "edit" if any(name.startswith("edited") for name in writes) else "invert")  # refuse what cannot fit, before loading
     rt = config.runtime
     path = Path(rt.output_dir)
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
     if rt.overwrite or not has_inversion:
-        return prepare_output_dir(path, rt.overwrite)
-    acquire_run_lock(path)
-    clash = [name for name in writes if (path / name).exists()]
-    if clash:
-        raise VidinvError(
-            f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
-        )
+        prepare_output_dir(path, rt.overwrite)
+    else:
+        acquire_run_lock(path)
+        clash = [name for name in writes if (path / name).exists()]
+        if clash:
+            raise VidinvError(
+                f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
+            )
+    check_fits(config, "edit" if any(name.startswith("edited") for name in writes) else "invert")  # before loading
     return path
 
 

@@ -18,7 +18,6 @@ from vidinv.metrics import psnr, psnr_per_frame
 from vidinv.outputs import write_json
 
 
-
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.inversion import get_inversion_method, reconstruct
     from vidinv.io.writing import VideoWriter, video_filename
