@@ -32,6 +32,7 @@ CHOICES = {
     "edit.store": ("auto", "memory", "recompute"),
     "runtime.offload": ("none", "model", "sequential"),
     "runtime.codec": ("h264", "ffv1", "png"),
+    "runtime.audio": ("copy", "drop"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
@@ -121,6 +122,8 @@ class RuntimeConfig:
     record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
     # output videos: h264 (.mp4), ffv1 (.mkv, lossless) or png (a folder of frames, lossless); byte-identical reruns
     codec: str = "h264"
+    # the source's audio in edited / side_by_side videos, cut to the selected frames (dropped with a note when stride != 1)
+    audio: str = "copy"
 
 
 @dataclass

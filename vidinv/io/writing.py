@@ -13,6 +13,7 @@ containers are written bitexact (no library version tag, no random Matroska segm
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,10 +24,13 @@ import torch
 from PIL import Image
 
 from vidinv.errors import VidinvError
+from vidinv.io.audio import AudioSource, AudioTrack
 from vidinv.io.video import frames_to_uint8
 from vidinv.outputs import atomic_path
 
 FORMATS = ("mp4", "mkv", "gif", "png")
+AUDIO_FORMATS = ("mp4", "mkv")  # the formats that carry the source's audio
+log = logging.getLogger("vidinv")
 CODECS = {"h264": "mp4", "ffv1": "mkv", "png": "png"}  # runtime.codec -> the format it is written in
 MP4_OPTIONS = {"crf": "18", "preset": "medium"}
 PNG_NAME = "frame_{:05d}.png"
@@ -53,14 +57,22 @@ def video_filename(stem: str, codec: str = "h264") -> str:
     return stem if fmt == "png" else f"{stem}.{fmt}"
 
 
-def write_video(path: str | Path, frames: Frames | Iterable[Frames], fps: float, *, format: str | None = None) -> Path:
+def write_video(
+    path: str | Path,
+    frames: Frames | Iterable[Frames],
+    fps: float,
+    *,
+    format: str | None = None,
+    audio: AudioSource | None = None,
+) -> Path:
     """Write frames (f, 3, H, W) floats in [-1, 1] or uint8 (f, H, W, 3) at `fps`.
 
     `frames` may also be an iterable of such chunks, written as they come (long clips need not
-    be in memory at once). format: "mp4" | "gif" | "png"; None = by the path's extension.
+    be in memory at once). format: "mp4" | "mkv" | "gif" | "png"; None = by the path's extension.
+    audio: a segment of a source's audio muxed beside the frames (mp4: AAC, mkv: FLAC).
     """
     chunks = [frames] if isinstance(frames, (torch.Tensor, np.ndarray)) else frames
-    with VideoWriter(path, fps, format=format) as writer:
+    with VideoWriter(path, fps, format=format, audio=audio) as writer:
         for chunk in chunks:
             writer.write(chunk)
     return Path(path)
@@ -71,26 +83,31 @@ class VideoWriter:
 
     Chunks are float frames (f, 3, H, W) in [-1, 1] or uint8 (f, H, W, 3). The file (or PNG
     folder) appears under its final name only when the block ends cleanly; on any error (Ctrl-C
-    included) nothing is left.
+    included) nothing is left. `audio` (mp4 and mkv only; elsewhere dropped with a note) is
+    written as the frames come, up to the time of the last frame.
     """
 
-    def __init__(self, path: str | Path, fps: float, *, format: str | None = None):
+    def __init__(self, path: str | Path, fps: float, *, format: str | None = None, audio: AudioSource | None = None):
         self.path = Path(path)
         self.format = video_format(self.path, format)
         if not fps or fps <= 0:
             raise VidinvError(f"{self.path}: fps must be > 0, got {fps}")
-        self.fps, self.count = fps, 0
+        if audio is not None and self.format not in AUDIO_FORMATS:
+            log.warning("note: %s: a %s output carries no audio; the audio is dropped", self.path, self.format)
+            audio = None
+        self.fps, self.count, self.audio = fps, 0, audio
         self._atomic = self._session = None
 
     def __enter__(self) -> VideoWriter:
         self._atomic = atomic_path(self.path)
-        self._session = WRITERS[self.format].open(self._atomic.__enter__(), self.fps)
+        self._session = WRITERS[self.format].open(self._atomic.__enter__(), self.fps, self.audio)
         return self
 
     def write(self, frames: Frames) -> None:
         for picture in frames_to_uint8(frames):
             self._session.add(picture)
             self.count += 1
+        self._session.write_audio_until(self.count / self.fps)
 
     def __exit__(self, kind, error, trace):
         try:
@@ -138,19 +155,21 @@ class Encoding:
     options: dict
     to_frame: Callable[[np.ndarray], object]  # uint8 (H, W, 3) -> av.VideoFrame
 
-    def open(self, tmp: Path, fps: float) -> EncodingSession:
-        return EncodingSession(self, tmp, fps)
+    def open(self, tmp: Path, fps: float, audio: AudioSource | None = None) -> EncodingSession:
+        return EncodingSession(self, tmp, fps, audio)
 
 
 class EncodingSession:
-    """One PyAV container being written; the stream is sized by the first picture."""
+    """One PyAV container being written; the video stream is sized by the first picture, and an
+    audio track (`vidinv.io.audio.AudioTrack`) added beside it when there is audio."""
 
-    def __init__(self, encoding: Encoding, tmp: Path, fps: float):
+    def __init__(self, encoding: Encoding, tmp: Path, fps: float, audio: AudioSource | None = None):
         import av
 
-        self.encoding, self.fps = encoding, fps
+        self.encoding, self.fps, self.audio_source = encoding, fps, audio
         self.container = av.open(str(tmp), "w", format=encoding.container, options=BITEXACT_CONTAINER)
-        self.stream = None
+        self.stream = self.audio = None
+        self.count = 0
 
     def add(self, picture: np.ndarray) -> None:
         frame = self.encoding.to_frame(picture)
@@ -160,20 +179,31 @@ class EncodingSession:
             stream.codec_context.thread_count = ENCODER_THREADS
             stream.options = {**self.encoding.options, **BITEXACT_CODEC}
             self.stream = stream
+            if self.audio_source is not None:
+                self.audio = AudioTrack(self.audio_source, self.container)
         self.container.mux(self.stream.encode(frame))
+        self.count += 1
+
+    def write_audio_until(self, seconds: float) -> None:
+        if self.audio is not None:
+            self.audio.write_until(seconds)
 
     def close(self) -> None:
         try:
             if self.stream is not None:
                 self.container.mux(self.stream.encode(None))
+            if self.audio is not None:
+                self.audio.finish(self.count / self.fps)
         finally:
+            if self.audio is not None:
+                self.audio.close()
             self.container.close()
 
 
 class PngFolder:
     """Pictures as frame_00000.png, ... in a folder."""
 
-    def open(self, tmp: Path, fps: float) -> PngFolder:
+    def open(self, tmp: Path, fps: float, audio: None = None) -> PngFolder:
         session = PngFolder()
         session.folder, session.count = tmp, 0
         tmp.mkdir(parents=True)
@@ -182,6 +212,9 @@ class PngFolder:
     def add(self, picture: np.ndarray) -> None:
         Image.fromarray(picture).save(self.folder / PNG_NAME.format(self.count))
         self.count += 1
+
+    def write_audio_until(self, seconds: float) -> None:
+        pass  # a folder of pictures has no audio track
 
     def close(self) -> None:
         pass

@@ -34,7 +34,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor, peak_memory_mb
     from vidinv.io import side_by_side
     from vidinv.io.writing import VideoWriter
-    from vidinv.jobs.streaming import decode_chunks, encode_stream, stream_for
+    from vidinv.jobs.streaming import audio_for, decode_chunks, encode_stream, stream_for
     from vidinv.metrics import ClipComparison
 
     started = time.perf_counter()
@@ -60,10 +60,11 @@ def run(config: Config, *, quiet: bool = False) -> str:
     t0 = time.perf_counter()
     comparison = ClipComparison()
     edited_name, source_name, both_name = (video_filename(stem, config.runtime.codec) for stem in VIDEOS)
+    audio = audio_for(config, stream, len(latents), fps)
     with (
         VideoWriter(out / source_name, fps) as sources,
-        VideoWriter(out / edited_name, fps) as edited,
-        VideoWriter(out / both_name, fps) as both,
+        VideoWriter(out / edited_name, fps, audio=audio) as edited,
+        VideoWriter(out / both_name, fps, audio=audio) as both,
     ):
         for source, (frames,) in decode_chunks(models, stream, result.latents, progress=not quiet):
             sources.write(source)
