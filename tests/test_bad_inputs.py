@@ -1,17 +1,13 @@
 """Every bad input through the real command line: exit 2, exactly one line on stderr (no traceback,
 no ffmpeg or decord log lines), nothing written; warnings that do not stop a run are one line.
 
-Each case runs in its own process: one driver process imports vidinv once and forks a child per
-case, whose stderr (file descriptor 2, where C libraries write too) goes to a file of its own.
+Each case runs in a process of its own (`tests.forked_cli`), its whole stderr captured.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -20,43 +16,17 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
+from tests.forked_cli import ForkedCli
 from vidinv.outputs import write_json
-
-DRIVER = r"""
-import json, os, sys, traceback
-from vidinv.cli import main
-import vidinv.editor, vidinv.jobs.edit, vidinv.jobs.encode, vidinv.jobs.evaluate, vidinv.plan  # imported once
-
-cases, folder = json.loads(sys.argv[1]), sys.argv[2]
-codes = []
-for i, argv in enumerate(cases):
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(f"{folder}/{i}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(fd, 2)
-        sys.stdout = open(os.devnull, "w")
-        try:
-            code = main(argv)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stderr.flush()
-        os._exit(code)
-    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-print(json.dumps(codes))
-"""
 
 SMALL = ["video.num_frames=2", "video.height=32", "video.width=32", "inversion.steps=2"]
 
 
-def run_cases(cases: list[list[str]], folder: Path) -> list[tuple[int, str]]:
-    """(exit code, stderr) of `vidinv ARGV` for each case, each in a process of its own."""
-    folder.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", DRIVER, json.dumps(cases), str(folder)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)
-    codes = json.loads(done.stdout.strip().splitlines()[-1])
-    return [(code, (folder / f"{i}.err").read_text()) for i, code in enumerate(codes)]
+@pytest.fixture(scope="module")
+def cli():
+    driver = ForkedCli()
+    yield driver
+    driver.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +46,7 @@ def broken_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_files):
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_files, cli):
     out = tmp_path  # each case's run folder: OUT/<case>
     edit = ["--quiet", "edit", "configs/demo.yaml"]
     cases = {  # case -> (argv, words the line must hold)
@@ -106,16 +76,16 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_file
     }
     for name, path in broken_files.items():
         cases[name] = ([*edit, *SMALL, f"video.path={path}", f"runtime.output_dir={out}/{name}"], str(path))
-    results = run_cases([argv for argv, _ in cases.values()], tmp_path / "stderr")
+    results = [cli.run(argv) for argv, _ in cases.values()]
     for (name, (_, words)), (code, stderr) in zip(cases.items(), results):
         assert code == 2, (name, stderr)
         assert stderr.startswith("vidinv: error: ") and stderr.count("\n") == 1, (name, stderr)
         assert words in stderr, (name, stderr)
-    assert sorted(p.name for p in out.iterdir()) == ["stderr"]  # no run folder left behind, not even an empty one
+    assert list(out.iterdir()) == []  # no run folder left behind, not even an empty one
     assert "is an image" in results[list(cases).index("still.png")][1]
 
 
-def test_too_few_frames_and_a_long_prompt_are_one_line_notes_and_the_run_goes_on(tmp_path):
+def test_too_few_frames_and_a_long_prompt_are_one_line_notes_and_the_run_goes_on(tmp_path, cli):
     long_prompt = " ".join(["a red car on a wet street"] * 30)
     cases = [
         [
@@ -138,7 +108,7 @@ def test_too_few_frames_and_a_long_prompt_are_one_line_notes_and_the_run_goes_on
             f"runtime.output_dir={tmp_path}/prompt",
         ],
     ]
-    (frames_code, frames_note), (prompt_code, prompt_note) = run_cases(cases, tmp_path / "stderr")
+    (frames_code, frames_note), (prompt_code, prompt_note) = (cli.run(argv) for argv in cases)
     assert frames_code == 0 and frames_note.count("\n") == 1, frames_note
     assert "num_frames=500" in frames_note and "stride 50" in frames_note and "using 1" in frames_note
     assert prompt_code == 0 and prompt_note.count("\n") == 1, prompt_note  # once, though encoded twice
