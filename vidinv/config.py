@@ -208,7 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         given[key] = item
         try:
             dotlist = OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as err:
+        except Exception as err:  # OmegaConf's own errors, and yaml's for a malformed value (`[,0]`)
             raise VidinvError(f"override {item!r} cannot be parsed: {first_line(err)}") from err
         merged = _merge(merged, dotlist, f"override {item!r}")
     config = OmegaConf.to_object(merged)
