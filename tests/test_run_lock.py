@@ -50,3 +50,13 @@ def test_the_lock_is_reentrant_within_a_process_and_released_on_request(tmp_path
     assert acquire_run_lock(tmp_path / "run") == lock and lock.read_text().strip() == str(os.getpid())
     release_run_lock(tmp_path / "run")
     assert not lock.exists()
+
+
+def test_a_job_called_as_a_function_releases_its_lock_when_it_returns(tmp_path):
+    """Batch items and app edits run many jobs in one process: each job gives its lock back."""
+    from vidinv.config import load_config
+    from vidinv.jobs import encode
+
+    config = load_config(REPO / "configs/demo.yaml", [*ENCODE, f"runtime.output_dir={tmp_path / 'run'}"])
+    encode.run(config, quiet=True)
+    assert (tmp_path / "run" / "roundtrip.mp4").is_file() and not (tmp_path / "run" / LOCK_NAME).exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 from pathlib import Path
@@ -81,6 +82,22 @@ def release_run_locks() -> None:
     """Give up every lock this process holds."""
     for folder in list(_held):
         release_run_lock(folder)
+
+
+def releases_run_locks(job):
+    """Decorate a job: the locks it takes are released when it returns or raises (batch items and
+    app edits run many jobs in one process)."""
+
+    @functools.wraps(job)
+    def run(*args, **kwargs):
+        held = set(_held)
+        try:
+            return job(*args, **kwargs)
+        finally:
+            for folder in set(_held) - held:
+                release_run_lock(folder)
+
+    return run
 
 
 def _forget_in_child() -> None:

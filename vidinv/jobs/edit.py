@@ -18,6 +18,7 @@ from vidinv.interrupts import Interrupted
 from vidinv.io.writing import video_filename
 from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
+from vidinv.run_lock import releases_run_locks
 
 VIDEOS = ("edited", "source", "side_by_side")
 
@@ -30,6 +31,7 @@ def writes(codec: str = "h264") -> list[str]:
 WRITES = writes()  # with the default codec
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor, peak_memory_mb
     from vidinv.io import side_by_side

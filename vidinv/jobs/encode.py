@@ -13,8 +13,10 @@ import torch
 from vidinv.config import Config, to_yaml
 from vidinv.metrics import psnr_per_frame
 from vidinv.outputs import prepare_output_dir, write_json, write_text
+from vidinv.run_lock import releases_run_locks
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import load_models_for
     from vidinv.io.writing import VideoWriter, video_filename

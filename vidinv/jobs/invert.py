@@ -15,7 +15,7 @@ from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
 from vidinv.outputs import prepare_output_dir, write_text
 from vidinv.plan import check_fits
-from vidinv.run_lock import acquire_run_lock
+from vidinv.run_lock import acquire_run_lock, releases_run_locks
 
 RECORD_DIR = "inversion"
 
@@ -80,6 +80,7 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     return Inverted(out, editor.models, stream, latents, record, reused, seconds)
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     started = time.perf_counter()
     job = invert_clip(config, quiet=quiet, writes=[])

@@ -16,8 +16,10 @@ from vidinv.config import Config
 from vidinv.jobs.invert import invert_clip
 from vidinv.metrics import psnr, psnr_per_frame
 from vidinv.outputs import write_json
+from vidinv.run_lock import releases_run_locks
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.inversion import get_inversion_method, reconstruct
     from vidinv.io.writing import VideoWriter, video_filename
