@@ -29,6 +29,7 @@ LAYERS = [
             "vidinv.hostmemory",
             "vidinv.metrics",
             "vidinv.info",
+            "vidinv.run_lock",
         ),
     ),
     ("io", ("vidinv.io",)),

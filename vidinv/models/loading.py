@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,14 @@ import torch
 
 from vidinv.errors import VidinvError, first_line
 from vidinv.models.flow import flow_family_of, load_flow_models
-from vidinv.models.paths import looks_like_path
+from vidinv.models.hub import hub_local_only
+from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
 TINY = "tiny"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 MODULES = ("text_encoder", "unet", "vae")
 COMPONENTS = ("tokenizer", *MODULES, "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+log = logging.getLogger("vidinv")
 
 
 @dataclass
@@ -104,13 +106,16 @@ def _load_diffusers_folder(pretrained: str, dtype: torch.dtype) -> dict:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     _check_diffusers_source(pretrained)
+    local = {"local_files_only": Path(pretrained).is_dir() or hub_local_only(pretrained)}
     try:
         return {
-            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
-            "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", torch_dtype=dtype),
-            "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype),
-            "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype),
-            "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler"),
+            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **local),
+            "text_encoder": CLIPTextModel.from_pretrained(
+                pretrained, subfolder="text_encoder", torch_dtype=dtype, **local
+            ),
+            "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, **local),
+            "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype, **local),
+            "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler", **local),
         }
     except (OSError, ValueError) as err:
         where = "folder" if Path(pretrained).is_dir() else "hub id (needs network or a filled cache)"
