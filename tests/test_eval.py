@@ -38,10 +38,18 @@ def test_a_flickering_edit_scores_worse_than_a_steady_one():
     assert flicker_m["frame_change_edited"] > steady_m["frame_change_edited"]
 
 
-def test_an_edited_clip_of_another_size_is_resized_to_the_source(tmp_path, capsys):
+def test_an_edited_clip_of_another_size_is_a_one_line_error_naming_both_sizes(tmp_path, capsys):
     write_video(tmp_path / "src.mp4", clip(), 8)
     write_video(tmp_path / "big.mp4", torch.nn.functional.interpolate(clip(), size=(128, 192)), 8)
-    assert main(["eval", str(tmp_path / "src.mp4"), str(tmp_path / "big.mp4")]) == 0
+    assert main(["eval", str(tmp_path / "src.mp4"), str(tmp_path / "big.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "192x128" in err[0] and "96x64" in err[0] and "--resize" in err[0]
+
+
+def test_with_resize_an_edited_clip_of_another_size_is_stretched_to_the_source(tmp_path, capsys):
+    write_video(tmp_path / "src.mp4", clip(), 8)
+    write_video(tmp_path / "big.mp4", torch.nn.functional.interpolate(clip(), size=(128, 192)), 8)
+    assert main(["eval", str(tmp_path / "src.mp4"), str(tmp_path / "big.mp4"), "--resize"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert (metrics["height"], metrics["width"]) == read_video(tmp_path / "src.mp4").frames.shape[2:]
     assert metrics["psnr_vs_source_db"] > 25

@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare an edited clip (vidinv's or another tool's) with its source.",
     )
     evaluate.add_argument("source", help="the source video file or image folder")
-    evaluate.add_argument("edited", help="the edited video (resized to the source's size if it differs)")
+    evaluate.add_argument("edited", help="the edited video, of the source's size and frame count")
+    evaluate.add_argument(
+        "--resize", action="store_true", help="stretch an edited clip of another size to the source's size"
+    )
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
     evaluate.set_defaults(handler=_eval)
     plan = sub.add_parser(

@@ -1,8 +1,8 @@
 """`vidinv eval SOURCE EDITED`: compare an edited clip (from vidinv or any other tool) with its source.
 
-Both are read with vidinv.io (files or image folders); the edited clip is resized to the source's
-size when they differ, and the frame counts must match. Prints the metrics as JSON (and writes
-them to --json when given).
+Both are read with vidinv.io (files or image folders). Frame counts and sizes must match (a
+one-line error otherwise); `resize=True` (`--resize`) stretches an edited clip of another size to
+the source's first. Prints the metrics as JSON (and writes them to --json when given).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from vidinv.errors import VidinvError
 
 
-def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None) -> dict:
+def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None, resize: bool = False) -> dict:
     from vidinv.io import read_video
     from vidinv.metrics import compare_clips
     from vidinv.outputs import check_writable, write_json
@@ -19,7 +19,13 @@ def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None
         check_writable(json_path)  # before the work
     source = read_video(source_path, size=None)
     _, _, h, w = source.frames.shape
-    edited = read_video(edited_path, size=(h, w), resize="stretch")
+    edited = read_video(edited_path, size=(h, w) if resize else None, resize="stretch")
+    if edited.frames.shape[2:] != (h, w):
+        eh, ew = edited.frames.shape[2:]
+        raise VidinvError(
+            f"{edited_path} is {ew}x{eh}, but the source {source_path} is {w}x{h}; "
+            "pass --resize to stretch the edited clip to the source's size"
+        )
     if len(edited.frames) != len(source.frames):
         raise VidinvError(
             f"{edited_path}: {len(edited.frames)} frames, but the source {source_path} has {len(source.frames)}"
@@ -41,5 +47,5 @@ def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None
 def run_cli(args) -> int:
     from vidinv.outputs import json_text
 
-    print(json_text(evaluate(args.source, args.edited, json_path=args.json)), end="")
+    print(json_text(evaluate(args.source, args.edited, json_path=args.json, resize=args.resize)), end="")
     return 0
