@@ -8,6 +8,9 @@ handle's `FramePattern.plan`: keys/values of frames that later passes attend to 
 sparse-causal's first frame and each chunk's last frame) are cached per layer during the pass
 that computes them and reused, so the chunked result equals the unchunked one while peak memory
 follows the chunk. The layout is set on the handle's context for this call only.
+
+`control` (a `vidinv.models.controlnet.Control`) runs the ControlNet(s) on the same frames as each
+UNet call and passes their residuals to it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from vidinv.attention.inflate import frame_attention_of
 from vidinv.chunks import frame_slices
 
 
-def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs):
-    """One UNet call on the given frames of every condition; eps as (b f c h w)."""
+def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs, control=None):
+    """One UNet call on the given frames of every condition (and the ControlNets on the same frames); eps as (b f c h w)."""
     b = z.shape[0]
     sample = rearrange(z[:, frames], "b f c h w -> (b f) c h w")
     f = sample.shape[0] // b
@@ -28,6 +31,8 @@ def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs):
     if added_cond_kwargs:
         kwargs["added_cond_kwargs"] = {k: repeat(v, "b ... -> (b f) ...", f=f) for k, v in added_cond_kwargs.items()}
     context = repeat(emb, "b l d -> (b f) l d", f=f)
+    if control is not None:
+        kwargs |= control.residuals(sample, t, context, frames, b, kwargs.get("added_cond_kwargs"))
     eps = unet(sample, t, encoder_hidden_states=context, **kwargs).sample
     return rearrange(eps, "(b f) c h w -> b f c h w", b=b)
 
@@ -41,24 +46,26 @@ def run_unet(
     *,
     chunk: int | None = None,
     added_cond_kwargs: dict | None = None,
+    control=None,
 ) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
 
     The b axis holds conditions (e.g. unconditional and conditional for guidance); frames of
     every condition go through the UNet together, `chunk` frames at a time (0/None = all).
     `added_cond_kwargs` (SDXL: text_embeds (b, d), time_ids (b, 6)) are repeated per frame.
+    `control` (`vidinv.models.controlnet.Control`): ControlNet residuals for the frames of each call.
     """
     b, f = z.shape[:2]
     handle = frame_attention_of(unet)
     if handle is None:
-        parts = [_call(unet, z, t, emb, part, added_cond_kwargs) for part in frame_slices(f, chunk)]
+        parts = [_call(unet, z, t, emb, part, added_cond_kwargs, control) for part in frame_slices(f, chunk)]
         return torch.cat(parts, dim=1)
 
     out = None
     with handle.clip(b, f) as context:
         for frame_pass in handle.pattern.plan(f, chunk):
             context.begin(frame_pass)
-            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs)
+            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs, control)
             context.end()
             if out is None:
                 out = eps.new_empty((b, f) + eps.shape[2:])
