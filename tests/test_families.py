@@ -78,7 +78,9 @@ def test_real_configs_give_the_published_sizes_and_prediction_types():
     sd = {"_class_name": "StableDiffusionPipeline"}
     vae = {"block_out_channels": [128, 256, 512, 512]}
     sd15 = family_from_configs("x", sd, {"sample_size": 64, "cross_attention_dim": 768}, {}, vae)
-    sd21 = family_from_configs("x", sd, {"sample_size": 96, "cross_attention_dim": 1024}, {"prediction_type": "v_prediction"}, vae)
+    sd21 = family_from_configs(
+        "x", sd, {"sample_size": 96, "cross_attention_dim": 1024}, {"prediction_type": "v_prediction"}, vae
+    )
     xl = family_from_configs("x", {"_class_name": "StableDiffusionXLPipeline"}, {"sample_size": 128}, {}, vae)
     assert (sd15.name, sd15.size, sd15.prediction_type) == ("sd1", 512, "epsilon")
     assert (sd21.name, sd21.size, sd21.prediction_type) == ("sd2", 768, "v_prediction")
