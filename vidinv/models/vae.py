@@ -74,3 +74,19 @@ def decode_latents(
             z = latents[part].to(device=device, dtype=dtype) / vae.config.scaling_factor
             parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
     return torch.cat(parts)
+
+
+def load_vae(source: str, dtype: torch.dtype):
+    """`model.vae`: an AutoencoderKL replacing the pipeline's (a hub id or folder, e.g. an fp16-safe
+    VAE such as madebyollin/sdxl-vae-fp16-fix); a pipeline folder's vae/ subfolder is used."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from vidinv.errors import VidinvError, first_line
+
+    subfolder = "vae" if (Path(source) / "vae" / "config.json").is_file() else None
+    try:
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise VidinvError(f"model.vae: cannot load VAE {source!r}: {first_line(err)}") from err
