@@ -52,6 +52,8 @@ def run_unet(
 ) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
 
+    `emb` may be a `vidinv.models.TextConditioning` (its embeddings and added conditioning).
+
     The b axis holds conditions (e.g. unconditional and conditional for guidance); frames of
     every condition go through the UNet together, `chunk` frames at a time (0/None = all).
     `added_cond_kwargs` (SDXL: text_embeds (b, d), time_ids (b, 6)) are repeated per frame.
@@ -59,6 +61,8 @@ def run_unet(
     rows are gathered per chunk, so no (b f c h w) copy of the clip is made.
     `control` (`vidinv.models.controlnet.Control`): ControlNet residuals for the frames of each call.
     """
+    if hasattr(emb, "added"):  # a TextConditioning
+        emb, added_cond_kwargs = emb.emb, emb.added
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
     handle = frame_attention_of(unet)
     if handle is None:

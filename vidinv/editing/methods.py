@@ -64,9 +64,13 @@ class EditMethod:
     """Base class of edit methods; `edit` is the one method a plug-in must implement."""
 
     name: ClassVar[str] = ""
+    # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
+    # pipeline refuses a ControlNet for a method that does not
+    uses_control: ClassVar[bool] = False
 
     def __init__(self, models, config):
         self.models, self.config = models, config
+        self.control = None  # vidinv.models.controlnet.Control of the clip, set by the pipeline before edit()
 
     def check(self) -> None:
         """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""

@@ -236,6 +236,10 @@ def load_models(
 
         parts["vae"] = load_vae(os.path.expanduser(vae), torch_dtype)
     family = _family(parts, pretrained, config).with_prediction_type(prediction_type)
+    if parts["scheduler"].config.get("prediction_type") != family.prediction_type:  # model.prediction_type
+        parts["scheduler"] = type(parts["scheduler"]).from_config(
+            parts["scheduler"].config, prediction_type=family.prediction_type
+        )
     for name in MODULES:
         if name in parts:
             wanted = _vae_dtype(parts[name], torch_dtype, family) if name == "vae" else torch_dtype

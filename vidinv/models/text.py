@@ -40,6 +40,11 @@ class TextConditioning:
         added = None if parts[0].added is None else {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}
         return TextConditioning(torch.cat([p.emb for p in parts]), added)
 
+    def to(self, device) -> TextConditioning:
+        """The same rows on `device`."""
+        added = None if self.added is None else {k: v.to(device) for k, v in self.added.items()}
+        return TextConditioning(self.emb.to(device), added)
+
     def zeros_like(self) -> TextConditioning:
         """Zero embeddings and pooled embeddings with the same time ids (SDXL's empty negative prompt)."""
         added = (
@@ -79,12 +84,26 @@ def encode_text(models, prompts: list[str], *, size: tuple[int, int] | None = No
     return TextConditioning(hidden.to(models.dtype))
 
 
+def zeroes_negative(models, negative_prompt: str) -> bool:
+    """True when the negative prompt's row is zeros (SDXL's `force_zeros_for_empty_prompt`)."""
+    family = getattr(models, "family", None)
+    return negative_prompt == "" and family is not None and family.zero_empty_negative
+
+
 def unconditional_text(models, negative_prompt: str = "", *, size: tuple[int, int] | None = None) -> TextConditioning:
     """The unconditional row of classifier-free guidance: zeros for SDXL's empty negative prompt
     (`force_zeros_for_empty_prompt`), the encoded negative prompt otherwise."""
     text = encode_text(models, [negative_prompt], size=size)
-    family = getattr(models, "family", None)
-    return text.zeros_like() if negative_prompt == "" and family is not None and family.zero_empty_negative else text
+    return text.zeros_like() if zeroes_negative(models, negative_prompt) else text
+
+
+def guided_text(models, negative_prompt: str, prompt: str, *, size: tuple[int, int] | None = None) -> TextConditioning:
+    """The rows (uncond, cond) of classifier-free guidance, encoded in one call (the uncond row as
+    `unconditional_text` makes it)."""
+    text = encode_text(models, [negative_prompt, prompt], size=size)
+    if zeroes_negative(models, negative_prompt):
+        return TextConditioning.cat([text.select([0]).zeros_like(), text.select([1])])
+    return text
 
 
 def encode_prompts(models, prompts: list[str]) -> torch.Tensor:
