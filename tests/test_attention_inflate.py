@@ -64,13 +64,56 @@ def test_identical_frames_give_identical_outputs(unet, mode):
         torch.testing.assert_close(eps[:, i], eps[:, 0], atol=1e-5, rtol=0)
 
 
+# Written out by hand for 4 frames with PARAMS (not read from vidinv.attention.frames).
+ANCHORS_OF_4 = {
+    "none": [[0], [1], [2], [3]],
+    "sparse_causal": [[0], [0], [0, 1], [0, 2]],
+    "keyframe": [[0, 2]] * 4,
+    "full": [[0, 1], [0, 1], [2, 3], [2, 3]],
+}
+
+
+def attention_over_anchors(attn, x: torch.Tensor, anchors: list[list[int]]) -> torch.Tensor:
+    """Self-attention of layer `attn` for hidden states x (b f n c), frame i of condition b
+    attending to the keys/values of the frames anchors[i] of condition b: softmax(q K^T / sqrt(d)) V."""
+    assert attn.group_norm is None and attn.spatial_norm is None and attn.norm_q is None
+    assert not attn.residual_connection and attn.rescale_output_factor == 1.0
+    b, f, n, c = x.shape
+    heads = attn.heads
+    out = torch.empty(b, f, n, attn.to_out[0].out_features)
+    for cond in range(b):
+        for i in range(f):
+            kv = torch.cat([x[cond, j] for j in anchors[i]])  # (m n) c
+            q = attn.to_q(x[cond, i]).unflatten(-1, (heads, -1)).transpose(0, 1)  # h n d
+            k = attn.to_k(kv).unflatten(-1, (heads, -1)).transpose(0, 1)
+            v = attn.to_v(kv).unflatten(-1, (heads, -1)).transpose(0, 1)
+            probs = (q @ k.transpose(1, 2) / q.shape[-1] ** 0.5).softmax(-1)
+            out[cond, i] = attn.to_out[0]((probs @ v).transpose(0, 1).flatten(1))
+    return out
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_cross_frame_attention_changes_the_output(unet, mode):
+def test_every_self_attention_layer_attends_over_exactly_its_anchor_frames(unet, mode):
+    """Inside the inflated UNet, each self-attention layer's output equals an explicit attention of
+    each frame's queries over the keys/values of its anchor frames (same condition only)."""
     z, emb = _inputs(f=4)
-    plain = run_unet(unet, z, T, emb)
     install_frame_attention(unet, mode, "sdpa", **PARAMS[mode])
-    changed = not torch.allclose(run_unet(unet, z, T, emb), plain, atol=1e-4)
-    assert changed == (mode != "none")
+    seen = {}
+    layers = {name: m for name, m in unet.named_modules() if name.endswith("attn1")}
+    hooks = [
+        m.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0], out)))
+        for name, m in layers.items()
+    ]
+    try:
+        run_unet(unet, z, T, emb)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen.keys() == layers.keys() and len(layers) >= 2
+    for name, (hidden, out) in seen.items():
+        x = hidden.unflatten(0, (2, 4))  # (b f) n c -> b f n c
+        expected = attention_over_anchors(layers[name], x, ANCHORS_OF_4[mode])
+        torch.testing.assert_close(out.unflatten(0, (2, 4)), expected, atol=1e-5, rtol=0, msg=name)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
+from vidinv.errors import VidinvError
 
 SCRIPTS = REPO / "scripts"
 
@@ -68,6 +69,15 @@ def test_bench_edit(run_script, capsys):
     assert "enc+inv s/f" in out
 
 
+def test_bench_edit_fails_on_a_missing_method_before_running_any(load_script, tmp_path):
+    bench = load_script("bench_edit")
+    out = tmp_path / "edit.json"
+    argv = ["--frames", "2", "--steps", "1", "--size", "64", "64", "--methods", "pnp", "nope", "--json", str(out)]
+    with pytest.raises(VidinvError, match="edit.method") as err:
+        bench.main(argv)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
 def test_bench_edit_loops_a_short_clip_back_and_forth(load_script):
     ping_pong = load_script("bench_edit").ping_pong
     assert ping_pong(torch.arange(4.0), 9).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2]
@@ -107,7 +117,7 @@ def test_bench_memory(run_script):
     assert [r["frames"] for r in record["rows"]] == [2, 3]
     assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
     assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
-    assert record["rows"][-1]["slope_mb_per_frame"] is not None
+    assert record["rows"][-1]["slope_kb_per_frame"] is not None
 
 
 def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):

@@ -8,10 +8,13 @@ import torch
 from tests.conftest import REPO
 from vidinv.attention import run_unet
 from vidinv.attention.inflate import frame_attention_of
+from vidinv.attention.processors import AttentionHook
 from vidinv.cli import main
 from vidinv.config import config_from_dict, load_config
 from vidinv.editing import pnp_edit
+from vidinv.editing.branches import EditDenoiser
 from vidinv.editing.injection import PnPInjection, RowLayout, default_attention_layers
+from vidinv.editing.pnp import PnPEdit
 from vidinv.errors import VidinvError
 from vidinv.inversion import invert, reconstruct
 from vidinv.jobs.common import load_models_for
@@ -85,20 +88,119 @@ def test_a_different_target_prompt_changes_the_edit_and_the_same_seed_repeats_it
     assert first.stats["edit_rows"] == 2 and first.stats["source_steps"] == round(0.8 * STEPS)
 
 
-def test_injection_fraction_changes_the_edit(models):
-    config = edit_config("ddim", prompt="a robot", guidance_scale=7.5, inject_features=0.0, inject_attention=0.0)
-    record = invert(models, clip_latents(), config)
-    free = pnp_edit(models, record, config).latents
-    injected = pnp_edit(models, record, edit_config("ddim", prompt="a robot", guidance_scale=7.5)).latents
-    assert (free - injected).abs().max() > 1e-3
+FEATURE_LAYER = "up_blocks.1.resnets.1"  # edit.feature_layers' default
 
 
-def test_inverted_source_branch_uses_the_stored_latents(models):
-    config = edit_config("ddim", prompt="a robot", guidance_scale=7.5, source_branch="inverted")
+class QKVProbe(AttentionHook):
+    """Records q, k, v (b f n inner) of every self-attention layer it sees, at the step in `seen`."""
+
+    def __init__(self, seen: dict):
+        self.seen = seen
+
+    def qkv(self, layer, q, k, v, frames):
+        self.seen[layer] = (q.clone(), k.clone(), v.clone())
+        return q, k, v
+
+
+def probed_pnp(seen: dict):
+    """PnPEdit whose denoiser records, for every step i, seen[i] = {rows, the feature layer's output
+    before ("raw") and after ("final") the injection, q/k/v before and after it, and whether the
+    step's UNet prediction differs from the same call without the injection}."""
+
+    class ProbedDenoiser(EditDenoiser):
+        def run(self, branches, rows, t, step, emb):
+            record = seen.setdefault(step, {"rows": len(rows), "raw_qkv": {}, "final_qkv": {}})
+            layer = self.unet.get_submodule(FEATURE_LAYER)
+            handle = frame_attention_of(self.unet)
+            raw_hook = layer.register_forward_hook(lambda m, a, out: record.__setitem__("raw", out), prepend=True)
+            final_hook = layer.register_forward_hook(lambda m, a, out: record.__setitem__("final", out))
+            raw_probe, final_probe = QKVProbe(record["raw_qkv"]), QKVProbe(record["final_qkv"])
+            handle.hooks.insert(0, raw_probe)  # before the injection
+            handle.hooks.append(final_probe)  # after it
+            try:
+                pred = super().run(branches, rows, t, step, emb)
+            finally:
+                raw_hook.remove(), final_hook.remove()
+                handle.hooks.remove(raw_probe), handle.hooks.remove(final_probe)
+            layout = self.hook.layout
+            self.hook.__exit__(None, None, None)  # the same call, no injection
+            try:
+                plain = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
+            finally:
+                self.hook.__enter__()
+                self.hook.set_step(step, layout)
+            record["injected"] = not torch.equal(pred, plain)
+            return pred
+
+    class ProbedPnP(PnPEdit):
+        denoiser = ProbedDenoiser
+
+    return ProbedPnP
+
+
+def test_injection_fractions_inject_the_source_rows_exactly_at_the_steps_before_k(models):
+    """k_f = round(0.4 N) = 2 feature steps, k_a = round(0.8 N) = 4 attention steps, N = 5: at step
+    i < k_f the edit rows' feature-layer output IS the source row's at that layer and step; at
+    i < k_a the edit rows' self-attention q, k in the injected layers ARE the source row's (v their
+    own); everything else is untouched, and the UNet's prediction differs from the uninjected
+    call's exactly at the steps i < k_a (the source rows run exactly then)."""
+    config = edit_config("ddim", prompt="a robot", guidance_scale=7.5, inject_features=0.4, inject_attention=0.8)
+    config.runtime.unet_chunk = 0
     record = invert(models, clip_latents(), config)
-    inverted = pnp_edit(models, record, config)
-    reconstructed = pnp_edit(models, record, edit_config("ddim", prompt="a robot", guidance_scale=7.5))
-    assert (inverted.latents - reconstructed.latents).abs().max() > 1e-4
+    seen = {}
+    result = probed_pnp(seen)(models, config).edit(record)
+    k_f, k_a = 2, 4
+    injected_layers = set(result.stats["attention_layers"])
+    assert sorted(seen) == list(range(STEPS)) and injected_layers
+    assert [seen[i]["rows"] for i in range(STEPS)] == [3] * k_a + [2] * (STEPS - k_a)  # source, uncond, cond
+    assert [seen[i]["injected"] for i in range(STEPS)] == [True] * k_a + [False] * (STEPS - k_a)
+    for i, step in seen.items():
+        raw, final = (step[key].unflatten(0, (step["rows"], -1)) for key in ("raw", "final"))
+        if i < k_f:
+            assert all(torch.equal(final[r], raw[0]) for r in range(3))
+        else:
+            assert torch.equal(final, raw)
+        assert step["raw_qkv"].keys() == step["final_qkv"].keys() >= injected_layers
+        for layer, (q, k, v) in step["raw_qkv"].items():
+            q_final, k_final, v_final = step["final_qkv"][layer]
+            assert torch.equal(v_final, v)
+            if i < k_a and layer in injected_layers:
+                assert all(torch.equal(q_final[r], q[0]) and torch.equal(k_final[r], k[0]) for r in range(3))
+            else:
+                assert torch.equal(q_final, q) and torch.equal(k_final, k)
+
+
+@pytest.mark.parametrize("source_branch", ["inverted", "reconstructed"])
+def test_the_inverted_source_branch_runs_at_the_records_latents_at_every_step(models, source_branch):
+    """With `source_branch: inverted` the source row's latent at step i is record.latents[i]
+    exactly, for every step it runs; the reconstructed branch (DDIM: inexact) leaves them."""
+    config = edit_config(
+        "ddim",
+        prompt="a robot",
+        guidance_scale=7.5,
+        inject_features=0.8,
+        inject_attention=0.8,
+        source_branch=source_branch,
+    )
+    record = invert(models, clip_latents(), config)
+    seen = {}
+
+    class SourceProbe(EditDenoiser):
+        def run(self, branches, rows, t, step, emb):
+            if len(branches) == 2:
+                seen[step] = branches[0].clone()
+            return super().run(branches, rows, t, step, emb)
+
+    class ProbedPnP(PnPEdit):
+        denoiser = SourceProbe
+
+    ProbedPnP(models, config).edit(record)
+    assert sorted(seen) == list(range(round(0.8 * STEPS)))
+    at_record = [torch.equal(latent, record.latents[i]) for i, latent in seen.items()]
+    if source_branch == "inverted":
+        assert all(at_record)
+    else:
+        assert at_record[0] and not any(at_record[1:])
 
 
 def test_injected_rows_carry_the_source_rows_features_and_hooks_are_removed(models):

@@ -76,6 +76,17 @@ class InversionConfig:
 
 
 @dataclass
+class FlowEditConfig:
+    """FlowEdit (edit.method flowedit, flow models); null = the paper's default for the model's family."""
+
+    n_max: int | None = None  # edited steps, counted from the clean end (SD3: 33 of 50, Flux: 24 of 28)
+    n_min: int = 0  # last steps sampled from the target alone (0 = pure FlowEdit)
+    n_avg: int = 1  # noise draws averaged per step
+    source_guidance: float | None = None  # SD3: CFG 3.5; Flux: embedded guidance 1.5
+    target_guidance: float | None = None  # SD3: CFG 13.5; Flux: embedded guidance 5.5
+
+
+@dataclass
 class EditConfig:
     method: str = "pnp"
     target_prompt: str = ""
@@ -108,6 +119,7 @@ class EditConfig:
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
     control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
     controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
+    flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
 
 @dataclass

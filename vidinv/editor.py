@@ -23,26 +23,41 @@ from vidinv.config import Config, config_from_dict, validate
 
 def load_models_for(config: Config):
     """The configured model: cross-frame attention on its UNet, VAE tiling and CPU offload as configured."""
-    from vidinv.attention.inflate import install_from_config
     from vidinv.models import models_from_config
+
+    models = models_from_config(config.model)
+    return prepare_models(models, config)
+
+
+def prepare_models(models, config: Config):
+    """`models` made ready as configured (in place): cross-frame attention on the UNet, VAE tiling, offload."""
+    from vidinv.attention.inflate import install_from_config
     from vidinv.models.offload import apply_offload
     from vidinv.models.vae import set_vae_tiling
 
-    m, rt = config.model, config.runtime
-    models = models_from_config(m)
-    install_from_config(models.unet, m)
+    rt = config.runtime
+    install_from_config(models.unet, config.model)
     set_vae_tiling(models.vae, rt.vae_tile_size if rt.vae_tiling else None)
     apply_offload(models, rt.offload)
     return models
 
 
-def load_clip(config: Config):
-    """The clip as configured: an object with .frames (f, 3, H, W) in [-1, 1] and .fps."""
+def load_clip(config: Config, source=None):
+    """The clip as configured: an object with .frames (f, 3, H, W) in [-1, 1] and .fps. `source`:
+    the clip itself instead of video.path (a uint8 array (f, H, W, 3) or a list of PIL images)."""
     from vidinv.io import read_video
 
     v = config.video
     size = None if v.height is None and v.width is None else (v.height, v.width)
-    return read_video(v.path, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
+    source = v.path if source is None else source
+    return read_video(source, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
+
+
+def stage_callback(callback_on_step_end, stage: str):
+    """callback(step, total, latents) of one stage, calling callback_on_step_end(stage, step, total, latents)."""
+    if callback_on_step_end is None:
+        return None
+    return lambda step, total, latents: callback_on_step_end(stage, step, total, latents)
 
 
 @dataclass
@@ -86,6 +101,20 @@ class VideoEditor:
         model = {**sections.pop("model", {}), "pretrained": pretrained}
         return cls({"model": model, **sections}, progress=progress)
 
+    @classmethod
+    def from_pipe(cls, pipe, *, progress: bool = False, **sections) -> VideoEditor:
+        """An editor on the components of a loaded diffusers Stable Diffusion pipeline: the same
+        tokenizer, text encoder, UNet, VAE and scheduler objects (no second copy in memory), on
+        the UNet's device and dtype. The configured cross-frame attention is installed on the
+        pipeline's UNet (`vidinv.attention.remove_frame_attention(pipe.unet)` restores it)."""
+        from vidinv.models.pipe import dtype_name, models_from_pipe
+
+        models = models_from_pipe(pipe)
+        place = {"pretrained": models.source, "dtype": dtype_name(models.dtype), "device": str(models.device)}
+        editor = cls({"model": {**sections.pop("model", {}), **place}, **sections}, progress=progress)
+        editor._models = prepare_models(models, editor.config)
+        return editor
+
     @property
     def models(self):
         """The loaded model with the configured frame attention installed (loaded on first use)."""
@@ -105,7 +134,7 @@ class VideoEditor:
 
     def read(
         self,
-        path: str | Path | None = None,
+        video=None,
         *,
         start: int | None = None,
         num_frames: int | None = None,
@@ -113,11 +142,14 @@ class VideoEditor:
         height: int | None = None,
         width: int | None = None,
     ):
-        """The clip at `path` (default video.path), frames and size as configured unless given:
-        .frames (f, 3, H, W) in [-1, 1], .fps."""
+        """The clip `video`: a path (default video.path), a uint8 array (f, H, W, 3) or a list of
+        PIL images; frames and size as configured unless given. Returns .frames (f, 3, H, W) in
+        [-1, 1] and .fps (8 for an in-memory clip)."""
         changes = dict(start=start, num_frames=num_frames, stride=stride, height=height, width=width)
-        path = None if path is None else str(path)
-        return load_clip(self._with(video__path=path, **{f"video__{k}": v for k, v in changes.items()}))
+        changes = {f"video__{k}": v for k, v in changes.items()}
+        if video is None or isinstance(video, (str, Path)):
+            return load_clip(self._with(video__path=None if video is None else str(video), **changes))
+        return load_clip(self._with(**changes), video)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         from vidinv.models import encode_frames
@@ -143,13 +175,20 @@ class VideoEditor:
         source_prompt: str | None = None,
         record_dir: str | Path | None = None,
         captures=(),
+        callback_on_step_end=None,
     ) -> tuple[object, bool]:
         """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
         record there is reused and a new one is saved there. `captures`: what an edit method asks
-        the inversion to capture (`vidinv.editing.Capture`)."""
+        the inversion to capture (`vidinv.editing.Capture`). `callback_on_step_end("inversion",
+        step, total, None)` after every inversion step."""
         control = self.control(frames) if self.config.inversion.control else None
         return self.invert_latents(
-            self.encode(frames), source_prompt=source_prompt, record_dir=record_dir, captures=captures, control=control
+            self.encode(frames),
+            source_prompt=source_prompt,
+            record_dir=record_dir,
+            captures=captures,
+            callback_on_step_end=callback_on_step_end,
+            control=control,
         )
 
     def invert_latents(
@@ -160,23 +199,33 @@ class VideoEditor:
         record_dir: str | Path | None = None,
         captures=(),
         control=None,
+        callback_on_step_end=None,
     ) -> tuple[object, bool]:
         """`invert` for latents already encoded (f, c, h, w); `control`: the clip's ControlNet
         conditions (`control(frames)`), needed with `inversion.control`."""
         from vidinv.inversion import invert, invert_or_load
 
         config = self._with(inversion__source_prompt=source_prompt)
-        options = dict(progress=self.progress, captures=captures, control=control)
+        options = dict(
+            progress=self.progress,
+            captures=captures,
+            callback=stage_callback(callback_on_step_end, "inversion"),
+            control=control,
+        )
         if record_dir is None:
             return invert(self.models, latents, config, **options), False
         return invert_or_load(self.models, latents, config, record_dir, **options)
 
-    def reconstruct(self, record, *, control=None) -> torch.Tensor:
-        """The frames regenerated from the record with its own prompt and guidance (`control`: the
-        clip's ControlNet conditions, for a record inverted with them)."""
+    def reconstruct(self, record, *, callback_on_step_end=None, control=None) -> torch.Tensor:
+        """The frames regenerated from the record with its own prompt and guidance;
+        `callback_on_step_end("reconstruction", step, total, latents)` after every step; `control`:
+        the clip's ControlNet conditions, for a record inverted with them."""
         from vidinv.inversion import reconstruct
 
-        return self.decode(reconstruct(self.models, record, self.config, progress=self.progress, control=control))
+        callback = stage_callback(callback_on_step_end, "reconstruction")
+        return self.decode(
+            reconstruct(self.models, record, self.config, progress=self.progress, callback=callback, control=control)
+        )
 
     def edit(
         self,
@@ -192,7 +241,9 @@ class VideoEditor:
 
         `record` skips the inversion (it must come from these frames); `record_dir` reuses or
         saves the inversion record on disk. `callback_on_step_end(stage, step, total, latents)` is
-        called after every edit step (stage "edit"), as diffusers' pipelines do.
+        called after every step, as diffusers' pipelines do: stage "inversion" (latents None; only
+        when the inversion runs), then "edit" (the edit branch's latents after step `step` of
+        `total`).
         """
         t0 = time.perf_counter()
         latents = None if record is not None else self.encode(frames)
@@ -230,11 +281,13 @@ class VideoEditor:
         with `decode`, or chunk by chunk as the edit job does). `control`: the clip's ControlNet
         conditions (`control(frames)`), required with `model.controlnet`."""
         from vidinv.editing import get_edit_method
+        from vidinv.editing.methods import check_model_kind
         from vidinv.errors import VidinvError
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
         method = get_edit_method(config.edit.method)(self.models, config)
-        if self.models.controlnets and control is None:
+        check_model_kind(method, self.models)
+        if getattr(self.models, "controlnets", None) and control is None:
             raise VidinvError("model.controlnet: the edit needs the ControlNet conditions of the source frames")
         if control is not None and not method.uses_control:
             raise VidinvError(f"model.controlnet: edit.method {config.edit.method!r} does not apply ControlNet")
@@ -242,6 +295,8 @@ class VideoEditor:
         method.check()  # errors in the edit's settings before the inversion
         device = self.models.device
         seconds, reused = {}, record is not None
+        if record is None:
+            record = method.source_record(latents)  # inversion-free methods (FlowEdit)
         if record is None:
             captures = method.captures(tuple(latents.shape))
             t0 = time.perf_counter()
@@ -251,14 +306,13 @@ class VideoEditor:
                 record_dir=record_dir,
                 captures=captures,
                 control=control,
+                callback_on_step_end=callback_on_step_end,
             )
             seconds["inversion"] = round(time.perf_counter() - t0, 4)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
-        callback = None
-        if callback_on_step_end is not None:
-            callback = lambda step, total, z: callback_on_step_end("edit", step, total, z)  # noqa: E731
-        result = method.edit(record, progress=self.progress, callback=callback)
-        seconds["edit"] = result.stats["edit_s"]
+        t0 = time.perf_counter()
+        result = method.edit(record, progress=self.progress, callback=stage_callback(callback_on_step_end, "edit"))
+        seconds["edit"] = result.stats.get("edit_s", round(time.perf_counter() - t0, 4))
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
         stats = {**result.stats, "peak_memory": memory}
         return EditOutput(None, result.latents, record, reused, seconds, stats)

@@ -4,7 +4,8 @@ whose prediction exceeds the machine.
 
 Weights are counted on modules built on fake tensors from the components' configs; activation peaks
 are those of one chunked UNet call and one VAE chunk, run on fake tensors (`vidinv.fake_memory`).
-Frame-call counts are one function per method (`inversion_calls`, `EDIT_CALLS`).
+Frame-call counts are one function per method (`inversion_calls`, `EDIT_CALLS`; a plug-in edit
+method's own `EditMethod.predicted_frame_calls`).
 """
 
 from __future__ import annotations
@@ -39,9 +40,7 @@ def rows(guidance: float, prompt: str, uncond_prompt: str = "") -> int:
 
 def group_size(config: Config, latent_hw: tuple[int, int]) -> int:
     """UNet evaluations per step and row: MBDI's transform group, 1 for the other methods."""
-    from vidinv.inversion.transforms import group_for
-
-    return len(group_for(config.inversion.transforms, *latent_hw)) if config.inversion.method == "mbdi" else 1
+    return _method(config).evaluations_per_step(latent_hw)
 
 
 def _method(config: Config):
@@ -122,8 +121,14 @@ def frame_calls(
     calls = {"inversion": inversion_calls(config, frames, latent_hw)}
     if command == "edit" and config.edit.method == "fatezero":
         calls["edit"] = fatezero_calls(config, frames, latent_hw, recompute=not store_in_memory)
-    elif command == "edit":
+    elif command == "edit" and config.edit.method in EDIT_CALLS:
         calls["edit"] = EDIT_CALLS[config.edit.method](config, frames, latent_hw)
+    elif command == "edit":  # a plug-in: its own prediction, if it makes one
+        from vidinv.editing import get_edit_method
+
+        predicted = get_edit_method(config.edit.method).predicted_frame_calls(config, frames, latent_hw)
+        if predicted is not None:
+            calls["edit"] = predicted
     elif command == "reconstruct":
         calls["reconstruction"] = edit_steps(config) * frames * source_rows(config) * group_size(config, latent_hw)
     return calls
@@ -313,7 +318,9 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
     working = WORKING_LATENTS * latent_bytes
     device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)
-    noise = 2 if config.inversion.method == "ddpm_ef" else 1
+    from vidinv.registry import SAMPLERS
+
+    noise = SAMPLERS.get(_method(config).sampler).latent_sets
     host_parts = {
         "baseline": HOST_BASELINE_BYTES,
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
@@ -341,8 +348,13 @@ def host_capacity() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_fits(config: Config, command: str = "edit") -> Plan:
-    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory."""
+def check_fits(config: Config, command: str = "edit") -> Plan | None:
+    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory;
+    None for flow models (SD3, Flux), which have no memory plan yet."""
+    from vidinv.models.flow import flow_family_of
+
+    if flow_family_of(os.path.expanduser(config.model.pretrained)) is not None:
+        return None
     plan = plan_run(config, command)
     device = torch.device(plan.device)
     capacity = device_capacity(device)

@@ -76,6 +76,7 @@ INVERSION_METHODS = Registry(
         "freeinv": "vidinv.inversion.methods:FreeInvInversion",
         "mbdi": "vidinv.inversion.methods:MBDIInversion",
         "ddpm_ef": "vidinv.inversion.methods:EditFriendlyDDPMInversion",
+        "flow": "vidinv.inversion.methods:FlowInversion",
     },
 )
 EDIT_METHODS = Registry(
@@ -85,10 +86,15 @@ EDIT_METHODS = Registry(
         "pnp": "vidinv.editing.pnp:PnPEdit",
         "tokenflow": "vidinv.editing.tokenflow:TokenFlowEdit",
         "fatezero": "vidinv.editing.fatezero:FateZeroEdit",
+        "flowedit": "vidinv.editing.flowedit:FlowEdit",
     },
 )
 SAMPLERS = Registry(
     "sampler",
     "vidinv.samplers",
-    {"ddim": "vidinv.inversion.samplers:DDIMSampler", "ddpm_ef": "vidinv.inversion.samplers:EditFriendlyDDPMSampler"},
+    {
+        "ddim": "vidinv.inversion.samplers:DDIMSampler",
+        "ddpm_ef": "vidinv.inversion.samplers:EditFriendlyDDPMSampler",
+        "flow": "vidinv.inversion.flow:FlowSampler",
+    },
 )

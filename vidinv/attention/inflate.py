@@ -13,41 +13,20 @@ UNet instance (attribute `_vidinv_frame_attention`) so `run_unet` finds it; it o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vidinv.attention.backends import resolve_backend
 from vidinv.attention.frames import FramePattern
+from vidinv.attention.handle import HANDLE_ATTR, FrameAttentionHandle, frame_attention_of, remove_frame_attention
+from vidinv.attention.joint import install_joint_frame_attention, is_joint_transformer
 from vidinv.attention.processors import BackendAttnProcessor, FrameAttnProcessor, FrameContext
 
-HANDLE_ATTR = "_vidinv_frame_attention"
-
-
-@dataclass
-class FrameAttentionHandle:
-    """What `install_frame_attention` did to one UNet, and the context its processors read."""
-
-    unet: object
-    pattern: FramePattern
-    backend: str
-    context: FrameContext
-    original: dict  # processor name -> the processor object installed before
-    self_layers: tuple[str, ...]  # layer names with cross-frame attention
-
-    @property
-    def mode(self) -> str:
-        return self.pattern.mode
-
-    @property
-    def hooks(self) -> list:
-        """AttentionHook objects called by every cross-frame layer (see processors.py)."""
-        return self.context.hooks
-
-    def clip(self, batch: int, num_frames: int):
-        """Context manager: direct UNet calls inside it see (batch x num_frames) as conditions x frames."""
-        return self.context.clip(batch, num_frames)
-
-    def remove(self) -> None:
-        remove_frame_attention(self.unet)
+__all__ = [
+    "FrameAttentionHandle",
+    "ensure_frame_attention",
+    "frame_attention_of",
+    "install_frame_attention",
+    "install_from_config",
+    "remove_frame_attention",
+]
 
 
 def _is_self_attention(unet, processor_name: str) -> bool:
@@ -70,6 +49,8 @@ def install_frame_attention(
     from before the first install).
     """
     pattern = FramePattern(mode, keyframes, keyframe_stride, group)
+    if is_joint_transformer(unet):  # SD3 / Flux: cross-frame keys in their joint attention
+        return install_joint_frame_attention(unet, pattern, backend)
     backend = resolve_backend(backend, next(unet.parameters()).device)
     previous = frame_attention_of(unet)
     if previous is not None:
@@ -102,22 +83,7 @@ def install_from_config(unet, model_config) -> FrameAttentionHandle:
     )
 
 
-def frame_attention_of(unet) -> FrameAttentionHandle | None:
-    """The handle installed on this UNet, or None."""
-    return unet.__dict__.get(HANDLE_ATTR)
-
-
 def ensure_frame_attention(unet, backend: str = "auto") -> FrameAttentionHandle:
     """The installed handle, or per-frame (`none`) attention installed now: a UNet whose
     self-attention processors carry hooks (PnP, TokenFlow, FateZero) in any case."""
     return frame_attention_of(unet) or install_frame_attention(unet, "none", backend)
-
-
-def remove_frame_attention(unet) -> bool:
-    """Restore the processors that were there before install (the same objects); False if none was installed."""
-    handle = frame_attention_of(unet)
-    if handle is None:
-        return False
-    unet.set_attn_processor(dict(handle.original))
-    del unet.__dict__[HANDLE_ATTR]
-    return True

@@ -91,6 +91,20 @@ class FrameContext:
         finally:
             self._reset()
 
+    def check_call(self, batch: int, attention_mask) -> None:
+        """A one-line error unless a clip layout is set, it has `batch` rows and no mask is given."""
+        if not self.active:
+            raise VidinvError(
+                "frame attention is installed but no clip layout is set: call the model through "
+                "vidinv.attention.run_unet (run_flow for SD3 / Flux), or inside `with handle.clip(batch, num_frames):`"
+            )
+        if attention_mask is not None:
+            raise VidinvError("cross-frame attention does not take an attention mask")
+        if batch != self.batch * len(self.current.frames):
+            raise VidinvError(
+                f"frame attention: batch {batch} is not {self.batch} conditions x {len(self.current.frames)} frames"
+            )
+
     def begin(self, frame_pass: FramePass) -> None:
         self.current = frame_pass
         self._index = {}
@@ -242,19 +256,9 @@ class FrameAttnProcessor:
         ctx = self.context
         if encoder_hidden_states is not None:  # only_cross_attention blocks: text attention, per frame
             return BackendAttnProcessor(self.backend)(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        if not ctx.active:
-            raise VidinvError(
-                "frame attention is installed but no clip layout is set: call the UNet through "
-                "vidinv.attention.run_unet, or inside `with handle.clip(batch, num_frames):`"
-            )
-        if attention_mask is not None:
-            raise VidinvError("cross-frame self-attention does not take an attention mask")
+        ctx.check_call(hidden_states.shape[0], attention_mask)
         frame_pass, b = ctx.current, ctx.batch
         frames = frame_pass.frames
-        if hidden_states.shape[0] != b * len(frames):
-            raise VidinvError(
-                f"frame attention: UNet batch {hidden_states.shape[0]} is not {b} conditions x {len(frames)} frames"
-            )
         residual = hidden_states
         hidden_states, shape = _to_tokens(attn, hidden_states, temb)
         per_frame = "(b f) n c -> b f n c"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange, repeat
 
-from vidinv.attention.inflate import frame_attention_of
+from vidinv.attention.handle import frame_attention_of
 from vidinv.chunks import frame_slices
 
 
@@ -64,18 +64,26 @@ def run_unet(
     if hasattr(emb, "added"):  # a TextConditioning
         emb, added_cond_kwargs = emb.emb, emb.added
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
-    handle = frame_attention_of(unet)
+    return run_passes(
+        unet, b, f, chunk, lambda frames: _call(unet, z, t, emb, frames, added_cond_kwargs, rows, control)
+    )
+
+
+def run_passes(module, b: int, f: int, chunk: int | None, call) -> torch.Tensor:
+    """The outputs (b f ...) of `call(frames)` -> (b, len(frames), ...) over the passes of a clip of
+    f frames: the module's frame-attention plan (its layout set on the handle's context for each
+    pass), or plain chunks of `chunk` frames when none is installed."""
+    handle = frame_attention_of(module)
     if handle is None:
-        parts = [_call(unet, z, t, emb, part, added_cond_kwargs, rows, control) for part in frame_slices(f, chunk)]
-        return torch.cat(parts, dim=1)
+        return torch.cat([call(part) for part in frame_slices(f, chunk)], dim=1)
 
     out = None
     with handle.clip(b, f) as context:
         for frame_pass in handle.pattern.plan(f, chunk):
             context.begin(frame_pass)
-            eps = _call(unet, z, t, emb, list(frame_pass.frames), added_cond_kwargs, rows, control)
+            part = call(list(frame_pass.frames))
             context.end()
             if out is None:
-                out = eps.new_empty((b, f) + eps.shape[2:])
-            out[:, list(frame_pass.frames)] = eps
+                out = part.new_empty((b, f) + part.shape[2:])
+            out[:, list(frame_pass.frames)] = part
     return out

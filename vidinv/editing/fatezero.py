@@ -57,10 +57,9 @@ from vidinv.editing.attention_store import AttentionStore, StorePlan
 from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.errors import VidinvError
-from vidinv.inversion.api import record_model, table_for
+from vidinv.inversion.api import method_for, record_model, table_for
 from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
-from vidinv.inversion.transforms import group_for
 
 log = logging.getLogger("vidinv")
 
@@ -388,11 +387,7 @@ class FateZeroEdit(EditMethod):
         table = table_for(self.models, self.config.inversion.steps)
         plan = self.plan(table, self._inversion_start(table))
         handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
-        group = (
-            len(group_for(self.config.inversion.transforms, *shape[-2:]))
-            if self.config.inversion.method == "mbdi"
-            else 1
-        )
+        group = method_for(self.config).evaluations_per_step(tuple(shape[-2:]))
         size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern, group)
         return "memory" if size <= self.config.edit.store_limit_mb * 2**20 else "recompute"
 

@@ -4,6 +4,7 @@ The pipeline (`VideoEditor.edit`, the edit job) calls, in this order:
 
     method = get_edit_method(name)(models, config)
     method.check()                  errors in the edit's settings, before the inversion runs
+    record = method.source_record(latents)   inversion-free methods: the record without inverting
     captures = method.captures(shape)   what the inversion of latents of `shape` (f c h w) must
                                     capture for this edit (a list of `Capture`s; none for most)
     ... the inversion runs with the captures entered; each gets finish(record) ...
@@ -67,13 +68,25 @@ class EditMethod:
     # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
     # pipeline refuses a ControlNet for a method that does not
     uses_control: ClassVar[bool] = False
+    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux) rather than on UNets
 
     def __init__(self, models, config):
         self.models, self.config = models, config
         self.control = None  # vidinv.models.controlnet.Control of the clip, set by the pipeline before edit()
 
+    @classmethod
+    def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int]) -> int | None:
+        """UNet frame-calls the edit of `frames` frames will make (`vidinv plan`, before any model
+        loads); None: the method does not say (the plan leaves the edit's count out)."""
+        return None
+
     def check(self) -> None:
         """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""
+
+    def source_record(self, latents: torch.Tensor):
+        """A record of the source latents made without inverting (inversion-free methods, e.g.
+        FlowEdit), or None: the inversion runs."""
+        return None
 
     def captures(self, shape: tuple[int, ...]) -> list[Capture]:
         """What the inversion of latents of `shape` (f c h w) must capture for this edit."""
@@ -83,6 +96,17 @@ class EditMethod:
         """Edit the clip of `record` towards `config.edit.target_prompt`. `callback(step, total,
         latents)` is called after every denoising step with the edit branch's latents."""
         raise NotImplementedError
+
+
+def check_model_kind(method: EditMethod, models) -> None:
+    """A one-line error when a UNet edit method meets a flow model (SD3, Flux)."""
+    from vidinv.errors import VidinvError
+    from vidinv.inversion.flow import is_flow_scheduler
+
+    if is_flow_scheduler(models.scheduler) and not method.flow_models:
+        raise VidinvError(
+            f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit"
+        )
 
 
 def register_edit_method(name: str, cls: type[EditMethod], *, replace: bool = False) -> None:

@@ -18,6 +18,7 @@ rewriting the same record).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from vidinv import interrupts
 from vidinv.config import Config
 from vidinv.errors import VidinvError
 from vidinv.inversion.denoiser import GuidedModel
+from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
+from vidinv.inversion.flow_denoiser import FlowGuidedModel
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
 from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
 from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
@@ -46,8 +49,8 @@ def method_for(config: Config) -> InversionMethod:
 def prediction_type_of(models) -> str:
     """The model's parametrisation: its family's (the scheduler config's, or `model.prediction_type`),
     epsilon by default."""
-    family = getattr(models, "family", None)
-    return family.prediction_type if family is not None else models.scheduler.config.get("prediction_type", "epsilon")
+    own = getattr(models, "prediction_type", None) or getattr(getattr(models, "family", None), "prediction_type", None)
+    return own or models.scheduler.config.get("prediction_type", "epsilon")
 
 
 def inversion_control(record_or_config, control):
@@ -106,19 +109,28 @@ def _control_fields(config: Config) -> dict:
     return {"control": {"controlnet": config.model.controlnet, "kinds": ed.control, "scales": ed.controlnet_scale}}
 
 
-def table_for(models, record_or_steps) -> StepTable:
-    steps = record_or_steps.steps if isinstance(record_or_steps, InversionRecord) else int(record_or_steps)
+def denoiser_class(models):
+    """The model-callable class of the model: flow transformers' or the UNet's."""
+    return FlowGuidedModel if is_flow_scheduler(models.scheduler) else GuidedModel
+
+
+def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> StepTable | FlowTable:
+    """The step table of the model's scheduler (a flow model's sigma grid, sized by the latents)."""
+    if isinstance(record_or_steps, InversionRecord):
+        steps, latents = record_or_steps.steps, record_or_steps.latents
+    else:
+        steps = int(record_or_steps)
+    if is_flow_scheduler(models.scheduler):
+        return flow_table(models.scheduler, steps, None if latents is None else tuple(latents.shape[-2:]))
     return step_table(models.scheduler, steps)
 
 
-def record_model(
-    models, record: InversionRecord, config: Config, control=None
-) -> tuple[object, Sampler, GuidedModel]:
+def record_model(models, record: InversionRecord, config: Config, control=None) -> tuple[object, Sampler, GuidedModel]:
     """(model, sampler, plain model) of the record: its prompt and guidance seen through its method
     (FreeInv's transform of each step, MBDI's group mean), and its step rule; ControlNet `control`
     when the record's inversion was controlled."""
     table = table_for(models, record)
-    plain = GuidedModel.for_prompt(
+    plain = denoiser_class(models).for_prompt(
         models,
         record.source_prompt,
         record.guidance_scale,
@@ -140,6 +152,7 @@ def invert(
     captures=(),
     checkpoint=None,
     control=None,
+    callback=None,
 ) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
@@ -148,12 +161,13 @@ def invert(
     `inversion.control` is set. `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
     the state as the inversion goes. A first Ctrl-C stops it after the current step (the
     checkpoint saved at once) with `vidinv.interrupts.Interrupted`; a second interrupts at once.
+    `callback(step, total, None)` is called after every inversion step (step = steps done - 1).
     """
     inv = config.inversion
     method = method_for(config)
-    table = table_for(models, inv.steps)
+    table = table_for(models, inv.steps, latents)
     guidance = method.guidance()
-    model = GuidedModel.for_prompt(
+    model = denoiser_class(models).for_prompt(
         models,
         inv.source_prompt,
         guidance,
@@ -164,7 +178,7 @@ def invert(
     x0 = latents.to(device=models.device, dtype=work_dtype(latents.dtype))
     record = InversionRecord(
         method=inv.method,
-        sampler=method.sampler,
+        sampler=record_sampler(method, models.scheduler),
         prediction_type=prediction_type_of(models),
         timesteps=table.to_list(),
         latents=torch.empty(0),
@@ -190,7 +204,7 @@ def invert(
             progress=progress,
             desc=f"{inv.method} inversion",
             done=done,
-            on_step=step_hook(checkpoint, len(table)),
+            on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), len(table)),
             **method.inversion_inputs(x0, len(table)),
         )
         _sync(models.device)
@@ -205,6 +219,19 @@ def invert(
     return record
 
 
+def with_callback(on_step, callback, done: int, total: int):
+    """The inversion's `on_step` that also calls callback(step, total, None) after every step."""
+    if callback is None:
+        return on_step
+    steps = itertools.count(done)
+
+    def both(state) -> None:
+        on_step(state)
+        callback(next(steps), total, None)
+
+    return both
+
+
 @torch.no_grad()
 def reconstruct(
     models,
@@ -215,6 +242,7 @@ def reconstruct(
     progress: bool = False,
     stats: dict | None = None,
     control=None,
+    callback=None,
 ) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
@@ -222,13 +250,18 @@ def reconstruct(
     the latent at that step is taken from the record. Returns latents in the record's dtype on
     models.device. `stats`, when given, receives reconstruction_s, frame_calls and start. `control`:
     the ControlNet conditions, needed when the record's inversion was controlled.
+    `callback(step, total, latents)` is called after every step.
     """
     model, sampler, plain = record_model(models, record, config, control)
     if start is None:
         start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
     t0 = time.perf_counter()
-    out = sampler.sample(model, z, start=start, progress=progress, desc=f"{record.method} reconstruction")
+    total = len(sampler.table)
+    on_step = None if callback is None else lambda i, latents: callback(i, total, latents)
+    out = sampler.sample(
+        model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=on_step
+    )
     _sync(models.device)
     if stats is not None:
         stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), frame_calls=plain.frame_calls, start=start)
@@ -244,6 +277,7 @@ def invert_or_load(
     progress: bool = False,
     captures=(),
     control=None,
+    callback=None,
 ) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
@@ -262,7 +296,14 @@ def invert_or_load(
     off_reason = "what the edit method captures during the inversion cannot resume" if captures else ""
     checkpoint = Checkpoint(folder, key, every, off_reason=off_reason)
     record = invert(
-        models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint, control=control
+        models,
+        latents,
+        config,
+        progress=progress,
+        captures=captures,
+        checkpoint=checkpoint,
+        control=control,
+        callback=callback,
     )
     record.save(folder)
     checkpoint.clear()

@@ -31,6 +31,38 @@ def ddim_step(z: torch.Tensor, e: torch.Tensor, abar_from: torch.Tensor, abar_to
     return abar_to**0.5 * x0_hat + (1 - abar_to) ** 0.5 * e
 
 
+def invert_steps(
+    step,
+    x0: torch.Tensor,
+    n: int,
+    *,
+    progress: bool = False,
+    desc: str = "inversion",
+    done: torch.Tensor | None = None,
+    on_step=None,
+) -> torch.Tensor:
+    """The trajectory of a deterministic inversion: latents (N+1, f c h w), latents[i] at step i.
+
+    `step(z, i)` moves the latent of step i + 1 up to step i's level (sampling order: latents[0] is
+    the noisiest, latents[N] is x0 itself). Resuming: `done` holds the tail latents[N-k..N] of an
+    interrupted run (k steps done), and `on_step(state)` is called after every step with a thunk
+    giving that tail ({"latents": ...}).
+    """
+    z = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (module docstring)
+    latents = [None] * n + [z]
+    done_steps = 0 if done is None else len(done) - 1
+    if done_steps:
+        latents[n - done_steps :] = list(done.to(device=z.device, dtype=z.dtype))
+        z = latents[n - done_steps]
+    steps = reversed(range(n - done_steps))
+    for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
+        z = step(z, i)
+        latents[i] = z
+        if on_step is not None:
+            on_step(lambda i=i: {"latents": torch.stack(latents[i:])})
+    return torch.stack(latents)
+
+
 @torch.no_grad()
 def ddim_invert(
     model,
@@ -46,25 +78,15 @@ def ddim_invert(
     """The DDIM inversion trajectory of x0 (f c h w): latents (N+1, f c h w), latents[i] at timesteps[i].
 
     latents[0] is z_T, latents[N] is x0 itself; sampling step i starts from latents[i].
-    Resuming: `done` holds the tail latents[N-k..N] of an interrupted run (k steps done), and
-    `on_step(state)` is called after every step with a thunk giving that tail ({"latents": ...}).
+    `done` / `on_step`: resuming, as in `invert_steps`.
     """
-    n = len(table)
-    z = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (module docstring)
-    latents = [None] * n + [z]
-    done_steps = 0 if done is None else len(done) - 1
-    if done_steps:
-        latents[n - done_steps :] = list(done.to(device=z.device, dtype=z.dtype))
-        z = latents[n - done_steps]
-    steps = reversed(range(n - done_steps))
-    for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
+
+    def step(z, i):
         abar_from = level(table.abar_prev, i, z)
         e = to_eps(model(z, table.timesteps[i]), z, abar_from, prediction_type)
-        z = ddim_step(z, e, abar_from, level(table.abar_t, i, z))
-        latents[i] = z
-        if on_step is not None:
-            on_step(lambda i=i: {"latents": torch.stack(latents[i:])})
-    return torch.stack(latents)
+        return ddim_step(z, e, abar_from, level(table.abar_t, i, z))
+
+    return invert_steps(step, x0, len(table), progress=progress, desc=desc, done=done, on_step=on_step)
 
 
 def ddim_sample_step(z: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, prediction_type: str = "epsilon"):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from vidinv.inversion import transforms
+from vidinv import transforms
 from vidinv.inversion.timesteps import StepTable
 
 

@@ -6,6 +6,7 @@ The pipeline calls, in this order:
     method.fingerprint_fields()          what besides prompt/steps/model changes the result
     method.prepare(record, (h, w))       fill the record's method fields (transform schedule, group)
     method.inversion_inputs(x0, steps)   extra inputs of the sampler's invert (DDPM-EF: the noise)
+    method.evaluations_per_step(hw)      model evaluations per step and row (MBDI: |G|; for plans)
     method.wrap(model, record, table)    the model as the method sees it, at inversion AND at every
                                          regeneration / edit of the record (FreeInv's transform of
                                          step i, MBDI's group mean)
@@ -23,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from vidinv.inversion import transforms as tf
+from vidinv import transforms as tf
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.timesteps import StepTable
 from vidinv.registry import INVERSION_METHODS
@@ -52,6 +53,10 @@ class InversionMethod:
         record.group = ["id"]
         record.transforms = ["id"] * record.steps
 
+    def evaluations_per_step(self, latent_hw: tuple[int, int]) -> int:
+        """Model evaluations per step and prompt row for latents of this size (`vidinv plan`)."""
+        return 1
+
     def inversion_inputs(self, x0: torch.Tensor, steps: int) -> dict:
         """Extra keyword inputs of the sampler's `invert`."""
         return {}
@@ -69,6 +74,13 @@ class DDIMInversion(InversionMethod):
     """DDIM inversion (methods.md §1)."""
 
     name = "ddim"
+
+
+class FlowInversion(InversionMethod):
+    """Rectified-flow inversion: the Euler reversal of a flow-matching model's grid (`vidinv.inversion.flow`)."""
+
+    name = "flow"
+    sampler = "flow"
 
 
 class FreeInvInversion(InversionMethod):
@@ -97,6 +109,9 @@ class MBDIInversion(InversionMethod):
 
     def fingerprint_fields(self):
         return {"transforms": self.config.transforms}
+
+    def evaluations_per_step(self, latent_hw):
+        return len(tf.group_for(self.config.transforms, *latent_hw))
 
     def prepare(self, record, latent_size):
         record.group = list(tf.group_for(self.config.transforms, *latent_size))

@@ -29,6 +29,7 @@ class Sampler:
     # regenerating from the record reproduces its latents at every step, so a source branch can
     # read them from the record instead of running the sampler
     exact: ClassVar[bool] = False
+    latent_sets: ClassVar[int] = 1  # latent-sized tensors the record keeps per step (latents, noise maps)
 
     def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon"):
         self.table, self.record, self.prediction_type = table, record, prediction_type
@@ -92,6 +93,7 @@ class EditFriendlyDDPMSampler(Sampler):
 
     name = "ddpm_ef"
     exact = True
+    latent_sets = 2  # latents and noise maps
 
     def invert(self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, noise=None):
         latents, zs = ddpm_ef_invert(

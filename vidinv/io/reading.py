@@ -1,4 +1,4 @@
-"""`read_video`: a video file or an image folder -> `Video` with frames (f, 3, H, W) in [-1, 1]."""
+"""`read_video`: a video file, an image folder or an in-memory clip -> `Video` with frames (f, 3, H, W) in [-1, 1]."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
+from vidinv.io.arrays import NAME as IN_MEMORY
+from vidinv.io.arrays import in_memory_pictures, select_pictures
 from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode, decord_available
 from vidinv.io.images import read_image_folder
 from vidinv.io.resize import RESIZE_MODES, center_crop, check_size, resize_frames, target_size
@@ -20,7 +22,7 @@ RESIZE_CHUNK = 16  # frames converted to float and resized at a time (bounds the
 
 
 def read_video(
-    path: str | Path,
+    path,
     *,
     start: int = 0,
     num_frames: int | None = None,
@@ -33,20 +35,26 @@ def read_video(
     """Read frames start, start + stride, ... (at most `num_frames`; None = to the end).
 
     path: a video file, or a folder of images (png/jpg/jpeg/bmp/webp, natural name order) whose
-    frame rate is `fps` (default 8.0; video files carry their own). size: (height, width),
+    frame rate is `fps` (default 8.0; video files carry their own), or the clip itself: a uint8
+    array (f, H, W, 3) or a list of PIL images (frame rate `fps`; `Video.path` is None). size: (height, width),
     multiples of 8, either may be None (derived by aspect ratio); None = the source size rounded
     down to multiples of 8. resize: "center_crop" | "stretch" | "pad" (see `vidinv.io.resize`).
     decoder: "auto" (decord when importable, else or on failure PyAV) | "decord" | "pyav".
     The returned fps is the source's divided by `stride`. Bad input raises `VidinvError`.
     """
-    path = Path(path)
+    pictures = in_memory_pictures(path)
+    path = None if pictures is not None else Path(path)
+    name = IN_MEMORY if path is None else path
     selection = FrameSelection(start=start, num_frames=num_frames, stride=stride)
-    selection.check(path)
-    _check_options(path, resize, decoder)
-    check_size(size, path)  # reject bad sizes before decoding anything
-    decoded = _decode(path, selection, decoder, fps)
+    selection.check(name)
+    _check_options(name, resize, decoder)
+    check_size(size, name)  # reject bad sizes before decoding anything
+    if pictures is None:
+        decoded = _decode(path, selection, decoder, fps)
+    else:
+        decoded = select_pictures(pictures, selection, fps)
     source_size = tuple(decoded.pictures.shape[1:3])
-    height, width = target_size(source_size, size, path)
+    height, width = target_size(source_size, size, name)
     if size is None or size == (None, None):  # only crop to multiples of 8, no resampling
         fit = partial(center_crop, size=(height, width))
     else:

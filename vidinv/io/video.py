@@ -17,13 +17,13 @@ class Video:
     """A decoded clip.
 
     frames: float32 (f, 3, H, W) in [-1, 1]; fps: the source's frame rate divided by the stride;
-    source_size: (height, width) before resizing; path: where it was read from.
+    source_size: (height, width) before resizing; path: where it was read from (None: from memory).
     """
 
     frames: torch.Tensor
     fps: float
     source_size: tuple[int, int]
-    path: Path
+    path: Path | None
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -29,7 +29,7 @@ def load_controlnet(source: str, dtype: torch.dtype):
     """One ControlNetModel from a hub id, a folder or a single .safetensors/.ckpt file."""
     from diffusers import ControlNetModel
 
-    from vidinv.models.loading import SINGLE_FILE_SUFFIXES
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES
 
     try:
         if source.endswith(SINGLE_FILE_SUFFIXES):
@@ -132,7 +132,7 @@ class Control:
         return replace(self, images=tuple(images[list(index)] for images in self.images))
 
     def _condition(self, images: torch.Tensor, frames, conditions: int, param) -> torch.Tensor:
-        from vidinv.inversion import transforms
+        from vidinv import transforms
 
         cond = transforms.apply(self.transform, _as_float(images[frames]))
         return repeat(cond, "f c h w -> (b f) c h w", b=conditions).to(param.device, param.dtype)

@@ -178,7 +178,7 @@ def family_of_folder(source: str) -> ModelFamily | None:
 
 def detect_family(pretrained: str, single_file_config: str | None = None, prediction_type: str = "auto") -> ModelFamily:
     """The family of a source without loading its weights (`vidinv info MODEL`)."""
-    from vidinv.models.loading import SINGLE_FILE_SUFFIXES
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES
     from vidinv.models.tiny import TINY_BUILDERS
 
     if pretrained in TINY_BUILDERS:

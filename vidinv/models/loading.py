@@ -16,9 +16,10 @@ import torch
 
 from vidinv.errors import VidinvError, first_line
 from vidinv.models.family import ModelFamily, family_of_folder
+from vidinv.models.flow import flow_family_of, load_flow_models
+from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
 TINY = "tiny"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 MODULES = ("text_encoder", "text_encoder_2", "unet", "vae")
 COMPONENTS = ("tokenizer", "tokenizer_2", *MODULES, "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -103,11 +104,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise VidinvError(f"model.dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def looks_like_path(name: str) -> bool:
-    """True for an existing path or one written as a path; `org/model` (a hub id) is not."""
-    return Path(name).exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _check_diffusers_source(pretrained: str) -> None:
@@ -230,6 +226,9 @@ def load_models(
     torch_dtype = resolve_dtype(dtype, torch_device)
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
+    flow_family = flow_family_of(pretrained)
+    if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
+        return load_flow_models(pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare)
     parts = _load_components(pretrained, torch_dtype, config)
     if vae:
         from vidinv.models.vae import load_vae

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from vidinv.errors import VidinvError, first_line
-from vidinv.models.loading import looks_like_path
+from vidinv.models.paths import looks_like_path
 
 CONFIG_HINT = (
     "set model.single_file_config to a diffusers folder (with model_index.json) or hub id holding the"

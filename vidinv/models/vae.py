@@ -38,6 +38,11 @@ def set_vae_tiling(vae, tile_size: int | None) -> None:
     vae.tile_overlap_factor = TILE_OVERLAP
 
 
+def latent_shift(vae) -> float | None:
+    """The VAE's latent shift (SD3, Flux: latents = (mean - shift) * scale); None for SD's VAE."""
+    return vae.config.get("shift_factor", None)
+
+
 @contextmanager
 def _tiling(vae, tile_size: int | None) -> Iterator[None]:
     """`tile_size` for the calls inside the block (None: the VAE's own setting), then the VAE's own."""
@@ -66,7 +71,9 @@ def encode_frames(
     with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
             x = frames[part].to(device=device, dtype=dtype)
-            parts.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+            mean = vae.encode(x).latent_dist.mean
+            shift = latent_shift(vae)
+            parts.append((mean if shift is None else mean - shift) * vae.config.scaling_factor)
     return torch.cat(parts)
 
 
@@ -83,6 +90,8 @@ def decode_latents(
     with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
             z = latents[part].to(device=device, dtype=dtype) / vae.config.scaling_factor
+            shift = latent_shift(vae)
+            z = z if shift is None else z + shift
             parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
     return torch.cat(parts)
 

@@ -1,0 +1,37 @@
+"""Call an SD3 / Flux transformer on a whole clip, in chunks of frames (the flow models' `run_unet`).
+
+Frames of every condition row go through the transformer together, `chunk` frames at a time, in
+the passes of the installed frame-attention plan (`vidinv.attention.runner.run_passes`), so
+cross-frame joint attention (`vidinv.attention.joint`) and its K/V cache apply unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from vidinv.attention.handle import frame_attention_of
+from vidinv.attention.runner import run_passes
+
+
+@torch.no_grad()
+def run_flow(
+    models, z: torch.Tensor, t, cond, *, chunk: int | None = None, rows: list[int] | None = None
+) -> torch.Tensor:
+    """Velocities (b f c h w) for latents z (b f c h w) at timestep t (0..1000) under the prompt rows
+    `cond` (a `vidinv.models.flow.FlowCondition` of b rows). `rows`: z holds k clips and condition
+    row r runs clip rows[r], as in `run_unet`."""
+    transformer = models.transformer
+    b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
+    handle = frame_attention_of(transformer)
+    if handle is not None:
+        handle.context.text_tokens = cond.embeds.shape[1]  # Flux's single-stream blocks split by it
+
+    def call(frames):
+        part = z[:, frames] if rows is None else z[:, frames][rows]
+        n = part.shape[1]
+        x = rearrange(part, "b f c h w -> (b f) c h w")
+        v = models.call(transformer, x, t, cond.per_frame(n))
+        return rearrange(v, "(b f) c h w -> b f c h w", b=b)
+
+    return run_passes(transformer, b, f, chunk, call)

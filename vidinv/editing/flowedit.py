@@ -1,0 +1,167 @@
+"""FlowEdit (Kulikov et al. 2024, arXiv 2412.08629): inversion-free editing of a flow model's latents.
+
+The edit path z_edit starts at the source latents x_src and, on the steps i of the grid it edits
+(the last n_max, sampling order), follows the difference of the target and source velocities on a
+noised copy of the source (Algorithm 1):
+
+    z_src = (1 - sigma_i) x_src + sigma_i n,           n ~ N(0, I)  (n_avg draws, averaged)
+    z_tar = z_src + (z_edit - x_src)
+    z_edit <- z_edit + (sigma_{i+1} - sigma_i) * mean_n [ v_tar(z_tar, t_i) - v_src(z_src, t_i) ]
+
+and, on the last n_min steps, samples the target alone from z_tar (SDEdit-like). v_src / v_tar
+are the model under the source / target prompt with their own guidance (SD3: CFG; Flux: embedded
+guidance), both branches in one batched call with the model's frame attention. With
+`inversion.method: freeinv`, each step's velocities are seen through that step's FreeInv
+transform (transform the latents, run the model, transform the velocities back), one transform
+per step for every frame. Per-step noise is drawn from `edit.seed`, one map shared by all frames
+(`inversion.noise: shared`) or one per frame.
+
+z_tar is written z_src + (z_edit - x_src) (the paper: z_edit + z_src - x_src): equal in exact
+arithmetic, and with equal prompts and guidance the velocity difference is then exactly zero, so
+the source comes back bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from vidinv import transforms as tf
+from vidinv.editing.methods import EditMethod, EditResult
+from vidinv.errors import VidinvError
+from vidinv.inversion.flow import flow_table, is_flow_scheduler
+from vidinv.inversion.flow_denoiser import flow_rows
+from vidinv.inversion.freeinv import transformed
+from vidinv.inversion.methods import ef_noise
+from vidinv.inversion.record import InversionRecord
+from vidinv.inversion.timesteps import level, work_dtype
+from vidinv.models.flow import FlowCondition
+from vidinv.models.offload import execution_device
+
+# The paper's settings per family: (n_max as a fraction of the steps, source guidance, target guidance)
+FAMILY_DEFAULTS = {"sd3": (33 / 50, 3.5, 13.5), "flux": (24 / 28, 1.5, 5.5)}
+
+
+class BranchVelocities:
+    """v(z, t) for stacked branches z (k f c h w) under one condition each, in one batched call."""
+
+    def __init__(self, models, branches: list[tuple[FlowCondition, float]], *, chunk: int | None):
+        from vidinv.attention.flow_runner import run_flow
+
+        self.run, self.models, self.chunk = run_flow, models, chunk
+        self.branches = branches
+        self.cond = FlowCondition.cat([cond for cond, _ in branches])
+        self.rows = [k for k, (cond, _) in enumerate(branches) for _ in range(cond.rows)]
+        self.frame_calls = 0
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        from vidinv.guidance import guide
+
+        transformer = self.models.transformer
+        x = z.to(device=execution_device(transformer), dtype=transformer.dtype)
+        pred = self.run(self.models, x, t, self.cond, chunk=self.chunk, rows=self.rows).to(z.dtype)
+        self.frame_calls += len(self.rows) * z.shape[1]
+        out, start = [], 0
+        for cond, guidance in self.branches:
+            out.append(guide(pred[start : start + cond.rows], guidance))
+            start += cond.rows
+        return torch.stack(out)
+
+
+class FlowEdit(EditMethod):
+    """`edit.method: flowedit` (module docstring); needs a flow-matching model (SD3, Flux)."""
+
+    name = "flowedit"
+    flow_models = True
+
+    def settings(self) -> tuple[int, int, int, float, float]:
+        """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""
+        fe, steps = self.config.edit.flowedit, self.config.inversion.steps
+        fraction, source, target = FAMILY_DEFAULTS[self.models.family]
+        n_max = round(fraction * steps) if fe.n_max is None else fe.n_max
+        source = source if fe.source_guidance is None else fe.source_guidance
+        target = target if fe.target_guidance is None else fe.target_guidance
+        return steps, n_max, fe.n_min, fe.n_avg, source, target
+
+    def check(self) -> None:
+        if not is_flow_scheduler(self.models.scheduler):
+            raise VidinvError("edit.method: flowedit needs a flow-matching model (SD3, Flux)")
+        steps, n_max, n_min, n_avg, source, target = self.settings()
+        if not 1 <= n_max <= steps:
+            raise VidinvError(f"config: 'edit.flowedit.n_max' is {n_max}, expected an integer in 1..{steps}")
+        if not 0 <= n_min <= n_max:
+            raise VidinvError(f"config: 'edit.flowedit.n_min' is {n_min}, expected an integer in 0..{n_max}")
+        if n_avg < 1:
+            raise VidinvError(f"config: 'edit.flowedit.n_avg' is {n_avg}, expected an integer >= 1")
+        if min(source, target) < 0:
+            raise VidinvError("config: 'edit.flowedit' guidance must be >= 0")
+
+    def source_record(self, latents: torch.Tensor) -> InversionRecord:
+        """The source latents as a record without inverting: FlowEdit needs x_src alone."""
+        inv = self.config.inversion
+        table = flow_table(self.models.scheduler, inv.steps, tuple(latents.shape[-2:]))
+        return InversionRecord(
+            method="none",
+            sampler="flow",
+            prediction_type="flow",
+            timesteps=table.to_list(),
+            latents=latents.detach().cpu()[None],
+            source_prompt=inv.source_prompt,
+            stats={"frame_calls": 0},
+        )
+
+    def transforms(self, steps: int, latent_hw: tuple[int, int]) -> list[str]:
+        """FreeInv's transform of each step when the inversion method is freeinv, else the identity."""
+        inv = self.config.inversion
+        if inv.method != "freeinv":
+            return ["id"] * steps
+        return tf.schedule(tf.group_for(inv.transforms, *latent_hw), steps, inv.seed)
+
+    @torch.no_grad()
+    def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
+        ed, models = self.config.edit, self.models
+        steps, n_max, n_min, n_avg, source_g, target_g = self.settings()
+        x_src = record.x0.to(device=models.device, dtype=work_dtype(record.x0.dtype))
+        table = flow_table(models.scheduler, steps, tuple(x_src.shape[-2:]))
+        source = flow_rows(models, record.source_prompt, source_g)
+        target = flow_rows(models, ed.target_prompt, target_g)
+        chunk = self.config.runtime.unet_chunk
+        both = BranchVelocities(models, [source, target], chunk=chunk)
+        target_only = BranchVelocities(models, [target], chunk=chunk)
+        schedule = self.transforms(steps, tuple(x_src.shape[-2:]))
+        shared = self.config.inversion.noise == "shared"
+        noise = ef_noise(tuple(x_src.shape), steps * n_avg, seed=ed.seed, shared=shared, dtype=x_src.dtype)
+        noise = noise.to(x_src.device).view(steps, n_avg, *noise.shape[1:])
+
+        t0 = time.perf_counter()
+        z_edit, z_tar, start = x_src, None, steps - n_max
+        for i in tqdm(range(start, steps), total=n_max, desc="flowedit", disable=not progress, leave=False):
+            sigma, sigma_next, t = level(table.sigmas, i, x_src), level(table.sigmas, i + 1, x_src), table.timesteps[i]
+            if i < steps - n_min:
+                delta = torch.zeros_like(x_src)
+                for n in noise[i]:
+                    z_src = (1 - sigma) * x_src + sigma * n
+                    z = torch.stack([z_src, z_src + (z_edit - x_src)])
+                    v = transformed(both, schedule[i])(z, t)
+                    delta = delta + (v[1] - v[0]) / n_avg
+                z_edit = z_edit + (sigma_next - sigma) * delta
+            else:
+                if z_tar is None:  # the first target-only step: the edit's offset on a noised source
+                    z_tar = (1 - sigma) * x_src + sigma * noise[i, 0] + (z_edit - x_src)
+                v = transformed(target_only, schedule[i])(z_tar[None], t)[0]
+                z_tar = z_tar + (sigma_next - sigma) * v
+            if callback is not None:
+                callback(i - start, n_max, z_edit if z_tar is None else z_tar)
+        stats = {
+            "edit_s": round(time.perf_counter() - t0, 4),
+            "frame_calls": both.frame_calls + target_only.frame_calls,
+            "n_max": n_max,
+            "n_min": n_min,
+            "n_avg": n_avg,
+            "source_guidance": source_g,
+            "target_guidance": target_g,
+            "transforms": schedule[start:],
+        }
+        return EditResult(latents=z_edit if z_tar is None else z_tar, stats=stats)

@@ -1,0 +1,233 @@
+"""Rectified-flow frame models (SD3, Flux): detection, loading, prompt conditions and one transformer call.
+
+    family = flow_family_of("stabilityai/stable-diffusion-3-medium-diffusers")   # "sd3" | "flux" | None
+    models = load_flow_models(source, family, dtype=torch.float32, device=cpu)
+    cond = flow_condition(models, ["", "a cat"], guidance=4.0)                  # the prompt rows
+    v = models.call(models.transformer, x, t, cond)                            # x ((b f) c h w) -> velocity
+
+A model is held as its diffusers pipeline (`StableDiffusion3Pipeline`, `FluxPipeline`): its
+`encode_prompt` makes the text conditions exactly as diffusers does, its components are the
+model's. SD3 loads without T5 when the source has none (`text_encoder_3=None`, diffusers'
+documented memory-saving way; the T5 rows are then zeros). `FlowModels` offers the attributes the
+engine reads from `vidinv.models.Models` (`unet` is the transformer, `vae`, `scheduler`, ...).
+Detection reads the source's `model_index.json` only (no weights); `tiny-sd3` / `tiny-flux` are
+the built-in random-weight models (`vidinv.models.tiny_flow`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange, repeat
+
+from vidinv.errors import VidinvError, first_line
+
+PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
+TINY_FLOW = {"tiny-sd3": "sd3", "tiny-flux": "flux"}
+MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}  # the pipelines' T5 token defaults
+
+
+def flow_family_of(pretrained: str) -> str | None:
+    """`sd3` / `flux` when `pretrained` is a flow pipeline (a built-in tiny name, or a folder / hub id
+    whose model_index.json names StableDiffusion3Pipeline / FluxPipeline); None otherwise."""
+    if pretrained in TINY_FLOW:
+        return TINY_FLOW[pretrained]
+    index = Path(pretrained) / "model_index.json"
+    if index.is_file():
+        return PIPELINES.get(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
+    if Path(pretrained).exists() or pretrained.endswith((".safetensors", ".ckpt")) or pretrained.count("/") != 1:
+        return None
+    try:  # a hub id: its model_index.json from the cache or the hub (small; no weights)
+        from diffusers import DiffusionPipeline
+
+        return PIPELINES.get(DiffusionPipeline.load_config(pretrained).get("_class_name", ""))
+    except Exception:  # no network / not a pipeline: the SD loader reports it
+        return None
+
+
+@dataclass
+class FlowCondition:
+    """The text conditions of b prompt rows: embeds (b l d), pooled (b d); Flux: text ids (l 3) and
+    the embedded guidance (b) of its guidance-distilled transformer (None without)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor | None = None
+    guidance: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.embeds.shape[0]
+
+    def per_frame(self, frames: int) -> FlowCondition:
+        """The rows repeated for `frames` frames each: (b l d) -> ((b f) l d)."""
+        return FlowCondition(
+            repeat(self.embeds, "b l d -> (b f) l d", f=frames),
+            repeat(self.pooled, "b d -> (b f) d", f=frames),
+            self.text_ids,
+            None if self.guidance is None else repeat(self.guidance, "b -> (b f)", f=frames),
+        )
+
+    @staticmethod
+    def cat(conditions: list[FlowCondition]) -> FlowCondition:
+        """The rows of several conditions of one model, in order."""
+        first = conditions[0]
+        guidance = None if first.guidance is None else torch.cat([c.guidance for c in conditions])
+        return FlowCondition(
+            torch.cat([c.embeds for c in conditions]),
+            torch.cat([c.pooled for c in conditions]),
+            first.text_ids,
+            guidance,
+        )
+
+
+def call_sd3(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+    """SD3's velocity for latents x (B c h w) at timestep t (0..1000), as its pipeline calls it."""
+    timestep = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    return transformer(
+        hidden_states=x,
+        timestep=timestep,
+        encoder_hidden_states=cond.embeds,
+        pooled_projections=cond.pooled,
+        return_dict=False,
+    )[0]
+
+
+def call_flux(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+    """Flux's velocity for latents x (B c h w): 2x2-packed tokens, image ids, timestep / 1000 and
+    the embedded guidance, as FluxPipeline calls it."""
+    from diffusers import FluxPipeline
+
+    b, _, h, w = x.shape
+    tokens = rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=2, q=2)
+    image_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, x.device, x.dtype)
+    timestep = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(b) / 1000
+    guidance = None
+    if transformer.config.guidance_embeds:
+        guidance = cond.guidance.to(device=x.device, dtype=torch.float32)
+    out = transformer(
+        hidden_states=tokens,
+        timestep=timestep,
+        guidance=guidance,
+        pooled_projections=cond.pooled,
+        encoder_hidden_states=cond.embeds,
+        txt_ids=cond.text_ids,
+        img_ids=image_ids,
+        return_dict=False,
+    )[0]
+    return rearrange(out, "b (h w) (c p q) -> b c (h p) (w q)", h=h // 2, p=2, q=2)
+
+
+CALLS = {"sd3": call_sd3, "flux": call_flux}
+
+
+@dataclass
+class FlowModels:
+    """A flow pipeline's components on one device and dtype (module docstring)."""
+
+    pipeline: object
+    family: str  # sd3 | flux
+    device: torch.device
+    dtype: torch.dtype
+    source: str
+    max_sequence_length: int
+    prediction_type: str = field(default="flow", init=False)
+
+    @property
+    def transformer(self):
+        return self.pipeline.transformer
+
+    @property
+    def unet(self):
+        """The denoiser (the engine's name for it): the transformer."""
+        return self.pipeline.transformer
+
+    @property
+    def vae(self):
+        return self.pipeline.vae
+
+    @property
+    def scheduler(self):
+        return self.pipeline.scheduler
+
+    @property
+    def text_encoder(self):
+        return self.pipeline.text_encoder
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.tokenizer
+
+    def call(self, transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+        return CALLS[self.family](transformer, x, t, cond)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.pipeline.save_pretrained(folder)
+
+
+def _pipeline_class(family: str):
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+
+
+def _without_t5(pretrained: str) -> dict:
+    """SD3 sources that hold no T5 encoder load with text_encoder_3 = tokenizer_3 = None."""
+    index = Path(pretrained) / "model_index.json"
+    if index.is_file() and json.loads(index.read_text(encoding="utf-8")).get("text_encoder_3", [None])[0] is None:
+        return {"text_encoder_3": None, "tokenizer_3": None}
+    return {}
+
+
+def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype):
+    """The diffusers pipeline of a flow model: a built-in tiny one, a folder or a hub id."""
+    if pretrained in TINY_FLOW:
+        from vidinv.models.tiny_flow import tiny_flow_pipeline
+
+        return tiny_flow_pipeline(pretrained)
+    extra = _without_t5(pretrained) if family == "sd3" else {}
+    try:
+        return _pipeline_class(family).from_pretrained(pretrained, torch_dtype=dtype, **extra)
+    except (OSError, ValueError) as err:
+        where = "folder" if Path(pretrained).is_dir() else "hub id (needs network or a filled cache)"
+        raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
+
+
+def load_flow_models(pretrained: str, family: str, *, dtype: torch.dtype, device: torch.device, prepare) -> FlowModels:
+    """The flow pipeline's modules cast, moved and frozen by `prepare(module, dtype, device)`."""
+    pipeline = load_flow_pipeline(pretrained, family, dtype)
+    for name, module in pipeline.components.items():
+        if isinstance(module, torch.nn.Module):
+            setattr(pipeline, name, prepare(module, dtype, device))
+    if pretrained in TINY_FLOW:
+        from vidinv.models.tiny_flow import T5_TOKENS
+
+        tokens = T5_TOKENS
+    else:
+        tokens = MAX_SEQUENCE_LENGTH[family]
+    return FlowModels(pipeline, family, device, dtype, pretrained, tokens)
+
+
+@torch.no_grad()
+def flow_condition(models: FlowModels, prompts: list[str], guidance: float | None = None) -> FlowCondition:
+    """The text conditions of `prompts` (one row each) from the pipeline's own `encode_prompt`;
+    `guidance` is Flux's embedded guidance."""
+    pipe, device = models.pipeline, models.device
+    if models.family == "sd3":
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=models.max_sequence_length,
+        )
+        return FlowCondition(embeds.to(models.dtype), pooled.to(models.dtype))
+    embeds, pooled, text_ids = pipe.encode_prompt(
+        prompt=list(prompts), prompt_2=None, device=device, max_sequence_length=models.max_sequence_length
+    )
+    rows = torch.full((len(prompts),), 1.0 if guidance is None else float(guidance))
+    return FlowCondition(embeds.to(models.dtype), pooled.to(models.dtype), text_ids, rows)
