@@ -30,6 +30,7 @@ LAYERS = [
             "vidinv.metrics",
             "vidinv.info",
             "vidinv.transforms",
+            "vidinv.run_lock",
         ),
     ),
     ("io", ("vidinv.io",)),

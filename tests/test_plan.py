@@ -58,7 +58,7 @@ def test_host_memory_grows_with_the_clip_and_the_store():
 
 def test_check_fits_refuses_a_clip_larger_than_the_machine_in_one_line():
     with pytest.raises(VidinvError, match=r"^plan: predicted peak host memory [\d,]+ MB exceeds") as err:
-        check_fits(config_from_dict({"video": {"num_frames": 4, "height": 100000}}))
+        check_fits(config_from_dict({"video": {"num_frames": 10000, "height": 8192, "width": 8192}}))
     assert "\n" not in str(err.value)
 
 
@@ -71,5 +71,6 @@ def test_vidinv_plan_prints_the_prediction(capsys):
 
 def test_vidinv_edit_that_cannot_fit_exits_2_before_writing(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    assert main(["edit", "configs/demo.yaml", "video.height=100000", f"runtime.output_dir={out_dir}"]) == 2
+    big = ["video.num_frames=10000", "video.height=8192", "video.width=8192"]
+    assert main(["edit", "configs/demo.yaml", *big, f"runtime.output_dir={out_dir}"]) == 2
     assert "predicted peak" in capsys.readouterr().err and not out_dir.exists()

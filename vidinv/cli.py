@@ -17,6 +17,7 @@ from vidinv.errors import VidinvError
 from vidinv.hostmemory import release_large_blocks
 from vidinv.interrupts import Interrupted
 from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
+from vidinv.run_lock import release_run_locks
 
 # command -> (module:function, help). Jobs take (config, *, quiet) and return a summary line.
 JOBS = {
@@ -143,8 +144,33 @@ def _run_job(args) -> int:
     return 0
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once per command."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        seen = message in self.seen
+        self.seen.add(message)
+        return not seen
+
+
+def _log_once() -> None:
+    """vidinv's notes and warnings each once per command (a prompt is encoded more than once)."""
+    logger = logging.getLogger("vidinv")
+    for old in [f for f in logger.filters if isinstance(f, _Once)]:
+        logger.removeFilter(old)
+    logger.addFilter(_Once())
+
+
 def _quiet_libraries(debug: bool) -> None:
-    """Library chatter (download hints, weight-loading bars) is noise on the command line."""
+    """Library chatter (ffmpeg log lines, download hints, weight-loading bars) is noise on the command line."""
+    from vidinv.io.decoders import quiet_libraries
+
+    quiet_libraries(not debug)
     if debug:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -163,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.debug)
     release_large_blocks()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="vidinv: %(message)s")
+    _log_once()
     try:
         return args.handler(args)
     except VidinvError as err:
@@ -176,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the sampling loops
         print("vidinv: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_run_locks()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ of range are `VidinvError`s whose one-line message names the key (and the neares
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,12 @@ CHOICES = {
     "edit.store_dtype": ("fp16", "fp32"),
     "edit.store": ("auto", "memory", "recompute"),
     "runtime.offload": ("none", "model", "sequential"),
+    "runtime.codec": ("h264", "ffv1", "png"),
+    "runtime.audio": ("copy", "drop"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 CONTROL_KINDS = ("canny", "depth")  # edit.control: condition images computed from the source frames
+MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
 
 
 @dataclass
@@ -136,6 +140,10 @@ class RuntimeConfig:
     vae_tiling: bool = False  # VAE in overlapping spatial tiles (diffusers) for frames larger than one tile
     vae_tile_size: int = 512  # tile side in pixels (a multiple of 64); the overlap is a quarter of it
     record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
+    # output videos: h264 (.mp4), ffv1 (.mkv, lossless) or png (a folder of frames, lossless); byte-identical reruns
+    codec: str = "h264"
+    # the source's audio in edited / side_by_side videos, cut to the selected frames (dropped with a note when stride != 1)
+    audio: str = "copy"
 
 
 @dataclass
@@ -210,12 +218,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(from_file, DictConfig):
             raise VidinvError(f"config file {path} must hold a mapping of sections (model, video, ...)")
         merged = _merge(merged, from_file, str(path))
+    given: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
             raise VidinvError(f"override {item!r} is not of the form key=value")
+        key = item.split("=", 1)[0].strip().lstrip("+~")
+        if key in given:
+            raise VidinvError(f"override {item!r}: key '{key}' is given twice (also {given[key]!r})")
+        given[key] = item
         try:
             dotlist = OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as err:
+        except Exception as err:  # OmegaConf's own errors, and yaml's for a malformed value (`[,0]`)
             raise VidinvError(f"override {item!r} cannot be parsed: {first_line(err)}") from err
         merged = _merge(merged, dotlist, f"override {item!r}")
     config = OmegaConf.to_object(merged)
@@ -268,15 +281,20 @@ def validate(config: Config) -> None:
     _require(v.num_frames is None or v.num_frames >= 1, "video.num_frames", v.num_frames, "null or an integer >= 1")
     for key in ("height", "width"):
         size = getattr(v, key)
-        _require(size is None or (size >= 8 and size % 8 == 0), f"video.{key}", size, "null or a multiple of 8 (>= 8)")
+        _require(
+            size is None or (8 <= size <= MAX_SIDE and size % 8 == 0),
+            f"video.{key}",
+            size,
+            f"null or a multiple of 8 in 8..{MAX_SIDE}",
+        )
     _require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
     _require(
-        inv.guidance_scale is None or inv.guidance_scale >= 0,
+        inv.guidance_scale is None or 0 <= inv.guidance_scale < math.inf,
         "inversion.guidance_scale",
         inv.guidance_scale,
-        "null or >= 0",
+        "null or a finite number >= 0",
     )
-    _require(ed.guidance_scale >= 0, "edit.guidance_scale", ed.guidance_scale, "a number >= 0")
+    _require(0 <= ed.guidance_scale < math.inf, "edit.guidance_scale", ed.guidance_scale, "a finite number >= 0")
     for key in ("inject_features", "inject_attention", "self_attn_steps", "cross_attn_steps", "mask_threshold"):
         value = getattr(ed, key)
         _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
@@ -299,7 +317,7 @@ def validate(config: Config) -> None:
         rt.vae_tile_size,
         "a multiple of 64",
     )
-    _require(rt.fps is None or rt.fps > 0, "runtime.fps", rt.fps, "null or a number > 0")
+    _require(rt.fps is None or 0 < rt.fps < math.inf, "runtime.fps", rt.fps, "null or a finite number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
     _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")

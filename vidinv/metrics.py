@@ -7,14 +7,17 @@ from einops import reduce
 
 
 def psnr_per_frame(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """PSNR in dB of each frame of a and b (f ...), for values spanning `data_range` ([-1, 1] -> 2)."""
+    """PSNR in dB of each frame of a and b (f ...), for values spanning `data_range` ([-1, 1] -> 2).
+
+    Identical frames have an infinite PSNR (inf here; null in the JSON files, which hold no
+    Infinity), as in scikit-image and torchmetrics, rather than an arbitrary large number."""
     diff = (a.double().cpu() - b.double().cpu()) ** 2
-    mse = reduce(diff, "f ... -> f", "mean").clamp_min(1e-30)
-    return 10 * torch.log10(data_range**2 / mse)
+    mse = reduce(diff, "f ... -> f", "mean")
+    return 10 * torch.log10(data_range**2 / mse)  # mse 0 -> inf
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> float:
-    """Mean over frames of the per-frame PSNR in dB."""
+    """Mean over frames of the per-frame PSNR in dB (inf when a frame is identical)."""
     return float(psnr_per_frame(a, b, data_range).mean())
 
 

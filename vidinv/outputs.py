@@ -1,26 +1,27 @@
-"""The run folder: refuse to clobber, write every file under a temporary name, rename when complete."""
+"""The run folder: one run at a time, refuse to clobber, write every file under a temporary name,
+rename when complete."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, first_line
 
 PARTIAL_TAG = ".partial"
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Create the run folder; a non-empty one is refused unless `overwrite`."""
+def make_folder(path: str | Path) -> Path:
+    """mkdir -p, or a one-line error naming the folder when it cannot be created (e.g. under /proc)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise VidinvError(f"runtime.output_dir: {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise VidinvError(f"runtime.output_dir: {path} is not empty (set runtime.overwrite=true to replace its files)")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VidinvError(f"{path}: cannot create this folder ({err.strerror or type(err).__name__})") from None
     return path
 
 
@@ -38,16 +39,29 @@ def atomic_path(final: str | Path):
     looks finished is left behind.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(final.parent)
     tmp = partial_name(final)
-    _remove(tmp)
     try:
+        _remove(tmp)
         yield tmp
         _remove(final)
         os.replace(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        raise VidinvError(f"{final}: cannot be written ({err.strerror or first_line(err)})") from err
     except BaseException:
         _remove(tmp)
         raise
+
+
+def check_writable(final: str | Path) -> Path:
+    """A one-line VidinvError now, rather than after the work, when `final` cannot be written
+    (its folder is created; a probe file is written under the partial name and removed)."""
+    with atomic_path(final) as tmp:
+        tmp.touch()
+    Path(final).unlink()
+    return Path(final)
 
 
 def _remove(path: Path) -> None:
@@ -57,10 +71,27 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def finite_or_null(data):
+    """`data` with every non-finite float (nan, inf) replaced by None, in nested dicts and lists."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(value) for value in data]
+    return data
+
+
+def json_text(data) -> str:
+    """Strict indented JSON (RFC 8259): a non-finite number becomes null, never NaN or Infinity."""
+    return json.dumps(finite_or_null(data), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, data: dict) -> Path:
-    """Write `data` as indented JSON, atomically."""
+    """Write `data` as strict indented JSON (`json_text`), atomically."""
+    text = json_text(data)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

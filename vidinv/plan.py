@@ -172,13 +172,19 @@ def _folder_configs(folder: Path) -> dict:
 
 def component_configs(config: Config) -> dict:
     """unet / vae / text_encoder configs: the tiny model's, or a diffusers folder's config.json files
-    (model.pretrained, or model.single_file_config for a single-file checkpoint)."""
+    (model.pretrained, or model.single_file_config for a single-file checkpoint; a hub id's from
+    the hub cache or fetched)."""
+    from vidinv.models.hub import hub_config_folder
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
     from vidinv.models.tiny import TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_text_config
 
     m = config.model
     if m.pretrained == "tiny":
         return {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG, "text_encoder": tiny_text_config().to_dict()}
-    folder = Path(os.path.expanduser(m.single_file_config or m.pretrained))
+    source = os.path.expanduser(m.single_file_config or m.pretrained)
+    folder = Path(source)
+    if not folder.exists() and not source.endswith(SINGLE_FILE_SUFFIXES) and not looks_like_path(source):
+        folder = hub_config_folder(source)  # a hub id: its config files, from the cache or fetched
     if not folder.is_dir():
         raise VidinvError(
             f"plan: {folder} is not a local diffusers folder (plan reads the component configs offline;"

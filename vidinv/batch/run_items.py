@@ -22,12 +22,12 @@ METRIC_KEYS = ("warp_error_source", "warp_error_edited", "frame_change_edited", 
 
 def is_complete(item: BatchItem) -> bool:
     """The item's folder has every file the edit job writes, from this very config."""
-    from vidinv.jobs.edit import WRITES
+    from vidinv.jobs.edit import writes
 
     out = Path(item.config.runtime.output_dir)
     written = out / "config.yaml"
     return (
-        all((out / name).is_file() for name in WRITES)
+        all((out / name).exists() for name in writes(item.config.runtime.codec))
         and written.is_file()
         and written.read_text(encoding="utf-8") == to_yaml(item.config)
     )

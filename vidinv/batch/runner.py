@@ -13,7 +13,7 @@ from vidinv.batch.backends import run_local, run_ray
 from vidinv.batch.manifest import load_manifest
 from vidinv.batch.plan import plan_items
 from vidinv.batch.report import write_report
-from vidinv.outputs import prepare_output_dir
+from vidinv.run_lock import prepare_output_dir
 
 log = logging.getLogger("vidinv")
 

@@ -9,10 +9,8 @@ import numpy as np
 from PIL import Image
 
 from vidinv.errors import VidinvError
-from vidinv.io.decoders import Decoded, empty_pictures
+from vidinv.io.decoders import IMAGE_SUFFIXES, Decoded, empty_pictures
 from vidinv.io.selection import FrameSelection
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def natural_key(name: str) -> list:

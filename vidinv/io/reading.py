@@ -11,7 +11,7 @@ from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
 from vidinv.io.arrays import NAME as IN_MEMORY
 from vidinv.io.arrays import in_memory_pictures, select_pictures
-from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, decode, decord_available
+from vidinv.io.decoders import DECODERS, Decoded, DecodeFailed, check_video_file, decode, decord_available
 from vidinv.io.images import read_image_folder
 from vidinv.io.resize import RESIZE_MODES, center_crop, check_size, resize_frames, target_size
 from vidinv.io.selection import FrameSelection
@@ -53,6 +53,7 @@ def read_video(
         decoded = _decode(path, selection, decoder, fps)
     else:
         decoded = select_pictures(pictures, selection, fps)
+    selection.note_if_short(name, len(decoded.pictures))
     source_size = tuple(decoded.pictures.shape[1:3])
     height, width = target_size(source_size, size, name)
     if size is None or size == (None, None):  # only crop to multiples of 8, no resampling
@@ -82,6 +83,7 @@ def _decode(path: Path, selection: FrameSelection, decoder: str, fps: float) -> 
     if path.is_dir():
         decoded = read_image_folder(path, selection, fps)
     else:
+        check_video_file(path)
         try:
             decoded = decode(path, selection, decoder)
         except DecodeFailed as err:

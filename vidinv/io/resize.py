@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from vidinv.errors import VidinvError
 
 MULTIPLE = 8
+MAX_PIXELS = 8192 * 8192  # the largest frame resizing may make, on the way to the target or as it
 RESIZE_MODES = ("center_crop", "stretch", "pad")
 BLACK = -1.0
 
@@ -73,6 +74,11 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "cent
     scale = bound(height / src_h, width / src_w)
     scaled_h = max(1, bound(height, round(src_h * scale)))
     scaled_w = max(1, bound(width, round(src_w * scale)))
+    if scaled_h * scaled_w > MAX_PIXELS:
+        raise VidinvError(
+            f"resizing {src_h}x{src_w} frames to {height}x{width} ({mode}) would go through {scaled_h}x{scaled_w}"
+            f" frames, more than {MAX_PIXELS:,} pixels (choose a size closer to the source's aspect ratio)"
+        )
     scaled = _interpolate(frames, (scaled_h, scaled_w))
     if cover:
         return center_crop(scaled, size)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from vidinv.errors import VidinvError
+
+log = logging.getLogger("vidinv")
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,15 @@ class FrameSelection:
     def wants(self, index: int) -> bool:
         in_range = index >= self.start and (self.last is None or index <= self.last)
         return in_range and (index - self.start) % self.stride == 0
+
+    def note_if_short(self, path, count: int) -> None:
+        """A one-line note when the source gave fewer than `num_frames` frames (`count` are used)."""
+        if self.num_frames is not None and count < self.num_frames:
+            log.warning(
+                "note: %s: num_frames=%d from frame %d with stride %d asks for more frames than the clip has; using %d",
+                path,
+                self.num_frames,
+                self.start,
+                self.stride,
+                count,
+            )

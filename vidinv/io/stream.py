@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vidinv.errors import VidinvError
-from vidinv.io.decoders import DEFAULT_FPS, DecodeFailed, _first_line, _pyav_pictures
+from vidinv.io.decoders import DecodeFailed, _first_line, _pyav_pictures, check_video_file, probe
 from vidinv.io.images import _load, list_images
 from vidinv.io.resize import center_crop, check_size, resize_frames, target_size
 from vidinv.io.selection import FrameSelection
@@ -50,20 +50,12 @@ class ClipStream:
         if self.path.is_dir():
             files = list_images(self.path)
             return self.folder_fps, tuple(_load(files[0]).shape[:2])
-        import av
-
+        check_video_file(self.path)
         try:
-            with av.open(str(self.path)) as container:
-                if not container.streams.video:
-                    raise DecodeFailed("no video stream")
-                stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate
-                height, width = stream.codec_context.height, stream.codec_context.width
-        except Exception as err:
-            raise VidinvError(f"{self.path}: cannot be decoded as a video ({_first_line(err)})") from None
-        if not height or not width:
-            raise VidinvError(f"{self.path}: cannot be decoded as a video (no frame size)")
-        return (float(rate) if rate else DEFAULT_FPS), (height, width)
+            found = probe(self.path)
+        except DecodeFailed as err:
+            raise VidinvError(f"{self.path}: cannot be decoded as a video ({err})") from None
+        return found.fps, (found.height, found.width)
 
     def _pictures(self) -> Iterator[np.ndarray]:
         """The selected uint8 pictures (H, W, 3), in order."""
@@ -111,6 +103,8 @@ class ClipStream:
             yield self._fit(frames_from_uint8(np.stack(batch)))
         if count == 0:
             raise VidinvError(f"{self.path}: no frames from start {self.selection.start} (no decodable frames there)")
+        if self.num_frames is None:  # the first full pass
+            self.selection.note_if_short(self.path, count)
         self.num_frames = count
 
 

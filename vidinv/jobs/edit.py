@@ -1,7 +1,7 @@
 """`vidinv edit`: invert the clip with the source prompt, edit it towards the target prompt, write it all.
 
-Run folder: edited.mp4, source.mp4 (the frames as processed), side_by_side.mp4 (source | edited),
-config.yaml (resolved), metrics.json, inversion/ (the record, reused when config and clip match).
+Run folder: edited.mp4, source.mp4 (the frames as processed), side_by_side.mp4 (source | edited)
+(.mkv with runtime.codec=ffv1, PNG folders with png), config.yaml (resolved), metrics.json, inversion/ (the record, reused when config and clip match).
 
 The clip streams through in chunks of `runtime.vae_chunk` frames: read + encoded, then, after the
 edit, decoded chunk by chunk beside the source read again, each chunk written to source.mp4,
@@ -15,21 +15,32 @@ import time
 
 from vidinv.config import Config, to_yaml
 from vidinv.interrupts import Interrupted
+from vidinv.io.writing import video_filename
 from vidinv.jobs.invert import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
+from vidinv.run_lock import releases_run_locks
 
-WRITES = ["edited.mp4", "source.mp4", "side_by_side.mp4", "metrics.json"]
+VIDEOS = ("edited", "source", "side_by_side")
 
 
+def writes(codec: str = "h264") -> list[str]:
+    """The names the edit job writes in its run folder (the videos' suffix follows runtime.codec)."""
+    return [video_filename(stem, codec) for stem in VIDEOS] + ["metrics.json"]
+
+
+WRITES = writes()  # with the default codec
+
+
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor, peak_memory_mb
     from vidinv.io import side_by_side
     from vidinv.io.writing import VideoWriter
-    from vidinv.jobs.streaming import decode_chunks, encode_stream, stream_for
+    from vidinv.jobs.streaming import audio_for, decode_chunks, encode_stream, stream_for
     from vidinv.metrics import ClipComparison
 
     started = time.perf_counter()
-    out = open_run_dir(config, WRITES)
+    out = open_run_dir(config, writes(config.runtime.codec))
     editor = VideoEditor(config, progress=not quiet)
     stream = stream_for(config)
     t0 = time.perf_counter()
@@ -51,10 +62,12 @@ def run(config: Config, *, quiet: bool = False) -> str:
     write_text(out / "config.yaml", to_yaml(config))
     t0 = time.perf_counter()
     comparison = ClipComparison()
+    edited_name, source_name, both_name = (video_filename(stem, config.runtime.codec) for stem in VIDEOS)
+    audio = audio_for(config, stream, len(latents), fps)
     with (
-        VideoWriter(out / "source.mp4", fps) as sources,
-        VideoWriter(out / "edited.mp4", fps) as edited,
-        VideoWriter(out / "side_by_side.mp4", fps) as both,
+        VideoWriter(out / source_name, fps) as sources,
+        VideoWriter(out / edited_name, fps, audio=audio) as edited,
+        VideoWriter(out / both_name, fps, audio=audio) as both,
     ):
         for source, (frames,) in decode_chunks(models, stream, result.latents, progress=not quiet):
             sources.write(source)
@@ -98,7 +111,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     write_json(out / "metrics.json", metrics)
     return (
         f"vidinv: edited {f} frames {h}x{w} ({record.method} inversion, {'reused' if result.record_reused else 'computed'}; "
-        f"{config.edit.method} edit, {record.steps} steps) -> {out / 'edited.mp4'} (+ side_by_side.mp4, metrics.json) "
+        f"{config.edit.method} edit, {record.steps} steps) -> {out / edited_name} (+ {both_name}, metrics.json) "
         f"in {total_s:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
         f"edited {consistency['warp_error_edited']:.4f}"
     )

@@ -12,12 +12,14 @@ import torch
 
 from vidinv.config import Config, to_yaml
 from vidinv.metrics import psnr_per_frame
-from vidinv.outputs import prepare_output_dir, write_json, write_text
+from vidinv.outputs import write_json, write_text
+from vidinv.run_lock import prepare_output_dir, releases_run_locks
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import load_models_for
-    from vidinv.io.writing import VideoWriter
+    from vidinv.io.writing import VideoWriter, video_filename
     from vidinv.jobs.streaming import decode_chunks, encode_stream, stream_for
 
     started = time.perf_counter()
@@ -27,11 +29,11 @@ def run(config: Config, *, quiet: bool = False) -> str:
     stream = stream_for(config)
     fps = rt.fps or stream.fps
     t0 = time.perf_counter()
-    with VideoWriter(out / "source.mp4", fps) as source:
+    with VideoWriter(out / video_filename("source", rt.codec), fps) as source:
         latents = encode_stream(models, stream, writers=[source], progress=not quiet)
     t1 = time.perf_counter()
     per_frame = []
-    with VideoWriter(out / "roundtrip.mp4", fps) as writer:
+    with VideoWriter(out / video_filename("roundtrip", rt.codec), fps) as writer:
         for frames, (roundtrip,) in decode_chunks(models, stream, latents, progress=not quiet):
             writer.write(roundtrip)
             per_frame.append(psnr_per_frame(roundtrip, frames))

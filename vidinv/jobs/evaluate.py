@@ -7,16 +7,16 @@ them to --json when given).
 
 from __future__ import annotations
 
-import json
-
 from vidinv.errors import VidinvError
 
 
 def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None) -> dict:
     from vidinv.io import read_video
     from vidinv.metrics import compare_clips
-    from vidinv.outputs import write_json
+    from vidinv.outputs import check_writable, write_json
 
+    if json_path:
+        check_writable(json_path)  # before the work
     source = read_video(source_path, size=None)
     _, _, h, w = source.frames.shape
     edited = read_video(edited_path, size=(h, w), resize="stretch")
@@ -39,5 +39,7 @@ def evaluate(source_path: str, edited_path: str, *, json_path: str | None = None
 
 
 def run_cli(args) -> int:
-    print(json.dumps(evaluate(args.source, args.edited, json_path=args.json), indent=2))
+    from vidinv.outputs import json_text
+
+    print(json_text(evaluate(args.source, args.edited, json_path=args.json)), end="")
     return 0

@@ -13,8 +13,9 @@ import torch
 
 from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
-from vidinv.outputs import prepare_output_dir, write_text
+from vidinv.outputs import write_text
 from vidinv.plan import check_fits
+from vidinv.run_lock import acquire_run_lock, prepare_output_dir, releases_run_locks
 
 RECORD_DIR = "inversion"
 
@@ -26,17 +27,19 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     from vidinv.inversion.record import JSON_NAME
     from vidinv.inversion.resume import SUFFIX
 
-    check_fits(config, "edit" if "edited.mp4" in writes else "invert")  # refuse what cannot fit, before loading
     rt = config.runtime
     path = Path(rt.output_dir)
     has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
     if rt.overwrite or not has_inversion:
-        return prepare_output_dir(path, rt.overwrite)
-    clash = [name for name in writes if (path / name).exists()]
-    if clash:
-        raise VidinvError(
-            f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
-        )
+        prepare_output_dir(path, rt.overwrite)
+    else:
+        acquire_run_lock(path)
+        clash = [name for name in writes if (path / name).exists()]
+        if clash:
+            raise VidinvError(
+                f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
+            )
+    check_fits(config, "edit" if any(name.startswith("edited") for name in writes) else "invert")  # before loading
     return path
 
 
@@ -79,6 +82,7 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     return Inverted(out, editor.models, stream, latents, record, reused, seconds, control)
 
 
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     started = time.perf_counter()
     job = invert_clip(config, quiet=quiet, writes=[])

@@ -1,6 +1,6 @@
 """`vidinv reconstruct`: invert (or load the record), regenerate with the source prompt, measure.
 
-Writes reconstruction.mp4 and metrics.json:
+Writes reconstruction.mp4 (.mkv / a PNG folder, see runtime.codec) and metrics.json:
     psnr_latent_db  reconstructed vs inverted latents (data range: the input latents' peak-to-peak)
     psnr_db         reconstructed frames vs the VAE round trip of the input (the inversion's own error)
     psnr_input_db   reconstructed frames vs the input frames (inversion + VAE)
@@ -16,17 +16,18 @@ from vidinv.config import Config
 from vidinv.jobs.invert import invert_clip
 from vidinv.metrics import psnr, psnr_per_frame
 from vidinv.outputs import write_json
+from vidinv.run_lock import releases_run_locks
 
-WRITES = ["reconstruction.mp4", "metrics.json"]
 
-
+@releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.inversion import get_inversion_method, reconstruct
-    from vidinv.io.writing import VideoWriter
+    from vidinv.io.writing import VideoWriter, video_filename
     from vidinv.jobs.streaming import decode_chunks
 
     started = time.perf_counter()
-    job = invert_clip(config, quiet=quiet, writes=WRITES)
+    name = video_filename("reconstruction", config.runtime.codec)
+    job = invert_clip(config, quiet=quiet, writes=[name, "metrics.json"])
     models, record, rt = job.models, job.record, config.runtime
     stats: dict = {}
     recon = reconstruct(models, record, config, progress=not quiet, stats=stats, control=job.control)
@@ -34,7 +35,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     fps = rt.fps or job.stream.fps
     per_frame, per_frame_input = [], []  # vs the VAE round trip, vs the input frames
     chunks = decode_chunks(models, job.stream, recon.cpu(), job.latents, progress=not quiet)
-    with VideoWriter(job.out / "reconstruction.mp4", fps) as writer:
+    with VideoWriter(job.out / name, fps) as writer:
         for source, (decoded, roundtrip) in chunks:
             writer.write(decoded)
             per_frame.append(psnr_per_frame(decoded, roundtrip))

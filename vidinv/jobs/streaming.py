@@ -44,3 +44,15 @@ def decode_chunks(models, stream: ClipStream, *latents: torch.Tensor, progress: 
             yield source, [decode_latents(models.vae, z[start:stop], len(source)) for z in latents]
             start = stop
             bar.update(len(source))
+
+
+def audio_for(config: Config, stream: ClipStream, frames: int, fps: float):
+    """The source's audio for the `frames` frames the stream selected, written at `fps`
+    (`vidinv.io.audio.clip_audio`; None when there is none or `runtime.audio` is drop)."""
+    from vidinv.io.audio import clip_audio
+
+    v = config.video
+    source_fps = stream.fps * v.stride
+    return clip_audio(
+        v.path, start=v.start, frames=frames, stride=v.stride, fps=source_fps, out_fps=fps, mode=config.runtime.audio
+    )

@@ -40,11 +40,15 @@ def flow_family_of(pretrained: str) -> str | None:
         return PIPELINES.get(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
     if Path(pretrained).exists() or pretrained.endswith((".safetensors", ".ckpt")) or pretrained.count("/") != 1:
         return None
+    from vidinv.models.hub import hub_local_only
+
+    local_only = hub_local_only(pretrained)  # a hub down and the id not cached: one line, in seconds
     try:  # a hub id: its model_index.json from the cache or the hub (small; no weights)
         from diffusers import DiffusionPipeline
 
-        return PIPELINES.get(DiffusionPipeline.load_config(pretrained).get("_class_name", ""))
-    except Exception:  # no network / not a pipeline: the SD loader reports it
+        index = DiffusionPipeline.load_config(pretrained, local_files_only=local_only)
+        return PIPELINES.get(index.get("_class_name", ""))
+    except Exception:  # not found / not a pipeline: the SD loader reports it
         return None
 
 

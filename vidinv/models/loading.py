@@ -8,6 +8,7 @@ tokenizer and CLIPTextModelWithProjection); the family is recognised before load
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ import torch
 from vidinv.errors import VidinvError, first_line
 from vidinv.models.family import ModelFamily, family_of_folder
 from vidinv.models.flow import flow_family_of, load_flow_models
+from vidinv.models.hub import hub_local_only
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
 TINY = "tiny"
 MODULES = ("text_encoder", "text_encoder_2", "unet", "vae")
 COMPONENTS = ("tokenizer", "tokenizer_2", *MODULES, "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+log = logging.getLogger("vidinv")
 
 
 @dataclass
@@ -125,30 +128,34 @@ def _load_diffusers_folder(pretrained: str, dtype: torch.dtype) -> dict:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     _check_diffusers_source(pretrained)
+    local = {"local_files_only": Path(pretrained).is_dir() or hub_local_only(pretrained)}
     try:
         return {
-            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
-            "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", torch_dtype=dtype),
-            "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype),
-            "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype),
-            "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler"),
-            **_second_text_encoder(pretrained, dtype),
+            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **local),
+            "text_encoder": CLIPTextModel.from_pretrained(
+                pretrained, subfolder="text_encoder", torch_dtype=dtype, **local
+            ),
+            "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, **local),
+            "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype, **local),
+            "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler", **local),
+            **_second_text_encoder(pretrained, dtype, local),
         }
     except (OSError, ValueError) as err:
         where = "folder" if Path(pretrained).is_dir() else "hub id (needs network or a filled cache)"
         raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
 
 
-def _second_text_encoder(pretrained: str, dtype: torch.dtype) -> dict:
-    """SDXL's tokenizer_2 / text_encoder_2 (CLIPTextModelWithProjection) when the source has them."""
+def _second_text_encoder(pretrained: str, dtype: torch.dtype, local: dict) -> dict:
+    """SDXL's tokenizer_2 / text_encoder_2 (CLIPTextModelWithProjection) when the source has them
+    (`local`: the hub options of the other components)."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
     if not _has_component(pretrained, "text_encoder_2"):
         return {}
     return {
-        "tokenizer_2": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2"),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", **local),
         "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
-            pretrained, subfolder="text_encoder_2", torch_dtype=dtype
+            pretrained, subfolder="text_encoder_2", torch_dtype=dtype, **local
         ),
     }
 

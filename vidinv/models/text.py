@@ -12,9 +12,29 @@ concatenated, the second encoder's pooled projection as `text_embeds`, and `time
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger("vidinv")
+CUT_SHOWN = 60  # characters of the dropped text shown in the note
+
+
+def note_if_cut(tokenizer, prompt: str) -> None:
+    """A one-line note when `prompt` has more tokens than the text encoder takes (the rest is dropped)."""
+    ids = tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids
+    kept = tokenizer.model_max_length - 2  # the start and end tokens take two places
+    if len(ids) > kept:
+        dropped = tokenizer.decode(ids[kept:])
+        shown = dropped if len(dropped) <= CUT_SHOWN else dropped[:CUT_SHOWN] + "..."
+        log.warning(
+            "note: a prompt of %d tokens is cut to the text encoder's %d: %d dropped (%r)",
+            len(ids),
+            kept,
+            len(ids) - kept,
+            shown,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,8 @@ def encode_text(models, prompts: list[str], *, size: tuple[int, int] | None = No
     """Everything the UNet needs for `prompts`, one row each; `size` (H, W) in pixels is SDXL's
     original and target size (default: the family's default size)."""
     prompts = list(prompts)
+    for prompt in prompts:
+        note_if_cut(models.tokenizer, prompt)
     if getattr(models, "text_encoder_2", None) is not None:
         default = models.family.size if models.family is not None else 1024
         return _sdxl(models, prompts, tuple(size) if size is not None else (default, default))
@@ -107,5 +129,6 @@ def guided_text(models, negative_prompt: str, prompt: str, *, size: tuple[int, i
 
 
 def encode_prompts(models, prompts: list[str]) -> torch.Tensor:
-    """Text embeddings (n, l, d) for n prompts, padded to the tokenizer's max length (`encode_text(...).emb`)."""
+    """Text embeddings (n, l, d) for n prompts, padded to the tokenizer's max length (longer ones
+    cut to it, with a note): `encode_text(...).emb`."""
     return encode_text(models, prompts).emb
