@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vidinv import transforms as tf
 from vidinv.errors import VidinvError
-from vidinv.inversion import transforms as tf
 from vidinv.inversion.flow import FlowSampler, flow_invert, flow_table, record_sampler
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.methods import get_inversion_method

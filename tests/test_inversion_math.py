@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from vidinv.inversion import transforms as tf
+from vidinv import transforms as tf
 from vidinv.inversion.ddim import ddim_invert, ddim_sample
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.timesteps import step_table

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from vidinv import transforms as tf
 from vidinv.config import config_from_dict
 from vidinv.inversion import api
-from vidinv.inversion import transforms as tf
 from vidinv.inversion.ddim import ddim_invert, ddim_sample
 from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
 from vidinv.inversion.denoiser import GuidedModel

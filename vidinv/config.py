@@ -21,6 +21,7 @@ from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
 # Allowed values of the string options, checked by `validate` (method names: the registries').
 CHOICES = {
     "model.dtype": ("auto", "fp32", "fp16", "bf16"),
+    "model.prediction_type": ("auto", "epsilon", "v_prediction", "sample"),
     "model.attention": ("auto", "sdpa", "xformers", "naive"),
     "model.frame_attention": ("none", "sparse_causal", "keyframe", "full"),
     "model.keyframes": ("first", "middle", "stride"),
@@ -35,6 +36,7 @@ CHOICES = {
     "runtime.audio": ("copy", "drop"),
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
+CONTROL_KINDS = ("canny", "depth")  # edit.control: condition images computed from the source frames
 MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
 
 
@@ -49,6 +51,9 @@ class ModelConfig:
     keyframes: str = "first"  # anchors of `keyframe` mode: first | middle | stride
     keyframe_stride: int = 8  # with keyframes=stride: every k-th frame is an anchor
     attention_group: int = 16  # G of `full` mode: frames that attend to each other
+    prediction_type: str = "auto"  # auto = the scheduler config's; epsilon | v_prediction | sample
+    vae: str | None = None  # hub id / folder of a VAE replacing the pipeline's (e.g. an fp16-safe one)
+    controlnet: Any = None  # ControlNet hub id / folder / single file, or a list of them
 
 
 @dataclass
@@ -71,6 +76,7 @@ class InversionConfig:
     seed: int = 0
     transforms: str = "rot90"  # FreeInv's transform group
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
+    control: bool = False  # apply the ControlNet(s) during the inversion too
 
 
 @dataclass
@@ -115,6 +121,8 @@ class EditConfig:
     store: str = "auto"
     store_dtype: str = "fp16"  # FateZero: precision of the stored maps (fp32 only for exactness checks)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
+    control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
+    controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
     flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
 
@@ -314,6 +322,29 @@ def validate(config: Config) -> None:
     _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
+    _validate_control(config)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _validate_control(config: Config) -> None:
+    """model.controlnet, edit.control and edit.controlnet_scale: one value, or one per ControlNet."""
+    nets, kinds, scales = (
+        _as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
+    )
+    _require(all(isinstance(n, str) and n for n in nets), "model.controlnet", nets, "null, a source or a list of them")
+    wanted = f"one of {', '.join(CONTROL_KINDS)} per ControlNet ({len(nets)})"
+    _require(len(kinds) == len(nets) and set(kinds) <= set(CONTROL_KINDS), "edit.control", kinds, wanted)
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in scales)
+    _require(
+        numbers and len(scales) in (1, max(len(nets), 1)),
+        "edit.controlnet_scale",
+        scales,
+        "a number >= 0 or one per ControlNet",
+    )
+    _require(not config.inversion.control or nets, "inversion.control", True, "false without model.controlnet")
 
 
 def to_yaml(config: Config) -> str:

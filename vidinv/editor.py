@@ -23,10 +23,9 @@ from vidinv.config import Config, config_from_dict, validate
 
 def load_models_for(config: Config):
     """The configured model: cross-frame attention on its UNet, VAE tiling and CPU offload as configured."""
-    from vidinv.models import load_models
+    from vidinv.models import models_from_config
 
-    m = config.model
-    models = load_models(m.pretrained, dtype=m.dtype, device=m.device, single_file_config=m.single_file_config)
+    models = models_from_config(config.model)
     return prepare_models(models, config)
 
 
@@ -162,6 +161,13 @@ class VideoEditor:
 
         return decode_latents(self.models.vae, latents, self.config.runtime.vae_chunk, progress=self.progress)
 
+    def control(self, frames) -> object | None:
+        """The ControlNet conditions (`vidinv.models.controlnet.Control`) of the source frames
+        (f, 3, H, W) in [-1, 1], or an iterable of such chunks; None without `model.controlnet`."""
+        from vidinv.models.controlnet import control_for
+
+        return control_for(self.models, frames, self.config)
+
     def invert(
         self,
         frames: torch.Tensor,
@@ -175,12 +181,14 @@ class VideoEditor:
         record there is reused and a new one is saved there. `captures`: what an edit method asks
         the inversion to capture (`vidinv.editing.Capture`). `callback_on_step_end("inversion",
         step, total, None)` after every inversion step."""
+        control = self.control(frames) if self.config.inversion.control else None
         return self.invert_latents(
             self.encode(frames),
             source_prompt=source_prompt,
             record_dir=record_dir,
             captures=captures,
             callback_on_step_end=callback_on_step_end,
+            control=control,
         )
 
     def invert_latents(
@@ -190,26 +198,34 @@ class VideoEditor:
         source_prompt: str | None = None,
         record_dir: str | Path | None = None,
         captures=(),
+        control=None,
         callback_on_step_end=None,
     ) -> tuple[object, bool]:
-        """`invert` for latents already encoded (f, c, h, w)."""
+        """`invert` for latents already encoded (f, c, h, w); `control`: the clip's ControlNet
+        conditions (`control(frames)`), needed with `inversion.control`."""
         from vidinv.inversion import invert, invert_or_load
 
         config = self._with(inversion__source_prompt=source_prompt)
         options = dict(
-            progress=self.progress, captures=captures, callback=stage_callback(callback_on_step_end, "inversion")
+            progress=self.progress,
+            captures=captures,
+            callback=stage_callback(callback_on_step_end, "inversion"),
+            control=control,
         )
         if record_dir is None:
             return invert(self.models, latents, config, **options), False
         return invert_or_load(self.models, latents, config, record_dir, **options)
 
-    def reconstruct(self, record, *, callback_on_step_end=None) -> torch.Tensor:
+    def reconstruct(self, record, *, callback_on_step_end=None, control=None) -> torch.Tensor:
         """The frames regenerated from the record with its own prompt and guidance;
-        `callback_on_step_end("reconstruction", step, total, latents)` after every step."""
+        `callback_on_step_end("reconstruction", step, total, latents)` after every step; `control`:
+        the clip's ControlNet conditions, for a record inverted with them."""
         from vidinv.inversion import reconstruct
 
         callback = stage_callback(callback_on_step_end, "reconstruction")
-        return self.decode(reconstruct(self.models, record, self.config, progress=self.progress, callback=callback))
+        return self.decode(
+            reconstruct(self.models, record, self.config, progress=self.progress, callback=callback, control=control)
+        )
 
     def edit(
         self,
@@ -239,6 +255,7 @@ class VideoEditor:
             record=record,
             record_dir=record_dir,
             callback_on_step_end=callback_on_step_end,
+            control=self.control(frames),
         )
         if record is None:
             out.seconds = {"encode": encode_s, **out.seconds}
@@ -258,15 +275,23 @@ class VideoEditor:
         record=None,
         record_dir: str | Path | None = None,
         callback_on_step_end=None,
+        control=None,
     ) -> EditOutput:
         """`edit` for latents already encoded (f, c, h, w); the result's .frames is None (decode it
-        with `decode`, or chunk by chunk as the edit job does)."""
+        with `decode`, or chunk by chunk as the edit job does). `control`: the clip's ControlNet
+        conditions (`control(frames)`), required with `model.controlnet`."""
         from vidinv.editing import get_edit_method
         from vidinv.editing.methods import check_model_kind
+        from vidinv.errors import VidinvError
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
         method = get_edit_method(config.edit.method)(self.models, config)
         check_model_kind(method, self.models)
+        if getattr(self.models, "controlnets", None) and control is None:
+            raise VidinvError("model.controlnet: the edit needs the ControlNet conditions of the source frames")
+        if control is not None and not method.uses_control:
+            raise VidinvError(f"model.controlnet: edit.method {config.edit.method!r} does not apply ControlNet")
+        method.control = control
         method.check()  # errors in the edit's settings before the inversion
         device = self.models.device
         seconds, reused = {}, record is not None
@@ -280,6 +305,7 @@ class VideoEditor:
                 source_prompt=config.inversion.source_prompt,
                 record_dir=record_dir,
                 captures=captures,
+                control=control,
                 callback_on_step_end=callback_on_step_end,
             )
             seconds["inversion"] = round(time.perf_counter() - t0, 4)

@@ -25,11 +25,14 @@ def is_guided(prompt: str, guidance_scale: float, uncond_prompt: str = "") -> bo
     return guidance_scale != 1.0 and prompt != uncond_prompt
 
 
-def prompt_rows(models, prompt: str, guidance_scale: float, uncond_prompt: str = "") -> tuple[torch.Tensor, float]:
-    """(text embeddings (b l d), guidance): the (uncond, cond) rows with guidance, or the cond row
-    alone with guidance 1 (see `is_guided`)."""
-    from vidinv.models import encode_prompts
+def prompt_rows(
+    models, prompt: str, guidance_scale: float, uncond_prompt: str = "", *, size: tuple[int, int] | None = None
+):
+    """(rows, guidance): the text conditioning (`vidinv.models.TextConditioning`: embeddings and,
+    for SDXL, the added conditioning for pictures of `size` (H, W) pixels) of the (uncond, cond) rows
+    with guidance, or of the cond row alone with guidance 1 (see `is_guided`)."""
+    from vidinv.models.text import encode_text, guided_text
 
     if is_guided(prompt, guidance_scale, uncond_prompt):
-        return encode_prompts(models, [uncond_prompt, prompt]), float(guidance_scale)
-    return encode_prompts(models, [prompt]), 1.0
+        return guided_text(models, uncond_prompt, prompt, size=size), float(guidance_scale)
+    return encode_text(models, [prompt], size=size), 1.0

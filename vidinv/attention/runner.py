@@ -8,6 +8,9 @@ handle's `FramePattern.plan`: keys/values of frames that later passes attend to 
 sparse-causal's first frame and each chunk's last frame) are cached per layer during the pass
 that computes them and reused, so the chunked result equals the unchunked one while peak memory
 follows the chunk. The layout is set on the handle's context for this call only.
+
+`control` (a `vidinv.models.controlnet.Control`) runs the ControlNet(s) on the same frames as each
+UNet call and passes their residuals to it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from vidinv.attention.handle import frame_attention_of
 from vidinv.chunks import frame_slices
 
 
-def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs, rows=None):
-    """One UNet call on the given frames of every condition; eps as (b f c h w)."""
+def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs, rows=None, control=None):
+    """One UNet call on the given frames of every condition (and the ControlNets on the same frames); eps as (b f c h w)."""
     part = z[:, frames] if rows is None else z[:, frames][rows]
     b = part.shape[0]
     sample = rearrange(part, "b f c h w -> (b f) c h w")
@@ -29,6 +32,8 @@ def _call(unet, z, t, emb, frames: slice | list[int], added_cond_kwargs, rows=No
     if added_cond_kwargs:
         kwargs["added_cond_kwargs"] = {k: repeat(v, "b ... -> (b f) ...", f=f) for k, v in added_cond_kwargs.items()}
     context = repeat(emb, "b l d -> (b f) l d", f=f)
+    if control is not None:
+        kwargs |= control.residuals(sample, t, context, frames, b, kwargs.get("added_cond_kwargs"))
     eps = unet(sample, t, encoder_hidden_states=context, **kwargs).sample
     return rearrange(eps, "(b f) c h w -> b f c h w", b=b)
 
@@ -43,17 +48,25 @@ def run_unet(
     chunk: int | None = None,
     added_cond_kwargs: dict | None = None,
     rows: list[int] | None = None,
+    control=None,
 ) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
+
+    `emb` may be a `vidinv.models.TextConditioning` (its embeddings and added conditioning).
 
     The b axis holds conditions (e.g. unconditional and conditional for guidance); frames of
     every condition go through the UNet together, `chunk` frames at a time (0/None = all).
     `added_cond_kwargs` (SDXL: text_embeds (b, d), time_ids (b, 6)) are repeated per frame.
     `rows`: z holds k clips (k f c h w) and condition row r runs clip rows[r] (b = len(rows)); the
     rows are gathered per chunk, so no (b f c h w) copy of the clip is made.
+    `control` (`vidinv.models.controlnet.Control`): ControlNet residuals for the frames of each call.
     """
+    if hasattr(emb, "added"):  # a TextConditioning
+        emb, added_cond_kwargs = emb.emb, emb.added
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
-    return run_passes(unet, b, f, chunk, lambda frames: _call(unet, z, t, emb, frames, added_cond_kwargs, rows))
+    return run_passes(
+        unet, b, f, chunk, lambda frames: _call(unet, z, t, emb, frames, added_cond_kwargs, rows, control)
+    )
 
 
 def run_passes(module, b: int, f: int, chunk: int | None, call) -> torch.Tensor:

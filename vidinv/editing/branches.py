@@ -10,7 +10,9 @@ latents[start]. A source branch runs beside it only while something reads its ro
     "inversion"           where the inversion evaluated the model at step i (recomputing its maps)   the cond row
     none                  -                                              -
 
-and only at steps i < `until`. Each step is one batched UNet call (rows: [source rows..., edit
+and only at steps i < `until`. ControlNet conditions (`control`) act on the edit rows, and on the
+source rows when the record's inversion was controlled (they follow the inversion's model).
+Each step is one batched UNet call (rows: [source rows..., edit
 rows (uncond?, cond)]); hooks (PnP injection, TokenFlow, FateZero fusion) get
 `set_step(i, layout)` before it. Frame-calls per step: F x (source rows if active + edit rows).
 A first Ctrl-C stops the loop at the end of its step (`vidinv.interrupts.Interrupted`).
@@ -29,11 +31,13 @@ from vidinv.attention import run_unet
 from vidinv.editing.injection import RowLayout
 from vidinv.editing.methods import EditResult
 from vidinv.guidance import guide, prompt_rows
-from vidinv.inversion.api import record_model
+from vidinv.inversion.api import record_model, text_size
+from vidinv.inversion.denoiser import ControlledCall
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.samplers import Sampler
 from vidinv.inversion.timesteps import work_dtype
 from vidinv.models.offload import execution_device
+from vidinv.models.text import TextConditioning
 
 SOURCE_KINDS = ("reconstructed", "record", "inversion")
 
@@ -47,9 +51,11 @@ class SourceBranch:
         return self.kind is not None and i < self.until
 
 
-class EditDenoiser:
+class EditDenoiser(ControlledCall):
     """m(z, t) for the stacked branches z (k f c h w): k = 2 (source, edit) while the source is
-    active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w)."""
+    active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w).
+    Rows are `TextConditioning`s; `control` acts on the edit rows (and the source rows when
+    `source_control`)."""
 
     def __init__(
         self,
@@ -57,38 +63,46 @@ class EditDenoiser:
         sampler: Sampler,
         source: SourceBranch,
         *,
-        source_rows: torch.Tensor,
+        source_rows,
         source_guidance: float,
-        edit_rows: torch.Tensor,
+        edit_rows,
         edit_guidance: float,
         hook,
         chunk: int | None,
+        control=None,
+        source_control: bool = False,
     ):
         self.unet, self.table, self.source, self.hook, self.chunk = unet, sampler.table, source, hook, chunk
         self.source_rows, self.source_guidance = source_rows, source_guidance
         self.edit_rows, self.edit_guidance = edit_rows, edit_guidance
+        self.control, self.source_control = control, source_control
         self.frame_calls = 0
+
+    def row_control(self, n_source: int, n_edit: int):
+        """The control of a batch of `n_source` source rows and `n_edit` edit rows."""
+        return self.current_control([self.source_control] * n_source + [True] * n_edit)
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
         x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         step = self.table.index_of(t)
         with_source = len(x) == 2
-        n_source = self.source_rows.shape[0] if with_source else 0
-        n_edit = self.edit_rows.shape[0]
+        n_source = len(self.source_rows) if with_source else 0
+        n_edit = len(self.edit_rows)
         rows = [0] * n_source + [len(x) - 1] * n_edit  # the branch of each condition row
-        emb = torch.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
+        text = TextConditioning.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
         self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
-        pred = self.run(x, rows, t, step, emb.to(x.device)).to(z.dtype)
+        pred = self.run(x, rows, t, step, text.to(x.device)).to(z.dtype)
         edit = guide(pred[n_source:], self.edit_guidance)
         if not with_source:
             return edit[None]
         return torch.stack([guide(pred[:n_source], self.source_guidance), edit])
 
-    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, emb: torch.Tensor) -> torch.Tensor:
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text) -> torch.Tensor:
         """Predictions (b f c h w) of the condition rows (row r runs branch rows[r] of `branches`
-        (k f c h w)) at step `step`: one chunked UNet call; subclasses may run several passes,
-        e.g. TokenFlow's keyframe and propagation passes."""
-        pred = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
+        (k f c h w), with the text conditioning row r of `text`) at step `step`: one chunked UNet
+        call; subclasses may run several passes, e.g. TokenFlow's keyframe and propagation passes."""
+        control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
+        pred = run_unet(self.unet, branches, t, text, chunk=self.chunk, rows=rows, control=control)
         self.frame_calls += len(rows) * branches.shape[1]
         return pred
 
@@ -97,22 +111,28 @@ class EditDenoiser:
         return {}
 
 
-def edit_rows(models, config) -> tuple[torch.Tensor, float]:
-    """The edit branch's rows: the target prompt against the negative prompt, edit guidance."""
+def edit_rows(models, config, size=None) -> tuple[TextConditioning, float]:
+    """The edit branch's rows: the target prompt against the negative prompt, edit guidance;
+    `size` (H, W) pixels: SDXL's size conditioning."""
     ed = config.edit
-    return prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt)
+    return prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt, size=size)
 
 
-def source_rows(models, record, kind: str | None) -> tuple[torch.Tensor, float]:
+def source_rows(models, record, kind: str | None) -> tuple[TextConditioning, float]:
     """The source rows of `kind`: the record's guided rows for a reconstruction, else the cond row."""
+    size = text_size(models, record.latents)
     if kind == "reconstructed":
-        return prompt_rows(models, record.source_prompt, record.guidance_scale)
-    return prompt_rows(models, record.source_prompt, 1.0)
+        return prompt_rows(models, record.source_prompt, record.guidance_scale, size=size)
+    return prompt_rows(models, record.source_prompt, 1.0, size=size)
 
 
-def build_denoiser(models, record, config, sampler, source: SourceBranch, hook, *, denoiser=EditDenoiser, **extra):
+def build_denoiser(
+    models, record, config, sampler, source: SourceBranch, hook, *, denoiser=EditDenoiser, control=None, **extra
+):
+    """The edit's denoiser for `record`: source rows of `source.kind`, the configured edit rows,
+    ControlNet `control` (on the source rows too when the record's inversion was controlled)."""
     rows, guidance = source_rows(models, record, source.kind)
-    target_rows, target_guidance = edit_rows(models, config)
+    target_rows, target_guidance = edit_rows(models, config, text_size(models, record.latents))
     return denoiser(
         models.unet,
         sampler,
@@ -123,6 +143,8 @@ def build_denoiser(models, record, config, sampler, source: SourceBranch, hook, 
         edit_guidance=target_guidance,
         hook=hook,
         chunk=config.runtime.unet_chunk,
+        control=control,
+        source_control=bool(getattr(record, "control", False)) and control is not None,
         **extra,
     )
 
@@ -139,7 +161,7 @@ def source_latent(sampler: Sampler, source: SourceBranch, i: int, running: torch
 @torch.no_grad()
 def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=False, callback=None) -> EditResult:
     """Run the edit loop (module docstring) with `denoiser.hook` active; the stats every method reports."""
-    _, sampler, _ = record_model(models, record, config)
+    _, sampler, _ = record_model(models, record, config, denoiser.control)
     source = denoiser.source
     model = get_inversion_method(record.method)(config.inversion).wrap(denoiser, record, sampler.table)
     start = sampler.default_start(config.edit.skip)
@@ -171,7 +193,7 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
         "start_step": start,
         "source_branch": source.kind,
         "source_steps": max(0, min(source.until, n) - start) if source.kind else 0,
-        "edit_rows": denoiser.edit_rows.shape[0],
+        "edit_rows": len(denoiser.edit_rows),
         **denoiser.extra_stats(),
     }
     return EditResult(latents=z, source_latents=z_source, stats=stats)

@@ -337,20 +337,22 @@ class FateZeroDenoiser(EditDenoiser):
         self.fusion, self.handle = fusion, handle
         self.mask_calls = 0
 
-    def run(self, branches, rows, t, step, emb):
+    def run(self, branches, rows, t, step, text):
         if self.fusion.store is None and self.fusion.mask_needed(step):
             frames = branches.shape[1]
             probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, frames)
             hooks = self.handle.hooks
             saved, hooks[:] = list(hooks), [probe]  # the source row alone: nothing fuses or injects
             try:
-                run_unet(self.unet, branches[:1], t, emb[:1], chunk=self.chunk)  # the source branch
+                control = self.current_control([self.source_control])
+                source = text.select([0])
+                run_unet(self.unet, branches[:1], t, source, chunk=self.chunk, control=control)  # the source branch
             finally:
                 hooks[:] = saved
             self.fusion.set_live_mask(probe.total)
             self.mask_calls += frames
             self.frame_calls += frames
-        return super().run(branches, rows, t, step, emb)
+        return super().run(branches, rows, t, step, text)
 
     def extra_stats(self):
         return {"mask_pass_calls": self.mask_calls}
@@ -361,6 +363,7 @@ class FateZeroEdit(EditMethod):
     record it was captured for (its fingerprint)."""
 
     name = "fatezero"
+    uses_control = True
 
     def __init__(self, models, config):
         super().__init__(models, config)
@@ -417,7 +420,7 @@ class FateZeroEdit(EditMethod):
     @torch.no_grad()
     def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
         ed, models = self.config.edit, self.models
-        _, sampler, _ = record_model(models, record, self.config)
+        _, sampler, _ = record_model(models, record, self.config, self.control)
         table = sampler.table
         handle = ensure_frame_attention(models.unet, self.config.model.attention)
         start = sampler.default_start(ed.skip)
@@ -447,6 +450,7 @@ class FateZeroEdit(EditMethod):
             source,
             fusion,
             denoiser=FateZeroDenoiser,
+            control=self.control,
             fusion=fusion,
             handle=handle,
         )

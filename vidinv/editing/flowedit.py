@@ -28,9 +28,9 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from vidinv import transforms as tf
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.errors import VidinvError
-from vidinv.inversion import transforms as tf
 from vidinv.inversion.flow import flow_table, is_flow_scheduler
 from vidinv.inversion.flow_denoiser import flow_rows
 from vidinv.inversion.freeinv import transformed

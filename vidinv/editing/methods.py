@@ -65,10 +65,14 @@ class EditMethod:
     """Base class of edit methods; `edit` is the one method a plug-in must implement."""
 
     name: ClassVar[str] = ""
+    # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
+    # pipeline refuses a ControlNet for a method that does not
+    uses_control: ClassVar[bool] = False
     flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux) rather than on UNets
 
     def __init__(self, models, config):
         self.models, self.config = models, config
+        self.control = None  # vidinv.models.controlnet.Control of the clip, set by the pipeline before edit()
 
     @classmethod
     def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int]) -> int | None:

@@ -42,6 +42,7 @@ class PnPEdit(EditMethod):
     """PnP injection into the edit branch (module docstring)."""
 
     name = "pnp"
+    uses_control = True
     denoiser = EditDenoiser  # TokenFlow replaces the UNet evaluation
 
     def injection(self, steps: int) -> PnPInjection:
@@ -69,7 +70,7 @@ class PnPEdit(EditMethod):
 
     @torch.no_grad()
     def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
-        _, sampler, _ = record_model(self.models, record, self.config)
+        _, sampler, _ = record_model(self.models, record, self.config, self.control)
         injection = self.injection(len(sampler.table))
         source = SourceBranch(source_kind(self.config, sampler), self.source_until(injection, len(sampler.table)))
         denoiser = build_denoiser(
@@ -80,6 +81,7 @@ class PnPEdit(EditMethod):
             source,
             injection,
             denoiser=self.denoiser,
+            control=self.control,
             **self.denoiser_options(record),
         )
         result = sample_edit(self.models, record, self.config, denoiser, progress=progress, callback=callback)

@@ -145,20 +145,24 @@ class TokenFlowDenoiser(EditDenoiser):
         self.stride = keyframe_stride
         self.schedule = keyframe_schedule(num_frames, keyframe_stride, len(self.table), seed)
         # NN fields from the source's conditional row; replaced: every edit row
-        n_source, rows = self.source_rows.shape[0], self.source_rows.shape[0] + self.edit_rows.shape[0]
+        n_source, rows = len(self.source_rows), len(self.source_rows) + len(self.edit_rows)
         self.tokenflow = TokenFlowHook(n_source - 1, list(range(n_source, rows)), chunk=nn_chunk)
         self.keyframe_calls = self.propagation_calls = 0
 
-    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, emb: torch.Tensor) -> torch.Tensor:
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text) -> torch.Tensor:
         keyframes = self.schedule[step]
         frames = branches.shape[1]
+        control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
         self.tokenflow.keyframe_pass(keyframes)
         self.handle.hooks.append(self.tokenflow)
         try:
             with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
-                run_unet(self.unet, branches[:, list(keyframes)], t, emb, chunk=None, rows=rows)
+                keyframe_control = None if control is None else control.frames(keyframes)
+                run_unet(
+                    self.unet, branches[:, list(keyframes)], t, text, chunk=None, rows=rows, control=keyframe_control
+                )
             self.tokenflow.propagation_pass()
-            pred = run_unet(self.unet, branches, t, emb, chunk=self.chunk, rows=rows)
+            pred = run_unet(self.unet, branches, t, text, chunk=self.chunk, rows=rows, control=control)
         finally:
             self.handle.hooks.remove(self.tokenflow)
             self.tokenflow.clear()

@@ -27,6 +27,7 @@ import torch
 
 from vidinv import interrupts
 from vidinv.config import Config
+from vidinv.errors import VidinvError
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
 from vidinv.inversion.flow_denoiser import FlowGuidedModel
@@ -35,6 +36,7 @@ from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matchi
 from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
 from vidinv.inversion.samplers import Sampler, sampler_for
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
+from vidinv.models.vae import pixel_size
 
 log = logging.getLogger("vidinv")
 
@@ -45,8 +47,29 @@ def method_for(config: Config) -> InversionMethod:
 
 
 def prediction_type_of(models) -> str:
-    """The model's parametrisation: the scheduler config's prediction_type (epsilon by default)."""
-    return getattr(models, "prediction_type", None) or models.scheduler.config.get("prediction_type", "epsilon")
+    """The model's parametrisation: its family's (the scheduler config's, or `model.prediction_type`),
+    epsilon by default."""
+    own = getattr(models, "prediction_type", None) or getattr(getattr(models, "family", None), "prediction_type", None)
+    return own or models.scheduler.config.get("prediction_type", "epsilon")
+
+
+def inversion_control(record_or_config, control):
+    """The ControlNet conditions the inversion's model uses: `control` when the inversion is
+    controlled (`inversion.control`, saved as `record.control`), else None."""
+    wanted = getattr(record_or_config, "control", False)
+    if not wanted:
+        return None
+    if control is None:
+        raise VidinvError(
+            "inversion.control: the inversion uses ControlNet, but no condition images were given"
+            " (model.controlnet and edit.control, from the source frames)"
+        )
+    return control
+
+
+def text_size(models, latents: torch.Tensor) -> tuple[int, int]:
+    """(H, W) in pixels of the clip's latents: SDXL's size conditioning."""
+    return pixel_size(models.vae, latents)
 
 
 def scheduler_config(scheduler) -> dict:
@@ -74,7 +97,16 @@ def fingerprint_fields(models, config: Config) -> dict:
         },
         "scheduler": scheduler_config(models.scheduler),
         **method.fingerprint_fields(),
+        **_control_fields(config),
     }
+
+
+def _control_fields(config: Config) -> dict:
+    """The ControlNet settings of a controlled inversion (`inversion.control`); none otherwise."""
+    if not config.inversion.control:
+        return {}
+    ed = config.edit
+    return {"control": {"controlnet": config.model.controlnet, "kinds": ed.control, "scales": ed.controlnet_scale}}
 
 
 def denoiser_class(models):
@@ -93,12 +125,18 @@ def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> S
     return step_table(models.scheduler, steps)
 
 
-def record_model(models, record: InversionRecord, config: Config) -> tuple[object, Sampler, GuidedModel]:
+def record_model(models, record: InversionRecord, config: Config, control=None) -> tuple[object, Sampler, GuidedModel]:
     """(model, sampler, plain model) of the record: its prompt and guidance seen through its method
-    (FreeInv's transform of each step, MBDI's group mean), and its step rule."""
+    (FreeInv's transform of each step, MBDI's group mean), and its step rule; ControlNet `control`
+    when the record's inversion was controlled."""
     table = table_for(models, record)
     plain = denoiser_class(models).for_prompt(
-        models, record.source_prompt, record.guidance_scale, chunk=config.runtime.unet_chunk
+        models,
+        record.source_prompt,
+        record.guidance_scale,
+        chunk=config.runtime.unet_chunk,
+        size=text_size(models, record.latents),
+        control=inversion_control(record, control),
     )
     method = get_inversion_method(record.method)(config.inversion)
     return method.wrap(plain, record, table), sampler_for(record, table), plain
@@ -113,12 +151,14 @@ def invert(
     progress: bool = False,
     captures=(),
     checkpoint=None,
+    control=None,
     callback=None,
 ) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
     `captures` are entered around the inversion's UNet calls and get `finish(record)` (module docstring).
-    `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
+    `control` (`vidinv.models.controlnet.Control`): the ControlNet conditions, used when
+    `inversion.control` is set. `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
     the state as the inversion goes. A first Ctrl-C stops it after the current step (the
     checkpoint saved at once) with `vidinv.interrupts.Interrupted`; a second interrupts at once.
     `callback(step, total, None)` is called after every inversion step (step = steps done - 1).
@@ -127,7 +167,14 @@ def invert(
     method = method_for(config)
     table = table_for(models, inv.steps, latents)
     guidance = method.guidance()
-    model = denoiser_class(models).for_prompt(models, inv.source_prompt, guidance, chunk=config.runtime.unet_chunk)
+    model = denoiser_class(models).for_prompt(
+        models,
+        inv.source_prompt,
+        guidance,
+        chunk=config.runtime.unet_chunk,
+        size=text_size(models, latents),
+        control=inversion_control(inv, control),
+    )
     x0 = latents.to(device=models.device, dtype=work_dtype(latents.dtype))
     record = InversionRecord(
         method=inv.method,
@@ -141,6 +188,7 @@ def invert(
         noise=inv.noise,
         scheduler_config=scheduler_config(models.scheduler),
         fingerprint=fingerprint(fingerprint_fields(models, config), latents),
+        control=bool(inv.control),
     )
     method.prepare(record, tuple(x0.shape[-2:]))
     sampler = sampler_for(record, table)
@@ -193,16 +241,18 @@ def reconstruct(
     start: int | None = None,
     progress: bool = False,
     stats: dict | None = None,
+    control=None,
     callback=None,
 ) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
     `start` is the first step (default: the sampler's, T_skip = edit.skip for ddpm_ef, else 0);
     the latent at that step is taken from the record. Returns latents in the record's dtype on
-    models.device. `stats`, when given, receives reconstruction_s, frame_calls and start.
+    models.device. `stats`, when given, receives reconstruction_s, frame_calls and start. `control`:
+    the ControlNet conditions, needed when the record's inversion was controlled.
     `callback(step, total, latents)` is called after every step.
     """
-    model, sampler, plain = record_model(models, record, config)
+    model, sampler, plain = record_model(models, record, config, control)
     if start is None:
         start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
@@ -226,6 +276,7 @@ def invert_or_load(
     *,
     progress: bool = False,
     captures=(),
+    control=None,
     callback=None,
 ) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match (and every capture could
@@ -245,7 +296,14 @@ def invert_or_load(
     off_reason = "what the edit method captures during the inversion cannot resume" if captures else ""
     checkpoint = Checkpoint(folder, key, every, off_reason=off_reason)
     record = invert(
-        models, latents, config, progress=progress, captures=captures, checkpoint=checkpoint, callback=callback
+        models,
+        latents,
+        config,
+        progress=progress,
+        captures=captures,
+        checkpoint=checkpoint,
+        control=control,
+        callback=callback,
     )
     record.save(folder)
     checkpoint.clear()

@@ -15,38 +15,66 @@ from einops import rearrange
 from vidinv.attention import run_unet
 from vidinv.guidance import guide, prompt_rows
 from vidinv.models.offload import execution_device
+from vidinv.models.text import TextConditioning
 
 
-class GuidedModel:
+class ControlledCall:
+    """The ControlNet conditions of a model callable (`vidinv.models.controlnet.Control`, or None),
+    seen in the orientation of FreeInv's current transform (`vidinv.inversion.freeinv.oriented`
+    sets `orientation` around each transformed call, so the conditions move with the latent)."""
+
+    control = None
+    orientation = "id"
+
+    def current_control(self, rows=None):
+        """The control in the current orientation, acting on the condition rows marked in `rows`."""
+        if self.control is None:
+            return None
+        control = self.control.oriented(self.orientation)
+        return control if rows is None else control.for_rows(rows)
+
+
+class GuidedModel(ControlledCall):
     """m(z, t) = m_u + g (m_c - m_u) (classifier-free guidance), or m_c when unguided.
 
-    rows: text embeddings (b l d), b = 2 (uncond, cond) with guidance or 1 without.
+    rows: the text conditioning (`TextConditioning`, or embeddings (b l d)), b = 2 (uncond, cond)
+    with guidance or 1 without; `control` adds ControlNet residuals to every row.
     `frame_calls` counts UNet frame-calls (frames x rows), the unit of the cost model.
     """
 
-    def __init__(self, unet, rows: torch.Tensor, guidance_scale: float = 1.0, *, chunk: int | None = 0):
-        if rows.shape[0] not in (1, 2):
-            raise ValueError(f"expected 1 or 2 prompt rows, got {rows.shape[0]}")
+    def __init__(self, unet, rows, guidance_scale: float = 1.0, *, chunk: int | None = 0, control=None):
+        text = rows if isinstance(rows, TextConditioning) else TextConditioning(rows)
+        if len(text) not in (1, 2):
+            raise ValueError(f"expected 1 or 2 prompt rows, got {len(text)}")
         self.unet = unet
-        self.emb = rows
-        self.guidance_scale = float(guidance_scale) if rows.shape[0] == 2 else 1.0
+        self.text = text
+        self.guidance_scale = float(guidance_scale) if len(text) == 2 else 1.0
         self.chunk = chunk
+        self.control = control
         self.frame_calls = 0
 
     @classmethod
-    def for_prompt(cls, models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> GuidedModel:
-        """The model for `prompt` with CFG against the empty prompt (`vidinv.guidance.prompt_rows`)."""
-        rows, guidance = prompt_rows(models, prompt, guidance_scale)
-        return cls(models.unet, rows, guidance, chunk=chunk)
+    def for_prompt(
+        cls, models, prompt: str, guidance_scale: float, *, chunk: int | None = 0, size=None, control=None
+    ) -> GuidedModel:
+        """The model for `prompt` with CFG against the empty prompt (`vidinv.guidance.prompt_rows`);
+        `size` (H, W) in pixels: SDXL's size conditioning."""
+        rows, guidance = prompt_rows(models, prompt, guidance_scale, size=size)
+        return cls(models.unet, rows, guidance, chunk=chunk, control=control)
+
+    @property
+    def emb(self) -> torch.Tensor:
+        return self.text.emb
 
     @property
     def rows(self) -> int:
         """UNet passes per frame per evaluation."""
-        return self.emb.shape[0]
+        return len(self.text)
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
         x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         batch = rearrange(x, "f c h w -> 1 f c h w").expand(self.rows, *x.shape)
-        pred = run_unet(self.unet, batch, t, self.emb.to(x.device), chunk=self.chunk).to(z.dtype)
+        text = self.text.to(x.device)
+        pred = run_unet(self.unet, batch, t, text, chunk=self.chunk, control=self.current_control()).to(z.dtype)
         self.frame_calls += self.rows * z.shape[0]
         return guide(pred, self.guidance_scale)

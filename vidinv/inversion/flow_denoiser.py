@@ -11,6 +11,7 @@ import torch
 from einops import repeat
 
 from vidinv.attention.flow_runner import run_flow
+from vidinv.errors import VidinvError
 from vidinv.guidance import guide, is_guided
 from vidinv.models.flow import FlowCondition, flow_condition
 from vidinv.models.offload import execution_device
@@ -35,7 +36,12 @@ class FlowGuidedModel:
         self.frame_calls = 0
 
     @classmethod
-    def for_prompt(cls, models, prompt: str, guidance_scale: float, *, chunk: int | None = 0) -> FlowGuidedModel:
+    def for_prompt(
+        cls, models, prompt: str, guidance_scale: float, *, chunk: int | None = 0, size=None, control=None
+    ) -> FlowGuidedModel:
+        """The model for `prompt` (`size` is unused: flow models take no size conditioning)."""
+        if control is not None:
+            raise VidinvError("inversion.control: ControlNet is not supported on flow models (SD3, Flux)")
         cond, guidance = flow_rows(models, prompt, guidance_scale)
         return cls(models, cond, guidance, chunk=chunk)
 

@@ -9,10 +9,26 @@ ensemble FreeInv approximates at 1/|G| of the cost.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
-from vidinv.inversion import transforms
+from vidinv import transforms
 from vidinv.inversion.timesteps import StepTable
+
+
+@contextmanager
+def oriented(eps, name: str):
+    """Spatial side inputs of `eps` (ControlNet conditions: a `ControlledCall`'s `orientation`) in
+    the orientation of transform `name` for the block: they are transformed with the latent."""
+    if not hasattr(eps, "orientation"):
+        yield
+        return
+    saved, eps.orientation = eps.orientation, name
+    try:
+        yield
+    finally:
+        eps.orientation = saved
 
 
 def transformed(eps, name: str):
@@ -21,7 +37,8 @@ def transformed(eps, name: str):
         return eps
 
     def eps_f(z: torch.Tensor, t) -> torch.Tensor:
-        return transforms.invert(name, eps(transforms.apply(name, z), t))
+        with oriented(eps, name):
+            return transforms.invert(name, eps(transforms.apply(name, z), t))
 
     return eps_f
 

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from vidinv.inversion import transforms as tf
+from vidinv import transforms as tf
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.timesteps import StepTable
 from vidinv.registry import INVERSION_METHODS

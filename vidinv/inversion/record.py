@@ -48,6 +48,7 @@ class InversionRecord:
     stats: dict = field(default_factory=dict)  # inversion_s, frame_calls, ...
     sampler: str = ""  # the step rule (vidinv.registry.SAMPLERS); "" = the method's
     prediction_type: str = "epsilon"  # the model's parametrisation (eps, v or x0)
+    control: bool = False  # the inversion's model had ControlNet residuals (inversion.control)
 
     def __post_init__(self):
         if not self.sampler:

@@ -52,7 +52,8 @@ def run(config: Config, *, quiet: bool = False) -> str:
     encode_s = time.perf_counter() - t0
     record_dir = record_dir_for(config, out)
     try:
-        result = editor.edit_latents(latents, record_dir=record_dir)
+        control = editor.control(stream.chunks())  # ControlNet conditions, the clip read again (None without)
+        result = editor.edit_latents(latents, record_dir=record_dir, control=control)
     except Interrupted as stop:
         if stop.stage == "edit":
             stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"

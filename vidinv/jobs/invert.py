@@ -59,6 +59,7 @@ class Inverted:
     record: object
     reused: bool
     seconds: dict
+    control: object = None  # the ControlNet conditions of a controlled inversion (inversion.control)
 
 
 def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
@@ -73,11 +74,12 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
     t0 = time.perf_counter()
     latents = encode_stream(editor.models, stream, progress=not quiet)
     t1 = time.perf_counter()
-    record, reused = editor.invert_latents(latents, record_dir=record_dir_for(config, out))
+    control = editor.control(stream.chunks()) if config.inversion.control else None
+    record, reused = editor.invert_latents(latents, record_dir=record_dir_for(config, out), control=control)
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
     seconds = {"encode": round(t1 - t0, 4), "inversion": round(t2 - t1, 4)}
-    return Inverted(out, editor.models, stream, latents, record, reused, seconds)
+    return Inverted(out, editor.models, stream, latents, record, reused, seconds, control)
 
 
 @releases_run_locks

@@ -30,7 +30,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     job = invert_clip(config, quiet=quiet, writes=[name, "metrics.json"])
     models, record, rt = job.models, job.record, config.runtime
     stats: dict = {}
-    recon = reconstruct(models, record, config, progress=not quiet, stats=stats)
+    recon = reconstruct(models, record, config, progress=not quiet, stats=stats, control=job.control)
     t0 = time.perf_counter()
     fps = rt.fps or job.stream.fps
     per_frame, per_frame_input = [], []  # vs the VAE round trip, vs the input frames

@@ -1,12 +1,20 @@
-"""Model components: loading (tiny / hub / folder / single file) and the chunked VAE."""
+"""Model components: families, loading (tiny / hub / folder / single file), text conditioning,
+ControlNet and the chunked VAE."""
 
-from vidinv.models.loading import Models, load_models, resolve_device, resolve_dtype
-from vidinv.models.text import encode_prompts
+from vidinv.models.family import ModelFamily, detect_family
+from vidinv.models.loading import Models, load_models, models_from_config, resolve_device, resolve_dtype
+from vidinv.models.text import TextConditioning, encode_prompts, encode_text, unconditional_text
 from vidinv.models.vae import decode_latents, encode_frames
 
 __all__ = [
     "Models",
+    "ModelFamily",
+    "TextConditioning",
+    "detect_family",
+    "encode_text",
     "load_models",
+    "models_from_config",
+    "unconditional_text",
     "resolve_device",
     "resolve_dtype",
     "encode_frames",

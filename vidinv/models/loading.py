@@ -1,30 +1,41 @@
-"""Load the SD components: the built-in tiny model, a hub id, a local diffusers folder or one file."""
+"""Load the SD components: a built-in tiny model, a hub id, a local diffusers folder or one file.
+
+SD 1.x, SD 2.x (OpenCLIP text through CLIPTextModel, as diffusers loads it) and SDXL (a second
+tokenizer and CLIPTextModelWithProjection); the family is recognised before loading
+(`vidinv.models.family`) and recorded on `Models.family`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vidinv.errors import VidinvError, first_line
+from vidinv.models.family import ModelFamily, family_of_folder
 from vidinv.models.flow import flow_family_of, load_flow_models
 from vidinv.models.hub import hub_local_only
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
 TINY = "tiny"
-MODULES = ("text_encoder", "unet", "vae")
-COMPONENTS = ("tokenizer", *MODULES, "scheduler")
+MODULES = ("text_encoder", "text_encoder_2", "unet", "vae")
+COMPONENTS = ("tokenizer", "tokenizer_2", *MODULES, "scheduler")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 log = logging.getLogger("vidinv")
 
 
 @dataclass
 class Models:
-    """The five components of a latent diffusion model, on one device and in one dtype."""
+    """The components of a latent diffusion model, on one device and in one dtype.
+
+    SDXL adds `tokenizer_2` / `text_encoder_2`; `family` says what the model is (prediction type,
+    default size, default edit layers); `controlnets` are the ControlNets of `model.controlnet`
+    (empty when none). An SDXL VAE that must not run in fp16 (`force_upcast`) stays in fp32.
+    """
 
     tokenizer: object
     text_encoder: torch.nn.Module
@@ -34,6 +45,14 @@ class Models:
     device: torch.device
     dtype: torch.dtype
     source: str
+    tokenizer_2: object = None
+    text_encoder_2: torch.nn.Module | None = None
+    family: ModelFamily | None = None
+    controlnets: list = field(default_factory=list)
+
+    def components(self) -> list[str]:
+        """Names of the components this model has (COMPONENTS order)."""
+        return [name for name in COMPONENTS if getattr(self, name) is not None]
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write a diffusers Stable Diffusion folder (components + model_index.json).
@@ -42,7 +61,7 @@ class Models:
         of the same shapes.
         """
         folder = Path(folder)
-        for name in COMPONENTS:
+        for name in self.components():
             getattr(self, name).save_pretrained(folder / name)
         (folder / "model_index.json").write_text(json.dumps(self._model_index(), indent=2), encoding="utf-8")
 
@@ -50,10 +69,13 @@ class Models:
         """diffusers' pipeline index: each component's library and class (no safety checker)."""
         from diffusers import __version__
 
-        index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": __version__}
-        for name in COMPONENTS:
+        pipeline = self.family.traits.pipeline if self.family else "StableDiffusionPipeline"
+        index = {"_class_name": pipeline, "_diffusers_version": __version__}
+        for name in self.components():
             cls = type(getattr(self, name))
             index[name] = [cls.__module__.split(".")[0], cls.__name__]
+        if self.text_encoder_2 is not None:
+            return index | {"force_zeros_for_empty_prompt": bool(self.family and self.family.zero_empty_negative)}
         return index | {
             "safety_checker": [None, None],
             "feature_extractor": [None, None],
@@ -116,22 +138,45 @@ def _load_diffusers_folder(pretrained: str, dtype: torch.dtype) -> dict:
             "unet": UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", torch_dtype=dtype, **local),
             "vae": AutoencoderKL.from_pretrained(pretrained, subfolder="vae", torch_dtype=dtype, **local),
             "scheduler": DDIMScheduler.from_pretrained(pretrained, subfolder="scheduler", **local),
+            **_second_text_encoder(pretrained, dtype, local),
         }
     except (OSError, ValueError) as err:
         where = "folder" if Path(pretrained).is_dir() else "hub id (needs network or a filled cache)"
         raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
 
 
+def _second_text_encoder(pretrained: str, dtype: torch.dtype, local: dict) -> dict:
+    """SDXL's tokenizer_2 / text_encoder_2 (CLIPTextModelWithProjection) when the source has them
+    (`local`: the hub options of the other components)."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    if not _has_component(pretrained, "text_encoder_2"):
+        return {}
+    return {
+        "tokenizer_2": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", **local),
+        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+            pretrained, subfolder="text_encoder_2", torch_dtype=dtype, **local
+        ),
+    }
+
+
+def _has_component(pretrained: str, name: str) -> bool:
+    from vidinv.models.family import read_config
+
+    return name in (read_config(pretrained, "model_index.json") or {})
+
+
 def _load_components(pretrained: str, dtype: torch.dtype, single_file_config: str | None) -> dict:
     """The five components from the source `pretrained` names (see `load_models`)."""
-    if pretrained == TINY:
-        from vidinv.models.tiny import build_tiny_components
+    from vidinv.models.tiny import TINY_BUILDERS
 
-        return build_tiny_components()
+    if pretrained in TINY_BUILDERS:
+        return TINY_BUILDERS[pretrained]()
     if pretrained.endswith(SINGLE_FILE_SUFFIXES):
         from vidinv.models.single_file import load_single_file
 
         return load_single_file(pretrained, dtype, config=single_file_config)
+    family_of_folder(pretrained)  # an unsupported pipeline (SD3, Flux, ...) is refused before loading
     return _load_diffusers_folder(pretrained, dtype)
 
 
@@ -148,14 +193,41 @@ def _prepare(module: torch.nn.Module, dtype: torch.dtype, device: torch.device) 
     return module.eval().requires_grad_(False)
 
 
-def load_models(
-    pretrained: str = TINY, *, dtype: str = "auto", device: str = "auto", single_file_config: str | None = None
-) -> Models:
-    """Load tokenizer, text encoder, UNet, VAE and a DDIM scheduler, in eval mode on `device`.
+def _vae_dtype(vae, dtype: torch.dtype, family: ModelFamily) -> torch.dtype:
+    """fp32 for an SDXL VAE whose config asks to be upcast when the model runs in fp16, as diffusers'
+    SDXL pipelines do (SD 1.x/2.x pipelines ignore `force_upcast`)."""
+    upcast = family.name == "sdxl" and getattr(vae.config, "force_upcast", False)
+    return torch.float32 if dtype == torch.float16 and upcast else dtype
 
-    `pretrained` is `tiny` (the built-in offline model), a hub id, a local diffusers folder, or a
-    single `.safetensors`/`.ckpt` checkpoint (original LDM layout; `single_file_config` names a
-    diffusers folder or hub id holding the component configs, else diffusers infers them).
+
+def _family(parts: dict, pretrained: str, config: str | None) -> ModelFamily:
+    """The loaded components' family; SDXL's zero negative prompt from the source's model_index.json."""
+    from vidinv.models.family import family_of_components, read_config
+    from vidinv.models.tiny import TINY_BUILDERS
+
+    index_source = config if pretrained.endswith(SINGLE_FILE_SUFFIXES) else pretrained
+    builtin = index_source is None or index_source in TINY_BUILDERS
+    return family_of_components(parts, None if builtin else read_config(index_source, "model_index.json"))
+
+
+def load_models(
+    pretrained: str = TINY,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    single_file_config: str | None = None,
+    prediction_type: str = "auto",
+    vae: str | None = None,
+    controlnet: str | list[str] | None = None,
+) -> Models:
+    """Load tokenizer(s), text encoder(s), UNet, VAE and a DDIM scheduler, in eval mode on `device`.
+
+    `pretrained` is `tiny` / `tiny-sd2` / `tiny-sdxl` (built-in offline models), a hub id, a local
+    diffusers folder, or a single `.safetensors`/`.ckpt` checkpoint (original LDM layout;
+    `single_file_config` names a diffusers folder or hub id holding the component configs, else
+    diffusers infers them). `prediction_type` overrides the scheduler's (`auto` keeps it), `vae`
+    replaces the pipeline's VAE (hub id or folder, e.g. an fp16-safe one), `controlnet` loads one
+    ControlNet or several (hub ids, folders or single files) into `Models.controlnets`.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -165,6 +237,36 @@ def load_models(
     if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
         return load_flow_models(pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare)
     parts = _load_components(pretrained, torch_dtype, config)
+    if vae:
+        from vidinv.models.vae import load_vae
+
+        parts["vae"] = load_vae(os.path.expanduser(vae), torch_dtype)
+    family = _family(parts, pretrained, config).with_prediction_type(prediction_type)
+    if parts["scheduler"].config.get("prediction_type") != family.prediction_type:  # model.prediction_type
+        parts["scheduler"] = type(parts["scheduler"]).from_config(
+            parts["scheduler"].config, prediction_type=family.prediction_type
+        )
     for name in MODULES:
-        parts[name] = _prepare(parts[name], torch_dtype, torch_device)
-    return Models(**parts, device=torch_device, dtype=torch_dtype, source=pretrained)
+        if name in parts:
+            wanted = _vae_dtype(parts[name], torch_dtype, family) if name == "vae" else torch_dtype
+            parts[name] = _prepare(parts[name], wanted, torch_device)
+    models = Models(**parts, device=torch_device, dtype=torch_dtype, source=pretrained, family=family)
+    if controlnet:
+        from vidinv.models.controlnet import load_controlnets
+
+        models.controlnets = [_prepare(c, torch_dtype, torch_device) for c in load_controlnets(controlnet, torch_dtype)]
+    return models
+
+
+def models_from_config(model_config) -> Models:
+    """`load_models` with the keys of a `ModelConfig` (config.model)."""
+    m = model_config
+    return load_models(
+        m.pretrained,
+        dtype=m.dtype,
+        device=m.device,
+        single_file_config=m.single_file_config,
+        prediction_type=m.prediction_type,
+        vae=m.vae,
+        controlnet=m.controlnet,
+    )

@@ -1,4 +1,8 @@
-"""Single-file SD checkpoints (.safetensors / .ckpt in the original LDM layout), converted by diffusers."""
+"""Single-file SD 1.x / 2.x / SDXL checkpoints (.safetensors / .ckpt, original layout), converted by diffusers.
+
+The family (and so the diffusers pipeline class) comes from `single_file_config` when it is
+readable, else from the checkpoint's keys as diffusers infers it.
+"""
 
 from __future__ import annotations
 
@@ -42,20 +46,29 @@ def _check_config_folder(config: str) -> None:
         )
 
 
-def _from_single_file(path: str, dtype: torch.dtype, config: str | None):
-    """diffusers' StableDiffusionPipeline.from_single_file; a local config folder keeps it off the hub."""
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(path: str, config: str | None):
+    """StableDiffusionPipeline or StableDiffusionXLPipeline, by the config's family or the file's keys."""
+    import diffusers
 
+    from vidinv.models.family import TRAITS, family_name_of_checkpoint, family_of_folder
+
+    family = family_of_folder(config) if config is not None else None
+    name = family.name if family is not None else family_name_of_checkpoint(path)
+    return getattr(diffusers, TRAITS[name].pipeline)
+
+
+def _from_single_file(path: str, dtype: torch.dtype, config: str | None):
+    """diffusers' from_single_file of the family's pipeline; a local config folder keeps it off the hub."""
     local = config is not None and looks_like_path(config)
     if local:
         _check_config_folder(config)
-    return StableDiffusionPipeline.from_single_file(
-        path, config=config, torch_dtype=dtype, safety_checker=None, local_files_only=local
-    )
+    pipeline = _pipeline_class(path, config)
+    extra = {"safety_checker": None} if pipeline.__name__ == "StableDiffusionPipeline" else {}
+    return pipeline.from_single_file(path, config=config, torch_dtype=dtype, local_files_only=local, **extra)
 
 
 def load_single_file(path: str, dtype: torch.dtype, config: str | None = None) -> dict:
-    """Components of an SD 1.x/2.x single-file checkpoint; `config` names where the component configs are."""
+    """Components of an SD 1.x/2.x/SDXL single-file checkpoint; `config` names where the component configs are."""
     from diffusers import DDIMScheduler
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
@@ -67,10 +80,6 @@ def load_single_file(path: str, dtype: torch.dtype, config: str | None = None) -
         raise VidinvError(
             f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{_hint(err, config)}"
         ) from err
-    return {
-        "tokenizer": pipe.tokenizer,
-        "text_encoder": pipe.text_encoder,
-        "unet": pipe.unet,
-        "vae": pipe.vae,
-        "scheduler": DDIMScheduler.from_config(pipe.scheduler.config),
-    }
+    parts = {name: getattr(pipe, name, None) for name in ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2")}
+    parts = {name: part for name, part in parts.items() if part is not None}
+    return parts | {"unet": pipe.unet, "vae": pipe.vae, "scheduler": DDIMScheduler.from_config(pipe.scheduler.config)}

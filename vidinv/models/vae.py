@@ -15,6 +15,17 @@ from vidinv.models.offload import execution_device
 TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
 
 
+def scale_factor(vae) -> int:
+    """Pixels per latent pixel (8 for SD's VAE): 2 ** (levels - 1)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def pixel_size(vae, latents: torch.Tensor) -> tuple[int, int]:
+    """(H, W) in pixels of latents (..., h, w)."""
+    factor = scale_factor(vae)
+    return latents.shape[-2] * factor, latents.shape[-1] * factor
+
+
 def set_vae_tiling(vae, tile_size: int | None) -> None:
     """Make `vae` encode/decode frames larger than `tile_size` pixels (a side) in overlapping tiles
     blended linearly (diffusers' `enable_tiling`, with the tile size set); None turns tiling off."""
@@ -23,7 +34,7 @@ def set_vae_tiling(vae, tile_size: int | None) -> None:
         return
     vae.enable_tiling()
     vae.tile_sample_min_size = tile_size
-    vae.tile_latent_min_size = tile_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_latent_min_size = tile_size // scale_factor(vae)
     vae.tile_overlap_factor = TILE_OVERLAP
 
 
@@ -83,3 +94,19 @@ def decode_latents(
             z = z if shift is None else z + shift
             parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
     return torch.cat(parts)
+
+
+def load_vae(source: str, dtype: torch.dtype):
+    """`model.vae`: an AutoencoderKL replacing the pipeline's (a hub id or folder, e.g. an fp16-safe
+    VAE such as madebyollin/sdxl-vae-fp16-fix); a pipeline folder's vae/ subfolder is used."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from vidinv.errors import VidinvError, first_line
+
+    subfolder = "vae" if (Path(source) / "vae" / "config.json").is_file() else None
+    try:
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise VidinvError(f"model.vae: cannot load VAE {source!r}: {first_line(err)}") from err
