@@ -119,7 +119,7 @@ def _level(layer: str, levels: int) -> int:
 
 
 def unsupported(source: str, what: str) -> VidinvError:
-    return VidinvError(f"model.pretrained: {source} is a {what}; vidinv supports SD 1.x, SD 2.x and SDXL")
+    return VidinvError(f"model.pretrained: {source} is a {what}; vidinv supports SD 1.x, SD 2.x, SDXL, SD3 and Flux")
 
 
 def family_from_configs(source: str, index: dict, unet: dict, scheduler: dict, vae: dict | None = None) -> ModelFamily:
