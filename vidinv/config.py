@@ -325,14 +325,15 @@ def validate(config: Config) -> None:
     _validate_control(config)
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
+    """A config value that may be one item or a list (model.controlnet, edit.control, ...) as a list."""
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _validate_control(config: Config) -> None:
     """model.controlnet, edit.control and edit.controlnet_scale: one value, or one per ControlNet."""
     nets, kinds, scales = (
-        _as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
+        as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
     )
     _require(all(isinstance(n, str) and n for n in nets), "model.controlnet", nets, "null, a source or a list of them")
     wanted = f"one of {', '.join(CONTROL_KINDS)} per ControlNet ({len(nets)})"
