@@ -129,3 +129,17 @@ def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):
     assert separate["edit_frame_calls"] == batch["edit_frame_calls"] > 0
     assert 0 < batch["expected_ratio"] < 1 and batch["ratio"] > 0
     assert "batch/separate" in capsys.readouterr().out
+
+
+def test_bench_flops_counts_on_meta_what_the_real_model_counts(run_script, load_script):
+    bench, record = run_script("bench_flops", "--cases", "tiny:64", "--frames", "2", "--steps", "2")
+    reference, tiny = record["rows"]
+    assert (reference["case"], reference["vs_sd15_512"]) == ("sd15@512", 1.0)
+    assert reference["unet_params_m"] == pytest.approx(859.52, abs=0.01)  # the published SD 1.5 UNet
+    archs = load_script("archs")
+    real = archs.frame_flops(archs.build_models("tiny", "cpu"), 64, 64)  # real tensors, not meta
+    assert tiny["flops"] == real
+    calls = tiny["pnp_frame_calls"]
+    assert tiny["pnp_tflop"] == pytest.approx(
+        (calls * real["unet_call"] + 2 * (real["vae_encode"] + real["vae_decode"])) / 1e12
+    )
