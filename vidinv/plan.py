@@ -304,7 +304,15 @@ def _unet_rows(config: Config, command: str) -> int:
     return source_rows(config) + (edit_rows(config) if command == "edit" else 0)
 
 
-def _store_bytes(config: Config, unet, frames: int, latent_hw: tuple[int, int]) -> int:
+def configs_family(configs: dict):
+    """The model family of these component configs (SDXL when they have text_encoder_2)."""
+    from vidinv.models.family import family_from_configs
+
+    pipeline = "StableDiffusionXLPipeline" if "text_encoder_2" in configs else "StableDiffusionPipeline"
+    return family_from_configs("plan", {"_class_name": pipeline}, configs["unet"], {}, configs["vae"])
+
+
+def _store_bytes(config: Config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int:
     """FateZero's store for this run (`fatezero.predicted_store_bytes`), on the SD scheduler's table."""
     from diffusers import DDIMScheduler
 
@@ -314,7 +322,7 @@ def _store_bytes(config: Config, unet, frames: int, latent_hw: tuple[int, int]) 
     from vidinv.models.tiny import SD_SCHEDULER_CONFIG
 
     table = step_table(DDIMScheduler(**SD_SCHEDULER_CONFIG), config.inversion.steps)
-    plan = store_plan(SimpleNamespace(unet=unet), config, table, start_step(config))
+    plan = store_plan(SimpleNamespace(unet=unet, family=family), config, table, start_step(config))
     m = config.model
     pattern = FramePattern(
         m.frame_attention, keyframes=m.keyframes, keyframe_stride=m.keyframe_stride, group=m.attention_group
@@ -366,7 +374,9 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         if rt.offload == "sequential":
             largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     fatezero = command == "edit" and config.edit.method == "fatezero"
-    store = _store_bytes(config, unet, frames, latent_hw) if fatezero else None  # outside: the step table is real
+    store = (
+        _store_bytes(config, unet, configs_family(configs), frames, latent_hw) if fatezero else None
+    )  # outside: the step table is real
     in_memory = fatezero and store_in_memory(config, store)
     on_device = {"none": sum(weights.values()), "model": max(weights.values())}
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]

@@ -41,11 +41,6 @@ class RowLayout:
         return cls(rows=n_source + n_edit, sources=tuple(roles), targets=tuple(range(n_source, n_source + n_edit)))
 
 
-def default_attention_layers(self_layers: tuple[str, ...]) -> list[str]:
-    """Every decoder (up-block) self-attention layer but the first, as TokenFlow injects in SD 1.5."""
-    return [name for name in self_layers if name.startswith("up_blocks.")][1:]
-
-
 class PnPInjection(AttentionHook):
     """Copies the source row into the edit rows while `step < *_steps`; a context manager that
     installs its hooks on enter and removes them on exit."""
@@ -59,7 +54,12 @@ class PnPInjection(AttentionHook):
         attention_layers: list[str] | None,
         feature_steps: int,
         attention_steps: int,
+        family=None,
     ):
+        """`attention_layers` None: the family's defaults (`ModelFamily.attention_layers`; SD 1.x
+        when `family` is None)."""
+        from vidinv.models.family import SD1_DEFAULT
+
         self.unet, self.handle = unet, handle
         modules = dict(unet.named_modules())
         missing = [name for name in feature_layers if name not in modules]
@@ -68,7 +68,8 @@ class PnPInjection(AttentionHook):
             raise VidinvError(
                 f"edit.feature_layers: {', '.join(missing)} not in this UNet (residual blocks: {', '.join(resnets)})"
             )
-        layers = default_attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
+        defaults = family or SD1_DEFAULT
+        layers = defaults.attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
         unknown = [name for name in layers if name not in handle.self_layers]
         if unknown:
             raise VidinvError(

@@ -109,6 +109,15 @@ class ModelFamily:
         ]
 
 
+SD1_DEFAULT = ModelFamily("sd1", "epsilon", 512)
+
+
+def family_or_default(models) -> ModelFamily:
+    """The family of `models` (Models.family), SD 1.x for models built without one."""
+    family = getattr(models, "family", None)
+    return family if isinstance(family, ModelFamily) else SD1_DEFAULT
+
+
 def _level(layer: str, levels: int) -> int:
     """Resolution level of a UNet layer: 0 = full latent resolution, levels - 1 = the mid block."""
     part, _, rest = layer.partition(".")
