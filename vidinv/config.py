@@ -37,6 +37,7 @@ CHOICES = {
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 CONTROL_KINDS = ("canny", "depth")  # edit.control: condition images computed from the source frames
+DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"  # edit.depth_estimator's default (diffusers' depth ControlNet examples)
 MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
 
 
@@ -124,6 +125,7 @@ class EditConfig:
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
     control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
     controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
+    depth_estimator: str = DEPTH_ESTIMATOR  # edit.control=depth: transformers depth model (folder / hub id)
     flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
 

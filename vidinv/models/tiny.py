@@ -221,6 +221,21 @@ def build_tiny_controlnet(unet) -> ControlNetModel:
     return _seeded(build)["controlnet"]
 
 
+def write_tiny_depth_estimator(folder: str | Path) -> Path:
+    """A DPT depth estimator of random weights (transformers' `DPTForDepthEstimation`, 32x32 input)
+    with its image processor, saved to `folder`: `edit.depth_estimator` for offline tests."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
+        patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+    )  # fmt: skip
+    model = _seeded(lambda: {"model": DPTForDepthEstimation(config)})["model"]
+    model.save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    return Path(folder)
+
+
 TINY_BUILDERS = {
     "tiny": build_tiny_components,
     "tiny-sd2": build_tiny_sd2_components,

@@ -1,0 +1,84 @@
+"""ControlNet through the edit (issue 13, item 4): at scale 0 every edit method's result is the
+edit without ControlNet byte for byte; depth conditions come from a transformers depth estimator
+(a tiny one written here), and a missing estimator is a one-line error before any work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidinv import VideoEditor
+from vidinv.cli import main
+from vidinv.models import load_models
+from vidinv.models.tiny import build_tiny_controlnet, write_tiny_depth_estimator
+
+FRAMES, SIZE = 3, 32
+
+
+@pytest.fixture(scope="module")
+def controlnet_folder(tiny_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("controlnet") / "canny"
+    build_tiny_controlnet(tiny_models.unet).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Moving bright squares (edges for Canny), in [-1, 1]."""
+    clip = -torch.ones(FRAMES, 3, SIZE, SIZE)
+    for i in range(FRAMES):
+        clip[i, :, 8 + 2 * i : 20 + 2 * i, 10:22] = 1
+    return clip
+
+
+def edit(models, frames, method: str, controlnet=None, **edit_options) -> torch.Tensor:
+    config = {
+        "model": {"controlnet": None if controlnet is None else str(controlnet)},
+        "video": {"num_frames": FRAMES, "height": SIZE, "width": SIZE},
+        "inversion": {"steps": 3, "source_prompt": "a square", "control": edit_options.pop("inversion_control", False)},
+        "edit": {"method": method, "target_prompt": "a red square", "keyframe_stride": 2, **edit_options},
+    }
+    return VideoEditor(config, models=models).edit(frames).latents
+
+
+@pytest.mark.parametrize("method", ["pnp", "tokenflow", "fatezero"])
+def test_scale_zero_edit_is_the_edit_without_controlnet_byte_for_byte(controlnet_folder, frames, method):
+    plain = edit(load_models("tiny", device="cpu"), frames, method)
+    controlled = load_models("tiny", device="cpu", controlnet=str(controlnet_folder))
+    for inversion_control in (False, True):
+        zero = edit(
+            controlled, frames, method, controlnet_folder, control="canny", controlnet_scale=0.0,
+            inversion_control=inversion_control,
+        )  # fmt: skip
+        assert zero.numpy().tobytes() == plain.numpy().tobytes()
+    one = edit(controlled, frames, method, controlnet_folder, control="canny", controlnet_scale=1.0)
+    assert (one - plain).abs().max() > 1e-3  # the ControlNet acts at scale 1
+
+
+def test_depth_condition_from_a_local_estimator_edits_through_the_cli(controlnet_folder, tmp_path, capsys):
+    estimator = write_tiny_depth_estimator(tmp_path / "dpt")
+    out = tmp_path / "run"
+    args = [
+        "--quiet", "edit", "configs/controlnet_edit.yaml", "model.pretrained=tiny", f"model.controlnet={controlnet_folder}",
+        "edit.control=depth", f"edit.depth_estimator={estimator}", f"video.num_frames={FRAMES}",
+        f"video.height={SIZE * 2}", f"video.width={SIZE * 2}", "inversion.steps=2", f"runtime.output_dir={out}",
+    ]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    assert (out / "edited.mp4").stat().st_size > 0
+
+
+def test_depth_without_an_estimator_is_one_line_before_any_output(controlnet_folder, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "run"
+    args = [
+        "--quiet", "edit", "configs/controlnet_edit.yaml", "model.pretrained=tiny", f"model.controlnet={controlnet_folder}",
+        "edit.control=depth", "edit.depth_estimator=nobody/no-depth-model", f"video.num_frames={FRAMES}",
+        "inversion.steps=2", f"runtime.output_dir={out}",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "edit.depth_estimator" in err[0] and "nobody/no-depth-model" in err[0]
+    assert not (out / "edited.mp4").exists() and not (out / "inversion").exists()
