@@ -3,6 +3,7 @@ in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 from vidinv.chunks import frame_slices
 from vidinv.models.offload import execution_device
 
+log = logging.getLogger("vidinv")
 TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
 
 
@@ -89,11 +91,38 @@ def decode_latents(
     parts = []
     with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-            z = latents[part].to(device=device, dtype=dtype) / vae.config.scaling_factor
-            shift = latent_shift(vae)
-            z = z if shift is None else z + shift
-            parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
+            z = decoder_input(vae, latents[part], device, dtype)
+            parts.append(decode_overflow_safe(vae, z, latents[part]).clamp(-1, 1).float().cpu())
     return torch.cat(parts)
+
+
+def decoder_input(vae, latents: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    """The VAE decoder's input for scaled latents: latents / scale (+ shift for SD3 / Flux)."""
+    z = latents.to(device=device, dtype=dtype) / vae.config.scaling_factor
+    shift = latent_shift(vae)
+    return z if shift is None else z + shift
+
+
+def decode_overflow_safe(vae, z: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """vae.decode(z).sample for z, the VAE-ready form of `latents`; when a half-precision VAE
+    overflows (non-finite output: the known SDXL VAE problem in fp16) the chunk is decoded again
+    from `latents` with the VAE in fp32 (as diffusers' `upcast_vae`), then the VAE goes back to its
+    dtype. A note once per process."""
+    out = vae.decode(z).sample
+    dtype = z.dtype
+    if dtype == torch.float32 or bool(torch.isfinite(out).all()):
+        return out
+    if not _overflow_noted:
+        _overflow_noted.append(dtype)
+        log.warning("note: the VAE overflowed in %s; decoding in fp32 (model.vae can name an fp16-safe VAE)", dtype)
+    vae.to(torch.float32)
+    try:
+        return vae.decode(decoder_input(vae, latents, z.device, torch.float32)).sample
+    finally:
+        vae.to(dtype)
+
+
+_overflow_noted: list = []
 
 
 def load_vae(source: str, dtype: torch.dtype):
