@@ -41,6 +41,10 @@ class RowLayout:
         return cls(rows=n_source + n_edit, sources=tuple(roles), targets=tuple(range(n_source, n_source + n_edit)))
 
 
+# module classes whose outputs PnP may inject: UNet residual blocks, SD3 / Flux transformer blocks
+FEATURE_BLOCKS = ("ResnetBlock2D", "TransformerBlock")
+
+
 class PnPInjection(AttentionHook):
     """Copies the source row into the edit rows while `step < *_steps`; a context manager that
     installs its hooks on enter and removes them on exit."""
@@ -64,9 +68,9 @@ class PnPInjection(AttentionHook):
         modules = dict(unet.named_modules())
         missing = [name for name in feature_layers if name not in modules]
         if missing:
-            resnets = [n for n, m in modules.items() if type(m).__name__ == "ResnetBlock2D"]
+            blocks = [n for n, m in modules.items() if type(m).__name__.endswith(FEATURE_BLOCKS)]
             raise VidinvError(
-                f"edit.feature_layers: {', '.join(missing)} not in this UNet (residual blocks: {', '.join(resnets)})"
+                f"edit.feature_layers: {', '.join(missing)} not in this model (its blocks: {', '.join(blocks)})"
             )
         defaults = family or SD1_DEFAULT
         layers = defaults.attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
@@ -99,10 +103,17 @@ class PnPInjection(AttentionHook):
         return q, k, v
 
     def _feature_hook(self, module, args, output):
+        """A UNet residual block's output ((b f) c h w), or a transformer block's (text, image)
+        stream pair, of which the image stream ((b f) n d) is injected (the text stays the row's)."""
         if self.step is None or self.step >= self.feature_steps:
             return output
-        rows = rearrange(output, "(b f) c h w -> b f c h w", b=self.layout.rows)
-        return rearrange(self._copy_rows(rows), "b f c h w -> (b f) c h w")
+        if isinstance(output, tuple):
+            return (*output[:-1], self._copy_frames(output[-1]))
+        return self._copy_frames(output)
+
+    def _copy_frames(self, x: torch.Tensor) -> torch.Tensor:
+        rows = rearrange(x, "(b f) ... -> b f ...", b=self.layout.rows)
+        return rearrange(self._copy_rows(rows), "b f ... -> (b f) ...")
 
     def __enter__(self):
         self.handle.hooks.append(self)

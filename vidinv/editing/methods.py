@@ -105,7 +105,7 @@ def check_model_kind(method: EditMethod, models) -> None:
 
     if is_flow_scheduler(models.scheduler) and not method.flow_models:
         raise VidinvError(
-            f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit"
+            f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit or pnp"
         )
 
 

@@ -44,6 +44,7 @@ class PnPEdit(EditMethod):
 
     name = "pnp"
     uses_control = True
+    flow_models = True  # on SD3 / Flux: injection into the joint attention's image tokens
     denoiser = EditDenoiser  # TokenFlow replaces the UNet evaluation
 
     def injection(self, steps: int) -> PnPInjection:
@@ -54,7 +55,7 @@ class PnPEdit(EditMethod):
         return PnPInjection(
             self.models.unet,
             ensure_frame_attention(self.models.unet, self.config.model.attention),
-            feature_layers=family.feature_layers if ed.feature_layers is None else list(ed.feature_layers),
+            feature_layers=list(family.feature_layers) if ed.feature_layers is None else list(ed.feature_layers),
             attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
             feature_steps=feature_steps,
             attention_steps=attention_steps,

@@ -112,9 +112,27 @@ class ModelFamily:
 SD1_DEFAULT = ModelFamily("sd1", "epsilon", 512)
 
 
-def family_or_default(models) -> ModelFamily:
-    """The family of `models` (Models.family), SD 1.x for models built without one."""
+@dataclass(frozen=True)
+class FlowLayerDefaults:
+    """PnP's default layers on a flow transformer (SD3, Flux): no block features, and the q, k of
+    the image tokens in the later half of its attention layers (as PnP injects in the UNet's
+    decoder); `edit.feature_layers` / `edit.attention_layers` name others."""
+
+    feature_layers: tuple[str, ...] = ()
+
+    def attention_layers(self, self_layers) -> list[str]:
+        return list(self_layers[len(self_layers) // 2 :])
+
+
+FLOW_LAYER_DEFAULTS = FlowLayerDefaults()
+
+
+def family_or_default(models):
+    """The family of `models` (Models.family) for its edit-layer defaults: flow transformers (family
+    a name: sd3, flux) get `FLOW_LAYER_DEFAULTS`, models built without a family SD 1.x's."""
     family = getattr(models, "family", None)
+    if isinstance(family, str):
+        return FLOW_LAYER_DEFAULTS
     return family if isinstance(family, ModelFamily) else SD1_DEFAULT
 
 

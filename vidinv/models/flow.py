@@ -66,6 +66,13 @@ class FlowCondition:
     def rows(self) -> int:
         return self.embeds.shape[0]
 
+    def __len__(self) -> int:
+        return self.rows
+
+    def to(self, device) -> FlowCondition:
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return FlowCondition(move(self.embeds), move(self.pooled), move(self.text_ids), move(self.guidance))
+
     def per_frame(self, frames: int) -> FlowCondition:
         """The rows repeated for `frames` frames each: (b l d) -> ((b f) l d)."""
         return FlowCondition(

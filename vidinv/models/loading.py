@@ -210,6 +210,17 @@ def _family(parts: dict, pretrained: str, config: str | None) -> ModelFamily:
     return family_of_components(parts, None if builtin else read_config(index_source, "model_index.json"))
 
 
+def quiet_loading_bars() -> None:
+    """No weight-loading bars of diffusers / transformers when the hub's bars are off
+    (HF_HUB_DISABLE_PROGRESS_BARS=1, as the command line sets without --debug)."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+
 def load_models(
     pretrained: str = TINY,
     *,
@@ -231,6 +242,7 @@ def load_models(
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
     flow_family = flow_family_of(pretrained)
