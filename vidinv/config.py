@@ -55,6 +55,7 @@ class ModelConfig:
     prediction_type: str = "auto"  # auto = the scheduler config's; epsilon | v_prediction | sample
     vae: str | None = None  # hub id / folder of a VAE replacing the pipeline's (e.g. an fp16-safe one)
     controlnet: Any = None  # ControlNet hub id / folder / single file, or a list of them
+    t5: bool = True  # SD3: false loads it without its T5 text encoder (diffusers' memory-saving way)
 
 
 @dataclass
