@@ -148,3 +148,53 @@ def frame_flops(models, height: int, width: int) -> dict[str, int]:
         "vae_encode": benchlib.count_flops(lambda: models.vae.encode(image.to(models.vae.dtype))),
         "vae_decode": benchlib.count_flops(lambda: models.vae.decode(latent[0].to(models.vae.dtype))),
     }
+
+
+# Flow transformers (published configs: stabilityai/stable-diffusion-3-medium-diffusers,
+# black-forest-labs/FLUX.1-dev), for counting only (bench_flops builds them on the meta device).
+SD3_TRANSFORMER_CONFIG = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 192,
+}  # fmt: skip
+FLUX_TRANSFORMER_CONFIG = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}  # fmt: skip
+FLOW_VAE_CONFIG = {**SD15_VAE_CONFIG, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
+# text tokens per frame-call: CLIP 77 + T5 256 (SD3), T5 512 (Flux); pooled width
+FLOW_TEXT = {"sd3": (77 + 256, 2048), "flux": (512, 768)}
+FLOW_ARCHS = ("sd3", "flux")
+
+
+def flow_frame_flops(arch: str, height: int, width: int) -> tuple[dict[str, int], int]:
+    """FLOPs of one transformer frame-call (as vidinv.models.flow calls it) and of one frame's VAE
+    encode / decode at height x width, counted on the meta device; and the transformer's parameters."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+
+    from vidinv.models.flow import CALLS, FlowCondition
+
+    with torch.device("meta"):
+        cls, config = (
+            (SD3Transformer2DModel, SD3_TRANSFORMER_CONFIG)
+            if arch == "sd3"
+            else (FluxTransformer2DModel, FLUX_TRANSFORMER_CONFIG)
+        )
+        transformer = cls(**config).eval()
+        vae = AutoencoderKL(**FLOW_VAE_CONFIG).eval()
+        tokens, pooled = FLOW_TEXT[arch]
+        cond = FlowCondition(
+            torch.zeros(1, tokens, 4096),
+            torch.zeros(1, pooled),
+            torch.zeros(tokens, 3),
+            torch.ones(1) if arch == "flux" else None,
+        )
+        latent = torch.zeros(1, 16, height // 8, width // 8)
+        image = torch.zeros(1, 3, height, width)
+        flops = {
+            "unet_call": benchlib.count_flops(lambda: CALLS[arch](transformer, latent, 500.0, cond)),
+            "vae_encode": benchlib.count_flops(lambda: vae.encode(image)),
+            "vae_decode": benchlib.count_flops(lambda: vae.decode(latent)),
+        }
+    return flops, parameters(transformer)
