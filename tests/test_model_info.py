@@ -39,8 +39,14 @@ def one_line_error(capsys, *args) -> str:
         ("tiny", "sd1", "epsilon", "CLIPTextModel", "pnp, tokenflow, fatezero"),
         ("tiny-sd2", "sd2", "v_prediction", "CLIPTextModel", "pnp, tokenflow, fatezero"),
         ("tiny-sdxl", "sdxl", "epsilon", "CLIPTextModel, CLIPTextModelWithProjection", "pnp, tokenflow, fatezero"),
-        ("tiny-sd3", "sd3", "flow (velocity)", "CLIPTextModelWithProjection, CLIPTextModelWithProjection", "flowedit"),
-        ("tiny-flux", "flux", "flow (velocity)", "CLIPTextModel, T5EncoderModel", "flowedit"),
+        (
+            "tiny-sd3",
+            "sd3",
+            "flow (velocity)",
+            "CLIPTextModelWithProjection, CLIPTextModelWithProjection",
+            "pnp, flowedit",
+        ),
+        ("tiny-flux", "flux", "flow (velocity)", "CLIPTextModel, T5EncoderModel", "pnp, flowedit"),
     ],
 )
 def test_builtin_models_report_family_prediction_encoders_and_their_edit_methods(
@@ -73,7 +79,7 @@ def test_a_saved_flow_folder_reports_its_pipeline_and_shift(capsys, tmp_path, of
     tiny_flow_pipeline("tiny-sd3").save_pretrained(tmp_path / "sd3")
     rows = info(capsys, str(tmp_path / "sd3"))
     assert (rows["family"], rows["pipeline"], rows["shift"]) == ("sd3", "StableDiffusion3Pipeline", "3.0")
-    assert rows["edit methods"] == "flowedit"
+    assert rows["edit methods"] == "pnp, flowedit"
 
 
 def test_unsupported_and_missing_sources_are_one_line_errors(capsys, tmp_path, offline):

@@ -68,7 +68,8 @@ class EditMethod:
     # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
     # pipeline refuses a ControlNet for a method that does not
     uses_control: ClassVar[bool] = False
-    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux) rather than on UNets
+    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux)
+    unet_models: ClassVar[bool] = True  # runs on UNet models (SD 1.x/2.x, SDXL)
 
     def __init__(self, models, config):
         self.models, self.config = models, config

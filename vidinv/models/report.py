@@ -80,11 +80,11 @@ def flow_report(pretrained: str, family: str) -> list[tuple[str, str]]:
 
 
 def edit_methods_for(flow: bool) -> str:
+    """The registered edit methods that run on flow transformers (`flow`) or on UNets."""
     from vidinv.registry import EDIT_METHODS
 
-    return ", ".join(
-        n for n in EDIT_METHODS.names() if bool(getattr(EDIT_METHODS.get(n), "flow_models", False)) == flow
-    )
+    flag = "flow_models" if flow else "unet_models"
+    return ", ".join(n for n in EDIT_METHODS.names() if getattr(EDIT_METHODS.get(n), flag, not flow))
 
 
 def model_report(
