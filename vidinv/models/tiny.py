@@ -23,6 +23,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 TINY_SEED = 0
 TEXT_DIM = 32
 SD2_TEXT_DIM = 48  # SD 2.x's 1024-dim OpenCLIP text, scaled down as 768 -> 32 is for SD 1.x
+SDXL_TEXT_2_DIM = 48  # SDXL's 1280-dim OpenCLIP-bigG text and pooled projection: wider than CLIP-L, as in SDXL
 SDXL_TIME_DIM = 8  # addition_time_embed_dim (256 in SDXL)
 MAX_TOKENS = 77
 
@@ -70,8 +71,8 @@ TINY_SDXL_UNET_CONFIG = dict(
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=SDXL_TIME_DIM,
-    projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + TEXT_DIM,
-    cross_attention_dim=2 * TEXT_DIM,
+    projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + SDXL_TEXT_2_DIM,
+    cross_attention_dim=TEXT_DIM + SDXL_TEXT_2_DIM,
     norm_num_groups=16,
 )
 
@@ -195,7 +196,7 @@ def build_tiny_sdxl_components() -> dict:
             vae=AutoencoderKL(**TINY_SDXL_VAE_CONFIG),
             text_encoder=build_tiny_text_encoder(),
             text_encoder_2=build_tiny_text_encoder(
-                cls=CLIPTextModelWithProjection, hidden_act="gelu", projection_dim=TEXT_DIM
+                SDXL_TEXT_2_DIM, cls=CLIPTextModelWithProjection, hidden_act="gelu", projection_dim=SDXL_TEXT_2_DIM
             ),
         )
     )
