@@ -143,3 +143,14 @@ def test_bench_flops_counts_on_meta_what_the_real_model_counts(run_script, load_
     assert tiny["pnp_tflop"] == pytest.approx(
         (calls * real["unet_call"] + 2 * (real["vae_encode"] + real["vae_decode"])) / 1e12
     )
+
+
+def test_published_architectures_have_their_published_sizes(load_script):
+    """The random-weight archs the GPU benchmarks use (built on the meta device: shapes only)."""
+    archs = load_script("archs")
+    with torch.device("meta"):
+        sdxl = archs.build_models("sdxl", "meta")
+    assert round(archs.parameters(sdxl.unet) / 1e6, 1) == 2567.5  # SDXL base 1.0's UNet
+    assert round(archs.parameters(sdxl.text_encoder_2) / 1e6, 1) == 694.7  # OpenCLIP ViT-bigG/14
+    assert sdxl.family.name == "sdxl" and sdxl.family.size == 1024
+    assert round(archs.flow_frame_flops("sd3", 256, 256)[1] / 1e6, 1) == 2028.3  # SD3 medium's transformer
