@@ -44,6 +44,17 @@ from vidinv.models.offload import execution_device
 FAMILY_DEFAULTS = {"sd3": (33 / 50, 3.5, 13.5), "flux": (24 / 28, 1.5, 5.5)}
 
 
+def flowedit_settings(config, family: str) -> tuple[int, int, int, int, float, float]:
+    """(steps, n_max, n_min, n_avg, source guidance, target guidance) of `edit.flowedit`, null
+    values taken from the paper's settings for `family` (sd3 | flux)."""
+    fe, steps = config.edit.flowedit, config.inversion.steps
+    fraction, source, target = FAMILY_DEFAULTS[family]
+    n_max = round(fraction * steps) if fe.n_max is None else fe.n_max
+    source = source if fe.source_guidance is None else fe.source_guidance
+    target = target if fe.target_guidance is None else fe.target_guidance
+    return steps, n_max, fe.n_min, fe.n_avg, source, target
+
+
 class BranchVelocities:
     """v(z, t) for stacked branches z (k f c h w) under one condition each, in one batched call."""
 
@@ -79,12 +90,20 @@ class FlowEdit(EditMethod):
 
     def settings(self) -> tuple[int, int, int, float, float]:
         """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""
-        fe, steps = self.config.edit.flowedit, self.config.inversion.steps
-        fraction, source, target = FAMILY_DEFAULTS[self.models.family]
-        n_max = round(fraction * steps) if fe.n_max is None else fe.n_max
-        source = source if fe.source_guidance is None else fe.source_guidance
-        target = target if fe.target_guidance is None else fe.target_guidance
-        return steps, n_max, fe.n_min, fe.n_avg, source, target
+        return flowedit_settings(self.config, self.models.family)
+
+    @classmethod
+    def flow_frame_calls(cls, config, family: str, frames: int) -> int:
+        """Transformer frame-calls of the edit (`vidinv plan`): F x ((n_max - n_min) x (R_s + R_t) x
+        n_avg + n_min x R_t), R = the branch's rows (SD3: 2 with CFG; Flux: 1, guidance embedded)."""
+        from vidinv.guidance import is_guided
+
+        _, n_max, n_min, n_avg, source, target = flowedit_settings(config, family)
+        r_s, r_t = (
+            1 if family == "flux" else 1 + is_guided(prompt, g)
+            for g, prompt in ((source, config.inversion.source_prompt), (target, config.edit.target_prompt))
+        )
+        return frames * ((n_max - n_min) * (r_s + r_t) * n_avg + n_min * r_t)
 
     def check(self) -> None:
         if not is_flow_scheduler(self.models.scheduler):

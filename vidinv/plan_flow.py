@@ -1,0 +1,155 @@
+"""`vidinv plan` for flow transformers (SD3, Flux): the same prediction as for UNets (`vidinv.plan`),
+from the pipeline's component configs on fake tensors.
+
+Frame-calls: the inversion and PnP formulas of `vidinv.plan` (Flux with one row per prompt: its
+guidance is embedded, no CFG rows), FlowEdit's own (`FlowEdit.flow_frame_calls`, no inversion).
+Activations: one chunk of transformer frame-calls with the family's text tokens (SD3: 77 CLIP + the
+T5 sequence; Flux: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from vidinv.config import Config
+from vidinv.plan_calls import HOST_BASELINE_BYTES, WORKING_LATENTS, frame_calls
+from vidinv.plan_parts import Plan, clip_shape, default_dtype, param_bytes, read_folder_config
+
+FLOW_MODULES = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def flow_configs(config: Config, family: str) -> dict:
+    """{component: (class name, config dict)} of the flow source's modules (tiny: the built ones)."""
+    from vidinv.models.flow import TINY_FLOW
+    from vidinv.models.hub import hub_config_folder
+    from vidinv.models.paths import looks_like_path
+
+    source = config.model.pretrained
+    if source in TINY_FLOW:
+        from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS
+
+        parts = TINY_FLOW_BUILDERS[source]()
+        return {
+            name: (
+                type(parts[name]).__name__,
+                dict(parts[name].config) if name in ("transformer", "vae") else parts[name].config.to_dict(),
+            )
+            for name in FLOW_MODULES
+            if parts.get(name) is not None
+        }
+    folder = Path(source).expanduser()
+    if not folder.exists() and not looks_like_path(source):
+        folder = hub_config_folder(source)
+    index = read_folder_config(folder, "model_index.json")
+    wanted = [n for n in FLOW_MODULES if isinstance(index.get(n), list) and index[n][1] is not None]
+    if not config.model.t5:
+        wanted = [n for n in wanted if n != "text_encoder_3"]
+    return {name: (index[name][1], read_folder_config(folder, f"{name}/config.json")) for name in wanted}
+
+
+def build_fake_flow_modules(configs: dict, dtype: torch.dtype) -> dict:
+    """The modules of `configs` on fake tensors (call inside `fake_mode()`)."""
+    import diffusers
+    import transformers
+
+    built = {}
+    with default_dtype(dtype):
+        for name, (cls_name, cfg) in configs.items():
+            if name in ("transformer", "vae"):
+                built[name] = getattr(diffusers, cls_name).from_config(cfg)
+            else:
+                fields = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "model_type"}
+                text_config = transformers.AutoConfig.for_model(cfg["model_type"], **fields)
+                built[name] = getattr(transformers, cls_name)(text_config)
+    return {name: module.eval().requires_grad_(False) for name, module in built.items()}
+
+
+def fake_condition(family: str, rows: int, tokens: int, transformer, dtype: torch.dtype):
+    """Empty prompt conditions of `rows` rows shaped for the transformer."""
+    from vidinv.models.flow import FlowCondition
+
+    cfg = transformer.config
+    embeds = torch.empty(rows, tokens, cfg.joint_attention_dim, dtype=dtype)
+    pooled = torch.empty(rows, cfg.pooled_projection_dim, dtype=dtype)
+    if family == "flux":
+        return FlowCondition(embeds, pooled, torch.zeros(tokens, 3, dtype=dtype), torch.ones(rows))
+    return FlowCondition(embeds, pooled)
+
+
+def flow_calls(config: Config, command: str, family: str, frames: int, latent_hw: tuple[int, int]) -> dict:
+    """Transformer frame-calls per stage (module docstring)."""
+    from vidinv.editing.flowedit import FlowEdit
+
+    if command == "edit" and config.edit.method == "flowedit":
+        return {"inversion": 0, "edit": FlowEdit.flow_frame_calls(config, family, frames)}
+    if family == "flux":  # one row per prompt
+        config = dataclasses.replace(
+            config,
+            inversion=dataclasses.replace(config.inversion, guidance_scale=1.0),
+            edit=dataclasses.replace(config.edit, guidance_scale=1.0),
+        )
+    return frame_calls(config, command, frames, latent_hw)
+
+
+def plan_flow(config: Config, command: str, family: str) -> Plan:
+    """The prediction for `vidinv COMMAND` on a flow model (seconds: fake tensors only)."""
+    from vidinv.attention.flow_runner import run_flow
+    from vidinv.attention.inflate import install_from_config
+    from vidinv.fake_memory import fake_mode, peak_bytes
+    from vidinv.models import resolve_device, resolve_dtype
+    from vidinv.models.flow import CALLS, MAX_SEQUENCE_LENGTH, TINY_FLOW
+
+    rt = config.runtime
+    device = resolve_device(config.model.device)
+    dtype = resolve_dtype(config.model.dtype, device)
+    frames, height, width = clip_shape(config)
+    configs = flow_configs(config, family)
+    factor = 2 ** (len(configs["vae"][1].get("block_out_channels", (0,) * 4)) - 1)
+    channels = configs["vae"][1].get("latent_channels", 16)
+    latent_hw = (height // factor, width // factor)
+    latent_bytes = frames * channels * latent_hw[0] * latent_hw[1] * 4
+    calls = flow_calls(config, command, family, frames, latent_hw)
+    if config.model.pretrained in TINY_FLOW:
+        from vidinv.models.tiny_flow import T5_TOKENS
+
+        t5_tokens = T5_TOKENS
+    else:
+        t5_tokens = MAX_SEQUENCE_LENGTH[family]
+    tokens = t5_tokens + (77 if family == "sd3" else 0)
+    widest = 4 if command == "edit" else 2  # source and edit branches, each (uncond, cond)
+    with fake_mode():
+        parts = build_fake_flow_modules(configs, dtype)
+        transformer, vae = parts["transformer"], parts["vae"]
+        install_from_config(transformer, config.model)
+        sim = frames if not rt.unet_chunk else min(frames, 2 * rt.unet_chunk)  # one chunk and its anchors
+        batch = torch.empty(widest, sim, channels, *latent_hw, dtype=dtype)
+        cond = fake_condition(family, widest, tokens, transformer, dtype)
+        models = SimpleNamespace(transformer=transformer, call=CALLS[family])
+        unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
+        chunk = min(frames, rt.vae_chunk or frames)
+        pixels = torch.empty(chunk, 3, height, width, dtype=dtype)
+        latents = torch.empty(chunk, channels, *latent_hw, dtype=dtype)
+        vae_act = max(peak_bytes(lambda: vae.encode(pixels)), peak_bytes(lambda: vae.decode(latents)))
+        weights = {name: param_bytes(module) for name, module in parts.items()}
+        largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
+    on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}
+    working = WORKING_LATENTS * latent_bytes
+    device_peak = on_device[rt.offload] + max(unet_act + working, vae_act + latent_bytes)
+    record = 0 if calls.get("inversion", 0) == 0 else (config.inversion.steps + 1) * latent_bytes
+    host_parts = {
+        "baseline": HOST_BASELINE_BYTES,
+        "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
+        "record": record,
+        "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),
+        "working latents": working,
+    }
+    if device.type == "cpu":
+        host_parts["activations"] = max(unet_act, vae_act)
+    return Plan(
+        command, frames, height, width, str(device), calls, weights, unet_act, vae_act, None, device_peak,
+        sum(host_parts.values()), host_parts,
+    )  # fmt: skip
