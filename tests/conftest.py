@@ -40,3 +40,19 @@ def tiny_models():
     from vidinv.models import load_models
 
     return load_models("tiny", dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sd2():
+    """The tiny SD 2.x-shaped model (v-prediction) in fp32 on the CPU."""
+    from vidinv.models import load_models
+
+    return load_models("tiny-sd2", dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sdxl():
+    """The tiny SDXL-shaped model (two text encoders, added conditioning) in fp32 on the CPU."""
+    from vidinv.models import load_models
+
+    return load_models("tiny-sdxl", dtype="fp32", device="cpu")

@@ -118,8 +118,7 @@ def test_controlled_unet_equals_diffusers_multicontrolnet_residuals_per_frame(ti
     torch.testing.assert_close(got[0], want, rtol=0, atol=1e-6)
 
 
-def test_sdxl_controlnet_takes_the_added_conditioning():
-    sdxl = load_models("tiny-sdxl", dtype="fp32", device="cpu")
+def test_sdxl_controlnet_takes_the_added_conditioning(sdxl):
     text = encode_text(sdxl, ["", "a red bike"])
     clip = torch.rand(3, 3, 64, 64) * 2 - 1
     control = Control((build_tiny_controlnet(sdxl.unet),), (canny_images(clip),), (1.0,))
