@@ -40,13 +40,13 @@ def diffusers_text(models, prompt: str, size: tuple[int, int]) -> tuple[torch.Te
     """(encoder_hidden_states, added_cond_kwargs) of `prompt` as diffusers' pipeline builds them."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    components = {name: getattr(models, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
     if models.text_encoder_2 is None:
         pipe = StableDiffusionPipeline(
-            models.vae, models.text_encoder, models.tokenizer, models.unet, models.scheduler, None, None, requires_safety_checker=False
+            **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
         )
         return pipe.encode_prompt(prompt, "cpu", 1, False)[0], None
-    names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
-    pipe = StableDiffusionXLPipeline(**{name: getattr(models, name) for name in names})
+    pipe = StableDiffusionXLPipeline(**components, text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2)
     emb, _, pooled, _ = pipe.encode_prompt(prompt, device="cpu", do_classifier_free_guidance=False)
     projection = pipe.text_encoder_2.config.projection_dim
     time_ids = pipe._get_add_time_ids(size, (0, 0), size, emb.dtype, text_encoder_projection_dim=projection)
