@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import moving_square
 from tests.test_models import assert_one_line_error
 from vidinv.attention import install_frame_attention, remove_frame_attention, run_unet
 from vidinv.errors import VidinvError
@@ -16,19 +17,9 @@ T = torch.tensor(400)
 
 
 @pytest.fixture(scope="module")
-def controlnet_folder(tiny_models, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("controlnet") / "canny"
-    build_tiny_controlnet(tiny_models.unet).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def frames():
     """Five 64x64 frames with a moving bright square (edges to find), in [-1, 1]."""
-    clip = -torch.ones(5, 3, 64, 64)
-    for i in range(5):
-        clip[i, :, 16 + 2 * i : 40 + 2 * i, 20:44] = 1
-    return clip
+    return moving_square(5, 64)
 
 
 @pytest.fixture(scope="module")

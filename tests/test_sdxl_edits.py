@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import moving_square
 from vidinv import VideoEditor
 from vidinv.config import config_from_dict
 from vidinv.editor import load_models_for
@@ -53,11 +54,7 @@ def sdxl_full():
 
 @pytest.fixture(scope="module")
 def frames():
-    """Two 32x32 frames of a bright square moving on a dark ground, in [-1, 1]."""
-    clip = -torch.ones(2, 3, 32, 32)
-    for i in range(2):
-        clip[i, :, 8 + 2 * i : 20 + 2 * i, 10:22] = 1
-    return clip
+    return moving_square(2, 32)
 
 
 @pytest.mark.parametrize("edit", EDITS)

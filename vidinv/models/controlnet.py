@@ -29,16 +29,26 @@ def load_controlnet(source: str, dtype: torch.dtype):
     """One ControlNetModel from a hub id, a folder or a single .safetensors/.ckpt file."""
     from diffusers import ControlNetModel
 
-    from vidinv.models.paths import SINGLE_FILE_SUFFIXES
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
     try:
         if source.endswith(SINGLE_FILE_SUFFIXES):
             if not Path(source).is_file():
                 raise VidinvError(f"model.controlnet: file {source} does not exist")
             return ControlNetModel.from_single_file(source, torch_dtype=dtype)
-        return ControlNetModel.from_pretrained(source, torch_dtype=dtype)
+        local = Path(source).is_dir() or looks_like_path(source) or _controlnet_local_only(source)
+        return ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise VidinvError(f"model.controlnet: cannot load {source!r}: {first_line(err)}") from err
+
+
+def _controlnet_local_only(repo_id: str) -> bool:
+    """`hub_local_only` for a ControlNet hub id (one line in seconds when the hub is down and it is not cached)."""
+    from vidinv.models.hub import hub_local_only
+
+    return hub_local_only(
+        repo_id, key="model.controlnet", marker="config.json", instead="give a ControlNet folder or .safetensors file"
+    )
 
 
 def load_controlnets(sources: str | list[str], dtype: torch.dtype) -> list:
@@ -63,18 +73,30 @@ def canny_images(frames: torch.Tensor, thresholds: tuple[int, int] = CANNY_THRES
     return repeat(torch.from_numpy(np.stack(edges)).float() / 255, "f h w -> f c h w", c=3)
 
 
-def depth_images(frames: torch.Tensor, estimator: str = DEPTH_ESTIMATOR) -> torch.Tensor:
-    """Depth (transformers' depth estimation) of each frame as (f, 3, H, W) in [0, 1], normalised per frame."""
+def load_depth_estimator(estimator: str = DEPTH_ESTIMATOR):
+    """(image processor, model) of a transformers depth estimator (a hub id or a folder), or a
+    one-line error saying what is missing, within seconds when the hub cannot be reached."""
+    from vidinv.models.hub import hub_local_only
+
+    instead = "depth needs this depth estimator (transformers); use edit.control: canny"
+    local = Path(estimator).is_dir() or hub_local_only(
+        estimator, key="edit.control", marker="config.json", instead=instead
+    )
     try:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        processor = AutoImageProcessor.from_pretrained(estimator)
-        model = AutoModelForDepthEstimation.from_pretrained(estimator).eval()
-    except Exception as err:  # not installed, offline, not cached: all mean "no depth estimator here"
+        processor = AutoImageProcessor.from_pretrained(estimator, local_files_only=local)
+        model = AutoModelForDepthEstimation.from_pretrained(estimator, local_files_only=local).eval()
+    except Exception as err:  # noqa: BLE001 (not installed, not cached, not a depth model: one line)
         raise VidinvError(
-            f"edit.control: depth needs the depth estimator {estimator} (transformers, network or a filled HF cache):"
-            f" {first_line(err)}"
+            f"edit.control: depth needs the depth estimator {estimator} (transformers): {first_line(err)}"
         ) from err
+    return processor, model
+
+
+def depth_images(frames: torch.Tensor, estimator: str = DEPTH_ESTIMATOR) -> torch.Tensor:
+    """Depth (transformers' depth estimation) of each frame as (f, 3, H, W) in [0, 1], normalised per frame."""
+    processor, model = load_depth_estimator(estimator)
     with torch.no_grad():
         inputs = processor(images=list(_uint8_frames(frames)), return_tensors="pt")
         depth = model(**inputs).predicted_depth[:, None]
