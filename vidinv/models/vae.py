@@ -1,18 +1,29 @@
 """Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk; optionally
-in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too."""
+in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too.
+
+An fp16 VAE whose activations overflow (SDXL's VAE, a known issue) gives non-finite values: such a
+chunk is encoded/decoded again with the VAE upcast to fp32, as diffusers' SDXL pipelines do with
+`upcast_vae` (an SDXL VAE with `force_upcast` is loaded in fp32 in the first place; an fp16-safe VAE
+can be given with `model.vae`). The VAE stays fp32 for the rest of the call, is cast back after,
+and later calls of that VAE start in fp32 (one note per VAE).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
 from vidinv.chunks import frame_slices
+from vidinv.errors import VidinvError
 from vidinv.models.offload import execution_device
 
 TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
+OVERFLOWED = "_vidinv_fp16_overflowed"  # set on a VAE whose fp16 encode/decode gave non-finite values
+log = logging.getLogger("vidinv")
 
 
 def scale_factor(vae) -> int:
@@ -57,6 +68,47 @@ def _tiling(vae, tile_size: int | None) -> Iterator[None]:
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
 
 
+def _cast(vae, dtype: torch.dtype) -> None:
+    """vae's weights in `dtype`, in place (torch's `Module.to`: diffusers' own warns on every cast)."""
+    torch.nn.Module.to(vae, dtype=dtype)
+
+
+@contextmanager
+def _fp32_fallback(vae) -> Iterator[Callable]:
+    """`run(call, x)`: call(x) in the VAE's dtype, or again with the VAE upcast to fp32 when an fp16
+    result is not finite (module docstring); the VAE's own dtype is back after the block."""
+    own = next(vae.parameters()).dtype
+
+    def upcast() -> None:
+        if next(vae.parameters()).device.type == "meta":  # sequential offload: the hooks hold fp16 weights
+            raise VidinvError(
+                "model.vae: the VAE overflows in fp16 and cannot be upcast under runtime.offload=sequential:"
+                " give an fp16-safe VAE with model.vae, or use model.dtype=bf16 or fp32"
+            )
+        if not getattr(vae, OVERFLOWED, False):
+            log.warning(
+                "note: the VAE overflows in fp16 (non-finite values); it runs in fp32 (model.vae: an fp16-safe VAE)"
+            )
+            setattr(vae, OVERFLOWED, True)
+        _cast(vae, torch.float32)
+
+    def run(call, x: torch.Tensor) -> torch.Tensor:
+        dtype = next(vae.parameters()).dtype
+        out = call(x.to(dtype))
+        if dtype != torch.float16 or out.isfinite().all():
+            return out
+        upcast()
+        return call(x.float())
+
+    if own == torch.float16 and getattr(vae, OVERFLOWED, False):
+        upcast()
+    try:
+        yield run
+    finally:
+        if next(vae.parameters()).dtype != own:
+            _cast(vae, own)
+
+
 @torch.no_grad()
 def encode_frames(
     vae, frames: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
@@ -66,13 +118,12 @@ def encode_frames(
     Uses the posterior mean (deterministic), so chunked and unchunked encodes agree. `tile_size`
     tiles frames larger than that (pixels) for this call; None keeps the VAE's `set_vae_tiling`.
     """
-    device, dtype = execution_device(vae), next(vae.parameters()).dtype
+    device = execution_device(vae)
+    shift = latent_shift(vae)
     parts = []
-    with _tiling(vae, tile_size):
+    with _tiling(vae, tile_size), _fp32_fallback(vae) as run:
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
-            x = frames[part].to(device=device, dtype=dtype)
-            mean = vae.encode(x).latent_dist.mean
-            shift = latent_shift(vae)
+            mean = run(lambda x: vae.encode(x).latent_dist.mean, frames[part].to(device))
             parts.append((mean if shift is None else mean - shift) * vae.config.scaling_factor)
     return torch.cat(parts)
 
@@ -85,14 +136,17 @@ def decode_latents(
 
     `tile_size` as in `encode_frames` (pixels; the latent tile is an eighth of it).
     """
-    device, dtype = execution_device(vae), next(vae.parameters()).dtype
+    device = execution_device(vae)
+    shift = latent_shift(vae)
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        z = z / vae.config.scaling_factor
+        return vae.decode(z if shift is None else z + shift).sample
+
     parts = []
-    with _tiling(vae, tile_size):
+    with _tiling(vae, tile_size), _fp32_fallback(vae) as run:
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-            z = latents[part].to(device=device, dtype=dtype) / vae.config.scaling_factor
-            shift = latent_shift(vae)
-            z = z if shift is None else z + shift
-            parts.append(vae.decode(z).sample.clamp(-1, 1).float().cpu())
+            parts.append(run(decode, latents[part].to(device)).clamp(-1, 1).float().cpu())
     return torch.cat(parts)
 
 
