@@ -20,9 +20,13 @@ import torch
 
 from tests.conftest import moving_square
 from vidinv import VideoEditor
+from vidinv.attention.inflate import frame_attention_of
 from vidinv.config import config_from_dict
+from vidinv.editing.fatezero import store_plan
+from vidinv.editing.pnp import PnPEdit
 from vidinv.editor import load_models_for
 from vidinv.inversion import reconstruct
+from vidinv.inversion.api import table_for
 
 PROMPT = "a red bike"
 INVERSIONS = ["ddim", "freeinv", "mbdi", "ddpm_ef"]
@@ -73,3 +77,16 @@ def test_every_inversion_and_edit_method_runs_on_sdxl_with_its_exact_property(sd
     torch.testing.assert_close(out.latents, expected, atol=ATOL, rtol=0)
     if inversion == "ddpm_ef":
         torch.testing.assert_close(out.latents, out.record.latents[-1].to(out.latents), atol=ATOL, rtol=0)
+
+
+def test_sdxl_edits_default_to_the_sdxl_family_layers(sdxl_full):
+    """edit.feature_layers / attention_layers / store_layers null: the family's defaults (SDXL: the
+    features of up_blocks.0, its 1/4-resolution decoder level; not SD's up_blocks.1)."""
+    family, unet = sdxl_full.family, sdxl_full.unet
+    injection = PnPEdit(sdxl_full, config_from_dict(sdxl_config("ddim", "pnp"))).injection(3)
+    modules = dict(unet.named_modules())
+    assert injection.feature_modules == [modules["up_blocks.0.resnets.1"]]
+    assert injection.attention_layers == set(family.attention_layers(frame_attention_of(unet).self_layers))
+    config = config_from_dict(sdxl_config("ddim", "fatezero"))
+    plan = store_plan(sdxl_full, config, table_for(sdxl_full, 3), 0)
+    assert set(plan.self_layers + plan.cross_layers) == set(family.store_layers(unet))

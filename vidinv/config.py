@@ -98,8 +98,9 @@ class EditConfig:
     guidance_scale: float = 7.5
     inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
     inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
-    # PnP layers (diffusers module names); null attention_layers = every decoder self-attention but the first
-    feature_layers: list[str] = field(default_factory=lambda: ["up_blocks.1.resnets.1"])
+    # PnP layers (diffusers module names); null = the model family's: features of the decoder's 1/4-resolution
+    # level (SD: up_blocks.1.resnets.1, SDXL: up_blocks.0.resnets.1), every decoder self-attention but the first module's
+    feature_layers: list[str] | None = None
     attention_layers: list[str] | None = None
     # the source branch the edit injects from: the DDIM reconstruction run beside the edit, or the
     # stored inversion latents of each step (TokenFlow's choice); identical for ddpm_ef

@@ -79,10 +79,12 @@ def step_counts(config: Config, steps: int) -> tuple[int, int]:
 
 
 def store_plan(models, config: Config, table: StepTable, start: int) -> StorePlan:
-    """The maps the edit will use: configured layers at the timesteps of the fused steps."""
-    unet = models.unet
+    """The maps the edit will use: configured layers (null: the model family's; SD's for a bare UNet)
+    at the timesteps of the fused steps."""
+    unet, family = models.unet, getattr(models, "family", None)
+    default = default_store_layers(unet) if family is None else family.store_layers(unet)
     names = [name.rsplit(".", 1)[0] for name in unet.attn_processors]
-    layers = default_store_layers(unet) if config.edit.store_layers is None else list(config.edit.store_layers)
+    layers = default if config.edit.store_layers is None else list(config.edit.store_layers)
     unknown = [name for name in layers if name not in names]
     if unknown:
         raise VidinvError(

@@ -46,14 +46,20 @@ class PnPEdit(EditMethod):
     denoiser = EditDenoiser  # TokenFlow replaces the UNet evaluation
 
     def injection(self, steps: int) -> PnPInjection:
-        """The configured PnP injection on the UNet (checks the layer names: one-line errors)."""
-        ed = self.config.edit
+        """The configured PnP injection on the UNet, null layers the model family's (checks the layer
+        names: one-line errors)."""
+        ed, family = self.config.edit, self.models.family
         feature_steps, attention_steps = injection_steps(self.config, steps)
+        handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
         return PnPInjection(
             self.models.unet,
-            ensure_frame_attention(self.models.unet, self.config.model.attention),
-            feature_layers=list(ed.feature_layers),
-            attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
+            handle,
+            feature_layers=family.feature_layers if ed.feature_layers is None else list(ed.feature_layers),
+            attention_layers=(
+                family.attention_layers(handle.self_layers)
+                if ed.attention_layers is None
+                else list(ed.attention_layers)
+            ),
             feature_steps=feature_steps,
             attention_steps=attention_steps,
         )
