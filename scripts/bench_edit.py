@@ -139,22 +139,9 @@ def read_clip(config, frames: int, video: str | None) -> tuple[torch.Tensor, str
 
 def unit_flops(models, arch: str | None, height: int, width: int) -> tuple[dict, str]:
     """FLOPs of one UNet frame-call and of one frame's VAE encode / decode, and their source."""
-    from vidinv.attention import run_unet
-    from vidinv.models import decode_latents, encode_frames
-
     if arch == "sd15" and (height, width) == (512, 512):
         return dict(SD15_512_FLOPS), "methods.md §6 cost model"
-    device, dtype = models.device, models.dtype
-    factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
-    latent = torch.zeros(1, 1, models.vae.config.latent_channels, height // factor, width // factor, device=device)
-    emb = torch.zeros(1, models.tokenizer.model_max_length, models.unet.config.cross_attention_dim, device=device)
-    image = torch.zeros(1, 3, height, width)
-    counts = {
-        "unet_call": benchlib.count_flops(lambda: run_unet(models.unet, latent.to(dtype), 500, emb.to(dtype))),
-        "vae_encode": benchlib.count_flops(lambda: encode_frames(models.vae, image, 1)),
-        "vae_decode": benchlib.count_flops(lambda: decode_latents(models.vae, latent[0], 1)),
-    }
-    return counts, "torch.utils.flop_counter (one frame)"
+    return archs.frame_flops(models, height, width), "torch.utils.flop_counter (one frame)"
 
 
 def staged_edit(editor: VideoEditor, frames: torch.Tensor, device) -> tuple[object, dict]:

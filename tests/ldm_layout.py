@@ -18,6 +18,8 @@ CLIP_PREFIX = "cond_stage_model.transformer."
 UNET_TOP = {
     "time_embedding.linear_1": "time_embed.0",
     "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's added (text_time) conditioning
+    "add_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -132,4 +134,64 @@ def models_to_ldm(unet, vae, text_encoder) -> dict:
         vae_to_ldm(vae.state_dict(), len(vae.config.up_block_types)),
         clip_to_ldm(text_encoder.state_dict()),
     )
+    return {k: v.detach().contiguous() for part in parts for k, v in part.items()}
+
+
+OPEN_CLIP_PREFIX = "cond_stage_model.model."  # SD 2.x's OpenCLIP text tower
+OPEN_CLIP_TOP = {
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def open_clip_to_ldm(state_dict: dict, prefix: str = OPEN_CLIP_PREFIX) -> dict:
+    """A transformers CLIPTextModel(WithProjection) state dict -> OpenCLIP keys under `prefix` (the
+    inverse of diffusers' `convert_open_clip_checkpoint`): q/k/v joined into `in_proj_*`, the
+    projection transposed into `text_projection`."""
+    out, qkv = {}, {}
+    for key, value in state_dict.items():
+        key = key if key == "text_projection.weight" else with_text_model(key)
+        if key in OPEN_CLIP_TOP:
+            out[prefix + OPEN_CLIP_TOP[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif match := re.match(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
+            layer, part, kind = match.groups()
+            qkv.setdefault((layer, kind), {})[part] = value
+        else:
+            rest = re.sub(r"^text_model\.encoder\.layers\.(\d+)\.", r"transformer.resblocks.\1.", key)
+            rest = rest.replace(".self_attn.", ".attn.")
+            for new, old in OPEN_CLIP_LAYER.items():
+                rest = rest.replace(f".{new}.", f".{old}.")
+            out[prefix + rest] = value
+    for (layer, kind), parts in qkv.items():
+        joined = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = joined
+    return out
+
+
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."  # CLIP ViT-L, transformers layout
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
+
+
+def models_to_ldm_file_dict(models) -> dict:
+    """An SD 1.x / 2.x / SDXL `vidinv.models.Models` as one original-layout state dict: the UNet and
+    VAE as LDM keys; the text tower(s) as that family's checkpoints hold them (SD 1.x CLIP, SD 2.x
+    OpenCLIP, SDXL both under `conditioner.embedders`)."""
+    unet, vae = models.unet, models.vae
+    parts = [
+        unet_to_ldm(unet.state_dict(), unet.config.layers_per_block),
+        vae_to_ldm(vae.state_dict(), len(vae.config.up_block_types)),
+    ]
+    text = models.text_encoder.state_dict()
+    if models.text_encoder_2 is not None:
+        parts.append({SDXL_CLIP_PREFIX + with_text_model(k): v for k, v in text.items()})
+        parts.append(open_clip_to_ldm(models.text_encoder_2.state_dict(), SDXL_OPEN_CLIP_PREFIX))
+    elif models.family is not None and models.family.name == "sd2":
+        parts.append(open_clip_to_ldm(text))
+    else:
+        parts.append(clip_to_ldm(text))
     return {k: v.detach().contiguous() for part in parts for k, v in part.items()}

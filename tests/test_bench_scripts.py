@@ -129,3 +129,28 @@ def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):
     assert separate["edit_frame_calls"] == batch["edit_frame_calls"] > 0
     assert 0 < batch["expected_ratio"] < 1 and batch["ratio"] > 0
     assert "batch/separate" in capsys.readouterr().out
+
+
+def test_bench_flops_counts_on_meta_what_the_real_model_counts(run_script, load_script):
+    bench, record = run_script("bench_flops", "--cases", "tiny:64", "--frames", "2", "--steps", "2")
+    reference, tiny = record["rows"]
+    assert (reference["case"], reference["vs_sd15_512"]) == ("sd15@512", 1.0)
+    assert reference["unet_params_m"] == pytest.approx(859.52, abs=0.01)  # the published SD 1.5 UNet
+    archs = load_script("archs")
+    real = archs.frame_flops(archs.build_models("tiny", "cpu"), 64, 64)  # real tensors, not meta
+    assert tiny["flops"] == real
+    calls = tiny["pnp_frame_calls"]
+    assert tiny["pnp_tflop"] == pytest.approx(
+        (calls * real["unet_call"] + 2 * (real["vae_encode"] + real["vae_decode"])) / 1e12
+    )
+
+
+def test_published_architectures_have_their_published_sizes(load_script):
+    """The random-weight archs the GPU benchmarks use (built on the meta device: shapes only)."""
+    archs = load_script("archs")
+    with torch.device("meta"):
+        sdxl = archs.build_models("sdxl", "meta")
+    assert round(archs.parameters(sdxl.unet) / 1e6, 1) == 2567.5  # SDXL base 1.0's UNet
+    assert round(archs.parameters(sdxl.text_encoder_2) / 1e6, 1) == 694.7  # OpenCLIP ViT-bigG/14
+    assert sdxl.family.name == "sdxl" and sdxl.family.size == 1024
+    assert round(archs.flow_frame_flops("sd3", 256, 256)[1] / 1e6, 1) == 2028.3  # SD3 medium's transformer

@@ -52,7 +52,8 @@ def test_unknown_condition_kind_and_missing_depth_estimator_are_one_line_errors(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(VidinvError) as err:
         depth_images(frames, estimator="vidinv-test/no-depth-model")
-    assert_one_line_error(err, "edit.control")
+    assert_one_line_error(err, "edit.depth_estimator")
+    assert "HF_HUB_OFFLINE" in str(err.value)
 
 
 def test_scale_zero_output_equals_the_unet_without_controlnet_byte_for_byte(tiny_models, frames, latents):

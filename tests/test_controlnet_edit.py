@@ -1,91 +1,95 @@
-"""ControlNet through the edit (issue 13, item 4): `edit.control: canny` on the tiny SD with a saved
-tiny ControlNet; at `edit.controlnet_scale=0` every edit method gives the edit without ControlNet
-byte for byte (a ControlNet at scale 0 is not run), at scale 1 another one. `edit.control: depth`
-with no depth estimator at hand is a one-line exit 2 through the CLI, and hub ids (the depth
-estimator, a ControlNet) fail at once with one line when the hub cannot be reached."""
+"""ControlNet through the edit (issue 13, item 4): at scale 0 every edit method's result is the
+edit without ControlNet byte for byte; depth conditions come from a transformers depth estimator
+(a tiny one written here), and a missing estimator is a one-line error before any work."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
+import torch
 
-from tests.conftest import REPO, moving_square
+from tests.conftest import moving_square
 from tests.test_models import assert_one_line_error
 from vidinv import VideoEditor
 from vidinv.cli import main
-from vidinv.config import config_from_dict
-from vidinv.editor import load_models_for
 from vidinv.errors import VidinvError
 from vidinv.models import load_models
-from vidinv.models.controlnet import depth_images
+from vidinv.models.controlnet import load_depth_estimator
+from vidinv.models.tiny import write_tiny_depth_estimator
 
-
-def edit_config(method: str, controlnet=None, scale: float = 1.0) -> dict:
-    """A real edit (another prompt, CFG 5) of 2 frames in 3 steps; with `controlnet`, canny at `scale`."""
-    edit = {"method": method, "target_prompt": "a robot", "guidance_scale": 5.0, "keyframe_stride": 2}
-    model = {"pretrained": "tiny", "frame_attention": "sparse_causal", "dtype": "fp32", "device": "cpu"}
-    if controlnet is not None:
-        edit |= {"control": "canny", "controlnet_scale": scale}
-        model["controlnet"] = str(controlnet)
-    return {
-        "model": model,
-        "inversion": {"method": "ddim", "steps": 3, "source_prompt": "a square"},
-        "edit": edit,
-    }
+FRAMES, SIZE = 3, 32
 
 
 @pytest.fixture(scope="module")
-def controlled(controlnet_folder):
-    """The tiny SD with the ControlNet loaded and sparse-causal attention installed."""
-    return load_models_for(config_from_dict(edit_config("pnp", controlnet_folder)))
+def frames():
+    """Moving bright squares (edges for Canny), in [-1, 1]."""
+    return moving_square(FRAMES, SIZE)
+
+
+def edit(models, frames, method: str, controlnet=None, **edit_options) -> torch.Tensor:
+    config = {
+        "model": {"controlnet": None if controlnet is None else str(controlnet)},
+        "video": {"num_frames": FRAMES, "height": SIZE, "width": SIZE},
+        "inversion": {"steps": 3, "source_prompt": "a square", "control": edit_options.pop("inversion_control", False)},
+        "edit": {"method": method, "target_prompt": "a red square", "keyframe_stride": 2, **edit_options},
+    }
+    return VideoEditor(config, models=models).edit(frames).latents
 
 
 @pytest.mark.parametrize("method", ["pnp", "tokenflow", "fatezero"])
-def test_controlnet_scale_zero_edit_is_the_edit_without_controlnet_byte_for_byte(controlled, controlnet_folder, method):
-    frames = moving_square(2, 64)
-    plain = VideoEditor(edit_config(method), models=dataclasses.replace(controlled, controlnets=[]))
-    record, _ = plain.invert(frames)  # one record for all three: only the edit differs
-    without = plain.edit(frames, record=record).latents
-    zero = VideoEditor(edit_config(method, controlnet_folder, 0.0), models=controlled).edit(frames, record=record)
-    one = VideoEditor(edit_config(method, controlnet_folder, 1.0), models=controlled).edit(frames, record=record)
-    assert zero.latents.numpy().tobytes() == without.numpy().tobytes()
-    assert (one.latents - without).abs().max() > 1e-3
+def test_scale_zero_edit_is_the_edit_without_controlnet_byte_for_byte(controlnet_folder, frames, method):
+    plain = edit(load_models("tiny", device="cpu"), frames, method)
+    controlled = load_models("tiny", device="cpu", controlnet=str(controlnet_folder))
+    for inversion_control in (False, True):
+        zero = edit(
+            controlled, frames, method, controlnet_folder, control="canny", controlnet_scale=0.0,
+            inversion_control=inversion_control,
+        )  # fmt: skip
+        assert zero.numpy().tobytes() == plain.numpy().tobytes()
+    one = edit(controlled, frames, method, controlnet_folder, control="canny", controlnet_scale=1.0)
+    assert (one - plain).abs().max() > 1e-3  # the ControlNet acts at scale 1
 
 
-def test_depth_control_without_a_depth_estimator_is_a_one_line_exit_2(controlnet_folder, tmp_path, capsys, monkeypatch):
+def test_depth_condition_from_a_local_estimator_edits_through_the_cli(controlnet_folder, tmp_path, capsys):
+    estimator = write_tiny_depth_estimator(tmp_path / "dpt")
+    out = tmp_path / "run"
+    args = [
+        "--quiet", "edit", "configs/controlnet_edit.yaml", "model.pretrained=tiny", f"model.controlnet={controlnet_folder}",
+        "edit.control=depth", f"edit.depth_estimator={estimator}", f"video.num_frames={FRAMES}",
+        f"video.height={SIZE * 2}", f"video.width={SIZE * 2}", "inversion.steps=2", f"runtime.output_dir={out}",
+    ]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    assert (out / "edited.mp4").stat().st_size > 0
+
+
+def test_depth_without_an_estimator_is_one_line_before_any_output(controlnet_folder, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "run"
     args = [
-        f"video.path={REPO / 'samples/bikes.mp4'}",
-        "video.num_frames=2",
-        "video.height=64",
-        "video.width=64",
-        "inversion.steps=2",
-        f"model.controlnet={controlnet_folder}",
-        "edit.control=depth",
-        f"runtime.output_dir={tmp_path / 'run'}",
-    ]
-    assert main(["--quiet", "edit", str(REPO / "configs/demo.yaml"), *args]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "edit.control" in lines[0] and "depth" in lines[0]
-    assert not (tmp_path / "run" / "inversion" / "record.json").exists()  # refused before the inversion
+        "--quiet", "edit", "configs/controlnet_edit.yaml", "model.pretrained=tiny", f"model.controlnet={controlnet_folder}",
+        "edit.control=depth", "edit.depth_estimator=nobody/no-depth-model", f"video.num_frames={FRAMES}",
+        "inversion.steps=2", f"runtime.output_dir={out}",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "edit.depth_estimator" in err[0] and "nobody/no-depth-model" in err[0]
+    assert not (out / "edited.mp4").exists() and not (out / "inversion").exists()
 
 
 @pytest.mark.parametrize(
     ("load", "key"),
     [
-        (lambda: depth_images(moving_square(1, 64), estimator="vidinv-test/no-depth-model"), "edit.control"),
+        (lambda: load_depth_estimator("vidinv-test/no-depth-model"), "edit.depth_estimator"),
         (lambda: load_models("tiny", device="cpu", controlnet="vidinv-test/no-controlnet"), "model.controlnet"),
     ],
 )
 def test_hub_ids_with_the_hub_unreachable_fail_at_once_with_one_line(monkeypatch, capsys, load, key):
-    """Not the hub client's minutes of retries (97 s for the depth estimator before): the hub probe
-    answers, and the line says what to do."""
+    """A depth estimator's or a ControlNet's hub id with the hub down and nothing cached: the hub probe
+    answers in one line, not the hub client's minutes of retries (97 s for the depth estimator here)."""
     import huggingface_hub.constants
 
     from vidinv.models import hub

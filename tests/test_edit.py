@@ -13,7 +13,7 @@ from vidinv.cli import main
 from vidinv.config import config_from_dict, load_config
 from vidinv.editing import pnp_edit
 from vidinv.editing.branches import EditDenoiser
-from vidinv.editing.injection import PnPInjection, RowLayout, default_attention_layers
+from vidinv.editing.injection import PnPInjection, RowLayout
 from vidinv.editing.pnp import PnPEdit
 from vidinv.errors import VidinvError
 from vidinv.inversion import invert, reconstruct
@@ -236,7 +236,10 @@ def test_a_guided_source_injects_row_by_role():
 
 def test_default_attention_layers_are_the_decoder_self_attention_layers_but_the_first(models):
     handle = frame_attention_of(models.unet)
-    layers = default_attention_layers(handle.self_layers)
+    layers = PnPInjection(
+        models.unet, handle, feature_layers=[], attention_layers=None, feature_steps=0, attention_steps=0
+    ).attention_layers
+    layers = sorted(layers, key=handle.self_layers.index)
     decoder = [name for name in handle.self_layers if name.startswith("up_blocks.")]
     assert layers == decoder[1:] and len(layers) >= 1
 

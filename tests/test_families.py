@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_models import assert_one_line_error
-from vidinv.attention import install_frame_attention, remove_frame_attention, run_unet
+from vidinv.attention import frame_attention_of, install_frame_attention, remove_frame_attention, run_unet
 from vidinv.errors import VidinvError
 from vidinv.models import detect_family, encode_text, load_models
 
@@ -111,18 +111,43 @@ def test_sdxl_default_layers_exist_and_skip_the_first_decoder_attention_module(s
         remove_frame_attention(sdxl.unet)
 
 
-def test_sd_default_layers_equal_the_editing_defaults(tiny_models):
-    from vidinv.editing.fatezero import default_store_layers
-    from vidinv.editing.injection import default_attention_layers
-
+def test_sd_default_layers_are_the_sd15_editing_layers(tiny_models):
+    """SD's defaults: TokenFlow's / PnP's SD 1.5 layers and FateZero's maps below full resolution."""
     handle = install_frame_attention(tiny_models.unet, "none")
     try:
         family = tiny_models.family
-        assert family.attention_layers(handle.self_layers) == default_attention_layers(handle.self_layers)
-        assert family.store_layers(tiny_models.unet) == default_store_layers(tiny_models.unet)
+        decoder = [name for name in handle.self_layers if name.startswith("up_blocks.")]
+        assert family.attention_layers(handle.self_layers) == decoder[1:]
+        names = [name.rsplit(".", 1)[0] for name in tiny_models.unet.attn_processors]
+        last_up = f"up_blocks.{len(tiny_models.unet.up_blocks) - 1}."
+        assert family.store_layers(tiny_models.unet) == [
+            n for n in names if not n.startswith(("down_blocks.0.", last_up))
+        ]
         assert family.feature_layers == ["up_blocks.1.resnets.1"]
     finally:
         remove_frame_attention(tiny_models.unet)
+
+
+@pytest.mark.parametrize("method", ["pnp", "fatezero"])
+def test_edits_on_sdxl_use_the_sdxl_default_layers(sdxl, method):
+    """With the layer keys null, PnP injects and FateZero stores at SDXL's own default layers."""
+    from vidinv import VideoEditor
+
+    config = {
+        "inversion": {"steps": 2, "source_prompt": "a bike"},
+        "edit": {"method": method},
+        "video": {"num_frames": 2, "height": 64, "width": 64},
+    }
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    try:
+        stats = VideoEditor(config, models=sdxl, progress=False).edit(frames, "a car").stats
+        if method == "pnp":
+            layers = sdxl.family.attention_layers(frame_attention_of(sdxl.unet).self_layers)
+            assert stats["attention_layers"] == sorted(layers)
+        else:
+            assert stats["store_layers"] == sorted(sdxl.family.store_layers(sdxl.unet))
+    finally:
+        remove_frame_attention(sdxl.unet)  # the fixture is shared: leave its UNet as it was
 
 
 # --- loading --------------------------------------------------------------------------------------

@@ -63,9 +63,9 @@ def test_flowedit_refuses_bad_settings_and_non_flow_models_in_one_line(flow_mode
     with pytest.raises(VidinvError, match="n_max") as err:
         editor(flow_models, n_max=7).edit_latents(source_latents(), "a blue bus")
     assert "\n" not in str(err.value)
-    pnp = VideoEditor({"edit": {"method": "pnp"}, "model": {"device": "cpu"}}, models=flow_models)
-    with pytest.raises(VidinvError, match="pnp runs on UNet models"):
-        pnp.edit_latents(source_latents(), "a blue bus")
+    tokenflow = VideoEditor({"edit": {"method": "tokenflow"}, "model": {"device": "cpu"}}, models=flow_models)
+    with pytest.raises(VidinvError, match="tokenflow runs on UNet models"):
+        tokenflow.edit_latents(source_latents(), "a blue bus")
     sd = VideoEditor({"edit": {"method": "flowedit"}, "model": {"device": "cpu"}}, models=tiny_models)
     with pytest.raises(VidinvError, match="needs a flow-matching model"):
         sd.edit_latents(torch.zeros(1, 4, 8, 8), "a blue bus")

@@ -151,8 +151,10 @@ def test_mbdi_averages_over_the_group():
     def eps(z, t):  # not equivariant: a fixed spatial ramp
         return z + torch.linspace(0, 1, z.shape[-1])
 
-    z = torch.randn(2, 4, 8, 8)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     mean = GroupMeanEps(eps, tf.GROUPS["flips"])(z, 10)
     expected = sum(tf.invert(n, eps(tf.apply(n, z), 10)) for n in tf.GROUPS["flips"]) / 4
-    assert torch.allclose(mean, expected)
-    assert torch.allclose(mean, z + 0.5)  # the hflip pairs average the ramp out
+    torch.testing.assert_close(mean, expected, atol=1e-6, rtol=0)
+    # the hflip pairs average the ramp out (to float32 rounding of the 4-term mean: allclose's default
+    # atol 1e-8 failed for ~10% of unseeded z's, up to 2.4e-7)
+    torch.testing.assert_close(mean, z + 0.5, atol=1e-6, rtol=0)

@@ -4,6 +4,7 @@ equal the loaded model's, and a run that cannot fit is refused before anything i
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vidinv import VideoEditor
 from vidinv.cli import main
@@ -74,3 +75,34 @@ def test_vidinv_edit_that_cannot_fit_exits_2_before_writing(tmp_path, capsys):
     big = ["video.num_frames=10000", "video.height=8192", "video.width=8192"]
     assert main(["edit", "configs/demo.yaml", *big, f"runtime.output_dir={out_dir}"]) == 2
     assert "predicted peak" in capsys.readouterr().err and not out_dir.exists()
+
+
+@pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
+def test_planned_weights_of_sd2_and_sdxl_equal_the_loaded_components(name):
+    from vidinv.models import load_models
+
+    models = load_models(name, device="cpu")
+    plan = plan_run(config_from_dict({**plan_config("pnp"), "model": {"pretrained": name}}))
+    expected = {"unet", "vae", "text_encoder"} | ({"text_encoder_2"} if name == "tiny-sdxl" else set())
+    assert set(plan.weights) == expected
+    assert plan.weights == {part: param_bytes(getattr(models, part)) for part in expected}
+
+
+def test_planned_sdxl_frame_calls_equal_the_runs_counts():
+    values = {**plan_config("pnp"), "model": {"pretrained": "tiny-sdxl"}}
+    out = run_edit(values)
+    plan = plan_run(config_from_dict(values))
+    assert plan.frame_calls == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+    assert plan.unet_activations > 0
+
+
+def test_planned_controlnet_weights_equal_the_loaded_controlnets(tiny_models, tmp_path):
+    from vidinv.models.controlnet import load_controlnets
+    from vidinv.models.tiny import build_tiny_controlnet
+
+    build_tiny_controlnet(tiny_models.unet).save_pretrained(tmp_path / "cn")
+    values = {**plan_config("pnp"), "model": {"controlnet": [str(tmp_path / "cn")] * 2}}
+    values["edit"] |= {"control": ["canny", "canny"]}
+    plan = plan_run(config_from_dict(values))
+    loaded = load_controlnets([str(tmp_path / "cn")], torch.float32)[0]
+    assert plan.weights["controlnet"] == 2 * param_bytes(loaded)

@@ -38,7 +38,8 @@ def test_sdxl_negative_prompt_is_encoded_like_diffusers(sdxl):
 def test_sdxl_time_ids_equal_diffusers_add_time_ids(sdxl, size):
     pipe = sdxl_pipeline(sdxl)
     height, width = size or (sdxl.family.size, sdxl.family.size)
-    want = pipe._get_add_time_ids((height, width), (0, 0), (height, width), torch.float32, 32)
+    projection = sdxl.text_encoder_2.config.projection_dim
+    want = pipe._get_add_time_ids((height, width), (0, 0), (height, width), torch.float32, projection)
     got = encode_text(sdxl, PROMPTS, size=size).added["time_ids"]
     assert torch.equal(got, want.repeat(len(PROMPTS), 1))
 

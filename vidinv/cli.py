@@ -40,10 +40,16 @@ JOBS = {
 }
 
 
-def _info(_args) -> int:
-    from vidinv.info import environment_report
+def _info(args) -> int:
+    if args.model is None:
+        from vidinv.info import environment_report
 
-    print(environment_report())
+        print(environment_report())
+        return 0
+    from vidinv.models.report import format_rows, model_report
+
+    rows = model_report(args.model, single_file_config=args.single_file_config, prediction_type=args.prediction_type)
+    print(format_rows(rows))
     return 0
 
 
@@ -89,7 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars; only the final summary")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    info = sub.add_parser("info", help="versions, devices, video decoders and attention backends")
+    info = sub.add_parser(
+        "info", help="versions, devices, decoders, attention backends; with MODEL: its family, sizes, encoders"
+    )
+    info.add_argument(
+        "model", nargs="?", help="a hub id, diffusers folder, .safetensors/.ckpt file or built-in name (tiny, ...)"
+    )
+    info.add_argument("--single-file-config", metavar="SOURCE", help="config folder / hub id for a single file")
+    info.add_argument(
+        "--prediction-type",
+        default="auto",
+        choices=("auto", "epsilon", "v_prediction", "sample"),
+        help="as model.prediction_type",
+    )
     info.set_defaults(handler=_info)
     evaluate = sub.add_parser(
         "eval",

@@ -37,6 +37,7 @@ CHOICES = {
 }
 REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS}
 CONTROL_KINDS = ("canny", "depth")  # edit.control: condition images computed from the source frames
+DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"  # edit.depth_estimator's default (diffusers' depth ControlNet examples)
 MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
 
 
@@ -54,6 +55,7 @@ class ModelConfig:
     prediction_type: str = "auto"  # auto = the scheduler config's; epsilon | v_prediction | sample
     vae: str | None = None  # hub id / folder of a VAE replacing the pipeline's (e.g. an fp16-safe one)
     controlnet: Any = None  # ControlNet hub id / folder / single file, or a list of them
+    t5: bool = True  # SD3: false loads it without its T5 text encoder (diffusers' memory-saving way)
 
 
 @dataclass
@@ -98,8 +100,8 @@ class EditConfig:
     guidance_scale: float = 7.5
     inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
     inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
-    # PnP layers (diffusers module names); null = the model family's: features of the decoder's 1/4-resolution
-    # level (SD: up_blocks.1.resnets.1, SDXL: up_blocks.0.resnets.1), every decoder self-attention but the first module's
+    # PnP layers (diffusers module names); null = the model family's defaults (vidinv.models.family):
+    # SD 1.x/2.x up_blocks.1.resnets.1 and every decoder self-attention but the first module's
     feature_layers: list[str] | None = None
     attention_layers: list[str] | None = None
     # the source branch the edit injects from: the DDIM reconstruction run beside the edit, or the
@@ -124,6 +126,7 @@ class EditConfig:
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
     control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
     controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
+    depth_estimator: str = DEPTH_ESTIMATOR  # edit.control=depth: transformers depth model (folder / hub id)
     flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
 
@@ -326,14 +329,15 @@ def validate(config: Config) -> None:
     _validate_control(config)
 
 
-def _as_list(value) -> list:
+def as_list(value) -> list:
+    """A config value that may be one item or a list (model.controlnet, edit.control, ...) as a list."""
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _validate_control(config: Config) -> None:
     """model.controlnet, edit.control and edit.controlnet_scale: one value, or one per ControlNet."""
     nets, kinds, scales = (
-        _as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
+        as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
     )
     _require(all(isinstance(n, str) and n for n in nets), "model.controlnet", nets, "null, a source or a list of them")
     wanted = f"one of {', '.join(CONTROL_KINDS)} per ControlNet ({len(nets)})"

@@ -10,6 +10,7 @@ method's own `EditMethod.predicted_frame_calls`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from vidinv.config import Config
+from vidinv.config import Config, as_list
 from vidinv.errors import VidinvError
 
 MB = 2**20
@@ -162,10 +163,10 @@ def _count_frames(path: Path, start: int, stride: int) -> int:
 
 
 def _folder_configs(folder: Path) -> dict:
+    """The component configs of a diffusers folder (SDXL: text_encoder_2's too)."""
+    names = ["unet", "vae", "text_encoder"] + ["text_encoder_2"] * (folder / "text_encoder_2" / "config.json").is_file()
     try:
-        return {
-            name: json.loads((folder / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")
-        }
+        return {name: json.loads((folder / name / "config.json").read_text()) for name in names}
     except (OSError, ValueError) as err:
         raise VidinvError(f"plan: cannot read the component configs of {folder}: {err}") from err
 
@@ -176,11 +177,17 @@ def component_configs(config: Config) -> dict:
     the hub cache or fetched)."""
     from vidinv.models.hub import hub_config_folder
     from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
-    from vidinv.models.tiny import TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_text_config
+    from vidinv.models.tiny import TINY_BUILDERS, TINY_UNET_CONFIG, TINY_VAE_CONFIG, tiny_text_config
 
     m = config.model
     if m.pretrained == "tiny":
         return {"unet": TINY_UNET_CONFIG, "vae": TINY_VAE_CONFIG, "text_encoder": tiny_text_config().to_dict()}
+    if m.pretrained in TINY_BUILDERS:  # tiny-sd2, tiny-sdxl: the configs of the built components
+        parts = TINY_BUILDERS[m.pretrained]()
+        names = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2") if parts.get(n) is not None]
+        return {
+            n: dict(parts[n].config) if isinstance(parts[n].config, dict) else parts[n].config.to_dict() for n in names
+        }
     source = os.path.expanduser(m.single_file_config or m.pretrained)
     folder = Path(source)
     if not folder.exists() and not source.endswith(SINGLE_FILE_SUFFIXES) and not looks_like_path(source):
@@ -193,23 +200,60 @@ def component_configs(config: Config) -> dict:
     return _folder_configs(folder)
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Modules built inside get parameters of `dtype`."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def build_fake_components(configs: dict, dtype: torch.dtype) -> dict:
     """UNet, VAE and text encoder of these configs on fake tensors (call inside `fake_mode()`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    text_config = CLIPTextConfig(**{k: v for k, v in configs["text_encoder"].items() if not k.startswith("_")})
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # fake parameters cannot be cast after construction
-    try:
+    text_configs = {
+        name: CLIPTextConfig(**{k: v for k, v in configs[name].items() if not k.startswith("_")})
+        for name in ("text_encoder", "text_encoder_2")
+        if name in configs
+    }
+    with default_dtype(dtype):  # fake parameters cannot be cast after construction
         built = {
             "unet": UNet2DConditionModel.from_config(configs["unet"]),
             "vae": AutoencoderKL.from_config(configs["vae"]),
-            "text_encoder": CLIPTextModel(text_config),
+            "text_encoder": CLIPTextModel(text_configs["text_encoder"]),
         }
-    finally:
-        torch.set_default_dtype(saved)
+        if "text_encoder_2" in text_configs:  # SDXL
+            built["text_encoder_2"] = CLIPTextModelWithProjection(text_configs["text_encoder_2"])
     return {name: module.eval().requires_grad_(False) for name, module in built.items()}
+
+
+def fake_text_conditioning(configs: dict, rows: int, dtype: torch.dtype):
+    """Empty text conditioning of `rows` prompt rows shaped for the UNet of `configs` (SDXL: with its
+    added conditioning, the pooled embedding of text_encoder_2 and the six size ids)."""
+    from vidinv.models.text import TextConditioning
+
+    emb = torch.empty(rows, 77, configs["unet"].get("cross_attention_dim", 768), dtype=dtype)
+    if configs["unet"].get("addition_embed_type") != "text_time":
+        return TextConditioning(emb)
+    pooled = configs.get("text_encoder_2", {}).get("projection_dim", 1280)
+    added = {"text_embeds": torch.empty(rows, pooled, dtype=dtype), "time_ids": torch.empty(rows, 6, dtype=dtype)}
+    return TextConditioning(emb, added)
+
+
+def fake_controlnet(source: str, unet) -> torch.nn.Module:
+    """A ControlNet of `source`'s config (a folder's config.json), else of the UNet's encoder
+    architecture (diffusers' `from_unet`, what the family's ControlNets share); call in fake mode."""
+    from diffusers import ControlNetModel
+
+    config = Path(os.path.expanduser(source)) / "config.json"
+    if config.is_file():
+        return ControlNetModel.from_config(json.loads(config.read_text()))
+    return ControlNetModel.from_unet(unet)
 
 
 def param_bytes(module: torch.nn.Module) -> int:
@@ -260,7 +304,15 @@ def _unet_rows(config: Config, command: str) -> int:
     return source_rows(config) + (edit_rows(config) if command == "edit" else 0)
 
 
-def _store_bytes(config: Config, unet, frames: int, latent_hw: tuple[int, int]) -> int:
+def configs_family(configs: dict):
+    """The model family of these component configs (SDXL when they have text_encoder_2)."""
+    from vidinv.models.family import family_from_configs
+
+    pipeline = "StableDiffusionXLPipeline" if "text_encoder_2" in configs else "StableDiffusionPipeline"
+    return family_from_configs("plan", {"_class_name": pipeline}, configs["unet"], {}, configs["vae"])
+
+
+def _store_bytes(config: Config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int:
     """FateZero's store for this run (`fatezero.predicted_store_bytes`), on the SD scheduler's table."""
     from diffusers import DDIMScheduler
 
@@ -270,7 +322,7 @@ def _store_bytes(config: Config, unet, frames: int, latent_hw: tuple[int, int]) 
     from vidinv.models.tiny import SD_SCHEDULER_CONFIG
 
     table = step_table(DDIMScheduler(**SD_SCHEDULER_CONFIG), config.inversion.steps)
-    plan = store_plan(SimpleNamespace(unet=unet), config, table, start_step(config))
+    plan = store_plan(SimpleNamespace(unet=unet, family=family), config, table, start_step(config))
     m = config.model
     pattern = FramePattern(
         m.frame_attention, keyframes=m.keyframes, keyframe_stride=m.keyframe_stride, group=m.attention_group
@@ -305,8 +357,8 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         install_from_config(unet, config.model)
         sim = frames if not rt.unet_chunk else min(frames, 2 * rt.unet_chunk)  # one chunk and its anchors
         batch = torch.empty(_unet_rows(config, command), sim, LATENT_CHANNELS, *latent_hw, dtype=dtype)
-        emb = torch.empty(batch.shape[0], 77, configs["unet"].get("cross_attention_dim", 768), dtype=dtype)
-        unet_act = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), emb, chunk=rt.unet_chunk))
+        text = fake_text_conditioning(configs, batch.shape[0], dtype)
+        unet_act = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=rt.unet_chunk))
         from vidinv.models.vae import set_vae_tiling
 
         set_vae_tiling(vae, rt.vae_tile_size if rt.vae_tiling else None)
@@ -315,10 +367,16 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         latents = torch.empty(chunk, LATENT_CHANNELS, *latent_hw, dtype=dtype)
         vae_act = max(peak_bytes(lambda: vae.encode(pixels)), peak_bytes(lambda: vae.decode(latents)))
         weights = {name: param_bytes(module) for name, module in parts.items()}
+        if config.model.controlnet is not None:
+            with default_dtype(dtype):
+                nets = [fake_controlnet(source, unet) for source in as_list(config.model.controlnet)]
+            weights["controlnet"] = sum(param_bytes(net) for net in nets)
         if rt.offload == "sequential":
             largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     fatezero = command == "edit" and config.edit.method == "fatezero"
-    store = _store_bytes(config, unet, frames, latent_hw) if fatezero else None  # outside: the step table is real
+    store = (
+        _store_bytes(config, unet, configs_family(configs), frames, latent_hw) if fatezero else None
+    )  # outside: the step table is real
     in_memory = fatezero and store_in_memory(config, store)
     on_device = {"none": sum(weights.values()), "model": max(weights.values())}
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]

@@ -8,7 +8,9 @@ frame i's own text tokens:
 
     keys(i) = [image tokens of attended(i)..., text tokens of i]     (in the model's order)
 
-so `frame_attention=none` is the model's own attention, and text stays per frame. Image keys and
+so `frame_attention=none` is the model's own attention, and text stays per frame. Hooks
+(`FrameContext.hooks`, e.g. PnP injection) see the image tokens' q, k, v of every layer before
+attention, (b, f, n, heads, d), text tokens untouched. Image keys and
 values (after q/k norms and rotary embeddings: an anchor keeps its own positions, the same grid
 as every frame's) of frames later passes attend to are cached per layer, as for the UNet
 (`vidinv.attention.processors`), so chunked == unchunked.
@@ -96,6 +98,12 @@ class JointFrameAttnProcessor:
         text = slice(0, n_text) if text_first else slice(q.shape[1] - n_text, None)
         per_frame = "(b f) L h d -> b f L h d"
         q, k, v = (rearrange(x, per_frame, b=b) for x in (q, k, v))
+        if ctx.hooks:  # PnP: hooks see (and may replace) the image tokens' q, k, v (b f n h d)
+            q, k, v = q.clone(), k.clone(), v.clone()
+            for hook in ctx.hooks:
+                q[:, :, image], k[:, :, image], v[:, :, image] = hook.qkv(
+                    self.layer, q[:, :, image], k[:, :, image], v[:, :, image], frames
+                )
         k_img, v_img = k[:, :, image], v[:, :, image]
 
         layer_cache = ctx.cache.setdefault(self.layer, {})

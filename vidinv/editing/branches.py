@@ -30,9 +30,12 @@ from vidinv import interrupts
 from vidinv.attention import run_unet
 from vidinv.editing.injection import RowLayout
 from vidinv.editing.methods import EditResult
+from vidinv.errors import VidinvError
 from vidinv.guidance import guide, prompt_rows
 from vidinv.inversion.api import record_model, text_size
 from vidinv.inversion.denoiser import ControlledCall
+from vidinv.inversion.flow import is_flow_scheduler
+from vidinv.inversion.flow_denoiser import flow_rows
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.samplers import Sampler
 from vidinv.inversion.timesteps import work_dtype
@@ -89,7 +92,7 @@ class EditDenoiser(ControlledCall):
         n_source = len(self.source_rows) if with_source else 0
         n_edit = len(self.edit_rows)
         rows = [0] * n_source + [len(x) - 1] * n_edit  # the branch of each condition row
-        text = TextConditioning.cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
+        text = type(self.edit_rows).cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
         self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
         pred = self.run(x, rows, t, step, text.to(x.device)).to(z.dtype)
         edit = guide(pred[n_source:], self.edit_guidance)
@@ -111,19 +114,45 @@ class EditDenoiser(ControlledCall):
         return {}
 
 
+class FlowEditDenoiser(EditDenoiser):
+    """The EditDenoiser of a flow transformer (SD3, Flux): the stacked rows' velocities in one
+    chunked `run_flow` call (rows are `FlowCondition`s; Flux's guidance is embedded per row)."""
+
+    def __init__(self, transformer, *args, models, **kwargs):
+        super().__init__(transformer, *args, **kwargs)
+        self.models = models
+        if self.control is not None:
+            raise VidinvError("model.controlnet: ControlNet is not supported on flow models (SD3, Flux)")
+
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, cond) -> torch.Tensor:
+        from vidinv.attention.flow_runner import run_flow
+
+        pred = run_flow(self.models, branches, t, cond, chunk=self.chunk, rows=rows)
+        self.frame_calls += len(rows) * branches.shape[1]
+        return pred
+
+
+def model_rows(models, prompt: str, guidance: float, negative: str = "", *, size=None):
+    """(rows, CFG scale) of a prompt for the model: `TextConditioning`s for a UNet (`size`: SDXL's
+    size conditioning), `FlowCondition`s for a flow transformer (Flux: the guidance embedded)."""
+    if is_flow_scheduler(models.scheduler):
+        return flow_rows(models, prompt, guidance, negative)
+    return prompt_rows(models, prompt, guidance, negative, size=size)
+
+
 def edit_rows(models, config, size=None) -> tuple[TextConditioning, float]:
     """The edit branch's rows: the target prompt against the negative prompt, edit guidance;
     `size` (H, W) pixels: SDXL's size conditioning."""
     ed = config.edit
-    return prompt_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt, size=size)
+    return model_rows(models, ed.target_prompt, ed.guidance_scale, ed.negative_prompt, size=size)
 
 
 def source_rows(models, record, kind: str | None) -> tuple[TextConditioning, float]:
     """The source rows of `kind`: the record's guided rows for a reconstruction, else the cond row."""
     size = text_size(models, record.latents)
     if kind == "reconstructed":
-        return prompt_rows(models, record.source_prompt, record.guidance_scale, size=size)
-    return prompt_rows(models, record.source_prompt, 1.0, size=size)
+        return model_rows(models, record.source_prompt, record.guidance_scale, size=size)
+    return model_rows(models, record.source_prompt, 1.0, size=size)
 
 
 def build_denoiser(
@@ -133,6 +162,10 @@ def build_denoiser(
     ControlNet `control` (on the source rows too when the record's inversion was controlled)."""
     rows, guidance = source_rows(models, record, source.kind)
     target_rows, target_guidance = edit_rows(models, config, text_size(models, record.latents))
+    if is_flow_scheduler(models.scheduler):  # a flow transformer: its velocities through run_flow
+        if denoiser is not EditDenoiser:
+            raise VidinvError(f"edit.method: {config.edit.method} runs on UNet models (SD 1.x/2.x, SDXL)")
+        denoiser, extra = FlowEditDenoiser, {**extra, "models": models}
     return denoiser(
         models.unet,
         sampler,

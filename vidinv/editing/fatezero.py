@@ -60,16 +60,9 @@ from vidinv.errors import VidinvError
 from vidinv.inversion.api import method_for, record_model, table_for
 from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
+from vidinv.models.family import family_or_default
 
 log = logging.getLogger("vidinv")
-
-
-def default_store_layers(unet) -> list[str]:
-    """Every attention layer below the full latent resolution (not in the first down block or the
-    last up block): FateZero/prompt-to-prompt keep maps of at most 32x32 in SD at 512 px."""
-    last_up = f"up_blocks.{len(unet.up_blocks) - 1}."
-    names = [name.rsplit(".", 1)[0] for name in unet.attn_processors]
-    return [n for n in names if not n.startswith("down_blocks.0.") and not n.startswith(last_up)]
 
 
 def step_counts(config: Config, steps: int) -> tuple[int, int]:
@@ -79,12 +72,11 @@ def step_counts(config: Config, steps: int) -> tuple[int, int]:
 
 
 def store_plan(models, config: Config, table: StepTable, start: int) -> StorePlan:
-    """The maps the edit will use: configured layers (null: the model family's; SD's for a bare UNet)
-    at the timesteps of the fused steps."""
-    unet, family = models.unet, getattr(models, "family", None)
-    default = default_store_layers(unet) if family is None else family.store_layers(unet)
+    """The maps the edit will use: configured layers at the timesteps of the fused steps."""
+    unet = models.unet
     names = [name.rsplit(".", 1)[0] for name in unet.attn_processors]
-    layers = default if config.edit.store_layers is None else list(config.edit.store_layers)
+    defaults = family_or_default(models)  # SD: below the full latent resolution; SDXL: the 32x32 level at 1024
+    layers = defaults.store_layers(unet) if config.edit.store_layers is None else list(config.edit.store_layers)
     unknown = [name for name in layers if name not in names]
     if unknown:
         raise VidinvError(

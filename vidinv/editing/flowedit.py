@@ -75,6 +75,7 @@ class FlowEdit(EditMethod):
 
     name = "flowedit"
     flow_models = True
+    unet_models = False
 
     def settings(self) -> tuple[int, int, int, float, float]:
         """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""

@@ -41,9 +41,8 @@ class RowLayout:
         return cls(rows=n_source + n_edit, sources=tuple(roles), targets=tuple(range(n_source, n_source + n_edit)))
 
 
-def default_attention_layers(self_layers: tuple[str, ...]) -> list[str]:
-    """Every decoder (up-block) self-attention layer but the first, as TokenFlow injects in SD 1.5."""
-    return [name for name in self_layers if name.startswith("up_blocks.")][1:]
+# module classes whose outputs PnP may inject: UNet residual blocks, SD3 / Flux transformer blocks
+FEATURE_BLOCKS = ("ResnetBlock2D", "TransformerBlock")
 
 
 class PnPInjection(AttentionHook):
@@ -59,16 +58,22 @@ class PnPInjection(AttentionHook):
         attention_layers: list[str] | None,
         feature_steps: int,
         attention_steps: int,
+        family=None,
     ):
+        """`attention_layers` None: the family's defaults (`ModelFamily.attention_layers`; SD 1.x
+        when `family` is None)."""
+        from vidinv.models.family import SD1_DEFAULT
+
         self.unet, self.handle = unet, handle
         modules = dict(unet.named_modules())
         missing = [name for name in feature_layers if name not in modules]
         if missing:
-            resnets = [n for n, m in modules.items() if type(m).__name__ == "ResnetBlock2D"]
+            blocks = [n for n, m in modules.items() if type(m).__name__.endswith(FEATURE_BLOCKS)]
             raise VidinvError(
-                f"edit.feature_layers: {', '.join(missing)} not in this UNet (residual blocks: {', '.join(resnets)})"
+                f"edit.feature_layers: {', '.join(missing)} not in this model (its blocks: {', '.join(blocks)})"
             )
-        layers = default_attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
+        defaults = family or SD1_DEFAULT
+        layers = defaults.attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
         unknown = [name for name in layers if name not in handle.self_layers]
         if unknown:
             raise VidinvError(
@@ -98,10 +103,17 @@ class PnPInjection(AttentionHook):
         return q, k, v
 
     def _feature_hook(self, module, args, output):
+        """A UNet residual block's output ((b f) c h w), or a transformer block's (text, image)
+        stream pair, of which the image stream ((b f) n d) is injected (the text stays the row's)."""
         if self.step is None or self.step >= self.feature_steps:
             return output
-        rows = rearrange(output, "(b f) c h w -> b f c h w", b=self.layout.rows)
-        return rearrange(self._copy_rows(rows), "b f c h w -> (b f) c h w")
+        if isinstance(output, tuple):
+            return (*output[:-1], self._copy_frames(output[-1]))
+        return self._copy_frames(output)
+
+    def _copy_frames(self, x: torch.Tensor) -> torch.Tensor:
+        rows = rearrange(x, "(b f) ... -> b f ...", b=self.layout.rows)
+        return rearrange(self._copy_rows(rows), "b f ... -> (b f) ...")
 
     def __enter__(self):
         self.handle.hooks.append(self)

@@ -68,7 +68,8 @@ class EditMethod:
     # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
     # pipeline refuses a ControlNet for a method that does not
     uses_control: ClassVar[bool] = False
-    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux) rather than on UNets
+    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux)
+    unet_models: ClassVar[bool] = True  # runs on UNet models (SD 1.x/2.x, SDXL)
 
     def __init__(self, models, config):
         self.models, self.config = models, config
@@ -105,7 +106,7 @@ def check_model_kind(method: EditMethod, models) -> None:
 
     if is_flow_scheduler(models.scheduler) and not method.flow_models:
         raise VidinvError(
-            f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit"
+            f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit or pnp"
         )
 
 

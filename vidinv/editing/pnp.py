@@ -25,6 +25,7 @@ from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, 
 from vidinv.editing.injection import PnPInjection
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.inversion.api import record_model
+from vidinv.models.family import family_or_default
 
 
 def injection_steps(config, steps: int) -> tuple[int, int]:
@@ -43,25 +44,22 @@ class PnPEdit(EditMethod):
 
     name = "pnp"
     uses_control = True
+    flow_models = True  # on SD3 / Flux: injection into the joint attention's image tokens
     denoiser = EditDenoiser  # TokenFlow replaces the UNet evaluation
 
     def injection(self, steps: int) -> PnPInjection:
-        """The configured PnP injection on the UNet, null layers the model family's (checks the layer
-        names: one-line errors)."""
-        ed, family = self.config.edit, self.models.family
+        """The configured PnP injection on the UNet (checks the layer names: one-line errors)."""
+        ed = self.config.edit
+        family = family_or_default(self.models)
         feature_steps, attention_steps = injection_steps(self.config, steps)
-        handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
         return PnPInjection(
             self.models.unet,
-            handle,
-            feature_layers=family.feature_layers if ed.feature_layers is None else list(ed.feature_layers),
-            attention_layers=(
-                family.attention_layers(handle.self_layers)
-                if ed.attention_layers is None
-                else list(ed.attention_layers)
-            ),
+            ensure_frame_attention(self.models.unet, self.config.model.attention),
+            feature_layers=list(family.feature_layers) if ed.feature_layers is None else list(ed.feature_layers),
+            attention_layers=None if ed.attention_layers is None else list(ed.attention_layers),
             feature_steps=feature_steps,
             attention_steps=attention_steps,
+            family=family,
         )
 
     def check(self) -> None:

@@ -188,6 +188,7 @@ class TokenFlowEdit(PnPEdit):
 
     name = "tokenflow"
     denoiser = TokenFlowDenoiser
+    flow_models = False  # its propagation works on the UNet's self-attention outputs
 
     def source_until(self, injection, steps: int) -> int:
         return steps  # the correspondences need the source's tokens at every step

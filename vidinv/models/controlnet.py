@@ -11,6 +11,7 @@ Several ControlNets add their residuals (diffusers' `MultiControlNetModel`); a C
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,17 +19,17 @@ import numpy as np
 import torch
 from einops import rearrange, repeat
 
-from vidinv.config import CONTROL_KINDS
+from vidinv.config import CONTROL_KINDS, DEPTH_ESTIMATOR
 from vidinv.errors import VidinvError, first_line
 
 CANNY_THRESHOLDS = (100, 200)  # diffusers' ControlNet canny examples
-DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"  # diffusers' depth ControlNet examples
 
 
 def load_controlnet(source: str, dtype: torch.dtype):
-    """One ControlNetModel from a hub id, a folder or a single .safetensors/.ckpt file."""
+    """One ControlNetModel from a hub id (through the hub probe), a folder or a single .safetensors/.ckpt file."""
     from diffusers import ControlNetModel
 
+    from vidinv.models.hub import hub_local_only
     from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
     try:
@@ -36,19 +37,11 @@ def load_controlnet(source: str, dtype: torch.dtype):
             if not Path(source).is_file():
                 raise VidinvError(f"model.controlnet: file {source} does not exist")
             return ControlNetModel.from_single_file(source, torch_dtype=dtype)
-        local = Path(source).is_dir() or looks_like_path(source) or _controlnet_local_only(source)
+        # a hub id through the hub probe: one line in seconds when the hub is down and it is not cached
+        local = looks_like_path(source) or hub_local_only(source, key="model.controlnet", marker="config.json")
         return ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise VidinvError(f"model.controlnet: cannot load {source!r}: {first_line(err)}") from err
-
-
-def _controlnet_local_only(repo_id: str) -> bool:
-    """`hub_local_only` for a ControlNet hub id (one line in seconds when the hub is down and it is not cached)."""
-    from vidinv.models.hub import hub_local_only
-
-    return hub_local_only(
-        repo_id, key="model.controlnet", marker="config.json", instead="give a ControlNet folder or .safetensors file"
-    )
 
 
 def load_controlnets(sources: str | list[str], dtype: torch.dtype) -> list:
@@ -73,23 +66,30 @@ def canny_images(frames: torch.Tensor, thresholds: tuple[int, int] = CANNY_THRES
     return repeat(torch.from_numpy(np.stack(edges)).float() / 255, "f h w -> f c h w", c=3)
 
 
-def load_depth_estimator(estimator: str = DEPTH_ESTIMATOR):
-    """(image processor, model) of a transformers depth estimator (a hub id or a folder), or a
-    one-line error saying what is missing, within seconds when the hub cannot be reached."""
+@functools.lru_cache(maxsize=2)
+def load_depth_estimator(estimator: str):
+    """(image processor, depth model) of transformers' depth estimation from a folder or hub id
+    (loaded once per process; a hub id through the hub probe: one line in seconds when offline)."""
     from vidinv.models.hub import hub_local_only
 
-    instead = "depth needs this depth estimator (transformers); use edit.control: canny"
-    local = Path(estimator).is_dir() or hub_local_only(
-        estimator, key="edit.control", marker="config.json", instead=instead
-    )
     try:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-        processor = AutoImageProcessor.from_pretrained(estimator, local_files_only=local)
-        model = AutoModelForDepthEstimation.from_pretrained(estimator, local_files_only=local).eval()
-    except Exception as err:  # noqa: BLE001 (not installed, not cached, not a depth model: one line)
+        local = Path(estimator).expanduser().is_dir()
+        options = (
+            {}
+            if local
+            else {"local_files_only": hub_local_only(estimator, key="edit.depth_estimator", marker="config.json")}
+        )
+        source = str(Path(estimator).expanduser()) if local else estimator
+        processor = AutoImageProcessor.from_pretrained(source, **options)
+        model = AutoModelForDepthEstimation.from_pretrained(source, **options).eval()
+    except VidinvError:
+        raise
+    except Exception as err:  # not installed, not found, not a depth model: all mean "no depth estimator here"
         raise VidinvError(
-            f"edit.control: depth needs the depth estimator {estimator} (transformers): {first_line(err)}"
+            f"edit.control: depth needs the depth estimator {estimator} (edit.depth_estimator: a transformers"
+            f" depth-estimation folder or hub id): {first_line(err)}"
         ) from err
     return processor, model
 
@@ -110,11 +110,11 @@ def depth_images(frames: torch.Tensor, estimator: str = DEPTH_ESTIMATOR) -> torc
 CONDITIONS = dict(zip(CONTROL_KINDS, (canny_images, depth_images)))
 
 
-def condition_images(frames: torch.Tensor, kind: str) -> torch.Tensor:
+def condition_images(frames: torch.Tensor, kind: str, depth_estimator: str = DEPTH_ESTIMATOR) -> torch.Tensor:
     """The condition images of one kind (`edit.control`) for the source frames (f, 3, H, W) in [-1, 1]."""
     if kind not in CONDITIONS:
         raise VidinvError(f"edit.control: {kind!r} is not a condition vidinv computes (use {', '.join(CONDITIONS)})")
-    return CONDITIONS[kind](frames)
+    return depth_images(frames, depth_estimator) if kind == "depth" else CONDITIONS[kind](frames)
 
 
 # --- what run_unet adds ---------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def _scatter_rows(x: torch.Tensor, conditions: int, take: list[int]) -> torch.Te
     return rearrange(full, "b f ... -> (b f) ...")
 
 
-def build_control(models, frames, kinds, scale=1.0) -> Control | None:
+def build_control(models, frames, kinds, scale=1.0, depth_estimator: str = DEPTH_ESTIMATOR) -> Control | None:
     """The Control of `models.controlnets` for the source frames (f, 3, H, W) in [-1, 1] (or an
     iterable of such chunks, e.g. a clip stream's): `kinds` (`edit.control`: one kind or one per
     ControlNet), `scale` (`edit.controlnet_scale`: one or one per ControlNet). The condition images
@@ -227,11 +227,12 @@ def build_control(models, frames, kinds, scale=1.0) -> Control | None:
     parts: list[list[torch.Tensor]] = [[] for _ in kinds]
     for chunk in chunks:
         for part, kind in zip(parts, kinds):
-            part.append((condition_images(chunk, kind) * 255).round().to(torch.uint8))
+            part.append((condition_images(chunk, kind, depth_estimator) * 255).round().to(torch.uint8))
     images = tuple(torch.cat(part) for part in parts)
     return Control(tuple(nets), images, tuple(float(s) for s in scales))
 
 
 def control_for(models, frames, config) -> Control | None:
     """The Control of a config (`edit.control`, `edit.controlnet_scale`) for the source frames."""
-    return build_control(models, frames, config.edit.control, config.edit.controlnet_scale)
+    ed = config.edit
+    return build_control(models, frames, ed.control, ed.controlnet_scale, ed.depth_estimator)

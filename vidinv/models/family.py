@@ -109,6 +109,33 @@ class ModelFamily:
         ]
 
 
+SD1_DEFAULT = ModelFamily("sd1", "epsilon", 512)
+
+
+@dataclass(frozen=True)
+class FlowLayerDefaults:
+    """PnP's default layers on a flow transformer (SD3, Flux): no block features, and the q, k of
+    the image tokens in the later half of its attention layers (as PnP injects in the UNet's
+    decoder); `edit.feature_layers` / `edit.attention_layers` name others."""
+
+    feature_layers: tuple[str, ...] = ()
+
+    def attention_layers(self, self_layers) -> list[str]:
+        return list(self_layers[len(self_layers) // 2 :])
+
+
+FLOW_LAYER_DEFAULTS = FlowLayerDefaults()
+
+
+def family_or_default(models):
+    """The family of `models` (Models.family) for its edit-layer defaults: flow transformers (family
+    a name: sd3, flux) get `FLOW_LAYER_DEFAULTS`, models built without a family SD 1.x's."""
+    family = getattr(models, "family", None)
+    if isinstance(family, str):
+        return FLOW_LAYER_DEFAULTS
+    return family if isinstance(family, ModelFamily) else SD1_DEFAULT
+
+
 def _level(layer: str, levels: int) -> int:
     """Resolution level of a UNet layer: 0 = full latent resolution, levels - 1 = the mid block."""
     part, _, rest = layer.partition(".")
@@ -119,7 +146,7 @@ def _level(layer: str, levels: int) -> int:
 
 
 def unsupported(source: str, what: str) -> VidinvError:
-    return VidinvError(f"model.pretrained: {source} is a {what}; vidinv supports SD 1.x, SD 2.x and SDXL")
+    return VidinvError(f"model.pretrained: {source} is a {what}; vidinv supports SD 1.x, SD 2.x, SDXL, SD3 and Flux")
 
 
 def family_from_configs(source: str, index: dict, unet: dict, scheduler: dict, vae: dict | None = None) -> ModelFamily:

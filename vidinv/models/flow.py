@@ -66,6 +66,13 @@ class FlowCondition:
     def rows(self) -> int:
         return self.embeds.shape[0]
 
+    def __len__(self) -> int:
+        return self.rows
+
+    def to(self, device) -> FlowCondition:
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return FlowCondition(move(self.embeds), move(self.pooled), move(self.text_ids), move(self.guidance))
+
     def per_frame(self, frames: int) -> FlowCondition:
         """The rows repeated for `frames` frames each: (b l d) -> ((b f) l d)."""
         return FlowCondition(
@@ -178,21 +185,26 @@ def _pipeline_class(family: str):
     return StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
 
 
-def _without_t5(pretrained: str) -> dict:
-    """SD3 sources that hold no T5 encoder load with text_encoder_3 = tokenizer_3 = None."""
+def _t5_options(pretrained: str, family: str, t5: bool) -> dict:
+    """SD3 loads without T5 (text_encoder_3 = tokenizer_3 = None) when `model.t5` is false or the
+    source holds none; Flux cannot (its text sequence is T5's): a one-line error."""
+    if family == "flux":
+        if not t5:
+            raise VidinvError("model.t5: Flux encodes its prompts with T5 and cannot drop it (SD3 can)")
+        return {}
     index = Path(pretrained) / "model_index.json"
-    if index.is_file() and json.loads(index.read_text(encoding="utf-8")).get("text_encoder_3", [None])[0] is None:
-        return {"text_encoder_3": None, "tokenizer_3": None}
-    return {}
+    absent = index.is_file() and json.loads(index.read_text(encoding="utf-8")).get("text_encoder_3", [None])[0] is None
+    return {"text_encoder_3": None, "tokenizer_3": None} if absent or not t5 else {}
 
 
-def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype):
-    """The diffusers pipeline of a flow model: a built-in tiny one, a folder or a hub id."""
+def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype, *, t5: bool = True):
+    """The diffusers pipeline of a flow model: a built-in tiny one, a folder or a hub id; `t5`
+    false: SD3 without its T5 encoder (diffusers' documented memory-saving way)."""
+    extra = _t5_options(pretrained, family, t5)
     if pretrained in TINY_FLOW:
         from vidinv.models.tiny_flow import tiny_flow_pipeline
 
         return tiny_flow_pipeline(pretrained)
-    extra = _without_t5(pretrained) if family == "sd3" else {}
     try:
         return _pipeline_class(family).from_pretrained(pretrained, torch_dtype=dtype, **extra)
     except (OSError, ValueError) as err:
@@ -200,9 +212,11 @@ def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype):
         raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
 
 
-def load_flow_models(pretrained: str, family: str, *, dtype: torch.dtype, device: torch.device, prepare) -> FlowModels:
+def load_flow_models(
+    pretrained: str, family: str, *, dtype: torch.dtype, device: torch.device, prepare, t5: bool = True
+) -> FlowModels:
     """The flow pipeline's modules cast, moved and frozen by `prepare(module, dtype, device)`."""
-    pipeline = load_flow_pipeline(pretrained, family, dtype)
+    pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5)
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
             setattr(pipeline, name, prepare(module, dtype, device))

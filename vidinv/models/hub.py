@@ -26,17 +26,11 @@ def _hub_unreachable() -> str | None:
     return None
 
 
-def hub_local_only(
-    repo_id: str,
-    *,
-    key: str = "model.pretrained",
-    marker: str = "model_index.json",
-    instead: str = "give a local diffusers folder or a .safetensors/.ckpt file",
-) -> bool:
+def hub_local_only(repo_id: str, *, key: str = "model.pretrained", marker: str = "model_index.json") -> bool:
     """Whether to read the hub id `repo_id` from the hub cache only: with HF_HUB_OFFLINE=1, or when
     the hub cannot be reached and the cache has the model (its `marker` file; a one-line note).
-    Unreachable and not cached: a one-line VidinvError within seconds, never minutes of retries,
-    naming the config `key` and what to do `instead`."""
+    Unreachable and not cached: a one-line VidinvError about config `key` within seconds, never
+    minutes of retries."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     if constants.HF_HUB_OFFLINE:
@@ -50,8 +44,9 @@ def hub_local_only(
             log.warning("note: %s; loading %r from the hub cache", problem, repo_id)
         return True
     raise VidinvError(
-        f"{key}: {repo_id!r} is not in the hub cache and {problem}: {instead}, "
-        "or download it once online and then run with HF_HUB_OFFLINE=1"
+        f"{key}: {repo_id!r} is not in the hub cache and {problem}: give a local "
+        f"{'diffusers folder or a .safetensors/.ckpt file' if key == 'model.pretrained' else 'folder'},"
+        " or download it once online and then run with HF_HUB_OFFLINE=1"
     )
 
 

@@ -210,6 +210,17 @@ def _family(parts: dict, pretrained: str, config: str | None) -> ModelFamily:
     return family_of_components(parts, None if builtin else read_config(index_source, "model_index.json"))
 
 
+def quiet_loading_bars() -> None:
+    """No weight-loading bars of diffusers / transformers when the hub's bars are off
+    (HF_HUB_DISABLE_PROGRESS_BARS=1, as the command line sets without --debug)."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+
 def load_models(
     pretrained: str = TINY,
     *,
@@ -219,6 +230,7 @@ def load_models(
     prediction_type: str = "auto",
     vae: str | None = None,
     controlnet: str | list[str] | None = None,
+    t5: bool = True,
 ) -> Models:
     """Load tokenizer(s), text encoder(s), UNet, VAE and a DDIM scheduler, in eval mode on `device`.
 
@@ -228,14 +240,20 @@ def load_models(
     diffusers infers them). `prediction_type` overrides the scheduler's (`auto` keeps it), `vae`
     replaces the pipeline's VAE (hub id or folder, e.g. an fp16-safe one), `controlnet` loads one
     ControlNet or several (hub ids, folders or single files) into `Models.controlnets`.
+    `t5` false loads SD3 without its T5 text encoder (an error for Flux and for models without T5).
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
     flow_family = flow_family_of(pretrained)
     if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
-        return load_flow_models(pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare)
+        return load_flow_models(
+            pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare, t5=t5
+        )
+    if not t5:
+        raise VidinvError(f"model.t5: {pretrained} has no T5 text encoder to drop (only SD3 does)")
     parts = _load_components(pretrained, torch_dtype, config)
     if vae:
         from vidinv.models.vae import load_vae
@@ -269,4 +287,5 @@ def models_from_config(model_config) -> Models:
         prediction_type=m.prediction_type,
         vae=m.vae,
         controlnet=m.controlnet,
+        t5=m.t5,
     )

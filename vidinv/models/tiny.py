@@ -23,6 +23,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 TINY_SEED = 0
 TEXT_DIM = 32
 SD2_TEXT_DIM = 48  # SD 2.x's 1024-dim OpenCLIP text, scaled down as 768 -> 32 is for SD 1.x
+SDXL_TEXT_2_DIM = 48  # SDXL's 1280-dim OpenCLIP-bigG text and pooled projection: wider than CLIP-L, as in SDXL
 SDXL_TIME_DIM = 8  # addition_time_embed_dim (256 in SDXL)
 MAX_TOKENS = 77
 
@@ -70,8 +71,8 @@ TINY_SDXL_UNET_CONFIG = dict(
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=SDXL_TIME_DIM,
-    projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + TEXT_DIM,
-    cross_attention_dim=2 * TEXT_DIM,
+    projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + SDXL_TEXT_2_DIM,
+    cross_attention_dim=TEXT_DIM + SDXL_TEXT_2_DIM,
     norm_num_groups=16,
 )
 
@@ -195,7 +196,7 @@ def build_tiny_sdxl_components() -> dict:
             vae=AutoencoderKL(**TINY_SDXL_VAE_CONFIG),
             text_encoder=build_tiny_text_encoder(),
             text_encoder_2=build_tiny_text_encoder(
-                cls=CLIPTextModelWithProjection, hidden_act="gelu", projection_dim=TEXT_DIM
+                SDXL_TEXT_2_DIM, cls=CLIPTextModelWithProjection, hidden_act="gelu", projection_dim=SDXL_TEXT_2_DIM
             ),
         )
     )
@@ -219,6 +220,21 @@ def build_tiny_controlnet(unet) -> ControlNetModel:
         return {"controlnet": controlnet}
 
     return _seeded(build)["controlnet"]
+
+
+def write_tiny_depth_estimator(folder: str | Path) -> Path:
+    """A DPT depth estimator of random weights (transformers' `DPTForDepthEstimation`, 32x32 input)
+    with its image processor, saved to `folder`: `edit.depth_estimator` for offline tests."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
+        patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+    )  # fmt: skip
+    model = _seeded(lambda: {"model": DPTForDepthEstimation(config)})["model"]
+    model.save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    return Path(folder)
 
 
 TINY_BUILDERS = {

@@ -72,9 +72,9 @@ def _clip_with_projection() -> CLIPTextModelWithProjection:
     return CLIPTextModelWithProjection(config)
 
 
-def _tiny_t5() -> T5EncoderModel:
+def _tiny_t5(width: int = TEXT_DIM) -> T5EncoderModel:
     return T5EncoderModel(
-        T5Config(vocab_size=len(tiny_vocab()), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+        T5Config(vocab_size=len(tiny_vocab()), d_model=width, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     )
 
 
@@ -88,22 +88,23 @@ def _seeded(build):
         torch.random.set_rng_state(saved)
 
 
-def build_tiny_sd3_components() -> dict:
-    """SD3's pipeline components without T5 (text_encoder_3 = tokenizer_3 = None)."""
+def build_tiny_sd3_components(t5: bool = False) -> dict:
+    """SD3's pipeline components, without T5 (text_encoder_3 = tokenizer_3 = None) unless `t5`
+    (a tiny T5 as wide as the transformer's joint attention, as SD3's is)."""
     modules = _seeded(
         lambda: dict(
             transformer=SD3Transformer2DModel(**TINY_SD3_CONFIG),
             vae=AutoencoderKL(**TINY_FLOW_VAE_CONFIG),
             text_encoder=_clip_with_projection(),
             text_encoder_2=_clip_with_projection(),
+            text_encoder_3=_tiny_t5(TINY_SD3_CONFIG["joint_attention_dim"]) if t5 else None,
         )
     )
     return dict(
-        **{name: module.eval() for name, module in modules.items()},
+        **{name: module if module is None else module.eval() for name, module in modules.items()},
         tokenizer=build_tiny_tokenizer(),
         tokenizer_2=build_tiny_tokenizer(),
-        text_encoder_3=None,
-        tokenizer_3=None,
+        tokenizer_3=build_tiny_tokenizer() if t5 else None,
         scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER_CONFIG),
     )
 

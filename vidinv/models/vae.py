@@ -1,29 +1,20 @@
 """Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk; optionally
-in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too.
-
-An fp16 VAE whose activations overflow (SDXL's VAE, a known issue) gives non-finite values: such a
-chunk is encoded/decoded again with the VAE upcast to fp32, as diffusers' SDXL pipelines do with
-`upcast_vae` (an SDXL VAE with `force_upcast` is loaded in fp32 in the first place; an fp16-safe VAE
-can be given with `model.vae`). The VAE stays fp32 for the rest of the call, is cast back after,
-and later calls of that VAE start in fp32 (one note per VAE).
-"""
+in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
 from vidinv.chunks import frame_slices
-from vidinv.errors import VidinvError
 from vidinv.models.offload import execution_device
 
-TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
-OVERFLOWED = "_vidinv_fp16_overflowed"  # set on a VAE whose fp16 encode/decode gave non-finite values
 log = logging.getLogger("vidinv")
+TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
 
 
 def scale_factor(vae) -> int:
@@ -68,47 +59,6 @@ def _tiling(vae, tile_size: int | None) -> Iterator[None]:
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
 
 
-def _cast(vae, dtype: torch.dtype) -> None:
-    """vae's weights in `dtype`, in place (torch's `Module.to`: diffusers' own warns on every cast)."""
-    torch.nn.Module.to(vae, dtype=dtype)
-
-
-@contextmanager
-def _fp32_fallback(vae) -> Iterator[Callable]:
-    """`run(call, x)`: call(x) in the VAE's dtype, or again with the VAE upcast to fp32 when an fp16
-    result is not finite (module docstring); the VAE's own dtype is back after the block."""
-    own = next(vae.parameters()).dtype
-
-    def upcast() -> None:
-        if next(vae.parameters()).device.type == "meta":  # sequential offload: the hooks hold fp16 weights
-            raise VidinvError(
-                "model.vae: the VAE overflows in fp16 and cannot be upcast under runtime.offload=sequential:"
-                " give an fp16-safe VAE with model.vae, or use model.dtype=bf16 or fp32"
-            )
-        if not getattr(vae, OVERFLOWED, False):
-            log.warning(
-                "note: the VAE overflows in fp16 (non-finite values); it runs in fp32 (model.vae: an fp16-safe VAE)"
-            )
-            setattr(vae, OVERFLOWED, True)
-        _cast(vae, torch.float32)
-
-    def run(call, x: torch.Tensor) -> torch.Tensor:
-        dtype = next(vae.parameters()).dtype
-        out = call(x.to(dtype))
-        if dtype != torch.float16 or out.isfinite().all():
-            return out
-        upcast()
-        return call(x.float())
-
-    if own == torch.float16 and getattr(vae, OVERFLOWED, False):
-        upcast()
-    try:
-        yield run
-    finally:
-        if next(vae.parameters()).dtype != own:
-            _cast(vae, own)
-
-
 @torch.no_grad()
 def encode_frames(
     vae, frames: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
@@ -118,12 +68,13 @@ def encode_frames(
     Uses the posterior mean (deterministic), so chunked and unchunked encodes agree. `tile_size`
     tiles frames larger than that (pixels) for this call; None keeps the VAE's `set_vae_tiling`.
     """
-    device = execution_device(vae)
-    shift = latent_shift(vae)
+    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
-    with _tiling(vae, tile_size), _fp32_fallback(vae) as run:
+    with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
-            mean = run(lambda x: vae.encode(x).latent_dist.mean, frames[part].to(device))
+            x = frames[part].to(device=device, dtype=dtype)
+            mean = vae.encode(x).latent_dist.mean
+            shift = latent_shift(vae)
             parts.append((mean if shift is None else mean - shift) * vae.config.scaling_factor)
     return torch.cat(parts)
 
@@ -136,18 +87,42 @@ def decode_latents(
 
     `tile_size` as in `encode_frames` (pixels; the latent tile is an eighth of it).
     """
-    device = execution_device(vae)
-    shift = latent_shift(vae)
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        z = z / vae.config.scaling_factor
-        return vae.decode(z if shift is None else z + shift).sample
-
+    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
-    with _tiling(vae, tile_size), _fp32_fallback(vae) as run:
+    with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-            parts.append(run(decode, latents[part].to(device)).clamp(-1, 1).float().cpu())
+            z = decoder_input(vae, latents[part], device, dtype)
+            parts.append(decode_overflow_safe(vae, z, latents[part]).clamp(-1, 1).float().cpu())
     return torch.cat(parts)
+
+
+def decoder_input(vae, latents: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    """The VAE decoder's input for scaled latents: latents / scale (+ shift for SD3 / Flux)."""
+    z = latents.to(device=device, dtype=dtype) / vae.config.scaling_factor
+    shift = latent_shift(vae)
+    return z if shift is None else z + shift
+
+
+def decode_overflow_safe(vae, z: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """vae.decode(z).sample for z, the VAE-ready form of `latents`; when a half-precision VAE
+    overflows (non-finite output: the known SDXL VAE problem in fp16) the chunk is decoded again
+    from `latents` with the VAE in fp32 (as diffusers' `upcast_vae`), then the VAE goes back to its
+    dtype. A note once per process."""
+    out = vae.decode(z).sample
+    dtype = z.dtype
+    if dtype == torch.float32 or bool(torch.isfinite(out).all()):
+        return out
+    if not _overflow_noted:
+        _overflow_noted.append(dtype)
+        log.warning("note: the VAE overflowed in %s; decoding in fp32 (model.vae can name an fp16-safe VAE)", dtype)
+    vae.to(torch.float32)
+    try:
+        return vae.decode(decoder_input(vae, latents, z.device, torch.float32)).sample
+    finally:
+        vae.to(dtype)
+
+
+_overflow_noted: list = []
 
 
 def load_vae(source: str, dtype: torch.dtype):

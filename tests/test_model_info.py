@@ -1,0 +1,90 @@
+"""`vidinv info MODEL`: family, pipeline, prediction type, size, encoders and methods of a source,
+read from its configs; one-line errors for sources vidinv cannot use."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from vidinv.cli import main
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def info(capsys, *args) -> dict[str, str]:
+    """The rows `vidinv info ARGS` prints, as a dict (the command must succeed)."""
+    assert main(["info", *args]) == 0
+    rows = [re.split(r"\s{2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines()]
+    return {name: value for name, value in rows}
+
+
+def one_line_error(capsys, *args) -> str:
+    assert main(["info", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "prediction", "encoders", "edits"),
+    [
+        ("tiny", "sd1", "epsilon", "CLIPTextModel", "pnp, tokenflow, fatezero"),
+        ("tiny-sd2", "sd2", "v_prediction", "CLIPTextModel", "pnp, tokenflow, fatezero"),
+        ("tiny-sdxl", "sdxl", "epsilon", "CLIPTextModel, CLIPTextModelWithProjection", "pnp, tokenflow, fatezero"),
+        (
+            "tiny-sd3",
+            "sd3",
+            "flow (velocity)",
+            "CLIPTextModelWithProjection, CLIPTextModelWithProjection",
+            "pnp, flowedit",
+        ),
+        ("tiny-flux", "flux", "flow (velocity)", "CLIPTextModel, T5EncoderModel", "pnp, flowedit"),
+    ],
+)
+def test_builtin_models_report_family_prediction_encoders_and_their_edit_methods(
+    capsys, name, family, prediction, encoders, edits
+):
+    rows = info(capsys, name)
+    assert rows["family"] == family and rows["prediction type"].startswith(prediction)
+    assert rows["text encoders"] == encoders and rows["edit methods"] == edits
+    assert "built-in" in rows["source"]
+
+
+def test_a_saved_sd2_folder_reports_its_scheduler_prediction_type_and_the_override(capsys, tmp_path, offline):
+    from vidinv.models import load_models
+
+    load_models("tiny-sd2", device="cpu").save_pretrained(tmp_path / "sd2")
+    rows = info(capsys, str(tmp_path / "sd2"))
+    assert rows["source"].endswith("(diffusers folder)")
+    assert (rows["family"], rows["pipeline"], rows["prediction type"]) == (
+        "sd2",
+        "StableDiffusionPipeline",
+        "v_prediction",
+    )
+    assert rows["default size"] == "128x128"  # unet sample_size 16 x VAE factor 8
+    assert info(capsys, str(tmp_path / "sd2"), "--prediction-type", "epsilon")["prediction type"] == "epsilon"
+
+
+def test_a_saved_flow_folder_reports_its_pipeline_and_shift(capsys, tmp_path, offline):
+    from vidinv.models.tiny_flow import tiny_flow_pipeline
+
+    tiny_flow_pipeline("tiny-sd3").save_pretrained(tmp_path / "sd3")
+    rows = info(capsys, str(tmp_path / "sd3"))
+    assert (rows["family"], rows["pipeline"], rows["shift"]) == ("sd3", "StableDiffusion3Pipeline", "3.0")
+    assert rows["edit methods"] == "pnp, flowedit"
+
+
+def test_unsupported_and_missing_sources_are_one_line_errors(capsys, tmp_path, offline):
+    (tmp_path / "kandinsky").mkdir()
+    (tmp_path / "kandinsky" / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
+    assert "KandinskyPipeline" in one_line_error(capsys, str(tmp_path / "kandinsky"))
+    assert "no folder" in one_line_error(capsys, str(tmp_path / "missing"))
+    assert "HF_HUB_OFFLINE" in one_line_error(capsys, "nobody/no-such-model")

@@ -1,0 +1,108 @@
+"""`vidinv info MODEL`: what vidinv makes of a model source, read from its configs (no weights).
+
+    rows = model_report("stabilityai/stable-diffusion-2-1")
+    # [("source", "hub id"), ("family", "sd2"), ("prediction type", "v_prediction"), ...]
+
+UNet families (SD 1.x, SD 2.x, SDXL) come from `vidinv.models.family.detect_family`; flow families
+(`vidinv.models.flow.PIPELINES`) from the pipeline's model_index.json and the transformer / VAE /
+scheduler configs. A source of any other kind is the one-line error of the family detection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vidinv.errors import VidinvError
+from vidinv.models.family import detect_family, read_config
+from vidinv.models.flow import PIPELINES as FLOW_PIPELINES
+from vidinv.models.flow import TINY_FLOW, flow_family_of
+from vidinv.models.hub import hub_config_folder
+from vidinv.models.paths import SINGLE_FILE_SUFFIXES
+
+# the pipelines' default output size (height x width) where the transformer config does not say
+FLOW_DEFAULT_SIZES = {"sd3": (1024, 1024), "flux": (1024, 1024)}
+
+
+def source_kind(pretrained: str) -> str:
+    from vidinv.models.tiny import TINY_BUILDERS
+
+    if pretrained in TINY_BUILDERS or pretrained in TINY_FLOW:
+        return "built-in tiny random-weight model"
+    if pretrained.endswith(SINGLE_FILE_SUFFIXES):
+        return "single file"
+    if Path(pretrained).is_dir():
+        return "diffusers folder"
+    if pretrained.count("/") == 1 and not Path(pretrained).exists() and not pretrained.startswith((".", "/")):
+        return "hub id"
+    raise VidinvError(f"model.pretrained: {pretrained} is no folder, .safetensors/.ckpt file, hub id or built-in name")
+
+
+def _flow_configs(pretrained: str) -> tuple[dict, dict, dict]:
+    """model_index.json and the {component: config} of a flow source (tiny: built in memory)."""
+    if pretrained in TINY_FLOW:
+        from vidinv.models.tiny_flow import tiny_flow_pipeline
+
+        pipeline = tiny_flow_pipeline(pretrained)
+        index = {"_class_name": type(pipeline).__name__}
+        index |= {name: ["", type(part).__name__] for name, part in pipeline.components.items() if part is not None}
+        configs = {
+            n: dict(p.config) for n, p in pipeline.components.items() if isinstance(getattr(p, "config", None), dict)
+        }
+        return index, configs, dict(pipeline.scheduler.config)
+    index = read_config(pretrained, "model_index.json") or {}
+    configs = {part: read_config(pretrained, f"{part}/config.json") or {} for part in ("transformer", "vae")}
+    return index, configs, read_config(pretrained, "scheduler/scheduler_config.json") or {}
+
+
+def _text_encoders(index: dict) -> str:
+    names = sorted(key for key in index if key.startswith("text_encoder"))
+    classes = [index[key][1] for key in names if isinstance(index[key], (list, tuple)) and index[key][1]]
+    return ", ".join(classes) or "none"
+
+
+def flow_report(pretrained: str, family: str) -> list[tuple[str, str]]:
+    index, configs, scheduler = _flow_configs(pretrained)
+    size = FLOW_DEFAULT_SIZES.get(family)
+    sample = configs.get("transformer", {}).get("sample_size")
+    factor = 2 ** (len(configs.get("vae", {}).get("block_out_channels", (0,) * 4)) - 1)
+    if isinstance(sample, int) and family == "sd3":
+        size = (sample * factor, sample * factor)
+    rows = [
+        ("family", family),
+        ("pipeline", index.get("_class_name", "?")),
+        ("prediction type", "flow (velocity), FlowMatchEulerDiscreteScheduler"),
+        ("shift", str(scheduler.get("shift", 1.0)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
+        ("text encoders", _text_encoders(index)),
+    ]
+    if size is not None:
+        rows.insert(3, ("default size", f"{size[1]}x{size[0]}"))
+    return rows
+
+
+def edit_methods_for(flow: bool) -> str:
+    """The registered edit methods that run on flow transformers (`flow`) or on UNets."""
+    from vidinv.registry import EDIT_METHODS
+
+    flag = "flow_models" if flow else "unet_models"
+    return ", ".join(n for n in EDIT_METHODS.names() if getattr(EDIT_METHODS.get(n), flag, not flow))
+
+
+def model_report(
+    pretrained: str, *, single_file_config: str | None = None, prediction_type: str = "auto"
+) -> list[tuple[str, str]]:
+    """(name, value) rows describing `pretrained`; VidinvError (one line) for unsupported sources."""
+    kind = source_kind(pretrained)
+    rows = [("source", f"{pretrained} ({kind})")]
+    if kind == "hub id":  # its configs from the cache or the hub (no weights); one line when neither
+        pretrained = str(hub_config_folder(pretrained))
+    family = None if kind == "single file" else flow_family_of(pretrained)
+    if family in FLOW_PIPELINES.values():
+        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(True))]
+    found = detect_family(pretrained, single_file_config, prediction_type)
+    rows += found.report()[:1] + [("pipeline", found.traits.pipeline)] + found.report()[1:]
+    return rows + [("edit methods", edit_methods_for(False))]
+
+
+def format_rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
