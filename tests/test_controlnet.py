@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import moving_square
 from tests.test_models import assert_one_line_error
 from vidinv.attention import install_frame_attention, remove_frame_attention, run_unet
 from vidinv.errors import VidinvError
@@ -16,19 +17,9 @@ T = torch.tensor(400)
 
 
 @pytest.fixture(scope="module")
-def controlnet_folder(tiny_models, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("controlnet") / "canny"
-    build_tiny_controlnet(tiny_models.unet).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def frames():
     """Five 64x64 frames with a moving bright square (edges to find), in [-1, 1]."""
-    clip = -torch.ones(5, 3, 64, 64)
-    for i in range(5):
-        clip[i, :, 16 + 2 * i : 40 + 2 * i, 20:44] = 1
-    return clip
+    return moving_square(5, 64)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +110,7 @@ def test_controlled_unet_equals_diffusers_multicontrolnet_residuals_per_frame(ti
     torch.testing.assert_close(got[0], want, rtol=0, atol=1e-6)
 
 
-def test_sdxl_controlnet_takes_the_added_conditioning():
-    sdxl = load_models("tiny-sdxl", dtype="fp32", device="cpu")
+def test_sdxl_controlnet_takes_the_added_conditioning(sdxl):
     text = encode_text(sdxl, ["", "a red bike"])
     clip = torch.rand(3, 3, 64, 64) * 2 - 1
     control = Control((build_tiny_controlnet(sdxl.unet),), (canny_images(clip),), (1.0,))

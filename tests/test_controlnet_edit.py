@@ -4,31 +4,27 @@ edit without ControlNet byte for byte; depth conditions come from a transformers
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+from tests.conftest import moving_square
+from tests.test_models import assert_one_line_error
 from vidinv import VideoEditor
 from vidinv.cli import main
+from vidinv.errors import VidinvError
 from vidinv.models import load_models
-from vidinv.models.tiny import build_tiny_controlnet, write_tiny_depth_estimator
+from vidinv.models.controlnet import load_depth_estimator
+from vidinv.models.tiny import write_tiny_depth_estimator
 
 FRAMES, SIZE = 3, 32
 
 
 @pytest.fixture(scope="module")
-def controlnet_folder(tiny_models, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("controlnet") / "canny"
-    build_tiny_controlnet(tiny_models.unet).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def frames():
     """Moving bright squares (edges for Canny), in [-1, 1]."""
-    clip = -torch.ones(FRAMES, 3, SIZE, SIZE)
-    for i in range(FRAMES):
-        clip[i, :, 8 + 2 * i : 20 + 2 * i, 10:22] = 1
-    return clip
+    return moving_square(FRAMES, SIZE)
 
 
 def edit(models, frames, method: str, controlnet=None, **edit_options) -> torch.Tensor:
@@ -82,3 +78,28 @@ def test_depth_without_an_estimator_is_one_line_before_any_output(controlnet_fol
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "edit.depth_estimator" in err[0] and "nobody/no-depth-model" in err[0]
     assert not (out / "edited.mp4").exists() and not (out / "inversion").exists()
+
+
+@pytest.mark.parametrize(
+    ("load", "key"),
+    [
+        (lambda: load_depth_estimator("vidinv-test/no-depth-model"), "edit.depth_estimator"),
+        (lambda: load_models("tiny", device="cpu", controlnet="vidinv-test/no-controlnet"), "model.controlnet"),
+    ],
+)
+def test_hub_ids_with_the_hub_unreachable_fail_at_once_with_one_line(monkeypatch, capsys, load, key):
+    """A depth estimator's or a ControlNet's hub id with the hub down and nothing cached: the hub probe
+    answers in one line, not the hub client's minutes of retries (97 s for the depth estimator here)."""
+    import huggingface_hub.constants
+
+    from vidinv.models import hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: "the hub cannot be reached (test)")
+    started = time.perf_counter()
+    with pytest.raises(VidinvError) as err:
+        load()
+    assert time.perf_counter() - started < 10
+    assert_one_line_error(err, key)
+    assert "not in the hub cache" in str(err.value) and "HF_HUB_OFFLINE=1" in str(err.value)
+    assert "Retrying" not in capsys.readouterr().err

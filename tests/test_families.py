@@ -22,16 +22,6 @@ def offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sd2():
-    return load_models("tiny-sd2", dtype="fp32", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return load_models("tiny-sdxl", dtype="fp32", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def folders(sd2, sdxl, tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     sd2.save_pretrained(root / "sd2")

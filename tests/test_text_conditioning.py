@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidinv.models import TextConditioning, encode_prompts, encode_text, load_models, unconditional_text
+from vidinv.models import TextConditioning, encode_prompts, encode_text, unconditional_text
 
 PROMPTS = ["a red bike", "a robot riding a bike"]
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return load_models("tiny-sdxl", dtype="fp32", device="cpu")
 
 
 def sdxl_pipeline(models):

@@ -14,6 +14,9 @@ with DDIM's eq. (12) at eta = 1 for mu_t and sigma_t (diffusers' DDIMScheduler.s
 
 Every noise map is kept (z_1 included), so sampling with the same x_T, z's, prompt and guidance
 reproduces x_0 to machine precision. The ops follow diffusers' LEDITS++ `compute_noise_ddim`.
+A step with sigma_t = 0 (the last one when the final level is 1, `set_alpha_to_one`, or equals
+abar_t, t = 0 with `steps_offset` 0) has no noise to carry x_{t-1}: its map is the residual
+x_{t-1} - mu_t itself (scale 1 in place of sigma_t), where LEDITS++ would divide by zero.
 """
 
 from __future__ import annotations
@@ -42,9 +45,16 @@ def mu_t(x: torch.Tensor, e: torch.Tensor, abar_t: torch.Tensor, abar_prev: torc
     return abar_prev**0.5 * x0_hat + (1 - abar_prev - sigma**2) ** 0.5 * e
 
 
+def map_scale(sigma: torch.Tensor) -> torch.Tensor:
+    """The factor of step i's noise map: sigma_t, or 1 where sigma_t = 0 (the map is then the residual)."""
+    return sigma if sigma > 0 else torch.ones_like(sigma)
+
+
 def _levels(table: StepTable, i: int, like: torch.Tensor):
+    """(abar_t, abar_prev, sigma_t, the map's scale) of step i, as 0-d tensors like `like`."""
     a_t, a_prev = level(table.abar_t, i, like), level(table.abar_prev, i, like)
-    return a_t, a_prev, sigma_t(a_t, a_prev)
+    sigma = sigma_t(a_t, a_prev)
+    return a_t, a_prev, sigma, map_scale(sigma)
 
 
 @torch.no_grad()
@@ -79,12 +89,12 @@ def ddpm_ef_invert(
         zs = list(done["zs"].to(device=x0.device, dtype=x0.dtype))
     for i in tqdm(range(len(zs), n), total=n, initial=len(zs), desc=desc, disable=not progress, leave=False):
         x = latents[i]
-        a_t, a_prev, sigma = _levels(table, i, x)
+        a_t, a_prev, sigma, scale = _levels(table, i, x)
         mu = mu_t(x, to_eps(model(x, table.timesteps[i]), x, a_t, prediction_type), a_t, a_prev, sigma)
-        z = (latents[i + 1] - mu) / sigma if sigma > 0 else torch.zeros_like(mu)
+        z = (latents[i + 1] - mu) / scale
         zs.append(z)
         if i + 1 < n:  # the correction; x0 itself is kept as given
-            latents[i + 1] = mu + sigma * z
+            latents[i + 1] = mu + scale * z
         if on_step is not None:
             on_step(lambda: {"latents": torch.stack(latents), "zs": torch.stack(zs)})
     return torch.stack(latents), torch.stack(zs)
@@ -94,9 +104,9 @@ def ddpm_ef_sample_step(
     x: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, zs: torch.Tensor, prediction_type: str = "epsilon"
 ) -> torch.Tensor:
     """Sampling step i: x_{t-1} = mu_t(x_t) + sigma_t z_t with the stored noise map zs[i]."""
-    a_t, a_prev, sigma = _levels(table, i, x)
+    a_t, a_prev, sigma, scale = _levels(table, i, x)
     mu = mu_t(x, to_eps(pred, x, a_t, prediction_type), a_t, a_prev, sigma)
-    return mu + sigma * zs[i].to(device=x.device, dtype=x.dtype)
+    return mu + scale * zs[i].to(device=x.device, dtype=x.dtype)
 
 
 @torch.no_grad()

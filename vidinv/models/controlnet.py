@@ -26,17 +26,20 @@ CANNY_THRESHOLDS = (100, 200)  # diffusers' ControlNet canny examples
 
 
 def load_controlnet(source: str, dtype: torch.dtype):
-    """One ControlNetModel from a hub id, a folder or a single .safetensors/.ckpt file."""
+    """One ControlNetModel from a hub id (through the hub probe), a folder or a single .safetensors/.ckpt file."""
     from diffusers import ControlNetModel
 
-    from vidinv.models.paths import SINGLE_FILE_SUFFIXES
+    from vidinv.models.hub import hub_local_only
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
     try:
         if source.endswith(SINGLE_FILE_SUFFIXES):
             if not Path(source).is_file():
                 raise VidinvError(f"model.controlnet: file {source} does not exist")
             return ControlNetModel.from_single_file(source, torch_dtype=dtype)
-        return ControlNetModel.from_pretrained(source, torch_dtype=dtype)
+        # a hub id through the hub probe: one line in seconds when the hub is down and it is not cached
+        local = looks_like_path(source) or hub_local_only(source, key="model.controlnet", marker="config.json")
+        return ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise VidinvError(f"model.controlnet: cannot load {source!r}: {first_line(err)}") from err
 
