@@ -283,3 +283,17 @@ def test_loaded_modules_are_in_eval_mode_without_grads(saved, offline, source):
         module = getattr(models, name)
         assert not any(m.training for m in module.modules()), name
         assert not any(p.requires_grad for p in module.parameters()), name
+
+
+def test_a_scheduler_asking_for_x0_clipping_gets_a_one_line_note(tmp_path, offline, caplog):
+    """vidinv's steps never clip x0 (an inversion needs the unclipped estimate): a config that asks
+    for it is loaded with a note saying so, not silently."""
+    import json
+
+    load_models("tiny", device="cpu").save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "clip_sample": True}))
+    with caplog.at_level("WARNING", logger="vidinv"):
+        load_models(str(tmp_path / "m"), device="cpu")
+    notes = [r.getMessage() for r in caplog.records if "clip_sample" in r.getMessage()]
+    assert len(notes) == 1 and "not applied" in notes[0]

@@ -210,6 +210,15 @@ def _family(parts: dict, pretrained: str, config: str | None) -> ModelFamily:
     return family_of_components(parts, None if builtin else read_config(index_source, "model_index.json"))
 
 
+def note_unapplied_scheduler_options(scheduler) -> None:
+    """A one-line note when the scheduler config asks for x0 clipping or dynamic thresholding, which
+    vidinv's deterministic steps do not apply (an inversion needs the unclipped x0 estimate; the
+    published SD 1.x / 2.x / SDXL configs set neither)."""
+    options = [name for name in ("clip_sample", "thresholding") if scheduler.config.get(name)]
+    if options:
+        log.warning("note: the scheduler's %s is not applied (vidinv steps without it)", " and ".join(options))
+
+
 def quiet_loading_bars() -> None:
     """No weight-loading bars of diffusers / transformers when the hub's bars are off
     (HF_HUB_DISABLE_PROGRESS_BARS=1, as the command line sets without --debug)."""
@@ -264,6 +273,7 @@ def load_models(
         parts["scheduler"] = type(parts["scheduler"]).from_config(
             parts["scheduler"].config, prediction_type=family.prediction_type
         )
+    note_unapplied_scheduler_options(parts["scheduler"])
     for name in MODULES:
         if name in parts:
             wanted = _vae_dtype(parts[name], torch_dtype, family) if name == "vae" else torch_dtype

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidinv.chunks import frame_slices
+from vidinv.errors import VidinvError
 from vidinv.models.offload import execution_device
 
 log = logging.getLogger("vidinv")
@@ -72,8 +73,8 @@ def encode_frames(
     parts = []
     with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
-            x = frames[part].to(device=device, dtype=dtype)
-            mean = vae.encode(x).latent_dist.mean
+            x = frames[part]
+            mean = overflow_safe(vae, lambda dt, x=x: vae.encode(x.to(device=device, dtype=dt)).latent_dist.mean, dtype)
             shift = latent_shift(vae)
             parts.append((mean if shift is None else mean - shift) * vae.config.scaling_factor)
     return torch.cat(parts)
@@ -91,8 +92,9 @@ def decode_latents(
     parts = []
     with _tiling(vae, tile_size):
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-            z = decoder_input(vae, latents[part], device, dtype)
-            parts.append(decode_overflow_safe(vae, z, latents[part]).clamp(-1, 1).float().cpu())
+            z = latents[part]
+            out = overflow_safe(vae, lambda dt, z=z: vae.decode(decoder_input(vae, z, device, dt)).sample, dtype)
+            parts.append(out.clamp(-1, 1).float().cpu())
     return torch.cat(parts)
 
 
@@ -103,21 +105,25 @@ def decoder_input(vae, latents: torch.Tensor, device, dtype: torch.dtype) -> tor
     return z if shift is None else z + shift
 
 
-def decode_overflow_safe(vae, z: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """vae.decode(z).sample for z, the VAE-ready form of `latents`; when a half-precision VAE
-    overflows (non-finite output: the known SDXL VAE problem in fp16) the chunk is decoded again
-    from `latents` with the VAE in fp32 (as diffusers' `upcast_vae`), then the VAE goes back to its
-    dtype. A note once per process."""
-    out = vae.decode(z).sample
-    dtype = z.dtype
+def overflow_safe(vae, call, dtype: torch.dtype) -> torch.Tensor:
+    """call(dtype) (a VAE call with its input in `dtype`, the VAE's); when a half-precision VAE
+    overflows (non-finite output: the known SDXL VAE problem in fp16) the call is made again with
+    the VAE in fp32 (as diffusers' `upcast_vae`), then the VAE goes back to its dtype. A note once
+    per process; a one-line error under sequential offload (its weights are not the VAE's to cast)."""
+    out = call(dtype)
     if dtype == torch.float32 or bool(torch.isfinite(out).all()):
         return out
+    if any(hasattr(m, "_hf_hook") for m in vae.modules()) and execution_device(vae) != next(vae.parameters()).device:
+        raise VidinvError(
+            f"model.vae: the VAE overflowed in {dtype} under runtime.offload=sequential; give an fp16-safe VAE"
+            " (model.vae) or model.dtype=fp32"
+        )
     if not _overflow_noted:
         _overflow_noted.append(dtype)
-        log.warning("note: the VAE overflowed in %s; decoding in fp32 (model.vae can name an fp16-safe VAE)", dtype)
+        log.warning("note: the VAE overflowed in %s; running it in fp32 (model.vae can name an fp16-safe VAE)", dtype)
     vae.to(torch.float32)
     try:
-        return vae.decode(decoder_input(vae, latents, z.device, torch.float32)).sample
+        return call(torch.float32)
     finally:
         vae.to(dtype)
 
@@ -132,7 +138,7 @@ def load_vae(source: str, dtype: torch.dtype):
 
     from diffusers import AutoencoderKL
 
-    from vidinv.errors import VidinvError, first_line
+    from vidinv.errors import first_line
 
     subfolder = "vae" if (Path(source) / "vae" / "config.json").is_file() else None
     try:
