@@ -164,28 +164,26 @@ def _seeded(build) -> dict:
     return {name: module.eval() for name, module in modules.items()}
 
 
-def build_tiny_components() -> dict:
-    """All five components of the SD 1.x-shaped tiny model (seed TINY_SEED)."""
+def _sd_components(unet_config: dict, scheduler_config: dict, **text_encoder) -> dict:
+    """The five components of an SD 1.x / 2.x-shaped tiny model (seed TINY_SEED)."""
     modules = _seeded(
         lambda: dict(
-            unet=UNet2DConditionModel(**TINY_UNET_CONFIG),
+            unet=UNet2DConditionModel(**unet_config),
             vae=AutoencoderKL(**TINY_VAE_CONFIG),
-            text_encoder=build_tiny_text_encoder(),
+            text_encoder=build_tiny_text_encoder(**text_encoder),
         )
     )
-    return dict(tokenizer=build_tiny_tokenizer(), **modules, scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG))
+    return dict(tokenizer=build_tiny_tokenizer(), **modules, scheduler=DDIMScheduler(**scheduler_config))
+
+
+def build_tiny_components() -> dict:
+    """All five components of the SD 1.x-shaped tiny model (seed TINY_SEED)."""
+    return _sd_components(TINY_UNET_CONFIG, SD_SCHEDULER_CONFIG)
 
 
 def build_tiny_sd2_components() -> dict:
     """The SD 2.x-shaped tiny model: wider GELU text encoder (as OpenCLIP through CLIPTextModel), v-prediction."""
-    modules = _seeded(
-        lambda: dict(
-            unet=UNet2DConditionModel(**TINY_SD2_UNET_CONFIG),
-            vae=AutoencoderKL(**TINY_VAE_CONFIG),
-            text_encoder=build_tiny_text_encoder(SD2_TEXT_DIM, hidden_act="gelu"),
-        )
-    )
-    return dict(tokenizer=build_tiny_tokenizer(), **modules, scheduler=DDIMScheduler(**SD2_SCHEDULER_CONFIG))
+    return _sd_components(TINY_SD2_UNET_CONFIG, SD2_SCHEDULER_CONFIG, hidden=SD2_TEXT_DIM, hidden_act="gelu")
 
 
 def build_tiny_sdxl_components() -> dict:
