@@ -197,24 +197,26 @@ def test_same_prompt_full_injection_reproduces_the_reconstruction_of_a_static_cl
     correspondence field is the identity and the keyframes' tokens are the frame's own: every
     frame a keyframe (above), or a clip of identical frames, for any stride, inversion method and
     frame-attention mode (extended attention over copies of a frame equals attention over one).
-    The source branch is the reconstruction itself, always."""
+    The source branch is the reconstruction itself, always: equal up to the last bits that the
+    UNet's batch shape changes (its row runs beside the edit rows; measured 4e-6 on some CPUs)."""
     models = full_models if frame_attention == "full" else causal_models
     config = tf_config(method, frame_attention, keyframe_stride=3)
     record = invert(models, clip(frames=5, identical=True), config)
     expected = reconstruct(models, record, config)
     result = tokenflow_edit(models, record, config)
     torch.testing.assert_close(result.latents, expected, atol=1e-4, rtol=0)
-    assert torch.equal(result.source_latents, expected)
+    torch.testing.assert_close(result.source_latents, expected, atol=2e-5, rtol=0)
 
 
 def test_same_prompt_edit_of_a_moving_clip_is_close_but_not_equal(full_models):
-    """The strongest property with stride > 1 on a moving clip: the source branch is exactly the
-    reconstruction; the edit is only near it (see the static-clip test for why)."""
+    """The strongest property with stride > 1 on a moving clip: the source branch is the
+    reconstruction (up to the last bits the batch shape changes); the edit is only near it (see
+    the static-clip test for why)."""
     config = tf_config("ddim", keyframe_stride=2)
     record = invert(full_models, clip(), config)
     expected = reconstruct(full_models, record, config)
     result = tokenflow_edit(full_models, record, config)
-    assert torch.equal(result.source_latents, expected)
+    torch.testing.assert_close(result.source_latents, expected, atol=2e-5, rtol=0)
     gap = (result.latents - expected).abs().max().item()
     assert 1e-3 < gap < 1.0 * expected.abs().max().item()
 
