@@ -1,5 +1,6 @@
-"""Flow inversion on tiny SD3 / Flux: parity with an independent Euler reversal, FreeInv / MBDI on the
-flow grid, reconstruction from the record."""
+"""Flow inversion on tiny SD3 / Flux / Wan: parity with an independent Euler reversal, FreeInv / MBDI on
+the flow grid, reconstruction from the record. Wan's latents are latent frames of its causal VAE; its
+transformer sees the whole clip."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def flow_config(name: str, method: str = "flow", *, steps: int = 4, frame_attent
     )
 
 
-@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux"])
+@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan"])
 def flow_models(request):
     return load_models(request.param, dtype="fp32", device="cpu")
 
@@ -33,7 +34,8 @@ def latents(frames: int, seed: int = 0) -> torch.Tensor:
 
 def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: float, steps: int) -> torch.Tensor:
     """The Euler reversal z <- z + (sigma_k - sigma_{k+1}) v(z, 1000 sigma_{k+1}), written from the
-    pipelines' own calls on the bare transformer (diffusers' processors), for one image."""
+    pipelines' own calls on the bare transformer (diffusers' processors), for one image (Wan: one
+    latent video x0 (f c h w))."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
@@ -61,6 +63,16 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
                 img_ids=image_ids,
             ).sample
 
+    elif models.family == "wan":  # WanPipeline's calls: cond and uncond passes over the (1 c f h w) video
+        scheduler.set_timesteps(steps)
+        embeds, negative = pipe.encode_prompt(prompt, "", max_sequence_length=models.max_sequence_length)
+        z = x0.permute(1, 0, 2, 3)[None]
+
+        def velocity(z, t):
+            cond = transformer(hidden_states=z, timestep=t.expand(1), encoder_hidden_states=embeds).sample
+            uncond = transformer(hidden_states=z, timestep=t.expand(1), encoder_hidden_states=negative).sample
+            return uncond + guidance * (cond - uncond)
+
     else:
         scheduler.set_timesteps(steps)
         embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
@@ -83,15 +95,18 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
             z = z + (sigmas[k] - sigmas[k + 1]) * velocity(z, 1000 * sigmas[k + 1])
     if models.family == "flux":
         z = FluxPipeline._unpack_latents(z, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor, pipe.vae_scale_factor)
+    if models.family == "wan":
+        z = z[0].permute(1, 0, 2, 3)
     return z
 
 
 def test_flow_inversion_equals_an_independent_euler_reversal(flow_models):
-    """One frame, frame_attention none: vidinv's record == the loop above (relative diff < 1e-4, fp32)."""
+    """One frame (Wan: a clip of 3 latent frames), frame_attention none: vidinv's record == the loop
+    above (relative diff < 1e-4, fp32)."""
     config = flow_config(flow_models.source, guidance_scale=3.0)
     install_from_config(flow_models.transformer, config.model)
     try:
-        x0 = latents(1)
+        x0 = latents(3 if flow_models.family == "wan" else 1)
         record = invert(flow_models, x0, config)
     finally:
         remove_frame_attention(flow_models.transformer)

@@ -16,7 +16,7 @@ from vidinv.models.tiny_flow import tiny_flow_pipeline
 FRAMES = 3
 
 
-@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux"])
+@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan"])
 def flow_models(request):
     return load_models(request.param, dtype="fp32", device="cpu")
 
@@ -51,7 +51,7 @@ def test_the_source_prompt_as_target_returns_the_source_latents_exactly(flow_mod
 
 def test_an_edit_spends_n_max_steps_of_both_branches_and_n_min_of_the_target(flow_models):
     x_src = source_latents(1)
-    rows = 2 if flow_models.family == "sd3" else 1  # SD3: CFG rows; Flux: embedded guidance
+    rows = 1 if flow_models.family == "flux" else 2  # SD3, Wan: CFG rows; Flux: embedded guidance
     out = editor(flow_models, n_max=4).edit_latents(x_src, "a blue bus")
     assert not torch.equal(out.latents, x_src) and torch.isfinite(out.latents).all()
     assert out.stats["frame_calls"] == 4 * 2 * rows * FRAMES and out.record.stats["frame_calls"] == 0
@@ -64,7 +64,7 @@ def test_flowedit_refuses_bad_settings_and_non_flow_models_in_one_line(flow_mode
         editor(flow_models, n_max=7).edit_latents(source_latents(), "a blue bus")
     assert "\n" not in str(err.value)
     tokenflow = VideoEditor({"edit": {"method": "tokenflow"}, "model": {"device": "cpu"}}, models=flow_models)
-    with pytest.raises(VidinvError, match="tokenflow runs on UNet models"):
+    with pytest.raises(VidinvError, match="tokenflow runs on (UNet|frame) models"):
         tokenflow.edit_latents(source_latents(), "a blue bus")
     sd = VideoEditor({"edit": {"method": "flowedit"}, "model": {"device": "cpu"}}, models=tiny_models)
     with pytest.raises(VidinvError, match="needs a flow-matching model"):

@@ -39,7 +39,10 @@ LAYERS = [
     ("guidance", ("vidinv.guidance",)),
     ("inversion", ("vidinv.inversion",)),
     ("editing", ("vidinv.editing",)),
-    ("editor", ("vidinv", "vidinv.editor", "vidinv.plan", "vidinv.plan_flow", "vidinv.plan_calls", "vidinv.plan_parts")),
+    (
+        "editor",
+        ("vidinv", "vidinv.editor", "vidinv.plan", "vidinv.plan_flow", "vidinv.plan_calls", "vidinv.plan_parts"),
+    ),
     ("adapters", ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.__main__")),
 ]
 ADAPTERS = ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.__main__")

@@ -1,10 +1,13 @@
-"""`vidinv plan` for flow transformers (SD3, Flux): the same prediction as for UNets (`vidinv.plan`),
-from the pipeline's component configs on fake tensors.
+"""`vidinv plan` for flow transformers (SD3, Flux, Wan): the same prediction as for UNets
+(`vidinv.plan`), from the pipeline's component configs on fake tensors.
 
 Frame-calls: the inversion and PnP formulas of `vidinv.plan` (Flux with one row per prompt: its
 guidance is embedded, no CFG rows), FlowEdit's own (`FlowEdit.flow_frame_calls`, no inversion).
 Activations: one chunk of transformer frame-calls with the family's text tokens (SD3: 77 CLIP + the
-T5 sequence; Flux: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
+T5 sequence; Flux, Wan: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
+Wan, a native video model, is counted in latent frames (1 + (frames - 1) / 4; its transformer sees
+them all at once, so `runtime.unet_chunk` does not apply) and a frame count its causal VAE cannot
+take is refused here, before anything loads.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def fake_condition(family: str, rows: int, tokens: int, transformer, dtype: torc
     from vidinv.models.flow import FlowCondition
 
     cfg = transformer.config
+    if family == "wan":
+        return FlowCondition(torch.empty(rows, tokens, cfg.text_dim, dtype=dtype), None)
     embeds = torch.empty(rows, tokens, cfg.joint_attention_dim, dtype=dtype)
     pooled = torch.empty(rows, cfg.pooled_projection_dim, dtype=dtype)
     if family == "flux":
@@ -95,45 +100,90 @@ def flow_calls(config: Config, command: str, family: str, frames: int, latent_hw
     return frame_calls(config, command, frames, latent_hw)
 
 
+def patch_pixels(family: str, transformer_config: dict, factor: int) -> int:
+    """Pixels per side of one transformer token: the VAE factor times the latent patch (SD3's
+    patch_size, Flux's 2x2 packing, Wan's spatial patch)."""
+    patch = transformer_config.get("patch_size", 2) if family != "flux" else 2
+    patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
+    return factor * int(patch or 1)
+
+
+def check_size(family: str, transformer_config: dict, factor: int, height: int, width: int) -> None:
+    """A one-line error when the frame size is not a whole number of the transformer's tokens."""
+    from vidinv.errors import VidinvError
+
+    unit = patch_pixels(family, transformer_config, factor)
+    for key, value in (("height", height), ("width", width)):
+        if value % unit:
+            below, above = max(unit, value // unit * unit), value // unit * unit + unit
+            raise VidinvError(
+                f"video.{key}: {value} is not a multiple of {unit} (the {family} transformer's tokens are"
+                f" {unit}x{unit} pixels); use {below} or {above}"
+            )
+
+
+def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype: torch.dtype) -> int:
+    """Peak bytes of one VAE chunk's encode or decode (Wan: one causal group of 4 frames, its caches)."""
+    from vidinv.fake_memory import peak_bytes
+    from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
+    from vidinv.models.vae import spatial_factor
+
+    latent_hw = tuple(n // spatial_factor(vae.config) for n in size)
+    if is_causal_video_vae(vae):  # the second group's peak: the caches of the first are alive
+        pixels, latents = torch.empty(5, 3, *size), torch.empty(2, channels, *latent_hw)
+        return max(
+            peak_bytes(lambda: CausalEncoder(vae).push(pixels)),
+            peak_bytes(lambda: CausalDecoder(vae).push(latents)),
+        )
+    pixels = torch.empty(chunk, 3, *size, dtype=dtype)
+    latents = torch.empty(chunk, channels, *latent_hw, dtype=dtype)
+    return max(peak_bytes(lambda: vae.encode(pixels)), peak_bytes(lambda: vae.decode(latents)))
+
+
 def plan_flow(config: Config, command: str, family: str) -> Plan:
     """The prediction for `vidinv COMMAND` on a flow model (seconds: fake tensors only)."""
     from vidinv.attention.flow_runner import run_flow
     from vidinv.attention.inflate import install_from_config
     from vidinv.fake_memory import fake_mode, peak_bytes
     from vidinv.models import resolve_device, resolve_dtype
-    from vidinv.models.flow import CALLS, MAX_SEQUENCE_LENGTH, TINY_FLOW
+    from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
+    from vidinv.models.flow import CALLS, MAX_SEQUENCE_LENGTH, TINY_FLOW, VIDEO_FAMILIES
+    from vidinv.models.vae import latent_channels, spatial_factor
 
     rt = config.runtime
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
     frames, height, width = clip_shape(config)
     configs = flow_configs(config, family)
-    factor = 2 ** (len(configs["vae"][1].get("block_out_channels", (0,) * 4)) - 1)
-    channels = configs["vae"][1].get("latent_channels", 16)
+    vae_config = configs["vae"][1]
+    factor, channels, per_latent = spatial_factor(vae_config), latent_channels(vae_config), temporal_factor(vae_config)
+    check_frame_count(frames, per_latent)
+    check_size(family, configs["transformer"][1], factor, height, width)
+    latent_frames = latent_frame_count(frames, per_latent)
+    video = family in VIDEO_FAMILIES
     latent_hw = (height // factor, width // factor)
-    latent_bytes = frames * channels * latent_hw[0] * latent_hw[1] * 4
-    calls = flow_calls(config, command, family, frames, latent_hw)
+    latent_bytes = latent_frames * channels * latent_hw[0] * latent_hw[1] * 4
+    calls = flow_calls(config, command, family, latent_frames, latent_hw)
     if config.model.pretrained in TINY_FLOW:
         from vidinv.models.tiny_flow import T5_TOKENS
 
         t5_tokens = T5_TOKENS
     else:
         t5_tokens = MAX_SEQUENCE_LENGTH[family]
-    tokens = t5_tokens + (77 if family == "sd3" else 0)
+    tokens = t5_tokens + (77 if family == "sd3" else 0)  # SD3: CLIP's 77 tokens before T5's
     widest = 4 if command == "edit" else 2  # source and edit branches, each (uncond, cond)
     with fake_mode():
         parts = build_fake_flow_modules(configs, dtype)
         transformer, vae = parts["transformer"], parts["vae"]
         install_from_config(transformer, config.model)
-        sim = frames if not rt.unet_chunk else min(frames, 2 * rt.unet_chunk)  # one chunk and its anchors
+        # one chunk and its anchors; a video model sees every latent frame at once
+        sim = latent_frames if (video or not rt.unet_chunk) else min(latent_frames, 2 * rt.unet_chunk)
         batch = torch.empty(widest, sim, channels, *latent_hw, dtype=dtype)
         cond = fake_condition(family, widest, tokens, transformer, dtype)
-        models = SimpleNamespace(transformer=transformer, call=CALLS[family])
+        models = SimpleNamespace(transformer=transformer, call=CALLS[family], video=video)
         unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
         chunk = min(frames, rt.vae_chunk or frames)
-        pixels = torch.empty(chunk, 3, height, width, dtype=dtype)
-        latents = torch.empty(chunk, channels, *latent_hw, dtype=dtype)
-        vae_act = max(peak_bytes(lambda: vae.encode(pixels)), peak_bytes(lambda: vae.decode(latents)))
+        vae_act = vae_activations(vae, chunk, channels, (height, width), dtype)
         weights = {name: param_bytes(module) for name, module in parts.items()}
         largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}
@@ -151,5 +201,5 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         host_parts["activations"] = max(unet_act, vae_act)
     return Plan(
         command, frames, height, width, str(device), calls, weights, unet_act, vae_act, None, device_peak,
-        sum(host_parts.values()), host_parts,
+        sum(host_parts.values()), host_parts, latent_frames if per_latent > 1 else None,
     )  # fmt: skip

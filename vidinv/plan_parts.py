@@ -86,13 +86,17 @@ class Plan:
     device_peak: int
     host_peak: int
     host_parts: dict[str, int] = field(default_factory=dict)
+    latent_frames: int | None = None  # a causal video VAE's (Wan): frame-calls count latent frames
 
     def summary(self) -> str:
         mb = lambda n: f"{n / MB:,.0f} MB"  # noqa: E731
         calls = ", ".join(f"{k} {v:,}" for k, v in self.frame_calls.items())
+        frames, unit = f"{self.frames} frames", ""
+        if self.latent_frames is not None:
+            frames, unit = f"{frames} ({self.latent_frames} latent frames)", " of latent frames"
         lines = [
-            f"vidinv {self.command}: {self.frames} frames at {self.height}x{self.width} on {self.device}",
-            f"  UNet frame-calls: {sum(self.frame_calls.values()):,} ({calls})",
+            f"vidinv {self.command}: {frames} at {self.height}x{self.width} on {self.device}",
+            f"  UNet frame-calls{unit}: {sum(self.frame_calls.values()):,} ({calls})",
             f"  weights: {mb(sum(self.weights.values()))} ("
             + ", ".join(f"{k} {mb(v)}" for k, v in self.weights.items())
             + ")",

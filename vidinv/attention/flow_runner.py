@@ -2,7 +2,9 @@
 
 Frames of every condition row go through the transformer together, `chunk` frames at a time, in
 the passes of the installed frame-attention plan (`vidinv.attention.runner.run_passes`), so
-cross-frame joint attention (`vidinv.attention.joint`) and its K/V cache apply unchanged.
+cross-frame joint attention (`vidinv.attention.joint`) and its K/V cache apply unchanged. A native
+video model (Wan: `models.video`) attends over the whole latent clip itself: it is called on every
+frame at once, so `chunk` does not apply to it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def run_flow(
     `cond` (a `vidinv.models.flow.FlowCondition` of b rows). `rows`: z holds k clips and condition
     row r runs clip rows[r], as in `run_unet`."""
     transformer = models.transformer
+    if getattr(models, "video", False):
+        return models.call(transformer, z if rows is None else z[rows], t, cond)
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
     handle = frame_attention_of(transformer)
     if handle is not None:

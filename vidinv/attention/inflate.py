@@ -13,6 +13,8 @@ UNet instance (attribute `_vidinv_frame_attention`) so `run_unet` finds it; it o
 
 from __future__ import annotations
 
+import logging
+
 from vidinv.attention.backends import resolve_backend
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.handle import HANDLE_ATTR, FrameAttentionHandle, frame_attention_of, remove_frame_attention
@@ -71,8 +73,26 @@ def install_frame_attention(
     return handle
 
 
-def install_from_config(unet, model_config) -> FrameAttentionHandle:
-    """Install the mode/backend/parameters of a `ModelConfig` (config.model)."""
+log = logging.getLogger("vidinv")
+
+
+def is_video_transformer(model) -> bool:
+    """A native video transformer (Wan 2.1): it attends over the whole latent clip itself."""
+    from diffusers import WanTransformer3DModel
+
+    return isinstance(model, WanTransformer3DModel)
+
+
+def install_from_config(unet, model_config) -> FrameAttentionHandle | None:
+    """Install the mode/backend/parameters of a `ModelConfig` (config.model); nothing on a native
+    video transformer (a note when a cross-frame mode was asked for)."""
+    if is_video_transformer(unet):
+        if model_config.frame_attention != "none":
+            log.warning(
+                "note: model.frame_attention=%s is not applied: Wan attends across all frames itself",
+                model_config.frame_attention,
+            )
+        return None
     return install_frame_attention(
         unet,
         model_config.frame_attention,

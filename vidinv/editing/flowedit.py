@@ -40,8 +40,9 @@ from vidinv.inversion.timesteps import level, work_dtype
 from vidinv.models.flow import FlowCondition
 from vidinv.models.offload import execution_device
 
-# The paper's settings per family: (n_max as a fraction of the steps, source guidance, target guidance)
-FAMILY_DEFAULTS = {"sd3": (33 / 50, 3.5, 13.5), "flux": (24 / 28, 1.5, 5.5)}
+# The paper's settings per family: (n_max as a fraction of the steps, source guidance, target guidance).
+# Wan (not in the paper): SD3's n_max fraction and source guidance, WanPipeline's guidance 5.0 as the target's.
+FAMILY_DEFAULTS = {"sd3": (33 / 50, 3.5, 13.5), "flux": (24 / 28, 1.5, 5.5), "wan": (33 / 50, 3.5, 5.0)}
 
 
 def flowedit_settings(config, family: str) -> tuple[int, int, int, int, float, float]:
@@ -82,11 +83,12 @@ class BranchVelocities:
 
 
 class FlowEdit(EditMethod):
-    """`edit.method: flowedit` (module docstring); needs a flow-matching model (SD3, Flux)."""
+    """`edit.method: flowedit` (module docstring); needs a flow-matching model (SD3, Flux, Wan)."""
 
     name = "flowedit"
     flow_models = True
     unet_models = False
+    video_models = True
 
     def settings(self) -> tuple[int, int, int, float, float]:
         """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""
@@ -107,7 +109,7 @@ class FlowEdit(EditMethod):
 
     def check(self) -> None:
         if not is_flow_scheduler(self.models.scheduler):
-            raise VidinvError("edit.method: flowedit needs a flow-matching model (SD3, Flux)")
+            raise VidinvError("edit.method: flowedit needs a flow-matching model (SD3, Flux, Wan)")
         steps, n_max, n_min, n_avg, source, target = self.settings()
         if not 1 <= n_max <= steps:
             raise VidinvError(f"config: 'edit.flowedit.n_max' is {n_max}, expected an integer in 1..{steps}")

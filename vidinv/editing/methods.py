@@ -68,8 +68,9 @@ class EditMethod:
     # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
     # pipeline refuses a ControlNet for a method that does not
     uses_control: ClassVar[bool] = False
-    flow_models: ClassVar[bool] = False  # runs on flow-matching models (SD3, Flux)
+    flow_models: ClassVar[bool] = False  # runs on flow-matching frame models (SD3, Flux)
     unet_models: ClassVar[bool] = True  # runs on UNet models (SD 1.x/2.x, SDXL)
+    video_models: ClassVar[bool] = False  # runs on native video models (Wan 2.1), whose latent frames are 4 frames
 
     def __init__(self, models, config):
         self.models, self.config = models, config
@@ -100,10 +101,17 @@ class EditMethod:
 
 
 def check_model_kind(method: EditMethod, models) -> None:
-    """A one-line error when a UNet edit method meets a flow model (SD3, Flux)."""
+    """A one-line error when a UNet edit method meets a flow model (SD3, Flux), or a frame model's
+    method a native video model (Wan)."""
     from vidinv.errors import VidinvError
     from vidinv.inversion.flow import is_flow_scheduler
 
+    if getattr(models, "video", False):
+        if not method.video_models:
+            raise VidinvError(
+                f"edit.method: {method.name} runs on frame models; on Wan (a native video model) use flowedit"
+            )
+        return
     if is_flow_scheduler(models.scheduler) and not method.flow_models:
         raise VidinvError(
             f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit or pnp"

@@ -63,7 +63,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     t0 = time.perf_counter()
     comparison = ClipComparison()
     edited_name, source_name, both_name = (video_filename(stem, config.runtime.codec) for stem in VIDEOS)
-    audio = audio_for(config, stream, len(latents), fps)
+    audio = audio_for(config, stream, stream.num_frames, fps)
     with (
         VideoWriter(out / source_name, fps) as sources,
         VideoWriter(out / edited_name, fps, audio=audio) as edited,
@@ -77,7 +77,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     decode_s = time.perf_counter() - t0
     memory["after_decode_mb"] = round(peak_memory_mb(models.device), 1)
     consistency = comparison.result()
-    f, _, h, w = len(latents), 3, stream.height, stream.width
+    f, _, h, w = stream.num_frames, 3, stream.height, stream.width
     record = result.record
     total_s = time.perf_counter() - started
     metrics = {

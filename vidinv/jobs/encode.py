@@ -39,7 +39,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
             per_frame.append(psnr_per_frame(roundtrip, frames))
     t2 = time.perf_counter()
     write_text(out / "config.yaml", to_yaml(config))
-    f, h, w = len(latents), stream.height, stream.width
+    f, h, w = stream.num_frames, stream.height, stream.width
     metrics = {
         "frames": f,
         "height": h,

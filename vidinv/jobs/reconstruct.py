@@ -51,7 +51,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "guidance_scale": record.guidance_scale,
         "start_step": stats["start"],
         "record_reused": job.reused,
-        "frames": len(recon),
+        "frames": job.stream.num_frames,
         "latent_shape": list(job.latents.shape),
         "psnr_latent_db": psnr(recon.float().cpu(), x0, data_range=latent_range),
         "psnr_db": float(per_frame.mean()),

@@ -18,31 +18,53 @@ def stream_for(config: Config) -> ClipStream:
 
 
 def encode_stream(models, stream: ClipStream, *, writers=(), progress: bool = False) -> torch.Tensor:
-    """Latents (f, c, h, w) of the stream, one VAE call per chunk; each chunk of frames is also
-    given to `writers` as it passes."""
-    from vidinv.models import encode_frames
+    """Latents (f, c, h, w) of the stream (Wan: its latent frames), one VAE call per chunk; each
+    chunk of frames is also given to `writers` as it passes."""
+    from vidinv.models.vae import frame_encoder
 
-    parts = []
+    parts, encoder = [], frame_encoder(models.vae)
     with tqdm(desc="read + vae encode", unit="frame", disable=not progress, leave=False) as bar:
         for frames in stream.chunks():
             for writer in writers:
                 writer.write(frames)
-            parts.append(encode_frames(models.vae, frames, len(frames)).cpu())
+            parts.append(encoder.push(frames).cpu())
             bar.update(len(frames))
+    encoder.finish()
     return torch.cat(parts)
+
+
+class DecodedFrames:
+    """The frames of a clip's latents (f, c, h, w), decoded in order and taken `n` at a time: only
+    what one take needs (plus a causal VAE's last group) is decoded and held."""
+
+    def __init__(self, vae, latents: torch.Tensor):
+        from vidinv.models.vae import frame_decoder
+
+        self.decoder, self.latents = frame_decoder(vae), latents
+        self.next, self.held = 0, None
+
+    def take(self, n: int) -> torch.Tensor:
+        parts = [] if self.held is None else [self.held]
+        have = sum(len(p) for p in parts)
+        while have < n and self.next < len(self.latents):
+            count = max(1, -(-(n - have) // self.decoder.frames_per_latent))
+            parts.append(self.decoder.push(self.latents[self.next : self.next + count]))
+            self.next += count
+            have += len(parts[-1])
+        frames = torch.cat(parts)
+        self.held = frames[n:] if len(frames) > n else None
+        return frames[:n]
 
 
 def decode_chunks(models, stream: ClipStream, *latents: torch.Tensor, progress: bool = False) -> Iterator:
     """(source frames, [decoded frames of each latents]) chunk by chunk: the stream read again
-    beside each clip of latents (f, c, h, w) decoded in the same chunks."""
-    from vidinv.models import decode_latents
-
-    start, total = 0, len(latents[0])
-    with tqdm(total=total, desc="vae decode + write", unit="frame", disable=not progress, leave=False) as bar:
+    beside each clip of latents (f, c, h, w), decoded chunk by chunk to the source's chunks."""
+    clips = [DecodedFrames(models.vae, z) for z in latents]
+    with tqdm(
+        total=stream.num_frames, desc="vae decode + write", unit="frame", disable=not progress, leave=False
+    ) as bar:
         for source in stream.chunks():
-            stop = start + len(source)
-            yield source, [decode_latents(models.vae, z[start:stop], len(source)) for z in latents]
-            start = stop
+            yield source, [clip.take(len(source)) for clip in clips]
             bar.update(len(source))
 
 

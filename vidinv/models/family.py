@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidinv.errors import VidinvError
+from vidinv.models.vae import spatial_factor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
@@ -157,7 +158,7 @@ def family_from_configs(source: str, index: dict, unet: dict, scheduler: dict, v
     if kind == "sd":
         sd2 = unet.get("cross_attention_dim") == SD2_TEXT_DIM or unet.get("use_linear_projection", False)
         kind = "sd2" if sd2 else "sd1"
-    factor = 2 ** (len((vae or {}).get("block_out_channels", (0,) * 4)) - 1)
+    factor = spatial_factor(vae or {})
     sample_size = unet.get("sample_size", 64)
     sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
     return ModelFamily(

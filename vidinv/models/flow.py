@@ -1,17 +1,25 @@
-"""Rectified-flow frame models (SD3, Flux): detection, loading, prompt conditions and one transformer call.
+"""Rectified-flow models (SD3, Flux frame models; Wan 2.1 video model): detection, loading, prompt
+conditions and one transformer call.
 
     family = flow_family_of("stabilityai/stable-diffusion-3-medium-diffusers")   # "sd3" | "flux" | None
     models = load_flow_models(source, family, dtype=torch.float32, device=cpu)
     cond = flow_condition(models, ["", "a cat"], guidance=4.0)                  # the prompt rows
     v = models.call(models.transformer, x, t, cond)                            # x ((b f) c h w) -> velocity
+                                                    # Wan (models.video): x (b f c h w), the whole clip
 
 A model is held as its diffusers pipeline (`StableDiffusion3Pipeline`, `FluxPipeline`): its
 `encode_prompt` makes the text conditions exactly as diffusers does, its components are the
 model's. SD3 loads without T5 when the source has none (`text_encoder_3=None`, diffusers'
 documented memory-saving way; the T5 rows are then zeros). `FlowModels` offers the attributes the
 engine reads from `vidinv.models.Models` (`unet` is the transformer, `vae`, `scheduler`, ...).
-Detection reads the source's `model_index.json` only (no weights); `tiny-sd3` / `tiny-flux` are
-the built-in random-weight models (`vidinv.models.tiny_flow`).
+Detection reads the source's `model_index.json` only (no weights); `tiny-sd3` / `tiny-flux` /
+`tiny-wan` are the built-in random-weight models (`vidinv.models.tiny_flow`).
+
+Wan 2.1 is a native video model: its transformer attends over the whole latent video (f c h w,
+f = (frames - 1) / 4 + 1 latent frames of its causal VAE), so it is called on every frame at once.
+Its pipelines ship UniPC with flow sigmas; vidinv steps the same shifted flow grid with Euler
+(`FlowMatchEulerDiscreteScheduler` with the UniPC config's `flow_shift`), the step the inversion
+reverses. Its VAE stays in fp32 (as diffusers' Wan examples load it).
 """
 
 from __future__ import annotations
@@ -25,14 +33,16 @@ from einops import rearrange, repeat
 
 from vidinv.errors import VidinvError, first_line
 
-PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
-TINY_FLOW = {"tiny-sd3": "sd3", "tiny-flux": "flux"}
-MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}  # the pipelines' T5 token defaults
+PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan"}
+TINY_FLOW = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan"}
+MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512, "wan": 512}  # the pipelines' T5 token defaults
+VIDEO_FAMILIES = ("wan",)  # native video models: the transformer sees the whole latent clip
 
 
 def flow_family_of(pretrained: str) -> str | None:
-    """`sd3` / `flux` when `pretrained` is a flow pipeline (a built-in tiny name, or a folder / hub id
-    whose model_index.json names StableDiffusion3Pipeline / FluxPipeline); None otherwise."""
+    """`sd3` / `flux` / `wan` when `pretrained` is a flow pipeline (a built-in tiny name, or a folder /
+    hub id whose model_index.json names StableDiffusion3Pipeline / FluxPipeline / WanPipeline); None
+    otherwise."""
     if pretrained in TINY_FLOW:
         return TINY_FLOW[pretrained]
     index = Path(pretrained) / "model_index.json"
@@ -54,11 +64,11 @@ def flow_family_of(pretrained: str) -> str | None:
 
 @dataclass
 class FlowCondition:
-    """The text conditions of b prompt rows: embeds (b l d), pooled (b d); Flux: text ids (l 3) and
-    the embedded guidance (b) of its guidance-distilled transformer (None without)."""
+    """The text conditions of b prompt rows: embeds (b l d), pooled (b d) (None for Wan); Flux: text
+    ids (l 3) and the embedded guidance (b) of its guidance-distilled transformer (None without)."""
 
     embeds: torch.Tensor
-    pooled: torch.Tensor
+    pooled: torch.Tensor | None
     text_ids: torch.Tensor | None = None
     guidance: torch.Tensor | None = None
 
@@ -77,7 +87,7 @@ class FlowCondition:
         """The rows repeated for `frames` frames each: (b l d) -> ((b f) l d)."""
         return FlowCondition(
             repeat(self.embeds, "b l d -> (b f) l d", f=frames),
-            repeat(self.pooled, "b d -> (b f) d", f=frames),
+            None if self.pooled is None else repeat(self.pooled, "b d -> (b f) d", f=frames),
             self.text_ids,
             None if self.guidance is None else repeat(self.guidance, "b -> (b f)", f=frames),
         )
@@ -89,7 +99,7 @@ class FlowCondition:
         guidance = None if first.guidance is None else torch.cat([c.guidance for c in conditions])
         return FlowCondition(
             torch.cat([c.embeds for c in conditions]),
-            torch.cat([c.pooled for c in conditions]),
+            None if first.pooled is None else torch.cat([c.pooled for c in conditions]),
             first.text_ids,
             guidance,
         )
@@ -132,7 +142,20 @@ def call_flux(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Ten
     return rearrange(out, "b (h w) (c p q) -> b c (h p) (w q)", h=h // 2, p=2, q=2)
 
 
-CALLS = {"sd3": call_sd3, "flux": call_flux}
+def call_wan(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+    """Wan's velocity for a whole latent clip x (b f c h w) at timestep t (0..1000), as WanPipeline
+    calls it (the transformer reads the clip as (b c f h w))."""
+    timestep = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    out = transformer(
+        hidden_states=rearrange(x, "b f c h w -> b c f h w"),
+        timestep=timestep,
+        encoder_hidden_states=cond.embeds,
+        return_dict=False,
+    )[0]
+    return rearrange(out, "b c f h w -> b f c h w")
+
+
+CALLS = {"sd3": call_sd3, "flux": call_flux, "wan": call_wan}
 
 
 @dataclass
@@ -146,6 +169,11 @@ class FlowModels:
     source: str
     max_sequence_length: int
     prediction_type: str = field(default="flow", init=False)
+
+    @property
+    def video(self) -> bool:
+        """A native video model (Wan): called on the whole latent clip, no frame attention of vidinv's."""
+        return self.family in VIDEO_FAMILIES
 
     @property
     def transformer(self):
@@ -180,17 +208,19 @@ class FlowModels:
 
 
 def _pipeline_class(family: str):
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    import diffusers
 
-    return StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    name = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}[family]
+    return getattr(diffusers, name)
 
 
 def _t5_options(pretrained: str, family: str, t5: bool) -> dict:
     """SD3 loads without T5 (text_encoder_3 = tokenizer_3 = None) when `model.t5` is false or the
     source holds none; Flux cannot (its text sequence is T5's): a one-line error."""
-    if family == "flux":
+    if family in ("flux", "wan"):
         if not t5:
-            raise VidinvError("model.t5: Flux encodes its prompts with T5 and cannot drop it (SD3 can)")
+            name = "Flux" if family == "flux" else "Wan"
+            raise VidinvError(f"model.t5: {name} encodes its prompts with T5 and cannot drop it (SD3 can)")
         return {}
     index = Path(pretrained) / "model_index.json"
     absent = index.is_file() and json.loads(index.read_text(encoding="utf-8")).get("text_encoder_3", [None])[0] is None
@@ -219,7 +249,10 @@ def load_flow_models(
     pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5)
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
-            setattr(pipeline, name, prepare(module, dtype, device))
+            keep_fp32 = family in VIDEO_FAMILIES and name == "vae"
+            setattr(pipeline, name, prepare(module, torch.float32 if keep_fp32 else dtype, device))
+    if family in VIDEO_FAMILIES:
+        pipeline.scheduler = euler_flow_scheduler(pipeline.scheduler)
     if pretrained in TINY_FLOW:
         from vidinv.models.tiny_flow import T5_TOKENS
 
@@ -227,6 +260,21 @@ def load_flow_models(
     else:
         tokens = MAX_SEQUENCE_LENGTH[family]
     return FlowModels(pipeline, family, device, dtype, pretrained, tokens)
+
+
+def euler_flow_scheduler(scheduler):
+    """A FlowMatchEulerDiscreteScheduler on the flow grid of `scheduler`: itself, or the one of a
+    UniPC scheduler with flow sigmas (Wan's pipelines: shift = its `flow_shift`)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return scheduler
+    config = scheduler.config
+    if not config.get("use_flow_sigmas", False):
+        raise VidinvError(f"model.pretrained: the scheduler {type(scheduler).__name__} has no flow-matching sigma grid")
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=config.num_train_timesteps, shift=float(config.get("flow_shift", 1.0))
+    )
 
 
 @torch.no_grad()
@@ -244,6 +292,14 @@ def flow_condition(models: FlowModels, prompts: list[str], guidance: float | Non
             max_sequence_length=models.max_sequence_length,
         )
         return FlowCondition(embeds.to(models.dtype), pooled.to(models.dtype))
+    if models.family == "wan":
+        embeds, _ = pipe.encode_prompt(
+            prompt=list(prompts),
+            do_classifier_free_guidance=False,
+            max_sequence_length=models.max_sequence_length,
+            device=device,
+        )
+        return FlowCondition(embeds.to(models.dtype), None)
     embeds, pooled, text_ids = pipe.encode_prompt(
         prompt=list(prompts), prompt_2=None, device=device, max_sequence_length=models.max_sequence_length
     )

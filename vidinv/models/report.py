@@ -13,14 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidinv.errors import VidinvError
+from vidinv.models.causal_vae import temporal_factor
 from vidinv.models.family import detect_family, read_config
 from vidinv.models.flow import PIPELINES as FLOW_PIPELINES
-from vidinv.models.flow import TINY_FLOW, flow_family_of
+from vidinv.models.flow import TINY_FLOW, VIDEO_FAMILIES, flow_family_of
 from vidinv.models.hub import hub_config_folder
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES
+from vidinv.models.vae import spatial_factor
 
 # the pipelines' default output size (height x width) where the transformer config does not say
-FLOW_DEFAULT_SIZES = {"sd3": (1024, 1024), "flux": (1024, 1024)}
+FLOW_DEFAULT_SIZES = {"sd3": (1024, 1024), "flux": (1024, 1024), "wan": (480, 832)}  # (height, width)
 
 
 def source_kind(pretrained: str) -> str:
@@ -64,27 +66,47 @@ def flow_report(pretrained: str, family: str) -> list[tuple[str, str]]:
     index, configs, scheduler = _flow_configs(pretrained)
     size = FLOW_DEFAULT_SIZES.get(family)
     sample = configs.get("transformer", {}).get("sample_size")
-    factor = 2 ** (len(configs.get("vae", {}).get("block_out_channels", (0,) * 4)) - 1)
+    factor = spatial_factor(configs.get("vae", {}))
     if isinstance(sample, int) and family == "sd3":
         size = (sample * factor, sample * factor)
     rows = [
         ("family", family),
         ("pipeline", index.get("_class_name", "?")),
-        ("prediction type", "flow (velocity), FlowMatchEulerDiscreteScheduler"),
-        ("shift", str(scheduler.get("shift", 1.0)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
+        ("prediction type", _flow_prediction(scheduler)),
+        ("shift", str(_shift(scheduler)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
         ("text encoders", _text_encoders(index)),
     ]
+    per_latent = temporal_factor(configs.get("vae", {}))
+    if per_latent > 1:
+        rows.append(
+            ("frames", f"1 + a multiple of {per_latent} (causal video VAE: {per_latent} frames a latent frame)")
+        )
     if size is not None:
         rows.insert(3, ("default size", f"{size[1]}x{size[0]}"))
     return rows
 
 
-def edit_methods_for(flow: bool) -> str:
-    """The registered edit methods that run on flow transformers (`flow`) or on UNets."""
+def _flow_prediction(scheduler: dict) -> str:
+    """The prediction row: velocity, stepped by Euler (on UniPC's flow grid for Wan's pipelines)."""
+    name = scheduler.get("_class_name", "FlowMatchEulerDiscreteScheduler")
+    if name == "FlowMatchEulerDiscreteScheduler":
+        return "flow (velocity), FlowMatchEulerDiscreteScheduler"
+    return f"flow (velocity), Euler steps on {name}'s flow grid"
+
+
+def _shift(scheduler: dict) -> float:
+    """The flow grid's shift: FlowMatchEulerDiscreteScheduler's `shift`, UniPC's `flow_shift` (Wan)."""
+    return scheduler.get("shift", scheduler.get("flow_shift", 1.0))
+
+
+def edit_methods_for(kind: str) -> str:
+    """The registered edit methods that run on `kind` models: unet | flow (frame transformers) | video."""
     from vidinv.registry import EDIT_METHODS
 
-    flag = "flow_models" if flow else "unet_models"
-    return ", ".join(n for n in EDIT_METHODS.names() if getattr(EDIT_METHODS.get(n), flag, not flow))
+    flag, default = {"unet": ("unet_models", True), "flow": ("flow_models", False), "video": ("video_models", False)}[
+        kind
+    ]
+    return ", ".join(n for n in EDIT_METHODS.names() if getattr(EDIT_METHODS.get(n), flag, default))
 
 
 def model_report(
@@ -97,10 +119,11 @@ def model_report(
         pretrained = str(hub_config_folder(pretrained))
     family = None if kind == "single file" else flow_family_of(pretrained)
     if family in FLOW_PIPELINES.values():
-        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(True))]
+        kind = "video" if family in VIDEO_FAMILIES else "flow"
+        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(kind))]
     found = detect_family(pretrained, single_file_config, prediction_type)
     rows += found.report()[:1] + [("pipeline", found.traits.pipeline)] + found.report()[1:]
-    return rows + [("edit methods", edit_methods_for(False))]
+    return rows + [("edit methods", edit_methods_for("unet"))]
 
 
 def format_rows(rows: list[tuple[str, str]]) -> str:

@@ -1,17 +1,33 @@
-"""Tiny rectified-flow models (SD3 without T5, Flux) built offline from config with a fixed seed.
+"""Tiny rectified-flow models (SD3 without T5, Flux, Wan 2.1) built offline from config with a fixed seed.
 
 The component classes of the real pipelines (SD3Transformer2DModel / FluxTransformer2DModel,
 a 16-channel AutoencoderKL with its shift and scale, CLIP text towers, FlowMatchEulerDiscreteScheduler
 with the family's shift), at random weights and a few thousand parameters each, for exact properties
 on a CPU. The tokenizers are `vidinv.models.tiny`'s byte-level CLIP tokenizer; Flux's T5 tower is a
 tiny T5EncoderModel reading that tokenizer's ids (so no sentencepiece model has to be shipped).
+Wan 2.1 (a native video model) is its WanTransformer3DModel, a 3D causal AutoencoderKLWan (4x in
+time, 8x in space) and a tiny UMT5 encoder reading the same tokenizer's ids.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    WanTransformer3DModel,
+)
+from transformers import (
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
 
 from vidinv.models.tiny import TEXT_DIM, TINY_SEED, TINY_VAE_CONFIG, build_tiny_tokenizer, tiny_text_config, tiny_vocab
 
@@ -64,6 +80,23 @@ FLUX_SCHEDULER_CONFIG = dict(
     base_image_seq_len=256,
     max_image_seq_len=4096,
 )
+
+
+TINY_WAN_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,  # rotary split 4 (time) + 4 (height) + 4 (width), as Wan's 128 = 44 + 42 + 42
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    text_dim=TEXT_DIM,
+    freq_dim=16,
+    ffn_dim=32,
+    num_layers=2,
+    rope_max_seq_len=64,
+)
+# Wan 2.1's VAE shape scaled down: 3 spatial (8x) and 2 temporal (4x) downsamplings; its latent statistics
+TINY_WAN_VAE_CONFIG = dict(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+WAN_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0)  # Wan 2.1's flow_shift at 480p
 
 
 def _clip_with_projection() -> CLIPTextModelWithProjection:
@@ -127,13 +160,35 @@ def build_tiny_flux_components() -> dict:
     )
 
 
-TINY_FLOW_BUILDERS = {"tiny-sd3": build_tiny_sd3_components, "tiny-flux": build_tiny_flux_components}
+def build_tiny_wan_components() -> dict:
+    """Wan 2.1's pipeline components: the 3D transformer, the causal video VAE, a tiny UMT5."""
+    modules = _seeded(
+        lambda: dict(
+            transformer=WanTransformer3DModel(**TINY_WAN_CONFIG),
+            vae=AutoencoderKLWan(**TINY_WAN_VAE_CONFIG),
+            text_encoder=UMT5EncoderModel(
+                UMT5Config(vocab_size=len(tiny_vocab()), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+            ),
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**WAN_SCHEDULER_CONFIG),
+    )
+
+
+TINY_FLOW_BUILDERS = {
+    "tiny-sd3": build_tiny_sd3_components,
+    "tiny-flux": build_tiny_flux_components,
+    "tiny-wan": build_tiny_wan_components,
+}
 
 
 def tiny_flow_pipeline(name: str):
-    """The diffusers pipeline of a tiny flow model (`tiny-sd3` | `tiny-flux`): `save_pretrained` writes
-    a folder that `vidinv.models.load_models` (and diffusers) read back."""
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    """The diffusers pipeline of a tiny flow model (`tiny-sd3` | `tiny-flux` | `tiny-wan`):
+    `save_pretrained` writes a folder that `vidinv.models.load_models` (and diffusers) read back."""
+    import diffusers
 
-    cls = StableDiffusion3Pipeline if name == "tiny-sd3" else FluxPipeline
-    return cls(**TINY_FLOW_BUILDERS[name]())
+    cls = {"tiny-sd3": "StableDiffusion3Pipeline", "tiny-flux": "FluxPipeline", "tiny-wan": "WanPipeline"}[name]
+    return getattr(diffusers, cls)(**TINY_FLOW_BUILDERS[name]())

@@ -1,5 +1,9 @@
 """Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk; optionally
-in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too."""
+in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too.
+
+`frame_encoder(vae)` / `frame_decoder(vae)` take a clip chunk by chunk (`push`): a per-frame VAE
+(SD, SDXL, SD3, Flux) encodes each chunk alone; Wan's 3D causal VAE carries its causal cache from
+chunk to chunk (`vidinv.models.causal_vae`), its latent frames 4 video frames each."""
 
 from __future__ import annotations
 
@@ -12,15 +16,28 @@ from tqdm.auto import tqdm
 
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
+from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
 from vidinv.models.offload import execution_device
 
 log = logging.getLogger("vidinv")
 TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
 
 
+def spatial_factor(vae_config) -> int:
+    """Pixels per latent pixel of a VAE config (8): Wan's scale_factor_spatial, else 2 ** (levels - 1)."""
+    if vae_config.get("scale_factor_spatial"):
+        return int(vae_config["scale_factor_spatial"])
+    return 2 ** (len(vae_config.get("block_out_channels", (0,) * 4)) - 1)
+
+
+def latent_channels(vae_config) -> int:
+    """Channels of a VAE config's latents (AutoencoderKL's latent_channels, Wan's z_dim)."""
+    return int(vae_config.get("latent_channels") or vae_config.get("z_dim") or 4)
+
+
 def scale_factor(vae) -> int:
-    """Pixels per latent pixel (8 for SD's VAE): 2 ** (levels - 1)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    """Pixels per latent pixel of `vae` (8 for SD's and Wan's VAEs)."""
+    return spatial_factor(vae.config)
 
 
 def pixel_size(vae, latents: torch.Tensor) -> tuple[int, int]:
@@ -29,11 +46,20 @@ def pixel_size(vae, latents: torch.Tensor) -> tuple[int, int]:
     return latents.shape[-2] * factor, latents.shape[-1] * factor
 
 
+TILING_ATTRS = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
+CAUSAL_TILING_ATTRS = ("use_tiling", "tile_sample_min_height", "tile_sample_min_width",
+                       "tile_sample_stride_height", "tile_sample_stride_width")  # fmt: skip
+
+
 def set_vae_tiling(vae, tile_size: int | None) -> None:
     """Make `vae` encode/decode frames larger than `tile_size` pixels (a side) in overlapping tiles
     blended linearly (diffusers' `enable_tiling`, with the tile size set); None turns tiling off."""
     if tile_size is None:
         vae.disable_tiling()
+        return
+    if is_causal_video_vae(vae):  # Wan: tile and stride per side (its default 256 / 192 is the same overlap)
+        stride = int(tile_size * (1 - TILE_OVERLAP))
+        vae.enable_tiling(tile_size, tile_size, stride, stride)
         return
     vae.enable_tiling()
     vae.tile_sample_min_size = tile_size
@@ -52,31 +78,78 @@ def _tiling(vae, tile_size: int | None) -> Iterator[None]:
     if tile_size is None:
         yield
         return
-    saved = vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor
+    names = CAUSAL_TILING_ATTRS if is_causal_video_vae(vae) else TILING_ATTRS
+    saved = [getattr(vae, name) for name in names]
     set_vae_tiling(vae, tile_size)
     try:
         yield
     finally:
-        vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size, vae.tile_overlap_factor = saved
+        for name, value in zip(names, saved):
+            setattr(vae, name, value)
+
+
+class FrameEncoder:
+    """A per-frame VAE's encoder: every pushed chunk (k, 3, H, W) in [-1, 1] -> its latents (k, c, h, w),
+    the posterior mean scaled (and shifted) by the VAE's factors."""
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    @torch.no_grad()
+    def push(self, frames: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        call = lambda dt: vae.encode(frames.to(device=device, dtype=dt)).latent_dist.mean  # noqa: E731
+        mean = overflow_safe(vae, call, dtype)
+        shift = latent_shift(vae)
+        return (mean if shift is None else mean - shift) * vae.config.scaling_factor
+
+    def finish(self) -> None:
+        """The end of the clip (nothing is held between chunks)."""
+
+
+class FrameDecoder:
+    """A per-frame VAE's decoder: latents (k, c, h, w) -> frames (k, 3, 8h, 8w) in [-1, 1], float32 on the CPU."""
+
+    frames_per_latent = 1
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    @torch.no_grad()
+    def push(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        call = lambda dt: vae.decode(decoder_input(vae, latents, device, dt)).sample  # noqa: E731
+        return overflow_safe(vae, call, dtype).clamp(-1, 1).float().cpu()
+
+
+def frame_encoder(vae) -> FrameEncoder | CausalEncoder:
+    """The encoder that takes a clip chunk by chunk: per frame, or Wan's causal one (module docstring)."""
+    return CausalEncoder(vae) if is_causal_video_vae(vae) else FrameEncoder(vae)
+
+
+def frame_decoder(vae) -> FrameDecoder | CausalDecoder:
+    """The decoder that takes a clip's latents chunk by chunk, in order."""
+    return CausalDecoder(vae) if is_causal_video_vae(vae) else FrameDecoder(vae)
 
 
 @torch.no_grad()
 def encode_frames(
     vae, frames: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
 ) -> torch.Tensor:
-    """frames (f, 3, H, W) in [-1, 1] -> latents (f, 4, H/8, W/8), scaled by the VAE's factor.
+    """frames (f, 3, H, W) in [-1, 1] -> latents (f, c, H/8, W/8), scaled by the VAE's factor (Wan:
+    (1 + (f - 1) / 4, c, H/8, W/8), normalised by its latent statistics).
 
     Uses the posterior mean (deterministic), so chunked and unchunked encodes agree. `tile_size`
     tiles frames larger than that (pixels) for this call; None keeps the VAE's `set_vae_tiling`.
     """
-    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
     with _tiling(vae, tile_size):
+        encoder = frame_encoder(vae)
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
-            x = frames[part]
-            mean = overflow_safe(vae, lambda dt, x=x: vae.encode(x.to(device=device, dtype=dt)).latent_dist.mean, dtype)
-            shift = latent_shift(vae)
-            parts.append((mean if shift is None else mean - shift) * vae.config.scaling_factor)
+            parts.append(encoder.push(frames[part]))
+        encoder.finish()
     return torch.cat(parts)
 
 
@@ -84,17 +157,16 @@ def encode_frames(
 def decode_latents(
     vae, latents: torch.Tensor, chunk: int | None = None, *, progress: bool = False, tile_size: int | None = None
 ) -> torch.Tensor:
-    """latents (f, 4, h, w) -> frames (f, 3, 8h, 8w) in [-1, 1] (clamped), float32 on the CPU.
+    """latents (f, c, h, w) -> frames (f, 3, 8h, 8w) in [-1, 1] (clamped), float32 on the CPU (Wan:
+    1 + 4 (f - 1) frames; `chunk` counts latent frames).
 
     `tile_size` as in `encode_frames` (pixels; the latent tile is an eighth of it).
     """
-    device, dtype = execution_device(vae), next(vae.parameters()).dtype
     parts = []
     with _tiling(vae, tile_size):
+        decoder = frame_decoder(vae)
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
-            z = latents[part]
-            out = overflow_safe(vae, lambda dt, z=z: vae.decode(decoder_input(vae, z, device, dt)).sample, dtype)
-            parts.append(out.clamp(-1, 1).float().cpu())
+            parts.append(decoder.push(latents[part]))
     return torch.cat(parts)
 
 
