@@ -195,3 +195,29 @@ def models_to_ldm_file_dict(models) -> dict:
     else:
         parts.append(clip_to_ldm(text))
     return {k: v.detach().contiguous() for part in parts for k, v in part.items()}
+
+
+CONTROLNET_PREFIX = "control_model."
+CONTROLNET_HEADS = [  # diffusers ControlNet heads -> LDM (ControlLDM) modules, beyond the UNet encoder's
+    (re.compile(r"controlnet_down_blocks\.(\d+)"), lambda m, n: f"zero_convs.{m[1]}.0"),
+    (re.compile(r"controlnet_mid_block"), lambda m, n: "middle_block_out.0"),
+    (re.compile(r"controlnet_cond_embedding\.conv_in"), lambda m, n: "input_hint_block.0"),
+    (re.compile(r"controlnet_cond_embedding\.blocks\.(\d+)"), lambda m, n: f"input_hint_block.{2 * (int(m[1]) + 1)}"),
+    (re.compile(r"controlnet_cond_embedding\.conv_out"), lambda m, n: f"input_hint_block.{2 * (n + 1)}"),
+]
+
+
+def controlnet_to_ldm(state_dict: dict, layers_per_block: int) -> dict:
+    """A diffusers ControlNetModel state dict -> ControlLDM keys under `control_model.` (the inverse of
+    diffusers' `convert_controlnet_checkpoint`): its UNet encoder as `unet_to_ldm` names it, the zero
+    convolutions, the middle block's output and the hint (conditioning embedding) convolutions."""
+    hint_blocks = len({k.split(".")[2] for k in state_dict if k.startswith("controlnet_cond_embedding.blocks.")})
+
+    def ldm_key(key: str) -> str:
+        head, _, param = key.rpartition(".")
+        for pattern, name in CONTROLNET_HEADS:
+            if match := pattern.fullmatch(head):
+                return f"{name(match, hint_blocks)}.{param}"
+        return _unet_key(key, layers_per_block, set())
+
+    return {CONTROLNET_PREFIX + ldm_key(k): v for k, v in state_dict.items()}

@@ -137,3 +137,30 @@ def test_missing_controlnet_is_a_one_line_error(tmp_path, source):
     with pytest.raises(VidinvError) as err:
         load_models("tiny", device="cpu", controlnet=str(tmp_path / source))
     assert_one_line_error(err, "model.controlnet")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_a_single_file_controlnet_loads_offline_shaped_after_the_pipelines_unet(tiny_models, tmp_path, suffix):
+    """An original-layout (ControlLDM) file carries no config: vidinv builds it from the pipeline's
+    UNet and the file's hint convolutions, so it loads offline with the exact weights (diffusers alone
+    fetches SD 1.5's canny ControlNet config from the hub: 43 s of retries and a failure offline)."""
+    import time
+
+    from safetensors.torch import save_file
+
+    from tests.ldm_layout import controlnet_to_ldm
+
+    net = build_tiny_controlnet(tiny_models.unet)
+    ldm = {k: v.contiguous() for k, v in controlnet_to_ldm(net.state_dict(), net.config.layers_per_block).items()}
+    path = tmp_path / f"control{suffix}"
+    save_file(ldm, path) if suffix == ".safetensors" else torch.save({"state_dict": ldm}, path)
+    started = time.perf_counter()
+    models = load_models("tiny", dtype="fp32", device="cpu", controlnet=str(path))
+    assert time.perf_counter() - started < 30  # no hub retries
+    (loaded,) = models.controlnets
+    reference = net.state_dict()
+    assert loaded.state_dict().keys() == reference.keys()
+    assert all(torch.equal(t, reference[k]) for k, t in loaded.state_dict().items())
+    assert tuple(loaded.config.conditioning_embedding_out_channels) == tuple(
+        net.config.conditioning_embedding_out_channels
+    )

@@ -25,8 +25,51 @@ from vidinv.errors import VidinvError, first_line
 CANNY_THRESHOLDS = (100, 200)  # diffusers' ControlNet canny examples
 
 
-def load_controlnet(source: str, dtype: torch.dtype):
-    """One ControlNetModel from a hub id (through the hub probe), a folder or a single .safetensors/.ckpt file."""
+def _tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a single-file checkpoint (.safetensors: from its header, no tensor read)."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    state = state.get("state_dict", state)
+    return {key: tuple(t.shape) for key, t in state.items() if isinstance(t, torch.Tensor)}
+
+
+def hint_channels(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The conditioning embedding's channels of an original-layout (ControlLDM) ControlNet, read from
+    its `input_hint_block` convolutions (0: in -> c0, then per level (c_i -> c_i), (c_i -> c_i+1));
+    None when the file has none (a diffusers-layout file)."""
+    outs = {}
+    for key, shape in shapes.items():
+        head, _, param = key.removeprefix("control_model.").rpartition(".")
+        if head.startswith("input_hint_block.") and param == "weight":
+            outs[int(head.split(".")[1])] = shape[0]
+    if not outs:
+        return None
+    convs = [outs[i] for i in sorted(outs)][:-1]  # the last convolution maps to the UNet's width
+    return tuple(convs[0::2])
+
+
+def single_file_config(path: str, unet, folder: str) -> str:
+    """Write into `folder` the config.json of the ControlNet in single file `path`: `unet`'s encoder
+    (`ControlNetModel.from_unet`, built on the meta device) with the file's own conditioning-embedding
+    channels. Offline, and the family's shape (diffusers' default config is one SD 1.5 ControlNet's)."""
+    from diffusers import ControlNetModel
+
+    channels = hint_channels(_tensor_shapes(path))
+    options = {} if channels is None else {"conditioning_embedding_out_channels": channels}
+    with torch.device("meta"):
+        ControlNetModel.from_unet(unet, load_weights_from_unet=False, **options).save_config(folder)
+    return folder
+
+
+def load_controlnet(source: str, dtype: torch.dtype, unet=None):
+    """One ControlNetModel from a hub id (through the hub probe), a folder or a single .safetensors/.ckpt
+    file (its config from `unet`, the pipeline's, when given: `single_file_config`)."""
+    import tempfile
+
     from diffusers import ControlNetModel
 
     from vidinv.models.hub import hub_local_only
@@ -36,7 +79,11 @@ def load_controlnet(source: str, dtype: torch.dtype):
         if source.endswith(SINGLE_FILE_SUFFIXES):
             if not Path(source).is_file():
                 raise VidinvError(f"model.controlnet: file {source} does not exist")
-            return ControlNetModel.from_single_file(source, torch_dtype=dtype)
+            if unet is None:
+                return ControlNetModel.from_single_file(source, torch_dtype=dtype)
+            with tempfile.TemporaryDirectory(prefix="vidinv-controlnet-") as folder:
+                config = single_file_config(source, unet, folder)
+                return ControlNetModel.from_single_file(source, config=config, torch_dtype=dtype, local_files_only=True)
         # a hub id through the hub probe: one line in seconds when the hub is down and it is not cached
         local = looks_like_path(source) or hub_local_only(source, key="model.controlnet", marker="config.json")
         return ControlNetModel.from_pretrained(source, torch_dtype=dtype, local_files_only=local)
@@ -44,10 +91,10 @@ def load_controlnet(source: str, dtype: torch.dtype):
         raise VidinvError(f"model.controlnet: cannot load {source!r}: {first_line(err)}") from err
 
 
-def load_controlnets(sources: str | list[str], dtype: torch.dtype) -> list:
-    """`model.controlnet`: one source or a list of them."""
+def load_controlnets(sources: str | list[str], dtype: torch.dtype, unet=None) -> list:
+    """`model.controlnet`: one source or a list of them (single files shaped after `unet`)."""
     sources = [sources] if isinstance(sources, str) else list(sources)
-    return [load_controlnet(str(Path(s).expanduser()) if s.startswith("~") else s, dtype) for s in sources]
+    return [load_controlnet(str(Path(s).expanduser()) if s.startswith("~") else s, dtype, unet) for s in sources]
 
 
 # --- condition images ---------------------------------------------------------------------------

@@ -282,7 +282,9 @@ def load_models(
     if controlnet:
         from vidinv.models.controlnet import load_controlnets
 
-        models.controlnets = [_prepare(c, torch_dtype, torch_device) for c in load_controlnets(controlnet, torch_dtype)]
+        models.controlnets = [
+            _prepare(c, torch_dtype, torch_device) for c in load_controlnets(controlnet, torch_dtype, models.unet)
+        ]
     return models
 
 
