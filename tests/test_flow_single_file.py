@@ -113,8 +113,9 @@ def test_the_written_files_convert_back_exactly_in_diffusers(written, flux_width
 
 
 def test_published_sizes_are_recognised_and_convert_back_in_unchanged_diffusers(monkeypatch):
-    """At SD3-medium's and Flux.1-dev's sizes (meta tensors) diffusers reads the written keys as
-    `sd3` / `flux-dev`, and its conversion (Flux's fixed width included) gives back every key and shape."""
+    """At SD3-medium's, SD3.5-medium's (dual attention, q/k norms) and Flux.1-dev's sizes (meta
+    tensors) diffusers reads the written keys as their model types, which vidinv takes for its flow
+    families, and its conversion (Flux's fixed width included) gives back every key and shape."""
     from tests.conftest import REPO
 
     monkeypatch.syspath_prepend(str(REPO / "scripts"))  # the published configs (scripts/archs.py)
@@ -122,18 +123,23 @@ def test_published_sizes_are_recognised_and_convert_back_in_unchanged_diffusers(
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from diffusers.loaders import single_file_utils as utils
 
+    from vidinv.models.flow import FILE_TYPES
+
+    sd35_medium = {**SD3_TRANSFORMER_CONFIG, "pos_embed_max_size": 384, "qk_norm": "rms_norm"}
+    sd35_medium["dual_attention_layers"] = tuple(range(13))
     with torch.device("meta"):
         cases = [
-            (SD3Transformer2DModel(**SD3_TRANSFORMER_CONFIG), sd3_to_original, "sd3"),
-            (FluxTransformer2DModel(**FLUX_TRANSFORMER_CONFIG), flux_to_original, "flux-dev"),
+            (SD3Transformer2DModel(**SD3_TRANSFORMER_CONFIG), sd3_to_original, "sd3", "sd3"),
+            (SD3Transformer2DModel(**sd35_medium), sd3_to_original, "sd35_medium", "sd3"),
+            (FluxTransformer2DModel(**FLUX_TRANSFORMER_CONFIG), flux_to_original, "flux-dev", "flux"),
         ]
     converters = {"sd3": utils.convert_sd3_transformer_checkpoint_to_diffusers}
-    converters["flux-dev"] = utils.convert_flux_transformer_checkpoint_to_diffusers
-    for transformer, write, model_type in cases:
-        original = write(transformer)
-        assert utils.infer_diffusers_model_type(original) == model_type
-        back, want = converters[model_type](dict(original)), transformer.state_dict()
-        assert back.keys() == want.keys() and all(back[k].shape == want[k].shape for k in want)
+    converters["flux"] = utils.convert_flux_transformer_checkpoint_to_diffusers
+    for transformer, to_original, model_type, family in cases:
+        original = to_original(transformer)
+        assert utils.infer_diffusers_model_type(original) == model_type and FILE_TYPES[model_type] == family
+        back, want = converters[family](dict(original)), transformer.state_dict()
+        assert back.keys() == want.keys() and all(back[k].shape == want[k].shape for k in want), model_type
 
 
 def inversion_config(pretrained: str, single_file_config: str | None = None) -> dict:
@@ -232,3 +238,19 @@ def test_edit_and_plan_commands_take_an_sd3_file_and_its_folder(sd3_written, tmp
     assert "edited 2 frames 32x48" in capsys.readouterr().out
     planned = plan_run(config_from_dict(inversion_config(file, folder)))
     assert planned == plan_run(config_from_dict(inversion_config(folder)))
+
+
+def test_text_encoders_in_an_sd3_file_are_noted_and_the_configs_used(sd3_written, tmp_path, caplog, offline):
+    from tests.ldm_layout import with_text_model
+
+    _, pipeline, file, folder = sd3_written
+    clip = {
+        f"text_encoders.clip_l.transformer.{with_text_model(k)}": v
+        for k, v in pipeline.text_encoder.state_dict().items()
+    }
+    save_file(original_layout(pipeline, "tiny-sd3") | clip, tmp_path / "incl_clips.safetensors")
+    with caplog.at_level("WARNING", logger="vidinv"):
+        loaded = load_models(str(tmp_path / "incl_clips.safetensors"), device="cpu", single_file_config=folder)
+    assert "the text encoders in" in caplog.text and "single_file_config's are used" in caplog.text
+    assert_same_weights(pipeline.transformer, loaded.transformer)
+    assert_same_weights(pipeline.text_encoder, loaded.text_encoder)
