@@ -254,3 +254,17 @@ def test_text_encoders_in_an_sd3_file_are_noted_and_the_configs_used(sd3_written
     assert "the text encoders in" in caplog.text and "single_file_config's are used" in caplog.text
     assert_same_weights(pipeline.transformer, loaded.transformer)
     assert_same_weights(pipeline.text_encoder, loaded.text_encoder)
+
+
+def test_a_wan_config_takes_no_single_file(sd3_written, tmp_path, offline):
+    """Wan folders load (the video model), Wan single files do not: one line either way."""
+    _, _, file, _ = sd3_written
+    tiny_flow_pipeline("tiny-wan").save_pretrained(tmp_path / "wan")
+    random = tmp_path / "random.safetensors"
+    save_file({"some.weight": torch.zeros(2, 2)}, random)
+    with pytest.raises(VidinvError) as err:
+        load_models(str(random), device="cpu", single_file_config=str(tmp_path / "wan"))
+    assert one_line(err).endswith("vidinv loads single files of SD3 / Flux, not Wan")
+    with pytest.raises(VidinvError) as err:
+        load_models(file, device="cpu", single_file_config=str(tmp_path / "wan"))
+    assert one_line(err).endswith(f"is a WanPipeline, but {file} holds an original-layout SD3 transformer")
