@@ -28,15 +28,20 @@ def _embedders(names: dict[str, str], layers: tuple[str, str]) -> list:
     ]
 
 
+def _qkv(pattern: str, target: str) -> list:
+    """Rules of the q, k, v tensors fused into `target` (slots 0, 1, 2); `{}` in `pattern` is q / k / v."""
+    return [(pattern.format(x), target, slot) for slot, x in enumerate("qkv")]
+
+
 # (diffusers key pattern, original key template, slot in a fused tensor or None)
 SD3_RULES = [
     (r"pos_embed\.pos_embed", "pos_embed", None),
     (rf"pos_embed\.proj{P}", r"x_embedder.proj.\1", None),
     *_embedders({"timestep_embedder": "t_embedder.mlp", "text_embedder": "y_embedder.mlp"}, ("0", "2")),
     (rf"context_embedder{P}", r"context_embedder.\1", None),
-    *[(rf"transformer_blocks\.(\d+)\.attn\.to_{x}{P}", r"joint_blocks.\1.x_block.attn.qkv.\2", i) for i, x in enumerate("qkv")],
-    *[(rf"transformer_blocks\.(\d+)\.attn\.add_{x}_proj{P}", r"joint_blocks.\1.context_block.attn.qkv.\2", i) for i, x in enumerate("qkv")],
-    *[(rf"transformer_blocks\.(\d+)\.attn2\.to_{x}{P}", r"joint_blocks.\1.x_block.attn2.qkv.\2", i) for i, x in enumerate("qkv")],
+    *_qkv(rf"transformer_blocks\.(\d+)\.attn\.to_{{}}{P}", r"joint_blocks.\1.x_block.attn.qkv.\2"),
+    *_qkv(rf"transformer_blocks\.(\d+)\.attn\.add_{{}}_proj{P}", r"joint_blocks.\1.context_block.attn.qkv.\2"),
+    *_qkv(rf"transformer_blocks\.(\d+)\.attn2\.to_{{}}{P}", r"joint_blocks.\1.x_block.attn2.qkv.\2"),
     (rf"transformer_blocks\.(\d+)\.attn\.norm_([qk]){P}", r"joint_blocks.\1.x_block.attn.ln_\2.\3", None),
     (rf"transformer_blocks\.(\d+)\.attn\.norm_added_([qk]){P}", r"joint_blocks.\1.context_block.attn.ln_\2.\3", None),
     (rf"transformer_blocks\.(\d+)\.attn2\.norm_([qk]){P}", r"joint_blocks.\1.x_block.attn2.ln_\2.\3", None),
@@ -62,8 +67,8 @@ FLUX_RULES = [
     (rf"x_embedder{P}", r"img_in.\1", None),
     (rf"transformer_blocks\.(\d+)\.norm1\.linear{P}", r"double_blocks.\1.img_mod.lin.\2", None),
     (rf"transformer_blocks\.(\d+)\.norm1_context\.linear{P}", r"double_blocks.\1.txt_mod.lin.\2", None),
-    *[(rf"transformer_blocks\.(\d+)\.attn\.to_{x}{P}", r"double_blocks.\1.img_attn.qkv.\2", i) for i, x in enumerate("qkv")],
-    *[(rf"transformer_blocks\.(\d+)\.attn\.add_{x}_proj{P}", r"double_blocks.\1.txt_attn.qkv.\2", i) for i, x in enumerate("qkv")],
+    *_qkv(rf"transformer_blocks\.(\d+)\.attn\.to_{{}}{P}", r"double_blocks.\1.img_attn.qkv.\2"),
+    *_qkv(rf"transformer_blocks\.(\d+)\.attn\.add_{{}}_proj{P}", r"double_blocks.\1.txt_attn.qkv.\2"),
     (r"transformer_blocks\.(\d+)\.attn\.norm_q\.weight", r"double_blocks.\1.img_attn.norm.query_norm.scale", None),
     (r"transformer_blocks\.(\d+)\.attn\.norm_k\.weight", r"double_blocks.\1.img_attn.norm.key_norm.scale", None),
     (r"transformer_blocks\.(\d+)\.attn\.norm_added_q\.weight", r"double_blocks.\1.txt_attn.norm.query_norm.scale", None),
@@ -75,7 +80,7 @@ FLUX_RULES = [
     (rf"transformer_blocks\.(\d+)\.attn\.to_out\.0{P}", r"double_blocks.\1.img_attn.proj.\2", None),
     (rf"transformer_blocks\.(\d+)\.attn\.to_add_out{P}", r"double_blocks.\1.txt_attn.proj.\2", None),
     (rf"single_transformer_blocks\.(\d+)\.norm\.linear{P}", r"single_blocks.\1.modulation.lin.\2", None),
-    *[(rf"single_transformer_blocks\.(\d+)\.attn\.to_{x}{P}", r"single_blocks.\1.linear1.\2", i) for i, x in enumerate("qkv")],
+    *_qkv(rf"single_transformer_blocks\.(\d+)\.attn\.to_{{}}{P}", r"single_blocks.\1.linear1.\2"),
     (rf"single_transformer_blocks\.(\d+)\.proj_mlp{P}", r"single_blocks.\1.linear1.\2", 3),
     (r"single_transformer_blocks\.(\d+)\.attn\.norm_q\.weight", r"single_blocks.\1.norm.query_norm.scale", None),
     (r"single_transformer_blocks\.(\d+)\.attn\.norm_k\.weight", r"single_blocks.\1.norm.key_norm.scale", None),

@@ -122,7 +122,8 @@ def flow_family_of_file(path: str, config: str | None) -> str | None:
     wanted = PIPELINES.get(named or "")
     if family is not None and named is not None and wanted != family:
         raise VidinvError(
-            f"model.single_file_config: {config} is a {named}, but {path} holds an original-layout {NAMES[family]} transformer"
+            f"model.single_file_config: {config} is a {named},"
+            f" but {path} holds an original-layout {NAMES[family]} transformer"
         )
     if family is None and wanted in TRANSFORMERS:
         raise VidinvError(f"model.pretrained: {path} is no {NAMES[wanted]} transformer file (original layout)")
@@ -322,8 +323,8 @@ def _config_offline(path: str, family: str, config: str | None) -> bool:
 
     if config is None:
         raise VidinvError(
-            f"model.single_file_config: {path} holds an original-layout {NAMES[family]} transformer; name the diffusers folder or hub id"
-            f" holding the other components (e.g. {PUBLISHED[family]})"
+            f"model.single_file_config: {path} holds an original-layout {NAMES[family]} transformer;"
+            f" name the diffusers folder or hub id holding the other components (e.g. {PUBLISHED[family]})"
         )
     if looks_like_path(config):
         check_config_folder(config)
