@@ -169,7 +169,10 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     transformers (SD3, Flux) through `vidinv.plan_flow`."""
     from vidinv.models.flow import flow_family_of
 
-    family = flow_family_of(os.path.expanduser(config.model.pretrained))
+    config_folder = config.model.single_file_config
+    family = flow_family_of(
+        os.path.expanduser(config.model.pretrained), config_folder and os.path.expanduser(config_folder)
+    )
     if family is not None:
         from vidinv.plan_flow import plan_flow
 

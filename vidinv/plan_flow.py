@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import torch
 
 from vidinv.config import Config
+from vidinv.errors import VidinvError
 from vidinv.plan_calls import HOST_BASELINE_BYTES, WORKING_LATENTS, frame_calls
 from vidinv.plan_parts import Plan, clip_shape, default_dtype, param_bytes, read_folder_config
 
@@ -26,12 +27,17 @@ FLOW_MODULES = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_en
 
 
 def flow_configs(config: Config, family: str) -> dict:
-    """{component: (class name, config dict)} of the flow source's modules (tiny: the built ones)."""
+    """{component: (class name, config dict)} of the flow source's modules (tiny: the built ones; a
+    single file: those of its single_file_config, whose transformer config the file's follows)."""
     from vidinv.models.flow import TINY_FLOW
     from vidinv.models.hub import hub_config_folder
-    from vidinv.models.paths import looks_like_path
+    from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
     source = config.model.pretrained
+    if source.endswith(SINGLE_FILE_SUFFIXES):
+        if not config.model.single_file_config:
+            raise VidinvError(f"plan: model.single_file_config must name the diffusers folder or hub id of {source}")
+        source = config.model.single_file_config
     if source in TINY_FLOW:
         from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS
 

@@ -8,7 +8,8 @@ scheduler config, or `model.prediction_type`), the default pixel size, the text 
 the empty negative prompt is zeros (SDXL's `force_zeros_for_empty_prompt`) and the default layers
 of PnP/TokenFlow injection and of FateZero's attention store. Sources are recognised as diffusers
 does: a folder's or hub repo's `model_index.json` (+ `unet/config.json`), or a single file's keys
-(`infer_diffusers_model_type`). Any other pipeline (SD3, Flux, ...) is a one-line `VidinvError`.
+(`infer_diffusers_model_type`). SD3 / Flux are `vidinv.models.flow`'s (recognised before these);
+any other pipeline or checkpoint is a one-line `VidinvError`.
 """
 
 from __future__ import annotations
@@ -248,13 +249,6 @@ def _global_step(path: str) -> int | None:
     return checkpoint.get("global_step")
 
 
-def checkpoint_type(path: str) -> str:
-    """diffusers' model type of a single-file checkpoint (v1, v2, xl_base, ...) from its keys."""
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-
-    return infer_diffusers_model_type(_checkpoint_shapes(path))
-
-
 class _Shape:
     """A stand-in tensor with only `.shape` (what infer_diffusers_model_type reads)."""
 
@@ -262,7 +256,7 @@ class _Shape:
         self.shape = tuple(shape)
 
 
-def _checkpoint_shapes(path: str) -> dict:
+def checkpoint_shapes(path: str) -> dict:
     """key -> object with .shape, reading a .safetensors header only (a .ckpt is loaded)."""
     if path.endswith(".safetensors"):
         from safetensors import safe_open
@@ -276,11 +270,17 @@ def _checkpoint_shapes(path: str) -> dict:
 
 
 def family_name_of_checkpoint(path: str) -> str:
-    """sd1 / sd2 / sdxl for a single-file checkpoint; a one-line error for anything else."""
+    """sd1 / sd2 / sdxl for a single-file checkpoint; a one-line error for anything else (keys
+    diffusers does not know, which it calls `v1`, too: an SD 1.x file has an LDM UNet)."""
+    from diffusers.loaders.single_file_utils import LDM_UNET_KEY, infer_diffusers_model_type
+
     try:
-        model_type = checkpoint_type(path)
+        shapes = checkpoint_shapes(path)
+        model_type = infer_diffusers_model_type(shapes)
     except Exception as err:  # corrupt or foreign files: the loader reports them
         raise VidinvError(f"model.pretrained: cannot read checkpoint {path}: {type(err).__name__}") from err
+    if model_type == "v1" and not any(key.startswith(LDM_UNET_KEY) for key in shapes):
+        raise unsupported(path, "checkpoint of no type diffusers knows (no LDM UNet keys)")
     if model_type not in SINGLE_FILE_TYPES:
         raise unsupported(path, f"'{model_type}' checkpoint")
     return SINGLE_FILE_TYPES[model_type]

@@ -20,11 +20,18 @@ f = (frames - 1) / 4 + 1 latent frames of its causal VAE), so it is called on ev
 Its pipelines ship UniPC with flow sigmas; vidinv steps the same shifted flow grid with Euler
 (`FlowMatchEulerDiscreteScheduler` with the UniPC config's `flow_shift`), the step the inversion
 reverses. Its VAE stays in fp32 (as diffusers' Wan examples load it).
+
+A single file (.safetensors / .ckpt) is a transformer in its original layout (Stability's SD3 MMDiT,
+e.g. sd3_medium.safetensors; BFL's Flux, e.g. flux1-dev.safetensors), recognised from its keys as
+diffusers infers them: its transformer, and its VAE when it holds one, are converted by diffusers'
+`from_single_file`; the other components come from `model.single_file_config` (a diffusers folder,
+read offline, or a hub id).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,34 +39,97 @@ import torch
 from einops import rearrange, repeat
 
 from vidinv.errors import VidinvError, first_line
+from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
 PIPELINES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan"}
 TINY_FLOW = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan"}
 MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512, "wan": 512}  # the pipelines' T5 token defaults
 VIDEO_FAMILIES = ("wan",)  # native video models: the transformer sees the whole latent clip
+NAMES = {"sd3": "SD3", "flux": "Flux", "wan": "Wan"}
+TRANSFORMERS = {"sd3": "SD3Transformer2DModel", "flux": "FluxTransformer2DModel"}  # the single-file families
+PUBLISHED = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers", "flux": "black-forest-labs/FLUX.1-dev"}
+# diffusers' model types (infer_diffusers_model_type) of the single files vidinv loads
+FILE_TYPES = {"sd3": "sd3", "sd35_medium": "sd3", "sd35_large": "sd3", "flux-dev": "flux", "flux-schnell": "flux"}
+FLUX1_WIDTH = 3072  # diffusers' Flux conversion splits the single blocks' fused q, k, v, MLP at this width
+TEXT_ENCODER_PREFIX = "text_encoders."  # SD3 files with their CLIP / T5 towers (sd3_medium_incl_clips*)
+log = logging.getLogger("vidinv")
 
 
-def flow_family_of(pretrained: str) -> str | None:
-    """`sd3` / `flux` / `wan` when `pretrained` is a flow pipeline (a built-in tiny name, or a folder /
-    hub id whose model_index.json names StableDiffusion3Pipeline / FluxPipeline / WanPipeline); None
-    otherwise."""
+def flow_family_of(pretrained: str, single_file_config: str | None = None) -> str | None:
+    """`sd3` / `flux` / `wan` when `pretrained` is a flow model: a built-in tiny name, a folder / hub
+    id whose model_index.json names StableDiffusion3Pipeline / FluxPipeline / WanPipeline, or a single
+    file of an SD3 / Flux transformer (`flow_family_of_file`); None otherwise."""
     if pretrained in TINY_FLOW:
         return TINY_FLOW[pretrained]
-    index = Path(pretrained) / "model_index.json"
+    if pretrained.endswith(SINGLE_FILE_SUFFIXES):
+        return flow_family_of_file(pretrained, single_file_config)
+    return PIPELINES.get(pipeline_name(pretrained) or "")
+
+
+def pipeline_name(source: str) -> str | None:
+    """The `_class_name` in the model_index.json of a folder or hub id (cache or hub, no weights);
+    None without one. A hub down and the id not cached: a one-line error."""
+    index = Path(source) / "model_index.json"
     if index.is_file():
-        return PIPELINES.get(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
-    if Path(pretrained).exists() or pretrained.endswith((".safetensors", ".ckpt")) or pretrained.count("/") != 1:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    if Path(source).exists() or source.endswith(SINGLE_FILE_SUFFIXES) or source.count("/") != 1:
         return None
     from vidinv.models.hub import hub_local_only
 
-    local_only = hub_local_only(pretrained)  # a hub down and the id not cached: one line, in seconds
-    try:  # a hub id: its model_index.json from the cache or the hub (small; no weights)
+    local_only = hub_local_only(source)  # one line, in seconds
+    try:
         from diffusers import DiffusionPipeline
 
-        index = DiffusionPipeline.load_config(pretrained, local_files_only=local_only)
-        return PIPELINES.get(index.get("_class_name", ""))
-    except Exception:  # not found / not a pipeline: the SD loader reports it
+        return DiffusionPipeline.load_config(source, local_files_only=local_only).get("_class_name")
+    except Exception:  # not found / not a pipeline: the loaders report it
         return None
+
+
+def flow_type_of_checkpoint(path: str) -> str | None:
+    """`sd3` / `flux` when a single file holds an SD3 / Flux transformer in its original layout, by
+    diffusers' model type of its keys (FILE_TYPES); diffusers' SD3 rule also checks the published
+    widths, so SD3's marker keys alone stand for smaller ones (the tiny test models). None otherwise."""
+    from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES, infer_diffusers_model_type
+
+    from vidinv.models.family import checkpoint_shapes
+
+    try:
+        shapes = checkpoint_shapes(path)
+    except Exception:  # corrupt or foreign files: the SD loader reports them
+        return None
+    try:
+        model_type = infer_diffusers_model_type(shapes)
+    except Exception:  # its SD3 rule fails on position embeddings of sizes it does not know
+        model_type = None
+    if model_type in FILE_TYPES:
+        return FILE_TYPES[model_type]
+    markers = CHECKPOINT_KEY_NAMES["sd3"]  # a list (one key in older diffusers)
+    marked = any(key in shapes for key in ([markers] if isinstance(markers, str) else markers))
+    return "sd3" if marked and model_type in (None, "v1") else None  # "v1": its answer for unknown keys
+
+
+def flow_family_of_file(path: str, config: str | None) -> str | None:
+    """The family of a single file's transformer (`flow_type_of_checkpoint`), which must be the one
+    of single_file_config's pipeline when that names one; None for other files (the SD loader's).
+    A flow config with a file that holds no such transformer: a one-line error naming the file."""
+    if not Path(path).is_file():
+        return None  # the SD loader says it does not exist
+    family = flow_type_of_checkpoint(path)
+    try:
+        named = pipeline_name(config) if config else None
+    except VidinvError:  # a hub id the hub cannot give: the loaders say so in their words
+        named = None
+    wanted = PIPELINES.get(named or "")
+    if family is not None and named is not None and wanted != family:
+        raise VidinvError(
+            f"model.single_file_config: {config} is a {named},"
+            f" but {path} holds an original-layout {NAMES[family]} transformer"
+        )
+    if family is None and wanted in TRANSFORMERS:
+        raise VidinvError(f"model.pretrained: {path} is no {NAMES[wanted]} transformer file (original layout)")
+    if family is None and wanted is not None:
+        raise VidinvError(f"model.pretrained: {path}: vidinv loads single files of SD3 / Flux, not {NAMES[wanted]}")
+    return family
 
 
 @dataclass
@@ -227,9 +297,12 @@ def _t5_options(pretrained: str, family: str, t5: bool) -> dict:
     return {"text_encoder_3": None, "tokenizer_3": None} if absent or not t5 else {}
 
 
-def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype, *, t5: bool = True):
-    """The diffusers pipeline of a flow model: a built-in tiny one, a folder or a hub id; `t5`
-    false: SD3 without its T5 encoder (diffusers' documented memory-saving way)."""
+def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype, *, t5: bool = True, config=None):
+    """The diffusers pipeline of a flow model: a built-in tiny one, a folder, a hub id or a single
+    file (`config`: its single_file_config); `t5` false: SD3 without its T5 encoder (diffusers'
+    documented memory-saving way)."""
+    if pretrained.endswith(SINGLE_FILE_SUFFIXES):
+        return load_flow_single_file(pretrained, family, dtype, config, t5=t5)
     extra = _t5_options(pretrained, family, t5)
     if pretrained in TINY_FLOW:
         from vidinv.models.tiny_flow import tiny_flow_pipeline
@@ -242,11 +315,78 @@ def load_flow_pipeline(pretrained: str, family: str, dtype: torch.dtype, *, t5: 
         raise VidinvError(f"model.pretrained: cannot load {where} {pretrained!r}: {first_line(err)}") from err
 
 
+def _config_offline(path: str, family: str, config: str | None) -> bool:
+    """Whether single_file_config is read offline (a local folder, checked; a cached hub id when the
+    hub is down); a one-line error when it is not set."""
+    from vidinv.models.hub import hub_local_only
+    from vidinv.models.single_file import check_config_folder
+
+    if config is None:
+        raise VidinvError(
+            f"model.single_file_config: {path} holds an original-layout {NAMES[family]} transformer;"
+            f" name the diffusers folder or hub id holding the other components (e.g. {PUBLISHED[family]})"
+        )
+    if looks_like_path(config):
+        check_config_folder(config)
+        return True
+    return hub_local_only(config, key="model.single_file_config")
+
+
+def holds_vae(shapes: dict) -> bool:
+    """Whether a single file's keys hold a VAE (under diffusers' LDM VAE prefixes)."""
+    from diffusers.loaders.single_file_utils import LDM_VAE_KEYS
+
+    return any(key.startswith(tuple(LDM_VAE_KEYS)) for key in shapes)
+
+
+def _width_hint(family: str, shapes: dict) -> str:
+    """Why diffusers cannot convert a Flux transformer of another width than Flux.1's."""
+    img_in = shapes.get("img_in.weight", shapes.get("model.diffusion_model.img_in.weight"))
+    if family != "flux" or img_in is None or img_in.shape[0] == FLUX1_WIDTH:
+        return ""
+    return f" (diffusers converts Flux transformers of width {FLUX1_WIDTH}, Flux.1's; this one's is {img_in.shape[0]})"
+
+
+def load_flow_single_file(path: str, family: str, dtype: torch.dtype, config: str | None, *, t5: bool = True):
+    """A flow pipeline from one original-layout file (module docstring): its transformer, and its VAE
+    when it holds one, by diffusers' `from_single_file`; the other components from `config`."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    from vidinv.models.family import checkpoint_shapes
+    from vidinv.models.single_file import hub_hint
+
+    local = _config_offline(path, family, config)
+    extra = _t5_options(config, family, t5)
+    shapes = checkpoint_shapes(path)
+    if any(key.startswith(TEXT_ENCODER_PREFIX) for key in shapes):
+        log.warning("note: the text encoders in %s are not read; single_file_config's are used", path)
+    options = {"config": config, "torch_dtype": dtype, "local_files_only": local}
+    transformer = getattr(diffusers, TRANSFORMERS[family])
+    try:
+        parts = {"transformer": transformer.from_single_file(path, subfolder="transformer", **options)}
+        if holds_vae(shapes):
+            parts["vae"] = diffusers.AutoencoderKL.from_single_file(path, subfolder="vae", **options)
+        return _pipeline_class(family).from_pretrained(
+            config, torch_dtype=dtype, local_files_only=local, **parts, **extra
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as err:
+        hint = _width_hint(family, shapes) + hub_hint(err, config)
+        raise VidinvError(f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{hint}") from err
+
+
 def load_flow_models(
-    pretrained: str, family: str, *, dtype: torch.dtype, device: torch.device, prepare, t5: bool = True
+    pretrained: str,
+    family: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    prepare,
+    t5: bool = True,
+    single_file_config: str | None = None,
 ) -> FlowModels:
     """The flow pipeline's modules cast, moved and frozen by `prepare(module, dtype, device)`."""
-    pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5)
+    pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5, config=single_file_config)
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
             keep_fp32 = family in VIDEO_FAMILIES and name == "vae"

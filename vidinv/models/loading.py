@@ -244,9 +244,10 @@ def load_models(
     """Load tokenizer(s), text encoder(s), UNet, VAE and a DDIM scheduler, in eval mode on `device`.
 
     `pretrained` is `tiny` / `tiny-sd2` / `tiny-sdxl` (built-in offline models), a hub id, a local
-    diffusers folder, or a single `.safetensors`/`.ckpt` checkpoint (original LDM layout;
-    `single_file_config` names a diffusers folder or hub id holding the component configs, else
-    diffusers infers them). `prediction_type` overrides the scheduler's (`auto` keeps it), `vae`
+    diffusers folder, or a single `.safetensors`/`.ckpt` checkpoint (original layout: an SD 1.x / 2.x /
+    SDXL LDM checkpoint, or an SD3 / Flux transformer; `single_file_config` names a diffusers folder
+    or hub id with the other components: their configs for SD (else diffusers infers them), configs
+    and weights for SD3 / Flux (required)). `prediction_type` overrides the scheduler's (`auto` keeps it), `vae`
     replaces the pipeline's VAE (hub id or folder, e.g. an fp16-safe one), `controlnet` loads one
     ControlNet or several (hub ids, folders or single files) into `Models.controlnets`.
     `t5` false loads SD3 without its T5 text encoder (an error for Flux and for models without T5).
@@ -256,10 +257,16 @@ def load_models(
     quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
-    flow_family = flow_family_of(pretrained)
+    flow_family = flow_family_of(pretrained, config)
     if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
         return load_flow_models(
-            pretrained, flow_family, dtype=torch_dtype, device=torch_device, prepare=_prepare, t5=t5
+            pretrained,
+            flow_family,
+            dtype=torch_dtype,
+            device=torch_device,
+            prepare=_prepare,
+            t5=t5,
+            single_file_config=config,
         )
     if not t5:
         raise VidinvError(f"model.t5: {pretrained} has no T5 text encoder to drop (only SD3 does)")

@@ -15,12 +15,13 @@ from pathlib import Path
 from vidinv.errors import VidinvError
 from vidinv.models.causal_vae import temporal_factor
 from vidinv.models.family import detect_family, read_config
+from vidinv.models.flow import NAMES, TINY_FLOW, VIDEO_FAMILIES, flow_family_of
 from vidinv.models.flow import PIPELINES as FLOW_PIPELINES
-from vidinv.models.flow import TINY_FLOW, VIDEO_FAMILIES, flow_family_of
 from vidinv.models.hub import hub_config_folder
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES
 from vidinv.models.vae import spatial_factor
 
+PIPELINE_OF = {family: name for name, family in FLOW_PIPELINES.items()}
 # the pipelines' default output size (height x width) where the transformer config does not say
 FLOW_DEFAULT_SIZES = {"sd3": (1024, 1024), "flux": (1024, 1024), "wan": (480, 832)}  # (height, width)
 
@@ -39,8 +40,26 @@ def source_kind(pretrained: str) -> str:
     raise VidinvError(f"model.pretrained: {pretrained} is no folder, .safetensors/.ckpt file, hub id or built-in name")
 
 
-def _flow_configs(pretrained: str) -> tuple[dict, dict, dict]:
-    """model_index.json and the {component: config} of a flow source (tiny: built in memory)."""
+def single_file_row(path: str, family: str, config: str | None) -> str:
+    """What a flow single file holds and where the other components come from (a local
+    single_file_config folder must exist)."""
+    from vidinv.models.family import checkpoint_shapes
+    from vidinv.models.flow import holds_vae
+    from vidinv.models.paths import looks_like_path
+    from vidinv.models.single_file import check_config_folder
+
+    if config is not None and looks_like_path(config):
+        check_config_folder(config)
+    vae = holds_vae(checkpoint_shapes(path))
+    rest = f"from {config}" if config else "from model.single_file_config (not set)"
+    return f"{NAMES[family]} transformer{' and VAE' if vae else ''} (original layout); the other components {rest}"
+
+
+def _flow_configs(pretrained: str | None) -> tuple[dict, dict, dict]:
+    """model_index.json and the {component: config} of a flow source (tiny: built in memory; None,
+    a single file without single_file_config: none)."""
+    if pretrained is None:
+        return {}, {}, {}
     if pretrained in TINY_FLOW:
         from vidinv.models.tiny_flow import tiny_flow_pipeline
 
@@ -62,7 +81,7 @@ def _text_encoders(index: dict) -> str:
     return ", ".join(classes) or "none"
 
 
-def flow_report(pretrained: str, family: str) -> list[tuple[str, str]]:
+def flow_report(pretrained: str | None, family: str) -> list[tuple[str, str]]:
     index, configs, scheduler = _flow_configs(pretrained)
     size = FLOW_DEFAULT_SIZES.get(family)
     sample = configs.get("transformer", {}).get("sample_size")
@@ -71,18 +90,19 @@ def flow_report(pretrained: str, family: str) -> list[tuple[str, str]]:
         size = (sample * factor, sample * factor)
     rows = [
         ("family", family),
-        ("pipeline", index.get("_class_name", "?")),
+        ("pipeline", index.get("_class_name") or PIPELINE_OF[family]),
         ("prediction type", _flow_prediction(scheduler)),
+        ("default size", f"{size[1]}x{size[0]}"),
         ("shift", str(_shift(scheduler)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
         ("text encoders", _text_encoders(index)),
     ]
+    if pretrained is None:  # a single file alone: no scheduler, no encoders
+        return rows[:4]
     per_latent = temporal_factor(configs.get("vae", {}))
     if per_latent > 1:
         rows.append(
             ("frames", f"1 + a multiple of {per_latent} (causal video VAE: {per_latent} frames a latent frame)")
         )
-    if size is not None:
-        rows.insert(3, ("default size", f"{size[1]}x{size[0]}"))
     return rows
 
 
@@ -117,10 +137,13 @@ def model_report(
     rows = [("source", f"{pretrained} ({kind})")]
     if kind == "hub id":  # its configs from the cache or the hub (no weights); one line when neither
         pretrained = str(hub_config_folder(pretrained))
-    family = None if kind == "single file" else flow_family_of(pretrained)
+    family = flow_family_of(pretrained, single_file_config)
     if family in FLOW_PIPELINES.values():
-        kind = "video" if family in VIDEO_FAMILIES else "flow"
-        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(kind))]
+        if kind == "single file":
+            rows.append(("single file", single_file_row(pretrained, family, single_file_config)))
+            pretrained = single_file_config
+        methods = "video" if family in VIDEO_FAMILIES else "flow"
+        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(methods))]
     found = detect_family(pretrained, single_file_config, prediction_type)
     rows += found.report()[:1] + [("pipeline", found.traits.pipeline)] + found.report()[1:]
     return rows + [("edit methods", edit_methods_for("unet"))]

@@ -1,7 +1,8 @@
 """Single-file SD 1.x / 2.x / SDXL checkpoints (.safetensors / .ckpt, original layout), converted by diffusers.
 
 The family (and so the diffusers pipeline class) comes from `single_file_config` when it is
-readable, else from the checkpoint's keys as diffusers infers it.
+readable, else from the checkpoint's keys as diffusers infers it. SD3 / Flux transformer files
+load in `vidinv.models.flow` (with `check_config_folder` and `hub_hint` from here).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _is_hub_error(err: BaseException) -> bool:
     return isinstance(err, (EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, ConnectionError))
 
 
-def _hint(err: BaseException, config: str | None) -> str:
+def hub_hint(err: BaseException, config: str | None) -> str:
     """What to do when the hub is why loading failed; nothing otherwise."""
     if not _is_hub_error(err):
         return ""
@@ -35,14 +36,14 @@ def _hint(err: BaseException, config: str | None) -> str:
     return f" (model.single_file_config {config!r} is a hub id: it needs network or a filled HF cache)"
 
 
-def _check_config_folder(config: str) -> None:
+def check_config_folder(config: str) -> None:
     """A local config folder must exist and be a diffusers pipeline folder (model_index.json + components)."""
     if not Path(config).is_dir():
         raise VidinvError(f"model.single_file_config: folder {config} does not exist")
     if not (Path(config) / "model_index.json").is_file():
         raise VidinvError(
             f"model.single_file_config: folder {config} has no model_index.json"
-            " (use a diffusers Stable Diffusion folder, e.g. one written by Models.save_pretrained)"
+            " (use a diffusers pipeline folder, e.g. one written by save_pretrained)"
         )
 
 
@@ -61,7 +62,7 @@ def _from_single_file(path: str, dtype: torch.dtype, config: str | None):
     """diffusers' from_single_file of the family's pipeline; a local config folder keeps it off the hub."""
     local = config is not None and looks_like_path(config)
     if local:
-        _check_config_folder(config)
+        check_config_folder(config)
     pipeline = _pipeline_class(path, config)
     extra = {"safety_checker": None} if pipeline.__name__ == "StableDiffusionPipeline" else {}
     return pipeline.from_single_file(path, config=config, torch_dtype=dtype, local_files_only=local, **extra)
@@ -78,7 +79,7 @@ def load_single_file(path: str, dtype: torch.dtype, config: str | None = None) -
         pipe = _from_single_file(path, dtype, config)
     except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as err:
         raise VidinvError(
-            f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{_hint(err, config)}"
+            f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{hub_hint(err, config)}"
         ) from err
     parts = {name: getattr(pipe, name, None) for name in ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2")}
     parts = {name: part for name, part in parts.items() if part is not None}
