@@ -15,17 +15,20 @@
   shift 0.0609), FlowMatchEulerDiscreteScheduler(shift=3.0), and no T5 (text_encoder_3 =
   tokenizer_3 = None: diffusers' documented memory-saving way; its 256 text tokens are zeros, so the
   transformer still sees 77 + 256 of them, as with T5).
-- wan: Wan 2.1 T2V 1.3B as a `FlowModels` (a WanPipeline): WanTransformer3DModel (1418.7 M
+- wan: Wan 2.1 T2V 1.3B as a `FlowModels` (a WanPipeline): WanTransformer3DModel (1419.0 M
   parameters in diffusers' count, 30 layers of width 1536), AutoencoderKLWan() with its default
   config (Wan 2.1's 3D causal VAE, 126.9 M, kept in fp32 as vidinv loads it),
   FlowMatchEulerDiscreteScheduler(shift=3.0) (vidinv steps Wan's UniPC flow grid with Euler). The
   text encoder is a 1-layer UMT5EncoderModel of UMT5-XXL's shape (d_model 4096, 64 heads, gated-GELU
-  FFN 10240) over the tiny tokenizer's vocabulary, 193 M parameters: the real UMT5-XXL encoder is
-  5.7 B parameters (24 layers, 256k-token vocabulary), but it runs once per prompt, i.e. once per
-  clip, and its output (512 tokens of width 4096) has the real shape, so every transformer
-  frame-call costs what it costs with the real encoder.
+  FFN 10240) over the tiny tokenizer's vocabulary, 195.1 M parameters: the real UMT5-XXL encoder is
+  5.7 B parameters (24 layers, 256k-token vocabulary), but it runs once per prompt of a stage
+  (inversion, edit: once per clip, not per frame or step), and its output (512 tokens of width
+  4096) has the real shape, so every transformer frame-call costs what it costs with the real
+  encoder. A stage's time includes encoding its prompt with this one layer (the real encoder:
+  about 24x that, once per stage).
 
-Every builder seeds torch with TINY_SEED first, so the same arch gives the same weights.
+Every builder seeds torch with TINY_SEED first and builds in the asked dtype, so the same arch and
+dtype give the same weights.
 """
 
 from __future__ import annotations
