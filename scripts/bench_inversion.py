@@ -21,8 +21,8 @@ model refuses (ddpm_ef: no stochastic sampler on a flow grid) is skipped with a 
 (1 + (frames - 1) / 4, every latent frame in each call); both counts are printed.
 
 Per row: frame-calls and peak memory of each stage (inversion, reconstruction; benchlib.PeakMemory:
-CUDA allocator peak, CPU sampled RSS growth), the time of the whole (best of --repeats runs), and
-time / ddim's, after an untimed 1-step warm-up run. Prints a table and writes JSON (default bench_results/inversion.json).
+CUDA allocator peak, CPU sampled RSS growth), the time of the whole (the best of --repeats runs,
+the methods of a step count taken in turn on each round), and time / ddim's, after an untimed 1-step warm-up run. Prints a table and writes JSON (default bench_results/inversion.json).
 """
 
 from __future__ import annotations
@@ -116,26 +116,26 @@ def refusal(models, cfg) -> str | None:
     return None
 
 
-def staged_run(models, latents, cfg, repeats: int) -> dict:
-    """Invert + reconstruct `repeats` times: the fastest run's record, latents and seconds, the
-    largest peak of each stage (benchlib.PeakMemory: the stage switches between the two calls)."""
-    best, peaks = None, {}
-    for _ in range(repeats):
-        stats: dict = {}
-        memory = benchlib.PeakMemory(models.device, stage="inversion")
-        with memory:
-            start = time.perf_counter()
-            record = api.invert(models, latents, cfg)
-            memory.stage("reconstruction")
-            recon = api.reconstruct(models, record, cfg, start=0, stats=stats)
-            benchlib.synchronize(models.device)
-            seconds = time.perf_counter() - start
-        for stage, mb in memory.peaks_mb().items():
-            peaks[stage] = None if mb is None else max(mb, peaks.get(stage) or 0.0)
-        if best is None or seconds < best["seconds"]:
-            best = {"record": record, "recon": recon, "stats": stats, "seconds": seconds}
-        del record, recon
-    return best | {"peaks": peaks}
+def staged_run(models, latents, cfg, best: dict | None = None) -> dict:
+    """Invert + reconstruct once, timed, with the peak of each stage (benchlib.PeakMemory: the stage
+    switches between the two calls); merged with `best` (an earlier run's result): the faster run's
+    record, latents and seconds, the larger peak of each stage."""
+    stats: dict = {}
+    memory = benchlib.PeakMemory(models.device, stage="inversion")
+    with memory:
+        start = time.perf_counter()
+        record = api.invert(models, latents, cfg)
+        memory.stage("reconstruction")
+        recon = api.reconstruct(models, record, cfg, start=0, stats=stats)
+        benchlib.synchronize(models.device)
+        seconds = time.perf_counter() - start
+    peaks = dict(memory.peaks_mb())
+    if best is not None:
+        peaks = {k: None if v is None else max(v, best["peaks"].get(k) or 0.0) for k, v in peaks.items()}
+        if best["seconds"] <= seconds:
+            return best | {"peaks": peaks, "runs": best["runs"] + 1}
+    runs = 1 if best is None else best["runs"] + 1
+    return {"record": record, "recon": recon, "stats": stats, "seconds": seconds, "peaks": peaks, "runs": runs}
 
 
 def main(argv=None) -> int:
@@ -174,17 +174,21 @@ def main(argv=None) -> int:
     runnable = [spec for spec in args.methods if not refusal(models, configs[spec, args.steps[0]])]
     if runnable:  # warm-up, untimed: kernels, allocator, first-call caches (else the first row pays them)
         warm = load_config(args.config, [*base, *method_overrides(runnable[0]), "inversion.steps=1"])
-        staged_run(models, latents, warm, 1)
+        staged_run(models, latents, warm)
     rows = []
     for steps in args.steps:
         ddim_seconds = None
         for spec in args.methods:
-            cfg = configs[spec, steps]
-            why = refusal(models, cfg)
+            why = refusal(models, configs[spec, steps])
             if why:
                 print(f"  {spec} steps={steps}: skipped ({why})", flush=True)
-                continue
-            run = staged_run(models, latents, cfg, args.repeats)
+        specs = [spec for spec in args.methods if not refusal(models, configs[spec, steps])]
+        runs: dict = {}
+        for _ in range(args.repeats):  # the methods interleaved: a slower spell of the machine hits them all
+            for spec in specs:
+                runs[spec] = staged_run(models, latents, configs[spec, steps], runs.get(spec))
+        for spec in specs:
+            cfg, run = configs[spec, steps], runs[spec]
             record, recon, stats, seconds, peaks = (run[k] for k in ("record", "recon", "stats", "seconds", "peaks"))
             decoded = decode_latents(models.vae, recon, config.runtime.vae_chunk)
             per_frame = psnr_per_frame(decoded, roundtrip)
