@@ -1,4 +1,4 @@
-"""Random-weight model architectures for the bench scripts (`--arch tiny|sd15`), in one place.
+"""Random-weight model architectures for the bench scripts (`--arch tiny|sd15|sdxl|sd3|wan`), in one place.
 
 - tiny: the built-in tiny model's shapes (vidinv.models.tiny).
 - sdxl: the published SDXL base 1.0 shapes: UNet 2567.5 M parameters (3 levels, 1/2/10 transformer
@@ -9,8 +9,26 @@
   memory figures, not pictures. The tokenizer is the tiny byte-level one (no vocabulary files
   offline); its ids fall inside CLIP's 49408-token embedding, and the text encoder's cost is
   negligible per clip.
+- sd3: Stable Diffusion 3 medium as a vidinv `FlowModels` (a StableDiffusion3Pipeline): the MMDiT
+  transformer (2028.3 M parameters, SD3_TRANSFORMER_CONFIG), CLIP ViT-L/14 and OpenCLIP ViT-bigG/14
+  text towers with their projections (pooled 768 + 1280), SD3's 16-channel VAE (scaling 1.5305,
+  shift 0.0609), FlowMatchEulerDiscreteScheduler(shift=3.0), and no T5 (text_encoder_3 =
+  tokenizer_3 = None: diffusers' documented memory-saving way; its 256 text tokens are zeros, so the
+  transformer still sees 77 + 256 of them, as with T5).
+- wan: Wan 2.1 T2V 1.3B as a `FlowModels` (a WanPipeline): WanTransformer3DModel (1419.0 M
+  parameters in diffusers' count, 30 layers of width 1536), AutoencoderKLWan() with its default
+  config (Wan 2.1's 3D causal VAE, 126.9 M, kept in fp32 as vidinv loads it),
+  FlowMatchEulerDiscreteScheduler(shift=3.0) (vidinv steps Wan's UniPC flow grid with Euler). The
+  text encoder is a 1-layer UMT5EncoderModel of UMT5-XXL's shape (d_model 4096, 64 heads, gated-GELU
+  FFN 10240) over the tiny tokenizer's vocabulary, 195.1 M parameters: the real UMT5-XXL encoder is
+  5.7 B parameters (24 layers, 256k-token vocabulary), but it runs once per prompt of a stage
+  (inversion, edit: once per clip, not per frame or step), and its output (512 tokens of width
+  4096) has the real shape, so every transformer frame-call costs what it costs with the real
+  encoder. A stage's time includes encoding its prompt with this one layer (the real encoder:
+  about 24x that, once per stage).
 
-Every builder seeds torch with TINY_SEED first, so the same arch gives the same weights.
+Every builder seeds torch with TINY_SEED first and builds in the asked dtype, so the same arch and
+dtype give the same weights.
 """
 
 from __future__ import annotations
@@ -20,7 +38,7 @@ import torch
 
 from vidinv.models.tiny import TINY_SEED, TINY_UNET_CONFIG, TINY_VAE_CONFIG
 
-ARCH_NAMES = ("tiny", "sd15", "sdxl")
+ARCH_NAMES = ("tiny", "sd15", "sdxl", "sd3", "wan")
 
 # diffusers' UNet2DConditionModel defaults are SD 1.x's blocks (320/640/1280/1280, 2 layers).
 SD15_UNET_CONFIG = {"sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8}
@@ -42,8 +60,44 @@ SDXL_VAE_CONFIG = {**SD15_VAE_CONFIG, "sample_size": 1024, "scaling_factor": 0.1
 SDXL_TEXT_2_CONFIG = {**SD15_TEXT_CONFIG, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
                       "num_attention_heads": 20, "hidden_act": "gelu", "projection_dim": 1280}  # fmt: skip
 
+# Flow transformers (published configs: stabilityai/stable-diffusion-3-medium-diffusers,
+# black-forest-labs/FLUX.1-dev, Wan-AI/Wan2.1-T2V-1.3B-Diffusers).
+SD3_TRANSFORMER_CONFIG = {
+    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 192,
+}  # fmt: skip
+FLUX_TRANSFORMER_CONFIG = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}  # fmt: skip
+WAN_TRANSFORMER_CONFIG = {
+    "patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+    "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960, "num_layers": 30, "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads", "eps": 1e-6,
+}  # fmt: skip
+FLOW_VAE_CONFIG = {**SD15_VAE_CONFIG, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
+SD3_VAE_CONFIG = {**FLOW_VAE_CONFIG, "sample_size": 1024, "scaling_factor": 1.5305, "shift_factor": 0.0609}
+WAN_VAE_CONFIG: dict = {}  # AutoencoderKLWan's defaults are Wan 2.1's VAE
+# SD3's CLIP ViT-L/14 with its projection (pooled 768; with bigG's 1280: the transformer's 2048)
+SD3_TEXT_CONFIG = {**SD15_TEXT_CONFIG, "projection_dim": 768}
+# one encoder layer of google/umt5-xxl (Wan 2.1's text encoder has 24), over the tiny vocabulary
+WAN_TEXT_CONFIG = {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_heads": 64, "num_layers": 1,
+                   "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32,
+                   "relative_attention_max_distance": 128, "layer_norm_epsilon": 1e-6}  # fmt: skip
+
 UNET_CONFIGS = {"tiny": TINY_UNET_CONFIG, "sd15": SD15_UNET_CONFIG, "sdxl": SDXL_UNET_CONFIG}
-VAE_CONFIGS = {"tiny": TINY_VAE_CONFIG, "sd15": SD15_VAE_CONFIG, "sdxl": SDXL_VAE_CONFIG}
+UNET_ARCHS = tuple(UNET_CONFIGS)  # the archs with a UNet (bench_attention's)
+VAE_CONFIGS = {
+    "tiny": TINY_VAE_CONFIG, "sd15": SD15_VAE_CONFIG, "sdxl": SDXL_VAE_CONFIG, "sd3": SD3_VAE_CONFIG,
+    "flux": {**FLOW_VAE_CONFIG, "scaling_factor": 0.3611, "shift_factor": 0.1159}, "wan": WAN_VAE_CONFIG,
+}  # fmt: skip
+TRANSFORMER_CONFIGS = {"sd3": SD3_TRANSFORMER_CONFIG, "flux": FLUX_TRANSFORMER_CONFIG, "wan": WAN_TRANSFORMER_CONFIG}
+# text tokens per frame-call: CLIP 77 + T5 256 (SD3), T5 512 (Flux, Wan); pooled width (Wan: none)
+FLOW_TEXT = {"sd3": (77 + 256, 2048), "flux": (512, 768), "wan": (512, None)}
+FLOW_ARCHS = ("sd3", "flux", "wan")  # counted by flow_frame_flops; sd3 and wan are also built by build_models
+VIDEO_ARCHS = ("wan",)  # native video models: latent frames = 1 + (frames - 1) / 4
 
 
 def add_model_args(parser, *, pretrained: str | None = "tiny", device: str = "auto", what: str = "model") -> None:
@@ -55,48 +109,74 @@ def add_model_args(parser, *, pretrained: str | None = "tiny", device: str = "au
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
 
 
-def _ready(module: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
-    module = module.to(device)
-    return (module if dtype == torch.float32 else module.to(dtype)).eval().requires_grad_(False)
+def _build(make, device, dtype: torch.dtype) -> torch.nn.Module:
+    """make() seeded with TINY_SEED and constructed in `dtype` (torch's default dtype while it builds,
+    as transformers' from_config(torch_dtype=...) does: no fp32 copy of a 2 B-parameter model on the
+    way), then on `device`, in eval mode, frozen. Buffers a module computes in fp32 at init (SD3's
+    position table, Wan's rotary table) stay fp32, as diffusers keeps Wan's `rope` on loading (and
+    no `.to(dtype)`: diffusers warns on each)."""
+    torch.manual_seed(TINY_SEED)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        module = make()
+    finally:
+        torch.set_default_dtype(default)
+    return module.to(device=device).eval().requires_grad_(False)
 
 
 def build_unet(arch: str, device, dtype: torch.dtype = torch.float32):
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(TINY_SEED)
-    return _ready(UNet2DConditionModel(**UNET_CONFIGS[arch]), device, dtype)
+    return _build(lambda: UNet2DConditionModel(**UNET_CONFIGS[arch]), device, dtype)
+
+
+def build_transformer(arch: str, device, dtype: torch.dtype = torch.float32):
+    """The flow transformer of `arch` (sd3 | flux | wan)."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, WanTransformer3DModel
+
+    cls = {"sd3": SD3Transformer2DModel, "flux": FluxTransformer2DModel, "wan": WanTransformer3DModel}[arch]
+    return _build(lambda: cls(**TRANSFORMER_CONFIGS[arch]), device, dtype)
 
 
 def build_vae(arch: str, device, dtype: torch.dtype = torch.float32):
-    from diffusers import AutoencoderKL
+    """The arch's VAE (wan: the 3D causal AutoencoderKLWan)."""
+    from diffusers import AutoencoderKL, AutoencoderKLWan
 
-    torch.manual_seed(TINY_SEED)
-    return _ready(AutoencoderKL(**VAE_CONFIGS[arch]), device, dtype)
+    cls = AutoencoderKLWan if arch in VIDEO_ARCHS else AutoencoderKL
+    return _build(lambda: cls(**VAE_CONFIGS[arch]), device, dtype)
 
 
 def build_text_encoder(arch: str, device, dtype: torch.dtype = torch.float32, *, second: bool = False):
-    """The arch's text encoder (`second`: SDXL's CLIPTextModelWithProjection)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """The arch's text encoder (`second`: SDXL's / SD3's OpenCLIP-bigG CLIPTextModelWithProjection;
+    sd3's first is CLIP-L with its projection; wan's a 1-layer UMT5 of UMT5-XXL's width)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, UMT5Config, UMT5EncoderModel
 
     from vidinv.models.tiny import build_tiny_text_encoder, tiny_vocab
 
-    torch.manual_seed(TINY_SEED)
     if arch == "tiny":
-        return _ready(build_tiny_text_encoder(), device, dtype)
+        return _build(build_tiny_text_encoder, device, dtype)
+    if arch == "wan":
+        config = UMT5Config(**WAN_TEXT_CONFIG, vocab_size=len(tiny_vocab()))
+        return _build(lambda: UMT5EncoderModel(config), device, dtype)
     bos, eos = len(tiny_vocab()) - 2, len(tiny_vocab()) - 1  # the tiny tokenizer's special ids
-    fields = SDXL_TEXT_2_CONFIG if second else SD15_TEXT_CONFIG
+    fields = SDXL_TEXT_2_CONFIG if second else SD3_TEXT_CONFIG if arch == "sd3" else SD15_TEXT_CONFIG
     config = CLIPTextConfig(**fields, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
-    return _ready((CLIPTextModelWithProjection if second else CLIPTextModel)(config), device, dtype)
+    cls = CLIPTextModelWithProjection if second or arch == "sd3" else CLIPTextModel
+    return _build(lambda: cls(config), device, dtype)
 
 
 def build_models(arch: str, device, dtype: torch.dtype = torch.float32):
-    """A vidinv `Models` of this arch with random weights (tiny tokenizer, SD's DDIM scheduler)."""
+    """A vidinv `Models` of this arch with random weights (tiny tokenizer, SD's DDIM scheduler);
+    sd3 / wan: a `FlowModels` (`build_flow_models`)."""
     from diffusers import DDIMScheduler
 
     from vidinv.models.family import family_of_components
     from vidinv.models.loading import Models
     from vidinv.models.tiny import SD_SCHEDULER_CONFIG, build_tiny_tokenizer
 
+    if arch in FLOW_ARCHS:
+        return build_flow_models(arch, device, dtype)
     device = torch.device(device)
     parts = dict(
         tokenizer=build_tiny_tokenizer(),
@@ -112,9 +192,42 @@ def build_models(arch: str, device, dtype: torch.dtype = torch.float32):
     return Models(**parts, device=device, dtype=dtype, source=f"arch:{arch}", family=family_of_components(parts))
 
 
+def build_flow_models(arch: str, device, dtype: torch.dtype = torch.float32):
+    """A vidinv `FlowModels` of `arch` (sd3 | wan) with random weights: its diffusers pipeline built
+    from the published shapes (module docstring), the tiny tokenizer(s), the pipeline's default text
+    sequence (SD3 77 + 256 tokens, Wan 512); Wan's VAE in fp32."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from vidinv.models.flow import MAX_SEQUENCE_LENGTH, PIPELINES, FlowModels
+    from vidinv.models.tiny import build_tiny_tokenizer
+    from vidinv.models.tiny_flow import SD3_SCHEDULER_CONFIG, WAN_SCHEDULER_CONFIG
+
+    if arch not in ("sd3", "wan"):
+        raise ValueError(f"no random-weight pipeline for arch {arch!r} (sd3, wan)")
+    device = torch.device(device)
+    parts = dict(
+        transformer=build_transformer(arch, device, dtype),
+        vae=build_vae(arch, device, torch.float32 if arch in VIDEO_ARCHS else dtype),
+        text_encoder=build_text_encoder(arch, device, dtype),
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**(SD3_SCHEDULER_CONFIG if arch == "sd3" else WAN_SCHEDULER_CONFIG)),
+    )
+    if arch == "sd3":
+        parts |= dict(
+            text_encoder_2=build_text_encoder(arch, device, dtype, second=True),
+            tokenizer_2=build_tiny_tokenizer(),
+            text_encoder_3=None,
+            tokenizer_3=None,
+        )
+    pipeline_class = getattr(diffusers, next(name for name, family in PIPELINES.items() if family == arch))
+    return FlowModels(pipeline_class(**parts), arch, device, dtype, f"arch:{arch}", MAX_SEQUENCE_LENGTH[arch])
+
+
 def models_for(config, arch: str | None):
     """The models a job with `config` would load (arch None: config.model.pretrained), or a
-    random-weight `arch`, with the configured cross-frame attention installed either way."""
+    random-weight `arch`, with the configured cross-frame attention installed either way (on a flow
+    transformer too; Wan gets none: it attends across frames itself)."""
     from vidinv.attention.inflate import install_from_config
     from vidinv.jobs.common import load_models_for
     from vidinv.models import resolve_device, resolve_dtype
@@ -131,13 +244,34 @@ def parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def frame_flops(models, height: int, width: int) -> dict[str, int]:
+def is_video(models) -> bool:
+    """A native video model (Wan): counted in latent frames."""
+    return bool(getattr(models, "video", False))
+
+
+def latent_frames(models, frames: int) -> int:
+    """The latent frames of a clip of `frames` frames: 1 + (frames - 1) / 4 on Wan, else `frames`."""
+    from vidinv.models.causal_vae import latent_frame_count, temporal_factor
+
+    return latent_frame_count(frames, temporal_factor(models.vae.config))
+
+
+def frame_flops(models, height: int, width: int, frames: int = 1) -> dict[str, int]:
     """FLOPs (torch.utils.flop_counter) of one UNet frame-call with the model's own text conditioning
     (SDXL: its added conditioning) and of one frame's VAE encode / decode (the VAE's own calls) at height x width. Works on
-    meta-device models (`build_models(arch, "meta")`): shapes only, no memory, no compute."""
+    meta-device models (`build_models(arch, "meta")`): shapes only, no memory, no compute. A flow
+    model (`FlowModels`): its prompt encoded once, then counted on meta-device copies of its
+    transformer and VAE (`flow_unit_flops`; Wan: per latent frame of a `frames`-frame clip)."""
     from vidinv.attention import run_unet
     from vidinv.models import encode_text
 
+    if hasattr(models, "pipeline"):
+        from vidinv.models.flow import flow_condition
+
+        with torch.device("meta"):
+            transformer, vae = (type(m).from_config(m.config) for m in (models.transformer, models.vae))
+        cond = flow_condition(models, [""]).to("meta")
+        return flow_unit_flops(models.family, transformer, vae, cond, height, width, frames)
     device, dtype = models.device, models.dtype
     factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
     latent = torch.zeros(1, 1, models.vae.config.latent_channels, height // factor, width // factor, device=device)
@@ -150,51 +284,55 @@ def frame_flops(models, height: int, width: int) -> dict[str, int]:
     }
 
 
-# Flow transformers (published configs: stabilityai/stable-diffusion-3-medium-diffusers,
-# black-forest-labs/FLUX.1-dev), for counting only (bench_flops builds them on the meta device).
-SD3_TRANSFORMER_CONFIG = {
-    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
-    "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 192,
-}  # fmt: skip
-FLUX_TRANSFORMER_CONFIG = {
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
-    "axes_dims_rope": (16, 56, 56),
-}  # fmt: skip
-FLOW_VAE_CONFIG = {**SD15_VAE_CONFIG, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
-# text tokens per frame-call: CLIP 77 + T5 256 (SD3), T5 512 (Flux); pooled width
-FLOW_TEXT = {"sd3": (77 + 256, 2048), "flux": (512, 768)}
-FLOW_ARCHS = ("sd3", "flux")
+def flow_unit_flops(family: str, transformer, vae, cond, height: int, width: int, frames: int = 1) -> dict[str, int]:
+    """FLOPs of one transformer frame-call (as vidinv.models.flow calls it, with condition `cond`) and
+    of one frame's VAE encode / decode at height x width, on the device the modules are on (meta:
+    shapes only). Wan: one call on the latent clip of `frames` frames (1 + (frames - 1) / 4 latent
+    frames; its attention spans them all) divided by its latent frames, the causal VAE's encode of the
+    clip and decode of its latents (vidinv.models.causal_vae, group by group) divided by `frames`."""
+    from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, latent_frame_count, temporal_factor
+    from vidinv.models.flow import CALLS, VIDEO_FAMILIES
+
+    device = next(transformer.parameters()).device
+    count = benchlib.count_flops
+    if family not in VIDEO_FAMILIES:
+        latent = torch.zeros(1, vae.config.latent_channels, height // 8, width // 8, device=device)
+        image = torch.zeros(1, 3, height, width, device=device)
+        return {
+            "unet_call": count(lambda: CALLS[family](transformer, latent, 500.0, cond)),
+            "vae_encode": count(lambda: vae.encode(image)),
+            "vae_decode": count(lambda: vae.decode(latent)),
+        }
+    spatial, lf = vae.config.scale_factor_spatial, latent_frame_count(frames, temporal_factor(vae.config))
+    latents = torch.zeros(1, lf, vae.config.z_dim, height // spatial, width // spatial, device=device)
+    clip = torch.zeros(frames, 3, height, width, device=device)
+
+    def decode():  # CausalDecoder.push's groups (push itself ends with a copy to the CPU: not on meta)
+        decoder = CausalDecoder(vae)
+        for z in latents[0]:
+            decoder.run(z[None, :, None])
+
+    return {
+        "unet_call": round(count(lambda: CALLS[family](transformer, latents, 500.0, cond)) / lf),
+        "vae_encode": round(count(lambda: CausalEncoder(vae).push(clip)) / frames),
+        "vae_decode": round(count(decode) / frames),
+    }
 
 
-def flow_frame_flops(arch: str, height: int, width: int) -> tuple[dict[str, int], int]:
-    """FLOPs of one transformer frame-call (as vidinv.models.flow calls it) and of one frame's VAE
-    encode / decode at height x width, counted on the meta device; and the transformer's parameters."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
-
-    from vidinv.models.flow import CALLS, FlowCondition
+def flow_frame_flops(arch: str, height: int, width: int, frames: int = 1) -> tuple[dict[str, int], int]:
+    """FLOPs of one transformer frame-call (as vidinv.models.flow calls it, with the family's text
+    tokens, FLOW_TEXT) and of one frame's VAE encode / decode at height x width, counted on the meta
+    device (`flow_unit_flops`; Wan per latent frame of a `frames`-frame clip); and the transformer's
+    parameters."""
+    from vidinv.models.flow import FlowCondition
 
     with torch.device("meta"):
-        cls, config = (
-            (SD3Transformer2DModel, SD3_TRANSFORMER_CONFIG)
-            if arch == "sd3"
-            else (FluxTransformer2DModel, FLUX_TRANSFORMER_CONFIG)
-        )
-        transformer = cls(**config).eval()
-        vae = AutoencoderKL(**FLOW_VAE_CONFIG).eval()
+        transformer, vae = build_transformer(arch, "meta"), build_vae(arch, "meta")
         tokens, pooled = FLOW_TEXT[arch]
         cond = FlowCondition(
             torch.zeros(1, tokens, 4096),
-            torch.zeros(1, pooled),
+            None if pooled is None else torch.zeros(1, pooled),
             torch.zeros(tokens, 3),
             torch.ones(1) if arch == "flux" else None,
         )
-        latent = torch.zeros(1, 16, height // 8, width // 8)
-        image = torch.zeros(1, 3, height, width)
-        flops = {
-            "unet_call": benchlib.count_flops(lambda: CALLS[arch](transformer, latent, 500.0, cond)),
-            "vae_encode": benchlib.count_flops(lambda: vae.encode(image)),
-            "vae_decode": benchlib.count_flops(lambda: vae.decode(latent)),
-        }
-    return flops, parameters(transformer)
+    return flow_unit_flops(arch, transformer, vae, cond, height, width, frames), parameters(transformer)

@@ -151,7 +151,7 @@ COLUMNS = [
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=archs.ARCH_NAMES, default="tiny")
+    parser.add_argument("--arch", choices=archs.UNET_ARCHS, default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--latent", type=int, default=16, help="latent side (64 = 512 px for SD 1.5)")

@@ -3,6 +3,7 @@
     python scripts/bench_edit.py --frames 8 16 32 --size 128 256 --steps 10 --methods pnp      # tiny, CPU
     python scripts/bench_edit.py --arch sd15 --device cuda --dtype fp16 --size 512 512 \\
         --frames 8 16 32 --steps 50 --peak-tflops 989                                            # a GPU
+    python scripts/bench_edit.py --arch wan --frames 5 9 --size 64 64 --steps 4 --methods flowedit  # Wan 2.1 shapes
 
 Each row edits F frames of the clip with one edit method through `VideoEditor.edit` (the API the
 `vidinv edit` command uses): stages load (read + resize the clip), encode+inversion, edit and
@@ -15,7 +16,16 @@ Cost: UNet frame-calls (inversion + edit, from the record's and the edit's stats
 frame-calls x one UNet frame-call + F x (VAE encode + decode of one frame). The unit costs are
 the shared docs' methods.md §6 cost model for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
 TFLOP per VAE encode / decode), else counted once with torch.utils.flop_counter on one frame
-(per-frame attention: cross-frame attention's longer keys are not counted, nor the text encoder).
+(per-frame attention: cross-frame attention's longer keys are not counted, nor the text encoder;
+flow models on meta-device copies of the transformer and VAE, archs.frame_flops).
+
+Flow models (`--arch sd3 | wan`, `--pretrained tiny-sd3 | tiny-wan | ...`): the edit methods are
+flowedit (no inversion: its encode+inversion stage is the encode) and pnp (SD3 / Flux); a method the
+model refuses (pnp / tokenflow / fatezero on Wan, tokenflow / fatezero on SD3: vidinv's one-line
+error) is skipped with a printed note. Wan, a native video model, takes 1 + 4k frames (sizes a
+multiple of 16); its frame-calls count latent frames (1 + (F - 1) / 4, printed beside F), its
+transformer FLOPs are per latent frame of the row's clip (its attention spans the whole clip) and
+its causal VAE's per frame.
 Achieved TFLOP/s = FLOPs / (encode+inversion + edit + decode seconds); --peak-tflops gives the
 fraction of the hardware peak.
 
@@ -39,7 +49,10 @@ import benchlib
 import torch
 
 from vidinv.config import load_config
+from vidinv.editing import get_edit_method
+from vidinv.editing.methods import check_model_kind
 from vidinv.editor import VideoEditor
+from vidinv.errors import VidinvError
 from vidinv.jobs.common import load_clip
 from vidinv.metrics import compare_clips
 from vidinv.models import resolve_device
@@ -52,6 +65,7 @@ SD15_512_FLOPS = {"unet_call": 677e9, "vae_encode": 1.08e12, "vae_decode": 2.48e
 COLUMNS = [
     ("method", "method", "s"),
     ("frames", "F", "d"),
+    ("latent_frames", "latent F", "d"),
     ("steps", "steps", "d"),
     ("unet_frame_calls", "frame-calls", "d"),
     ("load_s_per_frame", "load s/f", ".3f"),
@@ -137,20 +151,53 @@ def read_clip(config, frames: int, video: str | None) -> tuple[torch.Tensor, str
     return clip, config.video.path
 
 
-def unit_flops(models, arch: str | None, height: int, width: int) -> tuple[dict, str]:
-    """FLOPs of one UNet frame-call and of one frame's VAE encode / decode, and their source."""
+def unit_flops(models, arch: str | None, height: int, width: int, frames: int = 1) -> tuple[dict, str]:
+    """FLOPs of one UNet frame-call and of one frame's VAE encode / decode, and their source (a
+    native video model: per latent frame of a `frames`-frame clip, archs.frame_flops)."""
     if arch == "sd15" and (height, width) == (512, 512):
         return dict(SD15_512_FLOPS), "methods.md §6 cost model"
-    return archs.frame_flops(models, height, width), "torch.utils.flop_counter (one frame)"
+    if archs.is_video(models):
+        source = "torch.utils.flop_counter: the transformer's per latent frame, the VAE's per frame"
+        return archs.frame_flops(models, height, width, frames), source
+    return archs.frame_flops(models, height, width), "torch.utils.flop_counter, one frame"
+
+
+def refusal(models, config) -> str | None:
+    """Why `models` cannot run the edit of `config` (vidinv's one-line error, as the edit raises it
+    before anything runs), or None."""
+    try:
+        method = get_edit_method(config.edit.method)(models, config)
+        check_model_kind(method, models)
+        method.check()
+    except VidinvError as err:
+        return str(err)
+    return None
+
+
+def warmup_frames(models) -> int:
+    """The shortest clip of more than one frame the model takes (Wan: 1 + 4)."""
+    from vidinv.models.causal_vae import temporal_factor
+
+    factor = temporal_factor(models.vae.config)
+    return 1 + factor if factor > 1 else 2
 
 
 def staged_edit(editor: VideoEditor, frames: torch.Tensor, device) -> tuple[object, dict]:
-    """editor.edit(frames) with the peak memory of each stage (the stage switches where the edit
-    calls editor.invert_latents and editor.decode); seconds["encode+inversion"] sums both."""
-    invert, decode = editor.invert_latents, editor.decode
+    """editor.edit(frames) with the peak memory of each stage: encode+inversion until editor.encode
+    returns and again while editor.invert_latents runs (an inversion-free method such as FlowEdit
+    never calls it), edit in between and after, decode from editor.decode on;
+    seconds["encode+inversion"] sums encode and inversion (none for FlowEdit)."""
+    encode, invert, decode = editor.encode, editor.invert_latents, editor.decode
     memory = benchlib.PeakMemory(device, stage=STAGES[0])
 
+    def staged_encode(*args, **kwargs):
+        try:
+            return encode(*args, **kwargs)
+        finally:
+            memory.stage("edit")
+
     def staged_invert(*args, **kwargs):
+        memory.stage(STAGES[0])
         try:
             return invert(*args, **kwargs)
         finally:
@@ -160,17 +207,18 @@ def staged_edit(editor: VideoEditor, frames: torch.Tensor, device) -> tuple[obje
         memory.stage("decode")
         return decode(*args, **kwargs)
 
-    editor.invert_latents, editor.decode = staged_invert, staged_decode
+    editor.encode, editor.invert_latents, editor.decode = staged_encode, staged_invert, staged_decode
     try:
         with memory:
             out = editor.edit(frames)
     finally:
-        del editor.invert_latents, editor.decode  # back to the class's methods
-    out.seconds["encode+inversion"] = out.seconds.pop("encode") + out.seconds.pop("inversion")
+        del editor.encode, editor.invert_latents, editor.decode  # back to the class's methods
+    out.seconds["encode+inversion"] = out.seconds.pop("encode") + out.seconds.pop("inversion", 0.0)
     return out, memory.peaks_mb()
 
 
 def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> dict:
+    """One edit of `frames` frames; `flops`: the unit costs (unit_flops) of this clip length."""
     loaded = benchlib.measure(lambda: read_clip(editor.config, frames, args.video), device)
     clip, source = loaded.result
     out, peaks = staged_edit(editor, clip, device)
@@ -183,6 +231,7 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
         "height": int(clip.shape[2]),
         "width": int(clip.shape[3]),
         "clip": source,
+        "latent_frames": archs.latent_frames(editor.models, frames) if archs.is_video(editor.models) else None,
         "unet_frame_calls": calls,
         "inversion_unet_frame_calls": record_calls,
         "edit_unet_frame_calls": out.stats["frame_calls"],
@@ -213,23 +262,39 @@ def main(argv=None) -> int:
         make_config(args, [f"edit.method={method}"])
     loaded = benchlib.measure(lambda: archs.models_for(config, args.arch), device)
     models = loaded.result
+    if archs.is_video(models):  # a clip length the causal VAE cannot take: one line, before any edit
+        from vidinv.models.causal_vae import check_frame_count, temporal_factor
+
+        for frames in args.frames:
+            check_frame_count(frames, temporal_factor(models.vae.config), "--frames")
     height, width = args.size
-    flops, flops_source = unit_flops(models, args.arch, height, width)
+    units = {}  # frames -> (unit FLOPs, their source); one entry for frame models
+    for frames in args.frames if archs.is_video(models) else args.frames[:1]:
+        units[frames] = unit_flops(models, args.arch, height, width, frames)
     model = args.arch and f"arch {args.arch} (random weights)" or args.pretrained
+    denoiser = "transformer" if hasattr(models, "pipeline") else "UNet"
     print(
-        f"{model}: UNet {archs.parameters(models.unet) / 1e6:.1f} M params, {device} {models.dtype}, "
+        f"{model}: {denoiser} {archs.parameters(models.unet) / 1e6:.4g} M params, {device} {models.dtype}, "
         f"{height}x{width}, {args.inversion} inversion, {args.steps} steps; "
         f"model load {loaded.seconds:.2f} s, {loaded.peak_mb or 0:.1f} MB",
         flush=True,
     )
-    print(f"FLOPs per frame ({flops_source}): " + ", ".join(f"{k} {v / 1e9:.3f} G" for k, v in flops.items()))
+    for frames, (flops, flops_source) in units.items():
+        where = f", {frames} frames = {archs.latent_frames(models, frames)} latent" if archs.is_video(models) else ""
+        print(f"FLOPs ({flops_source}{where}): " + ", ".join(f"{k} {v / 1e9:.3f} G" for k, v in flops.items()))
     rows = []
     for method in args.methods:
+        why = refusal(models, make_config(args, [f"edit.method={method}"]))
+        if why:
+            print(f"  {method}: skipped ({why})", flush=True)
+            continue
         editor = VideoEditor(make_config(args, [f"edit.method={method}"]), models=models)
         if not args.no_warmup:  # kernels, allocator, first-call caches
-            warm = VideoEditor(make_config(args, [f"edit.method={method}", "inversion.steps=1"]), models=models)
-            warm.edit(read_clip(warm.config, 2, args.video)[0])
+            one_step = argparse.Namespace(**{**vars(args), "steps": 1})  # (a second inversion.steps is refused)
+            warm = VideoEditor(make_config(one_step, [f"edit.method={method}"]), models=models)
+            warm.edit(read_clip(warm.config, warmup_frames(models), args.video)[0])
         for frames in args.frames:
+            flops = units[frames if frames in units else args.frames[0]][0]
             rows.append(bench_row(editor, method, frames, args, device, flops))
             r = rows[-1]
             print(
@@ -246,8 +311,9 @@ def main(argv=None) -> int:
         "dtype": str(models.dtype).replace("torch.", ""),
         "model_load_s": loaded.seconds,
         "model_load_peak_mb": loaded.peak_mb,
-        "flops_per_frame": flops,
-        "flops_source": flops_source,
+        "flops_per_frame": units[args.frames[0]][0],
+        "flops_source": units[args.frames[0]][1],
+        "flops_per_frame_by_frames": {str(f): flops for f, (flops, _) in units.items()},
     }
     path = benchlib.write_results(args.json, "edit", vars(args), rows, device, extra=extra)
     print(f"wrote {path}")

@@ -154,3 +154,111 @@ def test_published_architectures_have_their_published_sizes(load_script):
     assert round(archs.parameters(sdxl.text_encoder_2) / 1e6, 1) == 694.7  # OpenCLIP ViT-bigG/14
     assert sdxl.family.name == "sdxl" and sdxl.family.size == 1024
     assert round(archs.flow_frame_flops("sd3", 256, 256)[1] / 1e6, 1) == 2028.3  # SD3 medium's transformer
+    assert round(archs.flow_frame_flops("wan", 256, 256, 5)[1] / 1e6, 1) == 1419.0  # Wan 2.1 T2V 1.3B's transformer
+
+
+def test_flow_archs_are_flow_models_of_the_published_shapes(load_script):
+    """--arch sd3 / wan: the vidinv FlowModels of SD3 medium without T5 and Wan 2.1 T2V 1.3B."""
+    archs = load_script("archs")
+    with torch.device("meta"):
+        sd3, wan = archs.build_models("sd3", "meta"), archs.build_models("wan", "meta")
+    millions = lambda module: round(archs.parameters(module) / 1e6, 1)  # noqa: E731
+    assert (sd3.family, wan.family, sd3.video, wan.video) == ("sd3", "wan", False, True)
+    assert sd3.pipeline.text_encoder_3 is None and sd3.max_sequence_length == 256 and wan.max_sequence_length == 512
+    assert millions(sd3.transformer) == 2028.3
+    assert (millions(sd3.text_encoder), millions(sd3.pipeline.text_encoder_2)) == (123.7, 694.7)  # CLIP-L, bigG
+    assert (sd3.vae.config.latent_channels, sd3.vae.config.scaling_factor, sd3.vae.config.shift_factor) == (
+        16,
+        1.5305,
+        0.0609,
+    )
+    assert millions(wan.transformer) == 1419.0  # diffusers' count of Wan2.1-T2V-1.3B (1.42 B)
+    assert millions(wan.vae) == 126.9 and next(wan.vae.parameters()).dtype == torch.float32  # Wan 2.1's VAE
+    assert wan.text_encoder.config.d_model == 4096 and wan.text_encoder.config.num_layers == 1
+    assert sd3.scheduler.config.shift == wan.scheduler.config.shift == 3.0
+
+
+def test_flow_archs_build_in_the_asked_dtype(load_script):
+    archs = load_script("archs")
+    with torch.device("meta"):
+        wan = archs.build_models("wan", "meta", torch.bfloat16)
+    assert next(wan.transformer.parameters()).dtype == next(wan.text_encoder.parameters()).dtype == torch.bfloat16
+    assert next(wan.vae.parameters()).dtype == torch.float32  # kept in fp32, as vidinv loads Wan
+    assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("pretrained, frames", [("tiny-sd3", 2), ("tiny-wan", 5)])
+def test_bench_inversion_on_flow_models(run_script, capsys, pretrained, frames):
+    methods = ["ddim", "freeinv:rot90", "mbdi:rot90", "ddpm_ef:shared"]
+    argv = ["--pretrained", pretrained, "--frames", str(frames), "--steps", "2", "--methods", *methods]
+    bench, record = run_script("bench_inversion", *argv)
+    rows = record["rows"]
+    assert [r["method"] for r in rows] == methods[:3]  # ddpm_ef: skipped with a note
+    latent = 2  # Wan: 1 + (5 - 1) / 4 latent frames
+    assert (record["frames"], record["latent_frames"], record["flow"]) == (frames, latent, True)
+    for row, group in zip(rows, (1, 1, 4)):
+        assert row["inversion_frame_calls"] == row["reconstruction_frame_calls"] == latent * 2 * group
+        assert row["inversion_peak_mb"] is not None and row["reconstruction_peak_mb"] is not None
+    assert set(keys(bench.COLUMNS)) - {"edit_temporal_ratio"} <= rows[0].keys()
+    out = capsys.readouterr().out
+    assert "ddpm_ef:shared steps=2: skipped (inversion.method: ddpm_ef cannot run on a flow-matching model" in out
+    assert "FreeInv / flow time, 2 steps, freeinv:rot90: " in out and "xflow" in out
+    assert ("latent F" in out) == (pretrained == "tiny-wan")
+
+
+def test_bench_edit_on_wan(run_script, capsys):
+    """FlowEdit on Wan, with the warm-up (a 5-frame clip: Wan's causal VAE takes 1 + 4k); pnp refuses Wan."""
+    argv = ["--pretrained", "tiny-wan", "--frames", "5", "9", "--steps", "3", "--size", "64", "64"]
+    bench, record = run_script("bench_edit", *argv, "--methods", "flowedit", "pnp")
+    assert [(r["method"], r["frames"], r["latent_frames"]) for r in record["rows"]] == [
+        ("flowedit", 5, 2),
+        ("flowedit", 9, 3),
+    ]
+    five, nine = record["rows"]
+    # FlowEdit: no inversion; n_max = round(33/50 x 3) = 2 steps of source + target branches, CFG on
+    # both (2 rows each), n_min = 0: latent frames x 2 x (2 + 2)
+    assert (five["inversion_unet_frame_calls"], five["edit_unet_frame_calls"], nine["unet_frame_calls"]) == (0, 16, 24)
+    assert all(five[f"{stage}_peak_mb"] is not None for stage in ("inversion", "edit", "decode"))
+    flops = record["flops_per_frame_by_frames"]
+    assert five["tflop"] == pytest.approx(
+        (16 * flops["5"]["unet_call"] + 5 * (flops["5"]["vae_encode"] + flops["5"]["vae_decode"])) / 1e12
+    )
+    assert "pnp: skipped (edit.method: pnp runs on frame models; on Wan" in capsys.readouterr().out
+
+
+def test_bench_edit_on_sd3(run_script, capsys):
+    argv = ["--pretrained", "tiny-sd3", "--frames", "2", "--steps", "3", "--size", "64", "64", "--no-warmup"]
+    bench, record = run_script("bench_edit", *argv, "--methods", "flowedit", "pnp", "tokenflow")
+    flowedit, pnp = record["rows"]
+    assert (flowedit["method"], flowedit["unet_frame_calls"], flowedit["latent_frames"]) == ("flowedit", 16, None)
+    # FreeInv 2 frames x 3 steps; PnP with CFG: 2 frames x (2 rows x 3 steps + the source row on round(0.8 x 3) = 2)
+    assert (pnp["inversion_unet_frame_calls"], pnp["edit_unet_frame_calls"]) == (6, 16)
+    assert "tokenflow: skipped (edit.method: tokenflow runs on UNet models" in capsys.readouterr().out
+
+
+def test_flow_flops_on_meta_copies_equal_the_real_models(load_script):
+    """archs.frame_flops on a flow model counts on meta copies of its transformer and VAE: the same
+    FLOPs as the model's own modules (Wan: per latent frame of the clip, its causal VAE per frame)."""
+    from vidinv.models import load_models
+    from vidinv.models.flow import flow_condition
+
+    archs = load_script("archs")
+    for name, frames in (("tiny-sd3", 1), ("tiny-wan", 5)):
+        models = load_models(name, device="cpu", dtype="fp32")
+        real = archs.flow_unit_flops(
+            models.family, models.transformer, models.vae, flow_condition(models, [""]), 64, 64, frames
+        )
+        assert archs.frame_flops(models, 64, 64, frames) == real and min(real.values()) > 0
+
+
+def test_bench_flops_counts_wan_per_latent_frame(run_script):
+    bench, record = run_script("bench_flops", "--cases", "wan:64x96", "--frames", "4", "--steps", "4")
+    reference, wan = record["rows"]
+    assert (wan["case"], wan["frames"], wan["latent_frames"]) == ("wan@64x96", 5, 2)  # 4 frames -> 1 + 4
+    assert round(wan["unet_params_m"], 1) == 1419.0 and "pnp_tflop" not in wan
+    # FlowEdit with the defaults: n_max = round(33/50 x 4) = 3, CFG on both branches, in latent frames
+    assert wan["flowedit_frame_calls"] == 2 * 3 * (2 + 2)
+    flops = wan["flops"]
+    assert wan["flowedit_tflop"] == pytest.approx(
+        (24 * flops["unet_call"] + 5 * (flops["vae_encode"] + flops["vae_decode"])) / 1e12
+    )
