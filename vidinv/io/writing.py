@@ -113,11 +113,17 @@ class VideoWriter:
         self._session.write_audio_until(self.count / self.fps)
 
     def finish(self) -> None:
-        """Flush and close the encoder now (its buffers freed: x264 holds its lookahead frames);
+        """Flush and close the encoder now, its memory given back (x264 keeps a pool of its
+        lookahead frames until its codec context is freed, in blocks below the mmap threshold);
         the file still appears under its final name only when the block ends cleanly."""
         if not self._finished:
+            from vidinv.hostmemory import trim_heap
+
             self._finished = True
-            self._session.close()
+            session, self._session = self._session, None
+            session.close()
+            del session
+            trim_heap()
 
     def __exit__(self, kind, error, trace):
         try:
