@@ -241,6 +241,7 @@ def test_sigints_during_the_inversion_and_then_the_edit_rerun_to_the_bit_identic
     kept = f"the inversion record in {out / 'inversion'} is kept — rerun the same command to reuse it"
     step_of(during_edit.last_line(), "edit", kept, total=STEPS - round(0.36 * STEPS))  # DDPM-EF skips T_skip
     assert not (out / "edited.mp4").exists()
+    assert not (out / "source.mp4").exists()  # written during the encode pass, renamed only at the end
     record = assert_same_record(out / "inversion", whole / "inversion")
     assert record.stats["resumed_from_step"] == k
 

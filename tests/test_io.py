@@ -197,6 +197,30 @@ def test_interrupted_write_leaves_no_final_file_and_keeps_the_old_one(tmp_path, 
     assert len(read_video(tmp_path / name)) == len(small_clip)
 
 
+@pytest.mark.parametrize("name", ["clip.mp4", "frames"])
+def test_a_writer_finished_early_gives_the_same_bytes_and_appears_only_at_the_end(tmp_path, small_clip, name):
+    from vidinv.io.writing import VideoWriter
+
+    write_video(tmp_path / "whole" / name, small_clip.frames, 8)
+    with VideoWriter(tmp_path / "early" / name, 8) as writer:
+        writer.write(small_clip.frames)
+        writer.finish()  # the encoder flushed and closed; the file keeps its partial name
+        assert not (tmp_path / "early" / name).exists()
+        with pytest.raises(VidinvError, match="after finish"):
+            writer.write(small_clip.frames[:1])
+    assert _bytes(tmp_path / "early" / name) == _bytes(tmp_path / "whole" / name)
+
+    with pytest.raises(KeyboardInterrupt), VideoWriter(tmp_path / "stopped" / name, 8) as writer:
+        writer.write(small_clip.frames)
+        writer.finish()
+        raise KeyboardInterrupt
+    assert list((tmp_path / "stopped").iterdir()) == []
+
+
+def _bytes(path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(path.iterdir())] if path.is_dir() else [path.read_bytes()]
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

@@ -49,18 +49,21 @@ def invert_steps(
     giving that tail ({"latents": ...}).
     """
     z = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (module docstring)
-    latents = [None] * n + [z]
+    # the trajectory is written into its final tensor step by step: no list of latents stacked at
+    # the end (that held the record twice at the inversion's peak)
+    latents = torch.empty((n + 1, *z.shape), dtype=z.dtype, device=z.device)
+    latents[n] = z
     done_steps = 0 if done is None else len(done) - 1
     if done_steps:
-        latents[n - done_steps :] = list(done.to(device=z.device, dtype=z.dtype))
+        latents[n - done_steps :] = done.to(device=z.device, dtype=z.dtype)
         z = latents[n - done_steps]
     steps = reversed(range(n - done_steps))
     for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
         z = step(z, i)
         latents[i] = z
         if on_step is not None:
-            on_step(lambda i=i: {"latents": torch.stack(latents[i:])})
-    return torch.stack(latents)
+            on_step(lambda i=i: {"latents": latents[i:].clone()})
+    return latents
 
 
 @torch.no_grad()

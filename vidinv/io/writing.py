@@ -97,6 +97,7 @@ class VideoWriter:
             audio = None
         self.fps, self.count, self.audio = fps, 0, audio
         self._atomic = self._session = None
+        self._finished = False
 
     def __enter__(self) -> VideoWriter:
         self._atomic = atomic_path(self.path)
@@ -104,14 +105,29 @@ class VideoWriter:
         return self
 
     def write(self, frames: Frames) -> None:
+        if self._finished:
+            raise VidinvError(f"{self.path}: written after finish()")
         for picture in frames_to_uint8(frames):
             self._session.add(picture)
             self.count += 1
         self._session.write_audio_until(self.count / self.fps)
 
+    def finish(self) -> None:
+        """Flush and close the encoder now, its memory given back (x264 keeps a pool of its
+        lookahead frames until its codec context is freed, in blocks below the mmap threshold);
+        the file still appears under its final name only when the block ends cleanly."""
+        if not self._finished:
+            from vidinv.hostmemory import trim_heap
+
+            self._finished = True
+            session, self._session = self._session, None
+            session.close()
+            del session
+            trim_heap()
+
     def __exit__(self, kind, error, trace):
         try:
-            self._session.close()
+            self.finish()
             if kind is None and self.count == 0:
                 raise VidinvError(f"{self.path}: no frames to write")
         except BaseException as err:

@@ -31,6 +31,15 @@ def writes(codec: str = "h264") -> list[str]:
 WRITES = writes()  # with the default codec
 
 
+def release_tensors(record):
+    """`record` without its whole-clip tensors (latents, noise maps), which the job no longer reads
+    once the edit is done: they are not held beside the decode."""
+    import torch
+
+    record.latents, record.noise_maps = torch.empty(0), None
+    return record
+
+
 @releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor, peak_memory_mb
@@ -47,38 +56,39 @@ def run(config: Config, *, quiet: bool = False) -> str:
     models = editor.models
     load_s = time.perf_counter() - t0
     fps = config.runtime.fps or stream.fps
-    t0 = time.perf_counter()
-    latents = encode_stream(models, stream, progress=not quiet)
-    encode_s = time.perf_counter() - t0
-    record_dir = record_dir_for(config, out)
-    try:
-        control = editor.control(stream.chunks())  # ControlNet conditions, the clip read again (None without)
-        result = editor.edit_latents(latents, record_dir=record_dir, control=control)
-    except Interrupted as stop:
-        if stop.stage == "edit":
-            stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"
-        raise
-    memory = result.stats.pop("peak_memory")
-    write_text(out / "config.yaml", to_yaml(config))
-    t0 = time.perf_counter()
-    comparison = ClipComparison()
     edited_name, source_name, both_name = (video_filename(stem, config.runtime.codec) for stem in VIDEOS)
-    audio = audio_for(config, stream, stream.num_frames, fps)
-    with (
-        VideoWriter(out / source_name, fps) as sources,
-        VideoWriter(out / edited_name, fps, audio=audio) as edited,
-        VideoWriter(out / both_name, fps, audio=audio) as both,
-    ):
-        for source, (frames,) in decode_chunks(models, stream, result.latents, progress=not quiet):
-            sources.write(source)
-            edited.write(frames)
-            both.write(side_by_side(source, frames))
-            comparison.update(source, frames)
+    with VideoWriter(out / source_name, fps) as sources:  # renamed to source.mp4 only at the end
+        t0 = time.perf_counter()
+        latents = encode_stream(models, stream, writers=[sources], progress=not quiet)
+        sources.finish()  # the encoder flushed now: its lookahead frames are not held beside the decode
+        encode_s = time.perf_counter() - t0
+        record_dir = record_dir_for(config, out)
+        try:
+            control = editor.control(stream.chunks())  # ControlNet conditions, the clip read again (None without)
+            result = editor.edit_latents(latents, record_dir=record_dir, control=control)
+        except Interrupted as stop:
+            if stop.stage == "edit":
+                stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"
+            raise
+        del latents, control
+        record = release_tensors(result.record)  # saved in record_dir; only its metadata is read below
+        memory = result.stats.pop("peak_memory")
+        write_text(out / "config.yaml", to_yaml(config))
+        t0 = time.perf_counter()
+        comparison = ClipComparison()
+        audio = audio_for(config, stream, stream.num_frames, fps)
+        with (
+            VideoWriter(out / edited_name, fps, audio=audio) as edited,
+            VideoWriter(out / both_name, fps, audio=audio) as both,
+        ):
+            for source, (frames,) in decode_chunks(models, stream, result.latents, progress=not quiet):
+                edited.write(frames)
+                both.write(side_by_side(source, frames))
+                comparison.update(source, frames)
     decode_s = time.perf_counter() - t0
     memory["after_decode_mb"] = round(peak_memory_mb(models.device), 1)
     consistency = comparison.result()
     f, _, h, w = stream.num_frames, 3, stream.height, stream.width
-    record = result.record
     total_s = time.perf_counter() - started
     metrics = {
         "frames": f,
