@@ -17,21 +17,26 @@ M_MMAP_THRESHOLD = -3  # glibc malloc.h
 DEFAULT_THRESHOLD = 1 << 20
 
 
+def _libc():
+    """glibc's C library (None where it cannot be loaded)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def trim_heap() -> bool:
     """Give the heap's free memory back to the system now (glibc malloc_trim); True if any was.
     For after freeing many blocks below the mmap threshold at once (an x264 encoder's frame pool)."""
-    name = ctypes.util.find_library("c")
     try:
-        return bool(ctypes.CDLL(name or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
+        return bool(_libc().malloc_trim(0))
+    except AttributeError:  # no libc, or not glibc
         return False
 
 
 def release_large_blocks(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at `threshold` bytes; True if it was set."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
+        return bool(_libc().mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except AttributeError:  # no libc, or not glibc
         return False

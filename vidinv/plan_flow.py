@@ -116,8 +116,6 @@ def patch_pixels(family: str, transformer_config: dict, factor: int) -> int:
 
 def check_size(family: str, transformer_config: dict, factor: int, height: int, width: int) -> None:
     """A one-line error when the frame size is not a whole number of the transformer's tokens."""
-    from vidinv.errors import VidinvError
-
     unit = patch_pixels(family, transformer_config, factor)
     for key, value in (("height", height), ("width", width)):
         if value % unit:

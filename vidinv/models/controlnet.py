@@ -25,27 +25,16 @@ from vidinv.errors import VidinvError, first_line
 CANNY_THRESHOLDS = (100, 200)  # diffusers' ControlNet canny examples
 
 
-def _tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """{key: shape} of a single-file checkpoint (.safetensors: from its header, no tensor read)."""
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    state = state.get("state_dict", state)
-    return {key: tuple(t.shape) for key, t in state.items() if isinstance(t, torch.Tensor)}
-
-
-def hint_channels(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+def hint_channels(shapes: dict) -> tuple[int, ...] | None:
     """The conditioning embedding's channels of an original-layout (ControlLDM) ControlNet, read from
     its `input_hint_block` convolutions (0: in -> c0, then per level (c_i -> c_i), (c_i -> c_i+1));
-    None when the file has none (a diffusers-layout file)."""
+    None when the file has none (a diffusers-layout file). `shapes`: key -> object with .shape
+    (`vidinv.models.family.checkpoint_shapes`)."""
     outs = {}
-    for key, shape in shapes.items():
+    for key, tensor in shapes.items():
         head, _, param = key.removeprefix("control_model.").rpartition(".")
         if head.startswith("input_hint_block.") and param == "weight":
-            outs[int(head.split(".")[1])] = shape[0]
+            outs[int(head.split(".")[1])] = tensor.shape[0]
     if not outs:
         return None
     convs = [outs[i] for i in sorted(outs)][:-1]  # the last convolution maps to the UNet's width
@@ -58,7 +47,9 @@ def single_file_config(path: str, unet, folder: str) -> str:
     channels. Offline, and the family's shape (diffusers' default config is one SD 1.5 ControlNet's)."""
     from diffusers import ControlNetModel
 
-    channels = hint_channels(_tensor_shapes(path))
+    from vidinv.models.family import checkpoint_shapes
+
+    channels = hint_channels(checkpoint_shapes(path))
     options = {} if channels is None else {"conditioning_embedding_out_channels": channels}
     with torch.device("meta"):
         ControlNetModel.from_unet(unet, load_weights_from_unet=False, **options).save_config(folder)
