@@ -83,6 +83,15 @@ def test_callbacks_report_every_inversion_and_edit_step_then_every_reconstructio
     assert torch.equal(editor.decode(last["reconstruction"]), regenerated)
 
 
+def test_released_latents_are_emptied_after_the_inversion_and_the_edit_is_unchanged(editor):
+    latents = editor.encode(editor.read(SAMPLE).frames)
+    kept = editor.edit_latents(latents.clone(), "a robot")
+    released = editor.edit_latents(latents, "a robot", release_latents=True)
+    assert latents.numel() == 0
+    assert torch.equal(released.latents, kept.latents)
+    assert torch.equal(released.record.latents, kept.record.latents)
+
+
 def test_an_edit_friendly_edit_reports_its_steps_from_t_skip():
     editor = VideoEditor.from_pretrained("tiny", inversion={"method": "ddpm_ef", "steps": 3}, edit={"skip": 1})
     calls = []

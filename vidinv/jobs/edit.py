@@ -65,7 +65,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
         record_dir = record_dir_for(config, out)
         try:
             control = editor.control(stream.chunks())  # ControlNet conditions, the clip read again (None without)
-            result = editor.edit_latents(latents, record_dir=record_dir, control=control)
+            result = editor.edit_latents(latents, record_dir=record_dir, control=control, release_latents=True)
         except Interrupted as stop:
             if stop.stage == "edit":
                 stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"
