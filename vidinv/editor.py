@@ -256,6 +256,7 @@ class VideoEditor:
             record_dir=record_dir,
             callback_on_step_end=callback_on_step_end,
             control=self.control(frames),
+            release_latents=True,  # encoded here: nobody else holds them
         )
         if record is None:
             out.seconds = {"encode": encode_s, **out.seconds}
@@ -312,8 +313,8 @@ class VideoEditor:
                 callback_on_step_end=callback_on_step_end,
             )
             seconds["inversion"] = round(time.perf_counter() - t0, 4)
-            if release_latents and record.latents.untyped_storage().data_ptr() != latents.untyped_storage().data_ptr():
-                latents.set_()  # the record's latents[0] is the clip now
+            if release_latents and record.latents is not latents:
+                latents.set_()  # the record's latents[0] is the clip now (a view of it keeps its storage alive)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
         t0 = time.perf_counter()
         result = method.edit(record, progress=self.progress, callback=stage_callback(callback_on_step_end, "edit"))
