@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vidinv import transforms as tf
 from vidinv.attention import (
     MODES,
     frame_attention_of,
@@ -153,6 +154,22 @@ def test_chunked_sparse_causal_on_rotated_non_square_latents(unet):
     whole = run_unet(unet, z, T, emb)
     assert whole.shape == z.shape
     torch.testing.assert_close(run_unet(unet, z, T, emb, chunk=2), whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", tf.GROUPS["dihedral"])
+def test_per_pass_transform_and_reduction_equal_the_whole_clip_ones_bit_for_bit(unet, name):
+    """run_unet(transform=f, reduce=r) == r(f^{-1}(run_unet(f(z)))) exactly: each pass's input is
+    transformed and its output inverted and reduced (a permutation of entries and a frame-wise
+    combination), chunked, with rows gathered from two clips."""
+    z, emb = _inputs(b=2, f=5)
+    emb = torch.cat([emb, emb[:1]])  # three condition rows over the two clips
+    rows = [0, 1, 1]
+    install_frame_attention(unet, "sparse_causal", "sdpa")
+    combine = lambda p: torch.stack([p[0], p[2] - p[1]])  # noqa: E731 (rows -> 2 reduced rows)
+    whole = combine(tf.invert(name, run_unet(unet, tf.apply(name, z), T, emb, chunk=2, rows=rows)))
+    per_pass = run_unet(unet, z, T, emb, chunk=2, rows=rows, transform=name, reduce=combine)
+    assert per_pass.shape == whole.shape == (2, *z.shape[1:])
+    assert torch.equal(per_pass, whole)
 
 
 @pytest.mark.parametrize("mode", ["sparse_causal", "full"])

@@ -108,7 +108,7 @@ def probed_pnp(seen: dict):
     step's UNet prediction differs from the same call without the injection}."""
 
     class ProbedDenoiser(EditDenoiser):
-        def run(self, branches, rows, t, step, emb):
+        def run(self, branches, rows, t, step, emb, reduce=None):
             record = seen.setdefault(step, {"rows": len(rows), "raw_qkv": {}, "final_qkv": {}})
             layer = self.unet.get_submodule(FEATURE_LAYER)
             handle = frame_attention_of(self.unet)
@@ -130,7 +130,7 @@ def probed_pnp(seen: dict):
                 self.hook.__enter__()
                 self.hook.set_step(step, layout)
             record["injected"] = not torch.equal(pred, plain)
-            return pred
+            return pred if reduce is None else reduce(pred)  # the rows' predictions, reduced as each pass would be
 
     class ProbedPnP(PnPEdit):
         denoiser = ProbedDenoiser
@@ -186,10 +186,10 @@ def test_the_inverted_source_branch_runs_at_the_records_latents_at_every_step(mo
     seen = {}
 
     class SourceProbe(EditDenoiser):
-        def run(self, branches, rows, t, step, emb):
+        def run(self, branches, rows, t, step, emb, reduce=None):
             if len(branches) == 2:
                 seen[step] = branches[0].clone()
-            return super().run(branches, rows, t, step, emb)
+            return super().run(branches, rows, t, step, emb, reduce)
 
     class ProbedPnP(PnPEdit):
         denoiser = SourceProbe
@@ -201,6 +201,35 @@ def test_the_inverted_source_branch_runs_at_the_records_latents_at_every_step(mo
         assert all(at_record)
     else:
         assert at_record[0] and not any(at_record[1:])
+
+
+@pytest.mark.parametrize("source_branch, kept", [("inverted", 1), ("reconstructed", 2)])
+def test_the_source_rows_predictions_are_kept_only_where_a_sampler_steps_them(models, source_branch, kept):
+    """A reconstructed source branch gets its guided prediction back beside the edit's; an inverted
+    one (read from the record) only feeds the hooks, so the denoiser returns the edit's alone."""
+    config = edit_config(
+        "ddim",
+        prompt="a robot",
+        guidance_scale=7.5,
+        inject_features=0.4,
+        inject_attention=0.4,
+        source_branch=source_branch,
+    )
+    record = invert(models, clip_latents(), config)
+    returned = {}
+
+    class RowCounter(EditDenoiser):
+        def __call__(self, z, t):
+            pred = super().__call__(z, t)
+            returned.setdefault(len(z), set()).add(pred.shape[0])
+            assert pred.shape[1:] == z.shape[1:]
+            return pred
+
+    class CountedPnP(PnPEdit):
+        denoiser = RowCounter
+
+    CountedPnP(models, config).edit(record)
+    assert returned == {2: {kept}, 1: {1}}
 
 
 def test_injected_rows_carry_the_source_rows_features_and_hooks_are_removed(models):

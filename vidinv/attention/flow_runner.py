@@ -13,29 +13,38 @@ import torch
 from einops import rearrange
 
 from vidinv.attention.handle import frame_attention_of
-from vidinv.attention.runner import run_passes
+from vidinv.attention.runner import pass_input, pass_output, run_passes
 
 
 @torch.no_grad()
 def run_flow(
-    models, z: torch.Tensor, t, cond, *, chunk: int | None = None, rows: list[int] | None = None
+    models,
+    z: torch.Tensor,
+    t,
+    cond,
+    *,
+    chunk: int | None = None,
+    rows: list[int] | None = None,
+    transform: str = "id",
+    reduce=None,
 ) -> torch.Tensor:
     """Velocities (b f c h w) for latents z (b f c h w) at timestep t (0..1000) under the prompt rows
     `cond` (a `vidinv.models.flow.FlowCondition` of b rows). `rows`: z holds k clips and condition
-    row r runs clip rows[r], as in `run_unet`."""
+    row r runs clip rows[r]; `transform`, `reduce` act per pass; all as in `run_unet`."""
     transformer = models.transformer
     if getattr(models, "video", False):
-        return models.call(transformer, z if rows is None else z[rows], t, cond)
+        clip = pass_input(z, slice(None), rows, transform)  # a video transformer: the clip is one pass
+        return pass_output(models.call(transformer, clip, t, cond), transform, reduce)
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
     handle = frame_attention_of(transformer)
     if handle is not None:
         handle.context.text_tokens = cond.embeds.shape[1]  # Flux's single-stream blocks split by it
 
     def call(frames):
-        part = z[:, frames] if rows is None else z[:, frames][rows]
+        part = pass_input(z, frames, rows, transform)
         n = part.shape[1]
         x = rearrange(part, "b f c h w -> (b f) c h w")
         v = models.call(transformer, x, t, cond.per_frame(n))
         return rearrange(v, "(b f) c h w -> b f c h w", b=b)
 
-    return run_passes(transformer, b, f, chunk, call)
+    return run_passes(transformer, b, f, chunk, call, transform=transform, reduce=reduce)

@@ -56,7 +56,9 @@ class SourceBranch:
 
 class EditDenoiser(ControlledCall):
     """m(z, t) for the stacked branches z (k f c h w): k = 2 (source, edit) while the source is
-    active, else 1 (edit); one batched UNet call; returns the guided predictions (k f c h w).
+    active, else 1 (edit); one batched UNet call; returns the guided predictions of the branches a
+    sampler steps: (source, edit) for a reconstructed source, else the edit's alone (1 f c h w)
+    (the rows of a "record" or "inversion" source are only read by the hooks).
     Rows are `TextConditioning`s; `control` acts on the edit rows (and the source rows when
     `source_control`)."""
 
@@ -94,18 +96,35 @@ class EditDenoiser(ControlledCall):
         rows = [0] * n_source + [len(x) - 1] * n_edit  # the branch of each condition row
         text = type(self.edit_rows).cat([self.source_rows, self.edit_rows]) if with_source else self.edit_rows
         self.hook.set_step(step, RowLayout.for_branches(n_source, n_edit))
-        pred = self.run(x, rows, t, step, text.to(x.device)).to(z.dtype)
-        edit = guide(pred[n_source:], self.edit_guidance)
-        if not with_source:
-            return edit[None]
-        return torch.stack([guide(pred[:n_source], self.source_guidance), edit])
+        stepped = with_source and self.source.kind == "reconstructed"  # the only source rows a sampler steps
 
-    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text) -> torch.Tensor:
-        """Predictions (b f c h w) of the condition rows (row r runs branch rows[r] of `branches`
-        (k f c h w), with the text conditioning row r of `text`) at step `step`: one chunked UNet
-        call; subclasses may run several passes, e.g. TokenFlow's keyframe and propagation passes."""
+        def guided(part: torch.Tensor) -> torch.Tensor:
+            """One pass's predictions (rows n ...) -> the guided branches it keeps (k n ...)."""
+            part = part.to(z.dtype)
+            edit = guide(part[n_source:], self.edit_guidance)
+            if not stepped:
+                return edit[None]
+            return torch.stack([guide(part[:n_source], self.source_guidance), edit])
+
+        return self.run(x, rows, t, step, text.to(x.device), guided)
+
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text, reduce=None) -> torch.Tensor:
+        """Predictions of the condition rows (row r runs branch rows[r] of `branches` (k f c h w),
+        with the text conditioning row r of `text`) at step `step`, each pass reduced by `reduce`:
+        one chunked UNet call in the current orientation; subclasses may run several passes, e.g.
+        TokenFlow's keyframe and propagation passes."""
         control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
-        pred = run_unet(self.unet, branches, t, text, chunk=self.chunk, rows=rows, control=control)
+        pred = run_unet(
+            self.unet,
+            branches,
+            t,
+            text,
+            chunk=self.chunk,
+            rows=rows,
+            control=control,
+            transform=self.orientation,
+            reduce=reduce,
+        )
         self.frame_calls += len(rows) * branches.shape[1]
         return pred
 
@@ -124,10 +143,12 @@ class FlowEditDenoiser(EditDenoiser):
         if self.control is not None:
             raise VidinvError("model.controlnet: ControlNet is not supported on flow models (SD3, Flux)")
 
-    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, cond) -> torch.Tensor:
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, cond, reduce=None) -> torch.Tensor:
         from vidinv.attention.flow_runner import run_flow
 
-        pred = run_flow(self.models, branches, t, cond, chunk=self.chunk, rows=rows)
+        pred = run_flow(
+            self.models, branches, t, cond, chunk=self.chunk, rows=rows, transform=self.orientation, reduce=reduce
+        )
         self.frame_calls += len(rows) * branches.shape[1]
         return pred
 

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from vidinv.attention import run_unet
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
+from vidinv.attention.runner import discarded
 from vidinv.config import Config
 from vidinv.editing.attention_store import AttentionStore, StorePlan
 from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
@@ -331,7 +332,7 @@ class FateZeroDenoiser(EditDenoiser):
         self.fusion, self.handle = fusion, handle
         self.mask_calls = 0
 
-    def run(self, branches, rows, t, step, text):
+    def run(self, branches, rows, t, step, text, reduce=None):
         if self.fusion.store is None and self.fusion.mask_needed(step):
             frames = branches.shape[1]
             probe = BlendProbe(self.fusion.plan, self.fusion.blend_tokens, self.fusion.latent_size, frames)
@@ -340,13 +341,22 @@ class FateZeroDenoiser(EditDenoiser):
             try:
                 control = self.current_control([self.source_control])
                 source = text.select([0])
-                run_unet(self.unet, branches[:1], t, source, chunk=self.chunk, control=control)  # the source branch
+                run_unet(  # the source branch; its predictions are not kept
+                    self.unet,
+                    branches[:1],
+                    t,
+                    source,
+                    chunk=self.chunk,
+                    control=control,
+                    transform=self.orientation,
+                    reduce=discarded,
+                )
             finally:
                 hooks[:] = saved
             self.fusion.set_live_mask(probe.total)
             self.mask_calls += frames
             self.frame_calls += frames
-        return super().run(branches, rows, t, step, text)
+        return super().run(branches, rows, t, step, text, reduce)
 
     def extra_stats(self):
         return {"mask_pass_calls": self.mask_calls}

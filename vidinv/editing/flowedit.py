@@ -57,7 +57,10 @@ def flowedit_settings(config, family: str) -> tuple[int, int, int, int, float, f
 
 
 class BranchVelocities:
-    """v(z, t) for stacked branches z (k f c h w) under one condition each, in one batched call."""
+    """v(z, t) for stacked branches z (k f c h w) under one condition each, in one batched call
+    (in the `orientation` FreeInv's `transformed` sets, applied per pass)."""
+
+    orientation = "id"
 
     def __init__(self, models, branches: list[tuple[FlowCondition, float]], *, chunk: int | None):
         from vidinv.attention.flow_runner import run_flow
@@ -73,13 +76,19 @@ class BranchVelocities:
 
         transformer = self.models.transformer
         x = z.to(device=execution_device(transformer), dtype=transformer.dtype)
-        pred = self.run(self.models, x, t, self.cond, chunk=self.chunk, rows=self.rows).to(z.dtype)
+
+        def guided(part: torch.Tensor) -> torch.Tensor:
+            part, out, start = part.to(z.dtype), [], 0
+            for cond, guidance in self.branches:
+                out.append(guide(part[start : start + cond.rows], guidance))
+                start += cond.rows
+            return torch.stack(out)
+
+        pred = self.run(
+            self.models, x, t, self.cond, chunk=self.chunk, rows=self.rows, transform=self.orientation, reduce=guided
+        )
         self.frame_calls += len(self.rows) * z.shape[1]
-        out, start = [], 0
-        for cond, guidance in self.branches:
-            out.append(guide(pred[start : start + cond.rows], guidance))
-            start += cond.rows
-        return torch.stack(out)
+        return pred
 
 
 class FlowEdit(EditMethod):

@@ -42,6 +42,7 @@ from vidinv.attention import run_unet
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
+from vidinv.attention.runner import discarded
 from vidinv.editing.branches import EditDenoiser
 from vidinv.editing.correspondence import DEFAULT_CHUNK, propagate
 from vidinv.editing.pnp import PnPEdit
@@ -149,7 +150,7 @@ class TokenFlowDenoiser(EditDenoiser):
         self.tokenflow = TokenFlowHook(n_source - 1, list(range(n_source, rows)), chunk=nn_chunk)
         self.keyframe_calls = self.propagation_calls = 0
 
-    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text) -> torch.Tensor:
+    def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text, reduce=None) -> torch.Tensor:
         keyframes = self.schedule[step]
         frames = branches.shape[1]
         control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
@@ -158,11 +159,29 @@ class TokenFlowDenoiser(EditDenoiser):
         try:
             with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
                 keyframe_control = None if control is None else control.frames(keyframes)
-                run_unet(
-                    self.unet, branches[:, list(keyframes)], t, text, chunk=None, rows=rows, control=keyframe_control
+                run_unet(  # its predictions are not kept
+                    self.unet,
+                    branches[:, list(keyframes)],
+                    t,
+                    text,
+                    chunk=None,
+                    rows=rows,
+                    control=keyframe_control,
+                    transform=self.orientation,
+                    reduce=discarded,
                 )
             self.tokenflow.propagation_pass()
-            pred = run_unet(self.unet, branches, t, text, chunk=self.chunk, rows=rows, control=control)
+            pred = run_unet(
+                self.unet,
+                branches,
+                t,
+                text,
+                chunk=self.chunk,
+                rows=rows,
+                control=control,
+                transform=self.orientation,
+                reduce=reduce,
+            )
         finally:
             self.handle.hooks.remove(self.tokenflow)
             self.tokenflow.clear()

@@ -19,9 +19,11 @@ from vidinv.models.text import TextConditioning
 
 
 class ControlledCall:
-    """The ControlNet conditions of a model callable (`vidinv.models.controlnet.Control`, or None),
-    seen in the orientation of FreeInv's current transform (`vidinv.inversion.freeinv.oriented`
-    sets `orientation` around each transformed call, so the conditions move with the latent)."""
+    """A model callable in the orientation of FreeInv's current transform
+    (`vidinv.inversion.freeinv.oriented` sets `orientation` around each transformed call): it passes
+    `orientation` to its UNet calls as their per-pass `transform`, and sees its ControlNet
+    conditions (`vidinv.models.controlnet.Control`, or None) in that orientation, so they move
+    with the latent."""
 
     control = None
     orientation = "id"
@@ -75,6 +77,15 @@ class GuidedModel(ControlledCall):
         x = z.to(device=execution_device(self.unet), dtype=self.unet.dtype)
         batch = rearrange(x, "f c h w -> 1 f c h w").expand(self.rows, *x.shape)
         text = self.text.to(x.device)
-        pred = run_unet(self.unet, batch, t, text, chunk=self.chunk, control=self.current_control()).to(z.dtype)
+        pred = run_unet(
+            self.unet,
+            batch,
+            t,
+            text,
+            chunk=self.chunk,
+            control=self.current_control(),
+            transform=self.orientation,
+            reduce=lambda part: guide(part.to(z.dtype), self.guidance_scale)[None],
+        )
         self.frame_calls += self.rows * z.shape[0]
-        return guide(pred, self.guidance_scale)
+        return pred[0]

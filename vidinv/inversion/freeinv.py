@@ -19,11 +19,9 @@ from vidinv.inversion.timesteps import StepTable
 
 @contextmanager
 def oriented(eps, name: str):
-    """Spatial side inputs of `eps` (ControlNet conditions: a `ControlledCall`'s `orientation`) in
-    the orientation of transform `name` for the block: they are transformed with the latent."""
-    if not hasattr(eps, "orientation"):
-        yield
-        return
+    """`eps` (a `ControlledCall`) in the orientation of transform `name` for the block: it applies
+    the transform to each pass of its UNet calls, and its spatial side inputs (ControlNet
+    conditions) are transformed with the latent."""
     saved, eps.orientation = eps.orientation, name
     try:
         yield
@@ -32,13 +30,24 @@ def oriented(eps, name: str):
 
 
 def transformed(eps, name: str):
-    """eps seen through one transform: z -> f^{-1}(eps(f(z), t)) (identity returns eps unchanged)."""
+    """eps seen through one transform: z -> f^{-1}(eps(f(z), t)) (identity returns eps unchanged).
+
+    A callable with an `orientation` (`ControlledCall`) transforms each pass itself
+    (`vidinv.attention.run_unet`'s `transform`), so no transformed copy of the clip is made; any
+    other callable gets the whole clip transformed."""
     if name == "id":
         return eps
 
+    if hasattr(eps, "orientation"):
+
+        def eps_oriented(z: torch.Tensor, t) -> torch.Tensor:
+            with oriented(eps, name):
+                return eps(z, t)
+
+        return eps_oriented
+
     def eps_f(z: torch.Tensor, t) -> torch.Tensor:
-        with oriented(eps, name):
-            return transforms.invert(name, eps(transforms.apply(name, z), t))
+        return transforms.invert(name, eps(transforms.apply(name, z), t))
 
     return eps_f
 
