@@ -203,10 +203,8 @@ def build_denoiser(
     )
 
 
-def source_latent(sampler: Sampler, source: SourceBranch, i: int, running: torch.Tensor | None) -> torch.Tensor:
-    """The source rows' latent at step i (see the module docstring)."""
-    if source.kind == "reconstructed":
-        return running
+def source_latent(sampler: Sampler, source: SourceBranch, i: int) -> torch.Tensor:
+    """The source rows' latent at step i when it is read, not sampled (see the module docstring)."""
     if source.kind == "record":
         return sampler.record.latents[i]
     return sampler.inversion_latent(i)
@@ -222,23 +220,35 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
     n = len(sampler.table)
     z = record.latents[start].to(device=models.device)
     z = z.to(work_dtype(z.dtype))
-    z_source = z.clone() if source.kind == "reconstructed" else None
+    # the branches (source?, edit) live in one buffer, written in place: no per-step stack of the clip
+    branches = z.new_empty((2 if source.kind else 1, *z.shape))
+    branches[:] = z
+    del z
+    reconstructed = source.kind == "reconstructed"
     started = time.perf_counter()
     with denoiser.hook, interrupts.deferred():
         for i in tqdm(range(start, n), total=n - start, desc="edit", disable=not progress, leave=False):
+            t = sampler.table.timesteps[i]
             if source.active(i):
-                src = source_latent(sampler, source, i, z_source).to(device=z.device, dtype=z.dtype)
-                pred = model(torch.stack([src, z]), sampler.table.timesteps[i])
-                if z_source is not None:
-                    z_source = sampler.step(z_source, pred[0], i)
+                if not reconstructed:
+                    branches[0] = source_latent(sampler, source, i)
+                pred = model(branches, t)
+                if reconstructed:
+                    branches[0] = sampler.step(branches[0], pred[0], i)
             else:
-                pred = model(z[None], sampler.table.timesteps[i])
-                z_source = None  # the source branch stopped: its latents are no longer the reconstruction
-            z = sampler.step(z, pred[-1], i)
+                if len(branches) == 2:  # the source branch stopped: only the edit's latents are kept
+                    branches, reconstructed = branches[1:].clone(), False
+                pred = model(branches[-1:], t)
+            z = sampler.step(branches[-1], pred[-1], i)
+            del pred
+            branches[-1] = z
             if callback is not None:
                 callback(i, n, z)
+            del z
             if interrupts.requested():  # a first Ctrl-C: stop at this step boundary
                 raise interrupts.Interrupted("edit", i + 1 - start, n - start)
+    z_source = branches[0] if reconstructed else None  # the reconstruction, when it ran to the end
+    z = branches[-1] if len(branches) == 1 or reconstructed else branches[-1].clone()
     if models.device.type == "cuda":
         torch.cuda.synchronize(models.device)
     stats = {
