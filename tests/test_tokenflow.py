@@ -15,7 +15,14 @@ from vidinv.cli import main
 from vidinv.config import config_from_dict
 from vidinv.editing import correspondence as corr
 from vidinv.editing import get_edit_method, pnp_edit
-from vidinv.editing.tokenflow import TokenFlowEdit, frame_pattern, keyframe_schedule, tokenflow_edit
+from vidinv.editing.tokenflow import (
+    TokenFlowEdit,
+    frame_pattern,
+    keyframe_schedule,
+    keyframe_windows,
+    tokenflow_edit,
+    windows_read,
+)
 from vidinv.errors import VidinvError
 from vidinv.inversion import invert, reconstruct
 from vidinv.jobs.common import load_models_for
@@ -247,6 +254,34 @@ def test_chunked_propagation_equals_unchunked(causal_models):
     config.runtime.unet_chunk = 2
     chunked = tokenflow_edit(causal_models, record, config)
     torch.testing.assert_close(chunked.latents, whole.latents, atol=1e-4, rtol=0)
+
+
+def test_keyframe_windows_and_the_windows_a_pass_reads():
+    windows = keyframe_windows((1, 4, 7, 9), 2)
+    assert windows == [(1, 4), (7, 9)] and keyframe_windows((1, 4, 7), 0) == [(1, 4, 7)]
+    assert windows_read([5], (1, 4, 7, 9), windows) == [0, 1]  # between 4 (window 0) and 7 (window 1)
+    assert windows_read([0, 2, 4], (1, 4, 7, 9), windows) == [0] and windows_read([9, 12], (1, 4, 7, 9), windows) == [1]
+
+
+def test_keyframe_windows_are_held_around_each_pass_and_chunking_leaves_the_edit_exact(causal_models):
+    """Windows of one keyframe (K = 4): computed before the first propagation pass that reads them
+    and dropped after the last, chunked (2 frames per pass) equals unchunked as with one window,
+    at most 3 windows are held at once (all 4 when one pass reads them all), the UNet frame-calls
+    are the same, and the edit differs from the joint keyframe edit (attention stays in a window)."""
+    config = tf_config(
+        "freeinv", "sparse_causal", prompt="a robot", guidance_scale=7.5, keyframe_stride=2, keyframe_window=1
+    )
+    record = invert(causal_models, clip(frames=8), config)
+    whole = tokenflow_edit(causal_models, record, config)
+    config.runtime.unet_chunk = 2
+    chunked = tokenflow_edit(causal_models, record, config)
+    torch.testing.assert_close(chunked.latents, whole.latents, atol=1e-4, rtol=0)
+    assert whole.stats["keyframe_windows_held"] == 4 and chunked.stats["keyframe_windows_held"] <= 3
+    config.edit.keyframe_window = 0
+    joint = tokenflow_edit(causal_models, record, config)
+    assert joint.stats["keyframe_windows_held"] == 1
+    assert joint.stats["frame_calls"] == chunked.stats["frame_calls"] == 3 * (4 + 8) * STEPS
+    assert (joint.latents - chunked.latents).abs().max() > 1e-3
 
 
 def test_edit_is_seeded_changes_with_the_prompt_and_leaves_the_unet_as_it_was(causal_models):

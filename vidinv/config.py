@@ -110,6 +110,10 @@ class EditConfig:
     seed: int = 0  # randomness of the edit itself (TokenFlow's keyframe offsets)
     # TokenFlow: one keyframe per group of this many frames (offset drawn per step)
     keyframe_stride: int = 8
+    # TokenFlow: keyframes edited jointly (extended attention among them) per keyframe pass; a step's
+    # keyframes are cut into consecutive windows of this many, so memory follows the window, not the
+    # clip; 0 = all of a step's keyframes together (the paper's setting)
+    keyframe_window: int = 16
     # FateZero: fraction of steps whose self-attention maps are replaced by the stored source maps
     self_attn_steps: float = 0.5
     cross_attn_steps: float = 0.8  # FateZero: fraction of steps whose cross-attention is blended with the stored maps
@@ -304,6 +308,7 @@ def validate(config: Config) -> None:
         _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
     _require(ed.store_limit_mb >= 0, "edit.store_limit_mb", ed.store_limit_mb, "an integer >= 0")
     _require(ed.keyframe_stride >= 1, "edit.keyframe_stride", ed.keyframe_stride, "an integer >= 1")
+    _require(ed.keyframe_window >= 0, "edit.keyframe_window", ed.keyframe_window, "an integer >= 0 (0 = all keyframes)")
     _require(
         ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
     )

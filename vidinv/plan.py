@@ -158,6 +158,37 @@ def _store_bytes(config: Config, unet, family, frames: int, latent_hw: tuple[int
     return predicted_store_bytes(models, plan, latent_hw, frames, pattern, group_size(config, latent_hw))
 
 
+def tokenflow_keyframe_bytes(config: Config, unet, text, frames: int, latent_hw: tuple[int, int], dtype) -> int:
+    """Peak bytes of TokenFlow's widest moment on the device (call in fake mode): a window's keyframe
+    pass (`edit.keyframe_window` keyframes in one UNet call, extended attention among them) while the
+    records of the other windows a propagation pass reads are held; the propagation pass itself is
+    the run's chunked UNet call, with at most as many windows held."""
+    import math
+
+    from vidinv.attention import FramePattern, run_unet
+    from vidinv.attention.handle import frame_attention_of
+    from vidinv.editing.tokenflow import TokenFlowHook, frame_pattern
+    from vidinv.fake_memory import peak_bytes
+
+    ed, chunk = config.edit, config.runtime.unet_chunk or frames
+    total = math.ceil(frames / ed.keyframe_stride)
+    window = min(total, ed.keyframe_window or total)
+    held = min(math.ceil(total / window), 2 + math.ceil(chunk / (ed.keyframe_stride * window)))
+    n_rows = _unet_rows(config, "edit")
+    hook = TokenFlowHook(0, list(range(1, n_rows)))
+    hook.keyframe_pass(0, tuple(range(window)))
+    handle = frame_attention_of(unet)
+    batch = torch.empty(n_rows, window, LATENT_CHANNELS, *latent_hw, dtype=dtype)
+    handle.hooks.append(hook)
+    try:
+        with frame_pattern(handle, FramePattern("full", group=window)):
+            peak = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=None))
+    finally:
+        handle.hooks.remove(hook)
+    records = sum(t.nbytes for store in (hook.tokens[0], hook.values[0]) for t in store.values())
+    return peak + (held - 1) * records
+
+
 def store_in_memory(config: Config, store: int) -> bool:
     """FateZero's `edit.store` resolved as the edit resolves it (auto: memory when it fits the bound)."""
     mode = config.edit.store
@@ -197,6 +228,8 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         batch = torch.empty(_unet_rows(config, command), sim, LATENT_CHANNELS, *latent_hw, dtype=dtype)
         text = fake_text_conditioning(configs, batch.shape[0], dtype)
         unet_act = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=rt.unet_chunk))
+        if command == "edit" and config.edit.method == "tokenflow":
+            unet_act = max(unet_act, tokenflow_keyframe_bytes(config, unet, text, frames, latent_hw, dtype))
         from vidinv.models.vae import set_vae_tiling
 
         set_vae_tiling(vae, rt.vae_tile_size if rt.vae_tiling else None)

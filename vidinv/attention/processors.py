@@ -91,6 +91,17 @@ class FrameContext:
         finally:
             self._reset()
 
+    @contextmanager
+    def suspended(self):
+        """Within this block the clip in flight is set aside (its layout and cache kept), so another
+        clip can run on the UNet, e.g. between two passes; it is restored exactly on exit."""
+        saved = (self.batch, self.num_frames, self.current, self.cache, self._index)
+        self._reset()
+        try:
+            yield self
+        finally:
+            self.batch, self.num_frames, self.current, self.cache, self._index = saved
+
     def check_call(self, batch: int, attention_mask) -> None:
         """A one-line error unless a clip layout is set, it has `batch` rows and no mask is given."""
         if not self.active:

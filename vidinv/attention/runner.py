@@ -75,6 +75,7 @@ def run_unet(
     control=None,
     transform: str = "id",
     reduce=None,
+    before_pass=None,
 ) -> torch.Tensor:
     """eps for latents z (b f c h w) at timestep t with text embeddings emb (b l d), as (b f c h w).
 
@@ -87,6 +88,7 @@ def run_unet(
     rows are gathered per chunk, so no (b f c h w) copy of the clip is made.
     `control` (`vidinv.models.controlnet.Control`): ControlNet residuals for the frames of each call.
     `transform`, `reduce`: applied per pass (module docstring); `reduce` maps (b n c h w) to (b' n c h w).
+    `before_pass(index, frames)`: called before each pass (see `run_passes`).
     """
     if hasattr(emb, "added"):  # a TextConditioning
         emb, added_cond_kwargs = emb.emb, emb.added
@@ -99,27 +101,47 @@ def run_unet(
         lambda frames: _call(unet, z, t, emb, frames, added_cond_kwargs, rows, control, transform),
         transform=transform,
         reduce=reduce,
+        before_pass=before_pass,
     )
 
 
-def run_passes(module, b: int, f: int, chunk: int | None, call, *, transform: str = "id", reduce=None) -> torch.Tensor:
+def clip_passes(module, f: int, chunk: int | None) -> list[list[int]]:
+    """The frames of each pass `run_passes` makes over a clip of f frames, in order."""
+    handle = frame_attention_of(module)
+    if handle is None:
+        return [list(range(f))[part] for part in frame_slices(f, chunk)]
+    return [list(frame_pass.frames) for frame_pass in handle.pattern.plan(f, chunk)]
+
+
+def run_passes(
+    module, b: int, f: int, chunk: int | None, call, *, transform: str = "id", reduce=None, before_pass=None
+) -> torch.Tensor:
     """The outputs (b f ...) of `call(frames)` -> (b, len(frames), ...) over the passes of a clip of
     f frames: the module's frame-attention plan (its layout set on the handle's context for each
     pass), or plain chunks of `chunk` frames when none is installed. Each pass's output is inverted
-    from `transform`'s orientation and reduced by `reduce` before it is kept (module docstring)."""
+    from `transform`'s orientation and reduced by `reduce` before it is kept (module docstring).
+    `before_pass(index, frames)` runs before pass `index` (of `clip_passes`) with the clip in flight
+    set aside (`FrameContext.suspended`), so it may run the module on other frames itself."""
 
-    def finished(frames) -> torch.Tensor:
+    def finished(index: int, frames) -> torch.Tensor:
+        if before_pass is not None:
+            listed = list(range(f))[frames] if isinstance(frames, slice) else frames
+            if handle is None:
+                before_pass(index, listed)
+            else:
+                with handle.context.suspended():
+                    before_pass(index, listed)
         return pass_output(call(frames), transform, reduce)
 
     handle = frame_attention_of(module)
     if handle is None:
-        return torch.cat([finished(part) for part in frame_slices(f, chunk)], dim=1)
+        return torch.cat([finished(k, part) for k, part in enumerate(frame_slices(f, chunk))], dim=1)
 
     out = None
     with handle.clip(b, f) as context:
-        for frame_pass in handle.pattern.plan(f, chunk):
+        for index, frame_pass in enumerate(handle.pattern.plan(f, chunk)):
             context.begin(frame_pass)
-            part = finished(list(frame_pass.frames))
+            part = finished(index, list(frame_pass.frames))
             context.end()
             if out is None:
                 out = part.new_empty((part.shape[0], f) + part.shape[2:])

@@ -10,6 +10,8 @@ whatever the number of frames. Works on any device; the matmuls run in float32.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 import torch.nn.functional as F
 
@@ -49,8 +51,8 @@ def gather_tokens(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def neighbour_keyframes(frame: int, keyframes: list[int] | tuple[int, ...]) -> list[tuple[int, float]]:
-    """The (at most two) keyframes nearest to `frame` on either side, as (position in `keyframes`,
-    weight), weights linear in temporal distance and summing to 1.
+    """The (at most two) keyframes nearest to `frame` on either side, as (position in the sorted
+    `keyframes`, weight), weights linear in temporal distance and summing to 1.
 
     A keyframe itself gets [(its position, 1.0)]; a frame before the first or after the last
     keyframe gets that keyframe alone; otherwise the previous keyframe a and the next b get
@@ -58,13 +60,12 @@ def neighbour_keyframes(frame: int, keyframes: list[int] | tuple[int, ...]) -> l
     """
     if not keyframes:
         raise ValueError("no keyframes")
-    before = [p for p, k in enumerate(keyframes) if k <= frame]
-    after = [p for p, k in enumerate(keyframes) if k >= frame]
-    if not before:
-        return [(after[0], 1.0)]
-    if not after:
-        return [(before[-1], 1.0)]
-    a, b = before[-1], after[0]
+    a = bisect.bisect_right(keyframes, frame) - 1  # the last keyframe <= frame
+    b = bisect.bisect_left(keyframes, frame)  # the first keyframe >= frame
+    if a < 0:
+        return [(b, 1.0)]
+    if b == len(keyframes):
+        return [(a, 1.0)]
     if keyframes[a] == keyframes[b]:
         return [(a, 1.0)]
     span = keyframes[b] - keyframes[a]

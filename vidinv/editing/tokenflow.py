@@ -7,12 +7,15 @@ evaluation differs, and the source rows run at every step (the nearest-neighbour
 computed from the source's tokens at each step). Each model call (one denoising step) runs two
 passes over the rows [source uncond?, source cond, edit uncond?, edit cond]:
 
-1. keyframe pass: the UNet over the step's keyframes only (one frame per group of
+1. keyframe passes: the UNet over the step's keyframes only (one frame per group of
    `edit.keyframe_stride` frames, at an offset drawn per step and group from `edit.seed`), with
-   extended attention among all keyframes (every keyframe attends to every keyframe) and PnP
-   injection. A hook records, per self-attention layer, the keyframes' source tokens (the source
-   conditional row's self-attention keys) and the edit rows' self-attention outputs. Its eps is
-   not used.
+   extended attention among the keyframes of a window (every keyframe attends to every keyframe
+   of its window of `edit.keyframe_window` consecutive keyframes; 0 = one window, the paper's
+   setting) and PnP injection. A hook records, per self-attention layer, the keyframes' source
+   tokens (the source conditional row's self-attention keys) and the edit rows' self-attention
+   outputs. Their eps is not used. A window's pass runs just before the first propagation pass
+   that reads it and its records are dropped after the last one, so the memory of both follows
+   the window and the chunk, not the clip; with one window the result is the paper's.
 2. propagation pass: the UNet over all frames (chunked by `runtime.unet_chunk`, the installed
    frame attention as configured) with PnP injection. In every self-attention layer the edit
    rows' output of frame i is replaced by the recorded keyframe outputs gathered along the
@@ -42,9 +45,9 @@ from vidinv.attention import run_unet
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
-from vidinv.attention.runner import discarded
+from vidinv.attention.runner import clip_passes, discarded
 from vidinv.editing.branches import EditDenoiser
-from vidinv.editing.correspondence import DEFAULT_CHUNK, propagate
+from vidinv.editing.correspondence import DEFAULT_CHUNK, neighbour_keyframes, propagate
 from vidinv.editing.pnp import PnPEdit
 
 
@@ -74,34 +77,58 @@ def frame_pattern(handle, pattern: FramePattern):
         handle.pattern, handle.context.pattern = saved
 
 
+def keyframe_windows(keyframes: tuple[int, ...], window: int) -> list[tuple[int, ...]]:
+    """A step's sorted keyframes cut into consecutive windows of `window` keyframes (0 = one window)."""
+    size = len(keyframes) if window <= 0 else window
+    return [tuple(keyframes[j : j + size]) for j in range(0, len(keyframes), size)]
+
+
+def windows_read(frames: list[int], keyframes: tuple[int, ...], windows: list[tuple[int, ...]]) -> list[int]:
+    """The windows holding the keyframes `frames` are propagated from (`neighbour_keyframes`), sorted."""
+    window_of = {k: w for w, members in enumerate(windows) for k in members}
+    return sorted({window_of[keyframes[p]] for frame in frames for p, _ in neighbour_keyframes(frame, keyframes)})
+
+
 class TokenFlowHook(AttentionHook):
-    """Records the keyframes' source tokens and edit outputs (keyframe pass) and replaces the edit
-    rows' self-attention outputs by the propagated ones (propagation pass)."""
+    """Records the keyframes' source tokens and edit outputs (keyframe passes, one per window of
+    keyframes) and replaces the edit rows' self-attention outputs by the ones propagated from the
+    windows a propagation pass reads."""
 
     def __init__(self, source_row: int, edit_rows: list[int], *, chunk: int = DEFAULT_CHUNK):
         self.source_row, self.edit_rows, self.chunk = source_row, list(edit_rows), chunk
-        self.phase: str | None = None
-        self.keyframes: tuple[int, ...] = ()
         self.nn_s = 0.0
         self.clear()
 
     def clear(self) -> None:
-        self.phase = None
-        self.tokens: dict[str, torch.Tensor] = {}  # layer -> keyframes' source tokens (K, n, c)
-        self.values: dict[str, torch.Tensor] = {}  # layer -> keyframes' edit outputs (b_edit, K, n, c)
+        self.phase: str | None = None
+        self.window: int | None = None  # the window the keyframe pass in flight records
+        self.members: dict[int, tuple[int, ...]] = {}  # window -> its keyframes
+        self.tokens: dict[int, dict[str, torch.Tensor]] = {}  # window -> layer -> source tokens (K_w, n, c)
+        self.values: dict[int, dict[str, torch.Tensor]] = {}  # window -> layer -> edit outputs (b_edit, K_w, n, c)
+        self.reading: list[int] = []  # the windows the propagation pass in flight reads
+        self.keyframes: tuple[int, ...] = ()  # their keyframes, in order
         self.pending: dict[str, torch.Tensor] = {}  # layer -> this pass's source tokens (f, n, c)
 
-    def keyframe_pass(self, keyframes: tuple[int, ...]) -> None:
-        self.clear()
-        self.phase, self.keyframes = "keyframes", tuple(keyframes)
+    def keyframe_pass(self, window: int, keyframes: tuple[int, ...]) -> None:
+        self.phase, self.window = "keyframes", window
+        self.members[window], self.tokens[window], self.values[window] = tuple(keyframes), {}, {}
 
-    def propagation_pass(self) -> None:
-        self.phase = "propagate"
+    def propagation_pass(self, windows: list[int]) -> None:
+        self.phase, self.reading = "propagate", list(windows)
+        self.keyframes = tuple(k for w in self.reading for k in self.members[w])
+
+    def drop(self, window: int) -> None:
+        """Forget a window no later pass reads."""
+        del self.members[window], self.tokens[window], self.values[window]
+
+    def _read(self, store: dict, layer: str, dim: int) -> torch.Tensor:
+        parts = [store[w][layer] for w in self.reading]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
     def qkv(self, layer, q, k, v, frames):
         source = k[self.source_row]
         if self.phase == "keyframes":
-            self.tokens[layer] = source.clone()
+            self.tokens[self.window][layer] = source.clone()
         elif self.phase == "propagate":
             self.pending[layer] = source
         return q, k, v
@@ -109,15 +136,15 @@ class TokenFlowHook(AttentionHook):
     def output(self, layer, out, frames):
         targets = self.edit_rows
         if self.phase == "keyframes":
-            self.values[layer] = out[targets].clone()
+            self.values[self.window][layer] = out[targets].clone()
         elif self.phase == "propagate":
             started = time.perf_counter()
             moved = propagate(
                 frames,
                 self.pending.pop(layer),
                 self.keyframes,
-                self.tokens[layer],
-                self.values[layer],
+                self._read(self.tokens, layer, 0),
+                self._read(self.values, layer, 1),
                 chunk=self.chunk,
             )
             if out.device.type == "cuda":
@@ -129,13 +156,16 @@ class TokenFlowHook(AttentionHook):
 
 
 class TokenFlowDenoiser(EditDenoiser):
-    """EditDenoiser whose UNet evaluation is TokenFlow's keyframe pass + propagation pass."""
+    """EditDenoiser whose UNet evaluation is TokenFlow's keyframe passes + propagation pass. The
+    keyframe pass of a window runs just before the first propagation pass that reads it, and its
+    records are dropped after the last one, so at most the windows around one pass are held."""
 
     def __init__(
         self,
         *args,
         handle,
         keyframe_stride: int,
+        keyframe_window: int,
         seed: int,
         num_frames: int,
         nn_chunk: int = DEFAULT_CHUNK,
@@ -143,34 +173,51 @@ class TokenFlowDenoiser(EditDenoiser):
     ):
         super().__init__(*args, **kwargs)
         self.handle = handle
-        self.stride = keyframe_stride
+        self.stride, self.window = keyframe_stride, keyframe_window
         self.schedule = keyframe_schedule(num_frames, keyframe_stride, len(self.table), seed)
         # NN fields from the source's conditional row; replaced: every edit row
         n_source, rows = len(self.source_rows), len(self.source_rows) + len(self.edit_rows)
         self.tokenflow = TokenFlowHook(n_source - 1, list(range(n_source, rows)), chunk=nn_chunk)
         self.keyframe_calls = self.propagation_calls = 0
+        self.windows_held = 0  # the most windows held at once
+
+    def keyframe_pass(self, branches, rows, t, text, control, window: int, keyframes: tuple[int, ...]) -> None:
+        """The UNet over one window's keyframes, extended attention among them; records only."""
+        self.tokenflow.keyframe_pass(window, keyframes)
+        with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
+            run_unet(  # its predictions are not kept
+                self.unet,
+                branches[:, list(keyframes)],
+                t,
+                text,
+                chunk=None,
+                rows=rows,
+                control=None if control is None else control.frames(keyframes),
+                transform=self.orientation,
+                reduce=discarded,
+            )
+        self.keyframe_calls += len(rows) * len(keyframes)
 
     def run(self, branches: torch.Tensor, rows: list[int], t, step: int, text, reduce=None) -> torch.Tensor:
         keyframes = self.schedule[step]
         frames = branches.shape[1]
         control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
-        self.tokenflow.keyframe_pass(keyframes)
-        self.handle.hooks.append(self.tokenflow)
+        windows = keyframe_windows(keyframes, self.window)
+        reads = [windows_read(part, keyframes, windows) for part in clip_passes(self.unet, frames, self.chunk)]
+        last_read = {w: index for index, read in enumerate(reads) for w in read}
+        hook = self.tokenflow
+
+        def before_pass(index: int, _frames) -> None:
+            for w in [w for w in hook.members if last_read[w] < index]:
+                hook.drop(w)
+            for w in reads[index]:
+                if w not in hook.members:
+                    self.keyframe_pass(branches, rows, t, text, control, w, windows[w])
+            self.windows_held = max(self.windows_held, len(hook.members))
+            hook.propagation_pass(reads[index])
+
+        self.handle.hooks.append(hook)
         try:
-            with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
-                keyframe_control = None if control is None else control.frames(keyframes)
-                run_unet(  # its predictions are not kept
-                    self.unet,
-                    branches[:, list(keyframes)],
-                    t,
-                    text,
-                    chunk=None,
-                    rows=rows,
-                    control=keyframe_control,
-                    transform=self.orientation,
-                    reduce=discarded,
-                )
-            self.tokenflow.propagation_pass()
             pred = run_unet(
                 self.unet,
                 branches,
@@ -181,11 +228,11 @@ class TokenFlowDenoiser(EditDenoiser):
                 control=control,
                 transform=self.orientation,
                 reduce=reduce,
+                before_pass=before_pass,
             )
         finally:
-            self.handle.hooks.remove(self.tokenflow)
-            self.tokenflow.clear()
-        self.keyframe_calls += len(rows) * len(keyframes)
+            self.handle.hooks.remove(hook)
+            hook.clear()
         self.propagation_calls += len(rows) * frames
         self.frame_calls += len(rows) * (len(keyframes) + frames)
         return pred
@@ -193,6 +240,8 @@ class TokenFlowDenoiser(EditDenoiser):
     def extra_stats(self) -> dict:
         return {
             "keyframe_stride": self.stride,
+            "keyframe_window": self.window,
+            "keyframe_windows_held": self.windows_held,
             "keyframes_per_step": len(self.schedule[0]) if self.schedule else 0,
             "keyframe_pass_calls": self.keyframe_calls,
             "propagation_pass_calls": self.propagation_calls,
@@ -216,6 +265,7 @@ class TokenFlowEdit(PnPEdit):
         return {
             "handle": ensure_frame_attention(self.models.unet, self.config.model.attention),
             "keyframe_stride": self.config.edit.keyframe_stride,
+            "keyframe_window": self.config.edit.keyframe_window,
             "seed": self.config.edit.seed,
             "num_frames": record.latents.shape[1],
         }
