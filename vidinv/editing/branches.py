@@ -114,19 +114,24 @@ class EditDenoiser(ControlledCall):
         one chunked UNet call in the current orientation; subclasses may run several passes, e.g.
         TokenFlow's keyframe and propagation passes."""
         control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
-        pred = run_unet(
+        pred = self.call_unet(branches, t, text, rows=rows, control=control, chunk=self.chunk, reduce=reduce)
+        self.frame_calls += len(rows) * branches.shape[1]
+        return pred
+
+    def call_unet(self, branches, t, text, *, rows, control, chunk, reduce=None, before_pass=None) -> torch.Tensor:
+        """One `run_unet` call on `branches` in the current orientation (FreeInv's transform per pass)."""
+        return run_unet(
             self.unet,
             branches,
             t,
             text,
-            chunk=self.chunk,
+            chunk=chunk,
             rows=rows,
             control=control,
             transform=self.orientation,
             reduce=reduce,
+            before_pass=before_pass,
         )
-        self.frame_calls += len(rows) * branches.shape[1]
-        return pred
 
     def extra_stats(self) -> dict:
         """What a subclass adds to EditResult.stats."""

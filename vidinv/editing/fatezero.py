@@ -49,7 +49,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vidinv.attention import run_unet
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
 from vidinv.attention.runner import discarded
@@ -341,15 +340,8 @@ class FateZeroDenoiser(EditDenoiser):
             try:
                 control = self.current_control([self.source_control])
                 source = text.select([0])
-                run_unet(  # the source branch; its predictions are not kept
-                    self.unet,
-                    branches[:1],
-                    t,
-                    source,
-                    chunk=self.chunk,
-                    control=control,
-                    transform=self.orientation,
-                    reduce=discarded,
+                self.call_unet(  # the source branch; its predictions are not kept
+                    branches[:1], t, source, rows=None, control=control, chunk=self.chunk, reduce=discarded
                 )
             finally:
                 hooks[:] = saved

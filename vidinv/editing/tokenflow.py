@@ -41,7 +41,6 @@ from contextlib import contextmanager
 
 import torch
 
-from vidinv.attention import run_unet
 from vidinv.attention.frames import FramePattern
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.attention.processors import AttentionHook
@@ -185,15 +184,13 @@ class TokenFlowDenoiser(EditDenoiser):
         """The UNet over one window's keyframes, extended attention among them; records only."""
         self.tokenflow.keyframe_pass(window, keyframes)
         with frame_pattern(self.handle, FramePattern("full", group=len(keyframes))):
-            run_unet(  # its predictions are not kept
-                self.unet,
+            self.call_unet(  # records only: its predictions are not kept
                 branches[:, list(keyframes)],
                 t,
                 text,
-                chunk=None,
                 rows=rows,
                 control=None if control is None else control.frames(keyframes),
-                transform=self.orientation,
+                chunk=None,
                 reduce=discarded,
             )
         self.keyframe_calls += len(rows) * len(keyframes)
@@ -218,17 +215,8 @@ class TokenFlowDenoiser(EditDenoiser):
 
         self.handle.hooks.append(hook)
         try:
-            pred = run_unet(
-                self.unet,
-                branches,
-                t,
-                text,
-                chunk=self.chunk,
-                rows=rows,
-                control=control,
-                transform=self.orientation,
-                reduce=reduce,
-                before_pass=before_pass,
+            pred = self.call_unet(
+                branches, t, text, rows=rows, control=control, chunk=self.chunk, reduce=reduce, before_pass=before_pass
             )
         finally:
             self.handle.hooks.remove(hook)
