@@ -259,8 +259,9 @@ def test_chunked_propagation_equals_unchunked(causal_models):
 def test_keyframe_windows_and_the_windows_a_pass_reads():
     windows = keyframe_windows((1, 4, 7, 9), 2)
     assert windows == [(1, 4), (7, 9)] and keyframe_windows((1, 4, 7), 0) == [(1, 4, 7)]
-    assert windows_read([5], (1, 4, 7, 9), windows) == [0, 1]  # between 4 (window 0) and 7 (window 1)
-    assert windows_read([0, 2, 4], (1, 4, 7, 9), windows) == [0] and windows_read([9, 12], (1, 4, 7, 9), windows) == [1]
+    assert windows_read([5], (1, 4, 7, 9), 2) == [0, 1]  # between 4 (window 0) and 7 (window 1)
+    assert windows_read([0, 2, 4], (1, 4, 7, 9), 2) == [0] and windows_read([9, 12], (1, 4, 7, 9), 2) == [1]
+    assert windows_read([5], (1, 4, 7, 9), 0) == [0]
 
 
 def test_keyframe_windows_are_held_around_each_pass_and_chunking_leaves_the_edit_exact(causal_models):

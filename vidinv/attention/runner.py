@@ -21,6 +21,8 @@ result equals transforming, running and reducing the whole clip at once, bit for
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from einops import rearrange, repeat
 
@@ -88,7 +90,7 @@ def run_unet(
     rows are gathered per chunk, so no (b f c h w) copy of the clip is made.
     `control` (`vidinv.models.controlnet.Control`): ControlNet residuals for the frames of each call.
     `transform`, `reduce`: applied per pass (module docstring); `reduce` maps (b n c h w) to (b' n c h w).
-    `before_pass(index, frames)`: called before each pass (see `run_passes`).
+    `before_pass(index)`: called before each pass (see `run_passes`).
     """
     if hasattr(emb, "added"):  # a TextConditioning
         emb, added_cond_kwargs = emb.emb, emb.added
@@ -120,17 +122,13 @@ def run_passes(
     f frames: the module's frame-attention plan (its layout set on the handle's context for each
     pass), or plain chunks of `chunk` frames when none is installed. Each pass's output is inverted
     from `transform`'s orientation and reduced by `reduce` before it is kept (module docstring).
-    `before_pass(index, frames)` runs before pass `index` (of `clip_passes`) with the clip in flight
+    `before_pass(index)` runs before pass `index` (its frames: `clip_passes(...)[index]`) with the clip in flight
     set aside (`FrameContext.suspended`), so it may run the module on other frames itself."""
 
     def finished(index: int, frames) -> torch.Tensor:
         if before_pass is not None:
-            listed = list(range(f))[frames] if isinstance(frames, slice) else frames
-            if handle is None:
-                before_pass(index, listed)
-            else:
-                with handle.context.suspended():
-                    before_pass(index, listed)
+            with nullcontext() if handle is None else handle.context.suspended():
+                before_pass(index)
         return pass_output(call(frames), transform, reduce)
 
     handle = frame_attention_of(module)

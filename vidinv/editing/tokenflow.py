@@ -76,16 +76,22 @@ def frame_pattern(handle, pattern: FramePattern):
         handle.pattern, handle.context.pattern = saved
 
 
+def window_size(keyframes: tuple[int, ...], window: int) -> int:
+    """Keyframes per window (`edit.keyframe_window`; 0 = all of them in one)."""
+    return len(keyframes) if window <= 0 else window
+
+
 def keyframe_windows(keyframes: tuple[int, ...], window: int) -> list[tuple[int, ...]]:
     """A step's sorted keyframes cut into consecutive windows of `window` keyframes (0 = one window)."""
-    size = len(keyframes) if window <= 0 else window
+    size = window_size(keyframes, window)
     return [tuple(keyframes[j : j + size]) for j in range(0, len(keyframes), size)]
 
 
-def windows_read(frames: list[int], keyframes: tuple[int, ...], windows: list[tuple[int, ...]]) -> list[int]:
-    """The windows holding the keyframes `frames` are propagated from (`neighbour_keyframes`), sorted."""
-    window_of = {k: w for w, members in enumerate(windows) for k in members}
-    return sorted({window_of[keyframes[p]] for frame in frames for p, _ in neighbour_keyframes(frame, keyframes)})
+def windows_read(frames: list[int], keyframes: tuple[int, ...], window: int) -> list[int]:
+    """The windows (of `keyframe_windows(keyframes, window)`) holding the keyframes `frames` are
+    propagated from (`neighbour_keyframes`), sorted: keyframe position p is in window p // size."""
+    size = window_size(keyframes, window)
+    return sorted({p // size for frame in frames for p, _ in neighbour_keyframes(frame, keyframes)})
 
 
 class TokenFlowHook(AttentionHook):
@@ -200,11 +206,11 @@ class TokenFlowDenoiser(EditDenoiser):
         frames = branches.shape[1]
         control = self.row_control(len(rows) - len(self.edit_rows), len(self.edit_rows))
         windows = keyframe_windows(keyframes, self.window)
-        reads = [windows_read(part, keyframes, windows) for part in clip_passes(self.unet, frames, self.chunk)]
+        reads = [windows_read(part, keyframes, self.window) for part in clip_passes(self.unet, frames, self.chunk)]
         last_read = {w: index for index, read in enumerate(reads) for w in read}
         hook = self.tokenflow
 
-        def before_pass(index: int, _frames) -> None:
+        def before_pass(index: int) -> None:
             for w in [w for w in hook.members if last_read[w] < index]:
                 hook.drop(w)
             for w in reads[index]:
