@@ -82,6 +82,14 @@ def checkpoint_of(out: Path) -> Path:
     return out / ("inversion" + SUFFIX)
 
 
+def checkpointed_steps(checkpoint: Path) -> int:
+    """Steps in the checkpoint as it is on disk now (0 while there is none; saves replace it atomically)."""
+    try:
+        return steps_done(load_file(str(checkpoint)))
+    except FileNotFoundError:
+        return 0
+
+
 def step_of(line: str, stage: str, detail: str, total: int = STEPS) -> int:
     """k in 'vidinv: interrupted at STAGE step k of TOTAL; DETAIL' (the whole line must match), 0 < k < TOTAL."""
     match = re.fullmatch(rf"vidinv: interrupted at {stage} step (\d+) of {total}; {re.escape(detail)}", line)
@@ -179,9 +187,8 @@ def test_a_sigint_then_a_kill_9_after_a_periodic_checkpoint_still_resume_to_the_
     k = step_of(first.stderr.rstrip("\n"), "inversion", RESUME_HINT)  # the whole of stderr: one line
     assert first.stderr.count("\n") == 1
 
-    saved = checkpoint.stat().st_mtime_ns
     second = Run("invert", CONFIG, *args, f"runtime.output_dir={out}")  # resumes, checkpoints every step
-    second.wait_until(lambda: checkpoint.stat().st_mtime_ns != saved, "a periodic checkpoint")
+    second.wait_until(lambda: k < checkpointed_steps(checkpoint) < STEPS, f"a periodic checkpoint past step {k}")
     second.send(signal.SIGKILL)
     assert second.finish() == -signal.SIGKILL
     assert k < steps_done(load_file(str(checkpoint))) < STEPS
