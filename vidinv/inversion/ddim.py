@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidinv.inversion.prediction import to_eps
+from vidinv.inversion.storage import place, read, tail, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -38,31 +39,32 @@ def invert_steps(
     *,
     progress: bool = False,
     desc: str = "inversion",
-    done: torch.Tensor | None = None,
+    done=None,
     on_step=None,
-) -> torch.Tensor:
+    out=None,
+):
     """The trajectory of a deterministic inversion: latents (N+1, f c h w), latents[i] at step i.
 
     `step(z, i)` moves the latent of step i + 1 up to step i's level (sampling order: latents[0] is
-    the noisiest, latents[N] is x0 itself). Resuming: `done` holds the tail latents[N-k..N] of an
-    interrupted run (k steps done), and `on_step(state)` is called after every step with a thunk
+    the noisiest, latents[N] is x0 itself). The trajectory is written into its storage step by
+    step: a tensor, or `out` (a `vidinv.inversion.step_file.StepFile`: the record on disk).
+    Resuming: `done` holds the tail latents[N-k..N] of an interrupted run (k steps done; a view of
+    `out` itself when it is on disk), and `on_step(state)` is called after every step with a thunk
     giving that tail ({"latents": ...}).
     """
     z = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (module docstring)
-    # the trajectory is written into its final tensor step by step: no list of latents stacked at
-    # the end (that held the record twice at the inversion's peak)
-    latents = torch.empty((n + 1, *z.shape), dtype=z.dtype, device=z.device)
+    (latents,) = trajectory_storage(None if out is None else {"latents": out}, {"latents": n + 1}, z)
     latents[n] = z
     done_steps = 0 if done is None else len(done) - 1
     if done_steps:
-        latents[n - done_steps :] = done.to(device=z.device, dtype=z.dtype)
-        z = latents[n - done_steps]
+        place(latents, done, n - done_steps)
+        z = read(latents, n - done_steps, z)
     steps = reversed(range(n - done_steps))
     for i in tqdm(steps, total=n, initial=done_steps, desc=desc, disable=not progress, leave=False):
         z = step(z, i)
         latents[i] = z
         if on_step is not None:
-            on_step(lambda i=i: {"latents": latents[i:].clone()})
+            on_step(lambda i=i: {"latents": tail(latents, i)})
     return latents
 
 
@@ -75,13 +77,14 @@ def ddim_invert(
     prediction_type: str = "epsilon",
     progress: bool = False,
     desc: str = "ddim inversion",
-    done: torch.Tensor | None = None,
+    done=None,
     on_step=None,
+    out=None,
 ):
     """The DDIM inversion trajectory of x0 (f c h w): latents (N+1, f c h w), latents[i] at timesteps[i].
 
     latents[0] is z_T, latents[N] is x0 itself; sampling step i starts from latents[i].
-    `done` / `on_step`: resuming, as in `invert_steps`.
+    `done` / `on_step` / `out`: resuming and the storage, as in `invert_steps`.
     """
 
     def step(z, i):
@@ -89,7 +92,7 @@ def ddim_invert(
         e = to_eps(model(z, table.timesteps[i]), z, abar_from, prediction_type)
         return ddim_step(z, e, abar_from, level(table.abar_t, i, z))
 
-    return invert_steps(step, x0, len(table), progress=progress, desc=desc, done=done, on_step=on_step)
+    return invert_steps(step, x0, len(table), progress=progress, desc=desc, done=done, on_step=on_step, out=out)
 
 
 def ddim_sample_step(z: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, prediction_type: str = "epsilon"):

@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vidinv.inversion.prediction import to_eps
+from vidinv.inversion.resume import steps_done
+from vidinv.inversion.storage import head, place, read, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -62,42 +64,57 @@ def ddpm_ef_invert(
     model,
     x0: torch.Tensor,
     table: StepTable,
-    noise: torch.Tensor,
+    noise,
     *,
     prediction_type: str = "epsilon",
     progress: bool = False,
     desc: str = "ddpm-ef inversion",
     done: dict | None = None,
     on_step=None,
+    out: dict | None = None,
 ):
-    """Noise maps of x0 (f c h w) for per-step noise n (N, f or 1, c, h, w), indexed like the table.
+    """Noise maps of x0 (f c h w) for per-step noise n (N, f or 1, c, h, w; a tensor, or anything
+    that gives step i's noise as n[i]), indexed like the table.
 
     Returns (latents (N+1, f c h w), zs (N, f c h w)): latents[i] is x at timesteps[i] (after the
-    correction), latents[N] is x0; zs[i] is the noise map step i adds.
-    Resuming: `done` = {"latents": (N+1, ...), "zs": (k, ...)} of an interrupted run (k steps done);
-    `on_step(state)` is called after every step with a thunk giving that state.
+    correction), latents[N] is x0; zs[i] is the noise map step i adds. The noisy latent x_{t-1} of
+    eq. (6) is drawn when step i reads it, so only the step's latents are held; `out`
+    ({"latents", "noise_maps"}: `vidinv.inversion.step_file.StepFile`s) receives the steps in
+    place of tensors in memory. Resuming: `done` = {"latents": latents[:k+1], "zs": zs[:k]} of an
+    interrupted run (k steps done; views of `out` itself when it is on disk); `on_step(state)` is
+    called after every step with a thunk giving that state.
     """
     n = len(table)
     if len(noise) != n:
         raise ValueError(f"{len(noise)} noise tensors for {n} steps")
     x0 = x0.to(work_dtype(x0.dtype)).contiguous()  # one memory layout: a checkpoint's (see vidinv.inversion.ddim)
-    noise = noise.to(device=x0.device, dtype=x0.dtype)
-    latents = [add_noise(x0, noise[i], level(table.abar_t, i, x0)) for i in range(n)] + [x0]
-    zs = []
-    if done is not None:
-        latents = list(done["latents"].to(device=x0.device, dtype=x0.dtype))
-        zs = list(done["zs"].to(device=x0.device, dtype=x0.dtype))
-    for i in tqdm(range(len(zs), n), total=n, initial=len(zs), desc=desc, disable=not progress, leave=False):
-        x = latents[i]
+
+    def noisy(i: int) -> torch.Tensor:  # x_t of eq. (6) at step i; x0 itself below the last step
+        if i == n:
+            return x0
+        return add_noise(x0, noise[i].to(device=x0.device, dtype=x0.dtype), level(table.abar_t, i, x0))
+
+    latents, zs = trajectory_storage(out, {"latents": n + 1, "noise_maps": n}, x0)
+    latents[n] = x0
+    k = steps_done(done)
+    if k:
+        place(latents, done["latents"][: k + 1], 0)
+        place(zs, done["zs"], 0)
+        x = read(latents, k, x0)
+    else:
+        x = noisy(0)
+        latents[0] = x
+    for i in tqdm(range(k, n), total=n, initial=k, desc=desc, disable=not progress, leave=False):
         a_t, a_prev, sigma, scale = _levels(table, i, x)
         mu = mu_t(x, to_eps(model(x, table.timesteps[i]), x, a_t, prediction_type), a_t, a_prev, sigma)
-        z = (latents[i + 1] - mu) / scale
-        zs.append(z)
+        z = (noisy(i + 1) - mu) / scale
+        zs[i] = z
         if i + 1 < n:  # the correction; x0 itself is kept as given
-            latents[i + 1] = mu + scale * z
+            x = mu + scale * z
+            latents[i + 1] = x
         if on_step is not None:
-            on_step(lambda: {"latents": torch.stack(latents), "zs": torch.stack(zs)})
-    return torch.stack(latents), torch.stack(zs)
+            on_step(lambda i=i: {"latents": head(latents, i + 2), "zs": head(zs, i + 1)})
+    return latents, zs
 
 
 def ddpm_ef_sample_step(

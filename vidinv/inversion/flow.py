@@ -107,18 +107,26 @@ def at_step(model, i: int):
 
 @torch.no_grad()
 def flow_invert(
-    model, x0: torch.Tensor, table: FlowTable, *, progress=False, desc="flow inversion", done=None, on_step=None
+    model,
+    x0: torch.Tensor,
+    table: FlowTable,
+    *,
+    progress=False,
+    desc="flow inversion",
+    done=None,
+    on_step=None,
+    out=None,
 ):
     """The Euler reversal of the grid from x0 (f c h w): latents (N+1, f c h w), latents[0] at sigma_0.
 
-    `done` / `on_step`: resuming, as in `vidinv.inversion.ddim.invert_steps`.
+    `done` / `on_step` / `out`: resuming and the storage, as in `vidinv.inversion.ddim.invert_steps`.
     """
 
     def step(z, i):
         v = at_step(model, i)(z, table.inversion_timestep(i))
         return euler_step(z, v, level(table.sigmas, i + 1, z), level(table.sigmas, i, z))
 
-    return invert_steps(step, x0, len(table), progress=progress, desc=desc, done=done, on_step=on_step)
+    return invert_steps(step, x0, len(table), progress=progress, desc=desc, done=done, on_step=on_step, out=out)
 
 
 class FlowSampler(Sampler):
@@ -126,9 +134,12 @@ class FlowSampler(Sampler):
 
     name = FLOW_SAMPLER
 
-    def invert(self, model, x0, *, progress=False, desc="flow inversion", done=None, on_step=None, **inputs):
+    def invert(self, model, x0, *, progress=False, desc="flow inversion", done=None, on_step=None, out=None, **inputs):
         done_latents = None if done is None else done["latents"]
-        latents = flow_invert(model, x0, self.table, progress=progress, desc=desc, done=done_latents, on_step=on_step)
+        out_latents = None if out is None else out["latents"]
+        latents = flow_invert(
+            model, x0, self.table, progress=progress, desc=desc, done=done_latents, on_step=on_step, out=out_latents
+        )
         return {"latents": latents}
 
     def step(self, z, pred, i):

@@ -136,22 +136,44 @@ class EditFriendlyDDPMInversion(InversionMethod):
 
     def inversion_inputs(self, x0, steps):
         shared = self.config.noise == "shared"
-        return {"noise": ef_noise(tuple(x0.shape), steps, seed=self.config.seed, shared=shared, dtype=x0.dtype)}
+        return {"noise": SeededNoise(tuple(x0.shape), steps, seed=self.config.seed, shared=shared, dtype=x0.dtype)}
 
     def describe(self, record):
         return {"noise": record.noise}
 
 
-def ef_noise(shape: tuple[int, ...], steps: int, *, seed: int, shared: bool, dtype=torch.float32) -> torch.Tensor:
-    """Per-step noise n (N, f or 1, c, h, w) for edit-friendly inversion, from a seeded CPU generator.
+class SeededNoise:
+    """Per-step noise n (N, f or 1, c, h, w) for edit-friendly inversion, from a seeded CPU
+    generator, drawn when a step reads it: `noise[i]` is step i's map (sampling order).
 
-    Drawn in ascending-t order (the order LEDITS++ draws it), stored in sampling order. `shared`
-    draws one map per step for all frames.
+    Drawn in ascending-t order (the order LEDITS++ draws it), stored in sampling order, so the
+    first step reads the last draw: the generator's state before each draw is kept (a few KB per
+    step) and `noise[i]` draws its map again from that state, bit for bit, instead of holding N
+    latent-sized maps beside the record. `shared` draws one map per step for all frames.
     """
-    f, *rest = shape
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    draws = [torch.randn((1 if shared else f, *rest), generator=generator, dtype=dtype) for _ in range(steps)]
-    return torch.stack(draws[::-1])
+
+    def __init__(self, shape: tuple[int, ...], steps: int, *, seed: int, shared: bool, dtype=torch.float32):
+        f, *rest = shape
+        self.shape, self.dtype = (1 if shared else f, *rest), dtype
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        self._states = []
+        for _ in range(steps):
+            self._states.append(generator.get_state())
+            torch.randn(self.shape, generator=generator, dtype=dtype)  # moves the generator past this draw
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        generator = torch.Generator("cpu")
+        generator.set_state(self._states[len(self) - 1 - i])
+        return torch.randn(self.shape, generator=generator, dtype=self.dtype)
+
+
+def ef_noise(shape: tuple[int, ...], steps: int, *, seed: int, shared: bool, dtype=torch.float32) -> torch.Tensor:
+    """`SeededNoise` as one tensor (N, f or 1, c, h, w), sampling order."""
+    noise = SeededNoise(shape, steps, seed=seed, shared=shared, dtype=dtype)
+    return torch.stack([noise[i] for i in range(steps)])
 
 
 def register_inversion_method(name: str, cls: type[InversionMethod], *, replace: bool = False) -> None:

@@ -34,9 +34,17 @@ class Sampler:
     def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon"):
         self.table, self.record, self.prediction_type = table, record, prediction_type
 
-    def invert(self, model, x0: torch.Tensor, *, progress=False, desc="inversion", done=None, on_step=None, **inputs):
-        """The record's tensors for x0: {"latents": (N+1, f c h w), ...}. `done`/`on_step`: resuming."""
+    def invert(
+        self, model, x0: torch.Tensor, *, progress=False, desc="inversion", done=None, on_step=None, out=None, **inputs
+    ):
+        """The record's tensors for x0: {"latents": (N+1, f c h w), ...}. `done`/`on_step`: resuming;
+        `out`: the record's file to write them into ({name: StepFile}, shaped as `tensor_steps` says)."""
         raise NotImplementedError
+
+    def tensor_steps(self) -> dict[str, int]:
+        """The record's tensors and the steps of each: latents at the N+1 levels (+ noise maps)."""
+        n = len(self.table)
+        return {"latents": n + 1, "noise_maps": n} if self.latent_sets == 2 else {"latents": n + 1}
 
     def step(self, z: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
         raise NotImplementedError
@@ -67,7 +75,7 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
 
-    def invert(self, model, x0, *, progress=False, desc="ddim inversion", done=None, on_step=None, **inputs):
+    def invert(self, model, x0, *, progress=False, desc="ddim inversion", done=None, on_step=None, out=None, **inputs):
         done_latents = None if done is None else done["latents"]
         latents = ddim_invert(
             model,
@@ -78,6 +86,7 @@ class DDIMSampler(Sampler):
             desc=desc,
             done=done_latents,
             on_step=on_step,
+            out=None if out is None else out["latents"],
         )
         return {"latents": latents}
 
@@ -95,7 +104,9 @@ class EditFriendlyDDPMSampler(Sampler):
     exact = True
     latent_sets = 2  # latents and noise maps
 
-    def invert(self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, noise=None):
+    def invert(
+        self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, out=None, noise=None
+    ):
         latents, zs = ddpm_ef_invert(
             model,
             x0,
@@ -106,6 +117,7 @@ class EditFriendlyDDPMSampler(Sampler):
             desc=desc,
             done=done,
             on_step=on_step,
+            out=out,
         )
         return {"latents": latents, "noise_maps": zs}
 
