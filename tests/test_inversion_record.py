@@ -76,7 +76,7 @@ def test_interrupted_save_leaves_no_record(tiny_models, tmp_path, monkeypatch):
 
     record = api.invert(tiny_models, latents(), config(method="ddim"))
 
-    def failing_save_file(tensors, path):
+    def failing_save_file(tensors, path, metadata=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(record_module, "save_file", failing_save_file)

@@ -8,20 +8,27 @@ import torch
 
 from vidinv.config import config_from_dict
 from vidinv.inversion import api
-from vidinv.inversion.record import JSON_NAME
+from vidinv.inversion.record import JSON_NAME, PROGRESS_NAME
 from vidinv.inversion.resume import SUFFIX
+from vidinv.outputs import partial_name
 
 STEPS = 6
+RECORDS = ["memory", "disk"]  # runtime.record: a disk record is its own checkpoint
 
 
-def config(method: str, checkpoint_seconds: float | None = 0.0, seed: int = 0):
+def config(method: str, checkpoint_seconds: float | None = 0.0, seed: int = 0, record: str = "memory"):
     return config_from_dict(
         {
             "model": {"frame_attention": "none"},
             "inversion": {"method": method, "steps": STEPS, "source_prompt": "a bike", "seed": seed},
-            "runtime": {"checkpoint_seconds": checkpoint_seconds},
+            "runtime": {"checkpoint_seconds": checkpoint_seconds, "record": record},
         }
     )
+
+
+def checkpoint_of(folder, record: str):
+    """What an interrupted inversion leaves to resume from: a state file, or the partial record's progress."""
+    return partial_name(folder) / PROGRESS_NAME if record == "disk" else folder.with_name(folder.name + SUFFIX)
 
 
 def clip_latents():
@@ -53,9 +60,10 @@ def interrupt_after(monkeypatch, steps: int):
     monkeypatch.setattr(api.GuidedModel, "for_prompt", lambda *a, **k: Interrupting(real(*a, **k), steps))
 
 
+@pytest.mark.parametrize("record", RECORDS)
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
 def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_identical_record(
-    tiny_models, tmp_path, monkeypatch, method
+    tiny_models, tmp_path, monkeypatch, method, record
 ):
     x0 = clip_latents()
     whole, _ = api.invert_or_load(tiny_models, x0, config(method, None), tmp_path / "whole")
@@ -65,36 +73,54 @@ def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_ide
     with monkeypatch.context() as patch:
         interrupt_after(patch, 4 * calls_per_step)
         with pytest.raises(KeyboardInterrupt):
-            api.invert_or_load(tiny_models, x0, config(method), folder)
-    checkpoint = folder.with_name(folder.name + SUFFIX)
+            api.invert_or_load(tiny_models, x0, config(method, record=record), folder)
+    checkpoint = checkpoint_of(folder, record)
     assert checkpoint.is_file() and not (folder / JSON_NAME).exists()
 
-    resumed, reused = api.invert_or_load(tiny_models, x0, config(method), folder)
+    resumed, reused = api.invert_or_load(tiny_models, x0, config(method, record=record), folder)
     assert not reused and resumed.stats["resumed_from_step"] == 4
-    assert torch.equal(resumed.latents, whole.latents)
+    assert resumed.on_disk == (record == "disk")
+    as_tensor = (lambda x: x.tensor()) if resumed.on_disk else (lambda x: x)
+    assert torch.equal(as_tensor(resumed.latents), whole.latents)
     if method == "ddpm_ef":
-        assert torch.equal(resumed.noise_maps, whole.noise_maps)
-    assert not checkpoint.exists()
+        assert torch.equal(as_tensor(resumed.noise_maps), whole.noise_maps)
+    assert not checkpoint.exists() and not partial_name(folder).exists()
 
 
-def test_a_checkpoint_of_another_config_is_not_resumed(tiny_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("record", RECORDS)
+def test_a_checkpoint_of_another_config_is_not_resumed(tiny_models, tmp_path, monkeypatch, record):
     x0, folder = clip_latents(), tmp_path / "inversion"
     with monkeypatch.context() as patch:
         interrupt_after(patch, 3)
         with pytest.raises(KeyboardInterrupt):
-            api.invert_or_load(tiny_models, x0, config("freeinv", seed=0), folder)
-    record, _ = api.invert_or_load(tiny_models, x0, config("freeinv", seed=1), folder)
-    assert "resumed_from_step" not in record.stats
+            api.invert_or_load(tiny_models, x0, config("freeinv", seed=0, record=record), folder)
+    assert checkpoint_of(folder, record).is_file()
+    resumed, _ = api.invert_or_load(tiny_models, x0, config("freeinv", seed=1, record=record), folder)
+    assert "resumed_from_step" not in resumed.stats
+    whole, _ = api.invert_or_load(tiny_models, x0, config("freeinv", None, seed=1), tmp_path / "whole")
+    as_tensor = (lambda x: x.tensor()) if resumed.on_disk else (lambda x: x)
+    assert torch.equal(as_tensor(resumed.latents), whole.latents)
 
 
-def test_the_edit_command_resumes_an_interrupted_inversion_in_the_same_folder(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("record", RECORDS)
+def test_an_inversion_that_cannot_resume_leaves_nothing_when_interrupted(tiny_models, tmp_path, monkeypatch, record):
+    x0, folder = clip_latents(), tmp_path / "inversion"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            api.invert_or_load(tiny_models, x0, config("ddim", None, record=record), folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_the_edit_command_resumes_an_interrupted_inversion_in_the_same_folder(tmp_path, monkeypatch, capsys, record):
     import json
 
     from vidinv.cli import main
 
     out = tmp_path / "run"
     args = ["video.num_frames=2", "video.height=64", "video.width=64", "inversion.steps=4"]
-    args += ["runtime.checkpoint_seconds=0", f"runtime.output_dir={out}"]
+    args += ["runtime.checkpoint_seconds=0", f"runtime.output_dir={out}", f"runtime.record={record}"]
     with monkeypatch.context() as patch:
         interrupt_after(patch, 2)
         assert main(["--quiet", "edit", "configs/demo.yaml", *args]) == 130

@@ -32,6 +32,7 @@ CHOICES = {
     "edit.store_dtype": ("fp16", "fp32"),
     "edit.store": ("auto", "memory", "recompute"),
     "runtime.offload": ("none", "model", "sequential"),
+    "runtime.record": ("auto", "memory", "disk"),
     "runtime.codec": ("h264", "ffv1", "png"),
     "runtime.audio": ("copy", "drop"),
 }
@@ -148,6 +149,11 @@ class RuntimeConfig:
     vae_tiling: bool = False  # VAE in overlapping spatial tiles (diffusers) for frames larger than one tile
     vae_tile_size: int = 512  # tile side in pixels (a multiple of 64); the overlap is a quarter of it
     record_dir: str | None = None  # the inversion record's folder; null = OUTPUT/inversion (batch items share one)
+    # where the record's latents live while the run reads them: in memory, or in its file on disk,
+    # written and read one step at a time (host memory no longer grows with steps x frames); auto =
+    # disk when the record would pass record_limit_mb
+    record: str = "auto"
+    record_limit_mb: int = 2048
     # output videos: h264 (.mp4), ffv1 (.mkv, lossless) or png (a folder of frames, lossless); byte-identical reruns
     codec: str = "h264"
     # the source's audio in edited / side_by_side videos, cut to the selected frames (dropped with a note when stride != 1)
@@ -329,6 +335,7 @@ def validate(config: Config) -> None:
     _require(rt.fps is None or 0 < rt.fps < math.inf, "runtime.fps", rt.fps, "null or a finite number > 0")
     _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
     _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
+    _require(rt.record_limit_mb >= 0, "runtime.record_limit_mb", rt.record_limit_mb, "an integer >= 0")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
     _validate_control(config)

@@ -44,8 +44,7 @@ def atomic_path(final: str | Path):
     try:
         _remove(tmp)
         yield tmp
-        _remove(final)
-        os.replace(tmp, final)
+        publish(tmp, final)
     except OSError as err:
         with contextlib.suppress(OSError):
             _remove(tmp)
@@ -53,6 +52,12 @@ def atomic_path(final: str | Path):
     except BaseException:
         _remove(tmp)
         raise
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give the complete file or folder `tmp` its final name (replacing what was there)."""
+    _remove(final)
+    os.replace(tmp, final)
 
 
 def check_writable(final: str | Path) -> Path:

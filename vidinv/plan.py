@@ -253,13 +253,17 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
     working = WORKING_LATENTS * latent_bytes
     device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)
+    from vidinv.inversion.record import keeps_on_disk, record_bytes
     from vidinv.registry import SAMPLERS
 
-    noise = SAMPLERS.get(inversion_method(config).sampler).latent_sets
+    record = record_bytes(
+        config.inversion.steps, latent_bytes, SAMPLERS.get(inversion_method(config).sampler).latent_sets
+    )
+    on_disk = keeps_on_disk(rt, record)
     host_parts = {
         "baseline": HOST_BASELINE_BYTES,
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
-        "record": (config.inversion.steps + 1) * latent_bytes * noise,
+        "record": 0 if on_disk else record,
         "store": store if in_memory else 0,
         "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),  # uint8 and float32 pixels
         "working latents": working,
@@ -269,6 +273,7 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     return Plan(
         command, frames, height, width, str(device), frame_calls(config, command, frames, latent_hw, in_memory), weights,
         unet_act, vae_act, store, device_peak, sum(host_parts.values()), host_parts,
+        record_bytes=record, record_on_disk=on_disk,
     )  # fmt: skip
 
 

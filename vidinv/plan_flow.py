@@ -193,11 +193,14 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}
     working = WORKING_LATENTS * latent_bytes
     device_peak = on_device[rt.offload] + max(unet_act + working, vae_act + latent_bytes)
-    record = 0 if calls.get("inversion", 0) == 0 else (config.inversion.steps + 1) * latent_bytes
+    from vidinv.inversion.record import keeps_on_disk, record_bytes
+
+    record = 0 if calls.get("inversion", 0) == 0 else record_bytes(config.inversion.steps, latent_bytes, 1)
+    on_disk = keeps_on_disk(rt, record)
     host_parts = {
         "baseline": HOST_BASELINE_BYTES,
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
-        "record": record,
+        "record": 0 if on_disk else record,
         "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),
         "working latents": working,
     }
@@ -205,5 +208,5 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         host_parts["activations"] = max(unet_act, vae_act)
     return Plan(
         command, frames, height, width, str(device), calls, weights, unet_act, vae_act, None, device_peak,
-        sum(host_parts.values()), host_parts, latent_frames if per_latent > 1 else None,
+        sum(host_parts.values()), host_parts, latent_frames if per_latent > 1 else None, record, on_disk,
     )  # fmt: skip

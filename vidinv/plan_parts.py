@@ -87,6 +87,8 @@ class Plan:
     host_peak: int
     host_parts: dict[str, int] = field(default_factory=dict)
     latent_frames: int | None = None  # a causal video VAE's (Wan): frame-calls count latent frames
+    record_bytes: int = 0  # the inversion record's tensors
+    record_on_disk: bool = False  # runtime.record: read and written step by step in its file
 
     def summary(self) -> str:
         mb = lambda n: f"{n / MB:,.0f} MB"  # noqa: E731
@@ -106,6 +108,9 @@ class Plan:
             + ", ".join(f"{k} {mb(v)}" for k, v in self.host_parts.items())
             + ")",
         ]
+        if self.record_bytes:
+            where = "on disk, read step by step" if self.record_on_disk else "in host memory"
+            lines.append(f"  inversion record: {mb(self.record_bytes)} {where} (runtime.record)")
         if self.store_bytes is not None:
             lines.append(f"  FateZero store: {mb(self.store_bytes)}")
         return "\n".join(lines)

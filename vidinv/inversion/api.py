@@ -32,11 +32,13 @@ from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
 from vidinv.inversion.flow_denoiser import FlowGuidedModel
 from vidinv.inversion.methods import InversionMethod, get_inversion_method
-from vidinv.inversion.record import InversionRecord, fingerprint, load_if_matching
-from vidinv.inversion.resume import Checkpoint, step_hook, steps_done
+from vidinv.inversion.record import InversionRecord, fingerprint, keeps_on_disk, load_if_matching, record_bytes
+from vidinv.inversion.resume import Checkpoint, PartialRecord, step_hook, steps_done
 from vidinv.inversion.samplers import Sampler, sampler_for
+from vidinv.inversion.step_file import StepFile
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
 from vidinv.models.vae import pixel_size
+from vidinv.registry import SAMPLERS
 
 log = logging.getLogger("vidinv")
 
@@ -193,6 +195,8 @@ def invert(
     method.prepare(record, tuple(x0.shape[-2:]))
     sampler = sampler_for(record, table)
     start = time.perf_counter()
+    specs = {name: (x0.dtype, (steps, *x0.shape)) for name, steps in sampler.tensor_steps().items()}
+    out = checkpoint.storage(specs) if checkpoint is not None else None  # the record's file, or memory
     done = checkpoint.load() if checkpoint is not None else None
     with contextlib.ExitStack() as stack:
         for capture in captures:
@@ -205,11 +209,12 @@ def invert(
             desc=f"{inv.method} inversion",
             done=done,
             on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), len(table)),
+            out=out,
             **method.inversion_inputs(x0, len(table)),
         )
         _sync(models.device)
-    record.latents = tensors["latents"].cpu()
-    record.noise_maps = tensors["noise_maps"].cpu() if "noise_maps" in tensors else None
+    record.latents = on_host(tensors["latents"])
+    record.noise_maps = on_host(tensors["noise_maps"]) if "noise_maps" in tensors else None
     record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "frame_calls": model.frame_calls}
     resumed_from = steps_done(done)
     if resumed_from:
@@ -217,6 +222,11 @@ def invert(
     for capture in captures:
         capture.finish(record)
     return record
+
+
+def on_host(tensor):
+    """A record tensor where the record keeps it: a file stays a file, a tensor goes to the CPU."""
+    return tensor if isinstance(tensor, StepFile) else tensor.cpu()
 
 
 def with_callback(on_step, callback, done: int, total: int):
@@ -282,7 +292,12 @@ def invert_or_load(
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
     key = fingerprint(fingerprint_fields(models, config), latents)
-    record = load_if_matching(folder, key)
+    latent_sets = SAMPLERS.get(method_for(config).sampler).latent_sets
+    on_disk = keeps_on_disk(
+        config.runtime,
+        record_bytes(config.inversion.steps, latents.numel() * work_dtype(latents.dtype).itemsize, latent_sets),
+    )
+    record = load_if_matching(folder, key, on_disk=on_disk)
     if record is not None:
         missing = [type(c).__name__ for c in captures if not c.load(folder, record)]
         if not missing:
@@ -294,17 +309,22 @@ def invert_or_load(
     # a partial inversion cannot carry what captures hold over its whole run: no resuming with captures
     every = None if captures else config.runtime.checkpoint_seconds
     off_reason = "what the edit method captures during the inversion cannot resume" if captures else ""
-    checkpoint = Checkpoint(folder, key, every, off_reason=off_reason)
-    record = invert(
-        models,
-        latents,
-        config,
-        progress=progress,
-        captures=captures,
-        checkpoint=checkpoint,
-        control=control,
-        callback=callback,
-    )
+    checkpoint = (PartialRecord if on_disk else Checkpoint)(folder, key, every, off_reason=off_reason)
+    try:
+        record = invert(
+            models,
+            latents,
+            config,
+            progress=progress,
+            captures=captures,
+            checkpoint=checkpoint,
+            control=control,
+            callback=callback,
+        )
+    except BaseException:
+        if not checkpoint.enabled:
+            checkpoint.clear()  # a record file no rerun can resume from
+        raise
     record.save(folder)
     checkpoint.clear()
     for capture in captures:

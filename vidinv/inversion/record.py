@@ -9,6 +9,12 @@ Saved as a folder (default `runtime.output_dir/inversion/`):
 The folder is written under a temporary name and renamed when complete (`vidinv.outputs.atomic_path`),
 so an interrupted inversion never leaves a record that looks complete.
 
+With `runtime.record: disk` (or `auto` past `runtime.record_limit_mb`) the tensors never sit in
+memory whole: the inversion writes each step into the temporary folder's tensors file as it is
+computed (`vidinv.inversion.resume.PartialRecord`, which is also its checkpoint), `save` adds
+record.json and renames the folder, and `load(on_disk=True)` reads steps from the file as they
+are used (`vidinv.inversion.step_file.StepFile`). Either way the file has the same bytes.
+
 Indexing is in sampling order: step i runs at timesteps[i] (descending t); latents[i] is the latent
 at timesteps[i] (latents[0] = z_T), latents[N] the input latents x_0; transforms[i] is FreeInv's
 transform of step i; noise_maps[i] the noise map z of step i.
@@ -16,19 +22,23 @@ transform of step i; noise_maps[i] the noise map z of step i.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from vidinv.outputs import atomic_path
+from vidinv.inversion.step_file import StepFile, open_tensors
+from vidinv.outputs import atomic_path, partial_name, publish
 
 FORMAT_VERSION = 1
 JSON_NAME = "record.json"
 TENSORS_NAME = "tensors.safetensors"
+TENSOR_FIELDS = ("latents", "noise_maps")
+PROGRESS_NAME = "progress.json"  # a record on disk while its inversion runs: the steps written so far
 
 
 @dataclass
@@ -73,35 +83,67 @@ class InversionRecord:
         return self.transforms[i]
 
     def metadata(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k not in ("latents", "noise_maps")}
+        # field by field: asdict would deep-copy the tensors (the whole record) only to drop them
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in TENSOR_FIELDS}
         data["format_version"] = FORMAT_VERSION
         data["shape"] = list(self.latents.shape)
         return data
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the tensors are read from the record's file as they are used."""
+        return isinstance(self.latents, StepFile)
+
     def save(self, folder: str | Path) -> Path:
-        """Write the record folder atomically (replacing an older record there)."""
+        """Write the record folder atomically (replacing an older record there). A record written
+        on disk step by step (in `partial_name(folder)`) gets its record.json and is renamed."""
         folder = Path(folder)
+        if self.on_disk:
+            return self._publish(folder)
         tensors = {"latents": self.latents.detach().cpu().contiguous()}
         if self.noise_maps is not None:
             tensors["noise_maps"] = self.noise_maps.detach().cpu().contiguous()
         with atomic_path(folder) as tmp:
             tmp.mkdir(parents=True)
-            save_file(tensors, str(tmp / TENSORS_NAME))
+            save_file(tensors, str(tmp / TENSORS_NAME), metadata={"fingerprint": self.fingerprint})
             (tmp / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
         return folder
 
+    def _publish(self, folder: Path) -> Path:
+        staging = self.latents.path.parent
+        if staging != partial_name(folder):
+            raise ValueError(f"{self.latents.path}: a record on disk is saved from {partial_name(folder)}")
+        self.latents.flush()
+        (staging / PROGRESS_NAME).unlink(missing_ok=True)  # the checkpoint's; a complete record has none
+        (staging / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
+        publish(staging, folder)
+        self.latents.moved_to(folder / TENSORS_NAME)  # noise maps share the file
+        return folder
+
     @classmethod
-    def load(cls, folder: str | Path) -> InversionRecord:
+    def load(cls, folder: str | Path, *, on_disk: bool = False) -> InversionRecord:
+        """The record in `folder`; `on_disk`: its tensors read from the file step by step."""
         folder = Path(folder)
         data = json.loads((folder / JSON_NAME).read_text(encoding="utf-8"))
         if data.pop("format_version", None) != FORMAT_VERSION:
             raise ValueError(f"{folder}: record format is not version {FORMAT_VERSION}")
         data.pop("shape", None)
-        tensors = load_file(str(folder / TENSORS_NAME))
+        path = str(folder / TENSORS_NAME)
+        tensors = open_tensors(path) if on_disk else load_file(path)
         return cls(latents=tensors["latents"], noise_maps=tensors.get("noise_maps"), **data)
 
 
-def load_if_matching(folder: str | Path, fingerprint: str) -> InversionRecord | None:
+def record_bytes(steps: int, latent_bytes: int, latent_sets: int) -> int:
+    """The record's tensor bytes: latents at the N+1 levels (+ N noise maps) of `latent_bytes` each."""
+    return ((steps + 1) + (steps if latent_sets == 2 else 0)) * latent_bytes
+
+
+def keeps_on_disk(runtime, nbytes: int) -> bool:
+    """Whether a record of `nbytes` is read and written on disk step by step (`runtime.record`)."""
+    return runtime.record == "disk" or (runtime.record == "auto" and nbytes > runtime.record_limit_mb * 2**20)
+
+
+def load_if_matching(folder: str | Path, fingerprint: str, *, on_disk: bool = False) -> InversionRecord | None:
     """The record in `folder` if it is complete and was made from the same config and input; else None."""
     folder = Path(folder)
     if not (folder / JSON_NAME).is_file() or not (folder / TENSORS_NAME).is_file():
@@ -110,7 +152,7 @@ def load_if_matching(folder: str | Path, fingerprint: str) -> InversionRecord | 
         meta = json.loads((folder / JSON_NAME).read_text(encoding="utf-8"))
         if meta.get("fingerprint") != fingerprint or meta.get("format_version") != FORMAT_VERSION:
             return None
-        return InversionRecord.load(folder)
+        return InversionRecord.load(folder, on_disk=on_disk)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -5,11 +5,18 @@ picked up by the next run with the same fingerprint and removed once the record 
 The checkpoint never looks like a record: it has its own name, is written atomically (a kill -9
 leaves the last complete one), and carries the fingerprint of the config and input it belongs
 to. It holds the loop's own tensors bit for bit, so a resumed run gives the uninterrupted record.
+
+A record kept on disk (`runtime.record: disk`) is its own checkpoint (`PartialRecord`): the loop
+writes every step into the record's file in its temporary folder, and a checkpoint only makes
+those writes durable and names the steps they hold (progress.json, atomic), so saving one costs
+nothing that grows with the clip.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +25,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vidinv.interrupts import Interrupted, requested
-from vidinv.outputs import atomic_path
+from vidinv.inversion.record import PROGRESS_NAME, TENSORS_NAME
+from vidinv.inversion.step_file import create, open_tensors
+from vidinv.outputs import atomic_path, partial_name, write_text
 
 log = logging.getLogger("vidinv")
 SUFFIX = ".resume.safetensors"
@@ -67,8 +76,73 @@ class Checkpoint:
         self._last = time.monotonic()
         self.saved += 1
 
+    def storage(self, specs: dict) -> dict | None:
+        """Where the loop writes the record's tensors: in memory (None) for this checkpoint."""
+        return None
+
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class PartialRecord(Checkpoint):
+    """The record on disk while its inversion runs: its tensors file in `partial_name(record_dir)`,
+    written step by step, and the checkpoint of the run (module docstring)."""
+
+    def __init__(self, record_dir: str | Path, fingerprint: str, every_s: float | None, *, off_reason: str = ""):
+        super().__init__(record_dir, fingerprint, every_s, off_reason=off_reason)
+        self.path = partial_name(Path(record_dir))
+        self._tensors, self._progress = {}, None
+
+    def storage(self, specs: dict) -> dict:
+        """The record's file laid out for `specs` ({name: (dtype, shape)}), opened for writing: the
+        one an interrupted run left when it can resume (same fingerprint and layout), else a new one."""
+        self._tensors = self._resumable(specs)
+        if self._tensors is None:
+            self._progress = None
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            self._tensors = create(self.path / TENSORS_NAME, specs, {"fingerprint": self.fingerprint})
+        return self._tensors
+
+    def _resumable(self, specs: dict) -> dict | None:
+        if not self.enabled or not (self.path / PROGRESS_NAME).is_file():
+            return None
+        try:
+            progress = json.loads((self.path / PROGRESS_NAME).read_text(encoding="utf-8"))
+            if progress.get("fingerprint") != self.fingerprint:
+                return None
+            tensors = open_tensors(self.path / TENSORS_NAME, writable=True)
+        except (OSError, ValueError):
+            return None
+        layout = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+        if layout != {name: (dtype, tuple(shape)) for name, (dtype, shape) in specs.items()}:
+            return None
+        self._progress = progress["state"]
+        return tensors
+
+    def load(self) -> dict | None:
+        """The state the last checkpoint named: views of the file's written steps."""
+        if not self._progress:
+            return None
+        log.info("resuming the inversion from %s", self.path)
+        return {key: self._tensors[name][first : first + count] for key, (name, first, count) in self._progress.items()}
+
+    def save(self, state: dict) -> None:
+        """Make the written steps durable, then name them (progress.json, written atomically)."""
+        entries = {}
+        for key, view in state.items():
+            for name, tensor in self._tensors.items():
+                first = view.position_in(tensor)
+                if first is not None:
+                    entries[key] = [name, first, len(view)]
+                    break
+        next(iter(self._tensors.values())).flush()  # one file holds them all
+        write_text(self.path / PROGRESS_NAME, json.dumps({"fingerprint": self.fingerprint, "state": entries}))
+        self._last = time.monotonic()
+        self.saved += 1
+
+    def clear(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def steps_done(state: dict | None) -> int:

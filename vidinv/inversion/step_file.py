@@ -82,6 +82,12 @@ class _Handle:
     def __init__(self, fd: int, path: Path):
         self.fd, self.path = fd, path
 
+    def __copy__(self):
+        return self  # copies of a record share its open file (each closing it would close it twice)
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __del__(self):
         os.close(self.fd)
 
@@ -111,9 +117,16 @@ class StepFile:
     def __len__(self) -> int:
         return self._steps
 
+    def position_in(self, other: StepFile) -> int | None:
+        """The step of `other` this view starts at, when it is a view of the same tensor of the same
+        open file; else None."""
+        if self._handle is not other._handle or self.layout != other.layout:
+            return None
+        return self._first - other._first
+
     def is_view_of(self, other: StepFile, start: int) -> bool:
-        """Whether this is steps [start, ...) of `other` (the same tensor of the same open file)."""
-        return self._handle is other._handle and self.layout == other.layout and self._first == other._first + start
+        """Whether this is steps [start, ...) of `other`."""
+        return self.position_in(other) == start
 
     def dim(self) -> int:
         return len(self.layout.shape)
@@ -171,6 +184,10 @@ class StepFile:
         return self._read(
             self._offset(0) if self._steps else 0, self._steps * self.layout.step_bytes, tuple(self.shape)
         )
+
+    def moved_to(self, path: str | Path) -> None:
+        """The file was renamed (the open descriptor follows it; this keeps its name right)."""
+        self._handle.path = Path(path)
 
     def flush(self) -> None:
         """Make what was written durable (before a checkpoint says it is there)."""

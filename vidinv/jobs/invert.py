@@ -24,12 +24,15 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     """The run folder. One that holds an inversion record (or the checkpoint of an interrupted
     inversion, to resume) may be added to without `overwrite`, as long as none of the files this
     command `writes` is there yet."""
-    from vidinv.inversion.record import JSON_NAME
+    from vidinv.inversion.record import JSON_NAME, PROGRESS_NAME
     from vidinv.inversion.resume import SUFFIX
+    from vidinv.outputs import partial_name
 
     rt = config.runtime
     path = Path(rt.output_dir)
-    has_inversion = (path / RECORD_DIR / JSON_NAME).is_file() or (path / (RECORD_DIR + SUFFIX)).is_file()
+    record = path / RECORD_DIR
+    resumable = (path / (RECORD_DIR + SUFFIX)).is_file() or (partial_name(record) / PROGRESS_NAME).is_file()
+    has_inversion = (record / JSON_NAME).is_file() or resumable
     if rt.overwrite or not has_inversion:
         prepare_output_dir(path, rt.overwrite)
     else:
