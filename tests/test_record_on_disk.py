@@ -155,3 +155,32 @@ def test_the_planner_counts_a_record_on_disk_out_of_host_memory():
     assert in_memory.host_parts["record"] == in_memory.record_bytes and on_disk.host_parts["record"] == 0
     assert in_memory.host_peak - on_disk.host_peak == in_memory.record_bytes
     assert "on disk" in on_disk.summary() and "in host memory" in in_memory.summary()
+
+
+def test_a_record_that_cannot_fit_on_its_disk_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    import vidinv.plan as plan
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(plan, "disk_free", lambda path: 2**20)  # a disk with 1 MB free (none can be filled here)
+    out = tmp_path / "run"
+    args = [
+        "video.num_frames=16",
+        "video.height=256",
+        "video.width=256",
+        "inversion.steps=50",
+        f"runtime.output_dir={out}",
+    ]
+    assert main(["--quiet", "invert", "configs/demo.yaml", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    record_mb = 51 * 16 * (4 * 32 * 32) * 4 / 2**20  # 51 levels x 16 frames of fp32 (4, 32, 32) latents
+    expected = f"vidinv: error: plan: the inversion record ({record_mb:,.0f} MB) does not fit in the 1 MB free"
+    assert err.startswith(expected) and "\n" not in err
+    assert not (out / "inversion").exists()
+
+
+def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path):
+    import shutil
+
+    from vidinv.plan_parts import disk_free
+
+    assert abs(disk_free(tmp_path / "not" / "yet" / "made") - shutil.disk_usage(tmp_path).free) < 64 * 2**20

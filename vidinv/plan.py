@@ -40,6 +40,7 @@ from vidinv.plan_parts import (  # noqa: F401
     clip_shape,
     default_dtype,
     device_capacity,
+    disk_free,
     host_capacity,
     param_bytes,
     read_folder_config,
@@ -277,8 +278,11 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     )  # fmt: skip
 
 
-def check_fits(config: Config, command: str = "edit") -> Plan | None:
-    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory."""
+def check_fits(config: Config, command: str = "edit", record_dir: Path | None = None) -> Plan | None:
+    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory,
+    or the inversion record to be written in `record_dir` exceeds the free space of its disk."""
+    from vidinv.inversion.record import JSON_NAME
+
     plan = plan_run(config, command)
     device = torch.device(plan.device)
     capacity = device_capacity(device)
@@ -293,4 +297,12 @@ def check_fits(config: Config, command: str = "edit") -> Plan | None:
             f"plan: predicted peak host memory {plan.host_peak / MB:,.0f} MB exceeds this machine's"
             f" {host_capacity() / MB:,.0f} MB ({plan.frames} frames at {plan.height}x{plan.width})"
         )
+    if record_dir is not None and not (Path(record_dir) / JSON_NAME).is_file():  # one there may be reused
+        free = disk_free(record_dir)
+        if plan.record_bytes > free:
+            raise VidinvError(
+                f"plan: the inversion record ({plan.record_bytes / MB:,.0f} MB) does not fit in the"
+                f" {free / MB:,.0f} MB free on the disk of {record_dir} (set runtime.record_dir to another disk,"
+                " or lower inversion.steps / video.num_frames)"
+            )
     return plan

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,14 @@ def device_capacity(device: torch.device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     return None
+
+
+def disk_free(path: str | Path) -> int:
+    """Free bytes on the disk that holds `path` (its nearest existing folder)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def host_capacity() -> int:

@@ -42,7 +42,8 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
             raise VidinvError(
                 f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
             )
-    check_fits(config, "edit" if any(name.startswith("edited") for name in writes) else "invert")  # before loading
+    command = "edit" if any(name.startswith("edited") for name in writes) else "invert"
+    check_fits(config, command, record_dir_for(config, path))  # before loading
     return path
 
 
