@@ -10,6 +10,7 @@ from vidinv.config import config_from_dict
 from vidinv.inversion import api
 from vidinv.inversion.record import JSON_NAME, PROGRESS_NAME
 from vidinv.inversion.resume import SUFFIX
+from vidinv.inversion.step_file import StepFile
 from vidinv.outputs import partial_name
 
 STEPS = 6
@@ -60,6 +61,19 @@ def interrupt_after(monkeypatch, steps: int):
     monkeypatch.setattr(api.GuidedModel, "for_prompt", lambda *a, **k: Interrupting(real(*a, **k), steps))
 
 
+def interrupted_inversion(models, x0, cfg, folder, monkeypatch, calls: int) -> None:
+    """`invert_or_load` with Ctrl-C pressed during UNet call number `calls + 1`."""
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, calls)
+        with pytest.raises(KeyboardInterrupt):
+            api.invert_or_load(models, x0, cfg, folder)
+
+
+def values(x) -> torch.Tensor:
+    """A record tensor's values, whether it is held in memory or read from its file."""
+    return x.tensor() if isinstance(x, StepFile) else x
+
+
 @pytest.mark.parametrize("record", RECORDS)
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
 def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_identical_record(
@@ -70,45 +84,34 @@ def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_ide
 
     folder = tmp_path / "run" / "inversion"
     calls_per_step = 4 if method == "mbdi" else 1  # MBDI: one call per transform of the rot90 group
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 4 * calls_per_step)
-        with pytest.raises(KeyboardInterrupt):
-            api.invert_or_load(tiny_models, x0, config(method, record=record), folder)
+    interrupted_inversion(tiny_models, x0, config(method, record=record), folder, monkeypatch, 4 * calls_per_step)
     checkpoint = checkpoint_of(folder, record)
     assert checkpoint.is_file() and not (folder / JSON_NAME).exists()
 
     resumed, reused = api.invert_or_load(tiny_models, x0, config(method, record=record), folder)
     assert not reused and resumed.stats["resumed_from_step"] == 4
     assert resumed.on_disk == (record == "disk")
-    as_tensor = (lambda x: x.tensor()) if resumed.on_disk else (lambda x: x)
-    assert torch.equal(as_tensor(resumed.latents), whole.latents)
+    assert torch.equal(values(resumed.latents), whole.latents)
     if method == "ddpm_ef":
-        assert torch.equal(as_tensor(resumed.noise_maps), whole.noise_maps)
+        assert torch.equal(values(resumed.noise_maps), whole.noise_maps)
     assert not checkpoint.exists() and not partial_name(folder).exists()
 
 
 @pytest.mark.parametrize("record", RECORDS)
 def test_a_checkpoint_of_another_config_is_not_resumed(tiny_models, tmp_path, monkeypatch, record):
     x0, folder = clip_latents(), tmp_path / "inversion"
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 3)
-        with pytest.raises(KeyboardInterrupt):
-            api.invert_or_load(tiny_models, x0, config("freeinv", seed=0, record=record), folder)
+    interrupted_inversion(tiny_models, x0, config("freeinv", seed=0, record=record), folder, monkeypatch, 3)
     assert checkpoint_of(folder, record).is_file()
     resumed, _ = api.invert_or_load(tiny_models, x0, config("freeinv", seed=1, record=record), folder)
     assert "resumed_from_step" not in resumed.stats
     whole, _ = api.invert_or_load(tiny_models, x0, config("freeinv", None, seed=1), tmp_path / "whole")
-    as_tensor = (lambda x: x.tensor()) if resumed.on_disk else (lambda x: x)
-    assert torch.equal(as_tensor(resumed.latents), whole.latents)
+    assert torch.equal(values(resumed.latents), whole.latents)
 
 
 @pytest.mark.parametrize("record", RECORDS)
 def test_an_inversion_that_cannot_resume_leaves_nothing_when_interrupted(tiny_models, tmp_path, monkeypatch, record):
     x0, folder = clip_latents(), tmp_path / "inversion"
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 3)
-        with pytest.raises(KeyboardInterrupt):
-            api.invert_or_load(tiny_models, x0, config("ddim", None, record=record), folder)
+    interrupted_inversion(tiny_models, x0, config("ddim", None, record=record), folder, monkeypatch, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
