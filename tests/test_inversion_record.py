@@ -76,10 +76,10 @@ def test_interrupted_save_leaves_no_record(tiny_models, tmp_path, monkeypatch):
 
     record = api.invert(tiny_models, latents(), config(method="ddim"))
 
-    def failing_save_file(tensors, path, metadata=None):
+    def failing_write(path, tensors, metadata=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(record_module, "save_file", failing_save_file)
+    monkeypatch.setattr(record_module, "write_tensors", failing_write)
     with pytest.raises(KeyboardInterrupt):
         record.save(tmp_path / "inversion")
     assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,7 @@ from vidinv.config import config_from_dict
 from vidinv.inversion import api
 from vidinv.inversion.methods import SeededNoise, ef_noise
 from vidinv.inversion.record import TENSORS_NAME, InversionRecord, keeps_on_disk, record_bytes
-from vidinv.inversion.step_file import create, open_tensors
+from vidinv.inversion.step_file import create, open_tensors, write_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,8 @@ def test_a_file_written_step_by_step_in_any_order_has_the_bytes_save_file_writes
         files["noise_maps"][i] = expected["noise_maps"][i]
     del files
     assert md5(tmp_path / "steps.safetensors") == md5(tmp_path / "whole.safetensors")
+    write_tensors(tmp_path / "saved.safetensors", expected, {"fingerprint": "abc"})  # a record in memory's save
+    assert md5(tmp_path / "saved.safetensors") == md5(tmp_path / "whole.safetensors")
 
 
 def test_steps_frame_runs_and_views_read_back_the_tensors_values(tmp_path):

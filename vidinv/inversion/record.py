@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from vidinv.inversion.step_file import StepFile, open_tensors
+from vidinv.inversion.step_file import StepFile, open_tensors, write_tensors
 from vidinv.outputs import atomic_path, partial_name, publish
 
 FORMAT_VERSION = 1
@@ -105,7 +105,7 @@ class InversionRecord:
             tensors["noise_maps"] = self.noise_maps.detach().cpu().contiguous()
         with atomic_path(folder) as tmp:
             tmp.mkdir(parents=True)
-            save_file(tensors, str(tmp / TENSORS_NAME), metadata={"fingerprint": self.fingerprint})
+            write_tensors(tmp / TENSORS_NAME, tensors, {"fingerprint": self.fingerprint})
             (tmp / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
         return folder
 

@@ -59,6 +59,15 @@ def create(
     return open_tensors(path, writable=True)
 
 
+def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata=None) -> None:
+    """`safetensors.torch.save_file`'s file, written a step at a time (save_file first copies every
+    tensor into bytes: twice the record at its peak)."""
+    files = create(path, {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, metadata)
+    for name, tensor in tensors.items():
+        for i in range(len(tensor)):
+            files[name][i] = tensor[i]
+
+
 def open_tensors(path: str | Path, *, writable: bool = False) -> dict[str, StepFile]:
     """Every tensor of a safetensors file, as a `StepFile` (read-only unless `writable`)."""
     fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
