@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from vidinv.cli import main
 from vidinv.config import config_from_dict
+from vidinv.errors import VidinvError
 from vidinv.inversion import api
 from vidinv.inversion.methods import SeededNoise, ef_noise
 from vidinv.inversion.record import TENSORS_NAME, InversionRecord, keeps_on_disk, record_bytes
@@ -71,6 +72,15 @@ def test_a_step_of_the_wrong_shape_is_refused(tmp_path):
     files = create(tmp_path / "t.safetensors", {"latents": (torch.float32, (3, 2, 4))})
     with pytest.raises(ValueError, match="expected"):
         files["latents"][0] = torch.zeros(2, 5)
+
+
+def test_a_step_that_cannot_be_written_is_a_one_line_error(tmp_path):
+    create(tmp_path / "t.safetensors", {"latents": (torch.float32, (3, 2, 4))})
+    read_only = open_tensors(tmp_path / "t.safetensors")["latents"]  # as a full disk refuses a write
+    with pytest.raises(VidinvError, match=r"t.safetensors: cannot write step 1 of the record \(Bad file descriptor\)$"):
+        read_only[1] = torch.zeros(2, 4)
+    with pytest.raises(VidinvError, match="cannot write the record here"):
+        create(tmp_path / "missing" / "t.safetensors", {"latents": (torch.float32, (3, 2, 4))})
 
 
 @pytest.mark.parametrize("shared", [True, False])

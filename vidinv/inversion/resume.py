@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from vidinv.interrupts import Interrupted, requested
 from vidinv.inversion.record import PROGRESS_NAME, TENSORS_NAME
 from vidinv.inversion.step_file import create, open_tensors
-from vidinv.outputs import atomic_path, partial_name, write_text
+from vidinv.outputs import atomic_path, make_folder, partial_name, write_text
 
 log = logging.getLogger("vidinv")
 SUFFIX = ".resume.safetensors"
@@ -100,7 +100,7 @@ class PartialRecord(Checkpoint):
         if self._tensors is None:
             self._progress = None
             shutil.rmtree(self.path, ignore_errors=True)
-            self.path.mkdir(parents=True)
+            make_folder(self.path)
             self._tensors = create(self.path / TENSORS_NAME, specs, {"fingerprint": self.fingerprint})
         return self._tensors
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from vidinv.errors import VidinvError
+
 DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 TORCH_DTYPES = {name: dtype for dtype, name in DTYPES.items()}
 
@@ -53,9 +55,12 @@ def create(
     header = {"__metadata__": dict(metadata)} if metadata else {}
     text = json.dumps({**header, **entries}, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(text)) + text)
-        handle.truncate(8 + len(text) + offset)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(struct.pack("<Q", len(text)) + text)
+            handle.truncate(8 + len(text) + offset)
+    except OSError as err:
+        raise VidinvError(f"{path}: cannot write the record here ({err.strerror})") from None
     return open_tensors(path, writable=True)
 
 
@@ -172,9 +177,14 @@ class StepFile:
         if tuple(data.shape) != self.layout.shape[1:]:
             raise ValueError(f"step of shape {tuple(data.shape)}, expected {self.layout.shape[1:]}")
         raw = data.view(torch.uint8).numpy() if data.numel() else b""
-        written = os.pwrite(self._handle.fd, memoryview(raw), self._offset(i))
+        try:
+            written = os.pwrite(self._handle.fd, memoryview(raw), self._offset(i))
+        except OSError as err:  # a full disk, most likely
+            raise VidinvError(f"{self.path}: cannot write step {i} of the record ({err.strerror})") from None
         if written != self.layout.step_bytes:
-            raise OSError(f"{self.path}: short write ({written} of {self.layout.step_bytes} bytes)")
+            raise VidinvError(
+                f"{self.path}: short write ({written} of {self.layout.step_bytes} bytes; is the disk full?)"
+            )
 
     def _read(self, offset: int, size: int, shape) -> torch.Tensor:
         buffer = bytearray(size)
