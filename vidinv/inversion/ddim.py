@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidinv.inversion.prediction import to_eps
-from vidinv.inversion.storage import place, read, tail, trajectory_storage
+from vidinv.inversion.storage import place, read, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -64,7 +64,7 @@ def invert_steps(
         z = step(z, i)
         latents[i] = z
         if on_step is not None:
-            on_step(lambda i=i: {"latents": tail(latents, i)})
+            on_step(lambda i=i: {"latents": latents[i:]})
     return latents
 
 

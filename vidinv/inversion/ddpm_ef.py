@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from vidinv.inversion.prediction import to_eps
 from vidinv.inversion.resume import steps_done
-from vidinv.inversion.storage import head, place, read, trajectory_storage
+from vidinv.inversion.storage import place, read, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
 
@@ -113,7 +113,7 @@ def ddpm_ef_invert(
             x = mu + scale * z
             latents[i + 1] = x
         if on_step is not None:
-            on_step(lambda i=i: {"latents": head(latents, i + 2), "zs": head(zs, i + 1)})
+            on_step(lambda i=i: {"latents": latents[: i + 2], "zs": zs[: i + 1]})
     return latents, zs
 
 

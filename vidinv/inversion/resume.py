@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vidinv.interrupts import Interrupted, requested
 from vidinv.inversion.record import PROGRESS_NAME, TENSORS_NAME
-from vidinv.inversion.step_file import create, open_tensors
+from vidinv.inversion.step_file import create, open_tensors, write_tensors
 from vidinv.outputs import atomic_path, make_folder, partial_name, write_text
 
 log = logging.getLogger("vidinv")
@@ -70,9 +70,8 @@ class Checkpoint:
 
     def save(self, state: dict[str, torch.Tensor]) -> None:
         """Write the state atomically (the previous checkpoint stays until the new one is complete)."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        with atomic_path(self.path) as tmp:
-            save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint})
+        with atomic_path(self.path) as tmp:  # a step at a time: no copy of the state in memory
+            write_tensors(tmp, {k: v.detach() for k, v in state.items()}, {"fingerprint": self.fingerprint})
         self._last = time.monotonic()
         self.saved += 1
 

@@ -1,8 +1,9 @@
 """Where an inversion's trajectory goes as it is computed: tensors in memory, or the record's file.
 
 The inversion loops write step i of a trajectory with `storage[i] = z` and hand out the steps done
-so far (a checkpoint's state) with `head` / `tail`; the same code serves a torch tensor and a
-`vidinv.inversion.step_file.StepFile` (the record on disk, `runtime.record: disk`).
+so far (a checkpoint's state) as a slice of it: a view, never written again (the later steps lie
+outside it), so a checkpoint copies nothing beyond what it writes. The same code serves a torch
+tensor and a `vidinv.inversion.step_file.StepFile` (the record on disk, `runtime.record: disk`).
 """
 
 from __future__ import annotations
@@ -25,17 +26,6 @@ def trajectory_storage(out: dict | None, steps: dict[str, int], like: torch.Tens
             raise ValueError(f"{name}: storage of shape {tuple(storage.shape)}, expected {(count, *like.shape)}")
         storages.append(storage)
     return storages
-
-
-def head(storage, k: int):
-    """Steps [0, k) as a checkpoint state: a copy in memory, a view of the file on disk (what it
-    holds stays put once written)."""
-    return storage[:k] if isinstance(storage, StepFile) else storage[:k].clone()
-
-
-def tail(storage, i: int):
-    """Steps [i, end) as a checkpoint state (see `head`)."""
-    return storage[i:] if isinstance(storage, StepFile) else storage[i:].clone()
 
 
 def place(storage, done, start: int) -> None:
