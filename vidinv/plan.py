@@ -262,7 +262,7 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     )
     on_disk = keeps_on_disk(rt, record)
     host_parts = {
-        "baseline": HOST_BASELINE_BYTES,
+        "baseline": HOST_BASELINE_BYTES[command],
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
         "record": 0 if on_disk else record,
         "store": store if in_memory else 0,

@@ -10,9 +10,11 @@ from vidinv.config import Config
 MB = 2**20
 LATENT_CHANNELS = 4
 WORKING_LATENTS = 6  # latent-sized tensors the samplers keep beside the record (z, eps, pair, ...)
-# RSS of a `vidinv edit` process before its tensors: python, torch, diffusers, transformers, av, cv2
-# (measured: 650-700 MB for the tiny model on 1 frame, scripts/bench_memory.py)
-HOST_BASELINE_BYTES = 640 * MB
+# RSS of a process before its tensors: python, torch, diffusers, transformers, av (+ cv2 and the
+# clip comparison for the commands that write videos). Measured with scripts/bench_memory.py on
+# the tiny model: `edit` 650-700 MB on 1 frame; `invert` 549 MB at 16 frames of 128x128, of which
+# ~60 MB are its tensors
+HOST_BASELINE_BYTES = {"edit": 640 * MB, "reconstruct": 640 * MB, "invert": 500 * MB}
 
 
 # ---------------------------------------------------------------- frame-calls (one function per method)

@@ -198,7 +198,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     record = 0 if calls.get("inversion", 0) == 0 else record_bytes(config.inversion.steps, latent_bytes, 1)
     on_disk = keeps_on_disk(rt, record)
     host_parts = {
-        "baseline": HOST_BASELINE_BYTES,
+        "baseline": HOST_BASELINE_BYTES[command],
         "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
         "record": 0 if on_disk else record,
         "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),
