@@ -262,3 +262,11 @@ def test_bench_flops_counts_wan_per_latent_frame(run_script):
     assert wan["flowedit_tflop"] == pytest.approx(
         (24 * flops["unet_call"] + 5 * (flops["vae_encode"] + flops["vae_decode"])) / 1e12
     )
+
+
+def test_bench_memory_of_the_inversion_with_the_record_on_disk(run_script, capsys):
+    argv = ["--command", "invert", "--frames", "2", "--steps", "2", "--size", "64", "64", "--methods", "ddpm_ef"]
+    bench, record = run_script("bench_memory", *argv, "--set", "runtime.record=disk")
+    (row,) = record["rows"]
+    assert row["method"] == "ddpm_ef" and row["peak_mb"] > 0 and row["predicted_mb"] > 0
+    assert "`vidinv invert`" in capsys.readouterr().out
