@@ -127,7 +127,15 @@ EDIT += ["runtime.codec=ffv1"]  # lossless: the same bytes exactly when the edit
 
 
 @pytest.mark.parametrize(
-    "method", ["pnp", "tokenflow", "fatezero", "pnp inversion.method=ddpm_ef", "fatezero edit.store=recompute"]
+    "method",
+    [
+        "pnp",
+        "tokenflow",
+        "fatezero",
+        "pnp inversion.method=ddpm_ef",
+        "fatezero edit.store=recompute",
+        "pnp model.pretrained=tiny-sd3 inversion.method=flow",  # a flow model's Euler record
+    ],
 )
 def test_every_edit_gives_the_same_video_with_the_record_on_disk(tmp_path, monkeypatch, method):
     monkeypatch.chdir(REPO)  # the demo config's clip path is relative to the repository
