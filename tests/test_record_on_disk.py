@@ -18,6 +18,7 @@ from vidinv.errors import VidinvError
 from vidinv.inversion import api
 from vidinv.inversion.methods import SeededNoise, ef_noise
 from vidinv.inversion.record import TENSORS_NAME, InversionRecord, keeps_on_disk, record_bytes
+from vidinv.inversion.samplers import EditFriendlyDDPMSampler
 from vidinv.inversion.step_file import create, open_tensors, write_tensors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_every_edit_gives_the_same_video_with_the_record_on_disk(tmp_path, monke
 
 
 def test_auto_keeps_the_record_on_disk_exactly_when_it_passes_the_limit():
-    nbytes = record_bytes(50, 2**20, 2)  # 51 latent sets + 50 noise maps of 1 MB
+    nbytes = record_bytes(EditFriendlyDDPMSampler.tensor_steps(50), 2**20)  # 51 latent sets + 50 noise maps of 1 MB
     assert nbytes == 101 * 2**20
     runtime = config_from_dict({"runtime": {"record": "auto", "record_limit_mb": 101}}).runtime
     assert not keeps_on_disk(runtime, nbytes) and keeps_on_disk(runtime, nbytes + 1)

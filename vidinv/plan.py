@@ -258,7 +258,7 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     from vidinv.registry import SAMPLERS
 
     record = record_bytes(
-        config.inversion.steps, latent_bytes, SAMPLERS.get(inversion_method(config).sampler).latent_sets
+        SAMPLERS.get(inversion_method(config).sampler).tensor_steps(config.inversion.steps), latent_bytes
     )
     on_disk = keeps_on_disk(rt, record)
     host_parts = {

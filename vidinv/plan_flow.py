@@ -194,8 +194,13 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     working = WORKING_LATENTS * latent_bytes
     device_peak = on_device[rt.offload] + max(unet_act + working, vae_act + latent_bytes)
     from vidinv.inversion.record import keeps_on_disk, record_bytes
+    from vidinv.inversion.samplers import Sampler
 
-    record = 0 if calls.get("inversion", 0) == 0 else record_bytes(config.inversion.steps, latent_bytes, 1)
+    record = (
+        0
+        if calls.get("inversion", 0) == 0
+        else record_bytes(Sampler.tensor_steps(config.inversion.steps), latent_bytes)
+    )
     on_disk = keeps_on_disk(rt, record)
     host_parts = {
         "baseline": HOST_BASELINE_BYTES[command],

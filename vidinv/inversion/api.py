@@ -195,7 +195,7 @@ def invert(
     method.prepare(record, tuple(x0.shape[-2:]))
     sampler = sampler_for(record, table)
     start = time.perf_counter()
-    specs = {name: (x0.dtype, (steps, *x0.shape)) for name, steps in sampler.tensor_steps().items()}
+    specs = {name: (x0.dtype, (steps, *x0.shape)) for name, steps in sampler.tensor_steps(len(table)).items()}
     out = checkpoint.storage(specs) if checkpoint is not None else None  # the record's file, or memory
     done = checkpoint.load() if checkpoint is not None else None
     with contextlib.ExitStack() as stack:
@@ -292,11 +292,9 @@ def invert_or_load(
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
     key = fingerprint(fingerprint_fields(models, config), latents)
-    latent_sets = SAMPLERS.get(method_for(config).sampler).latent_sets
-    on_disk = keeps_on_disk(
-        config.runtime,
-        record_bytes(config.inversion.steps, latents.numel() * work_dtype(latents.dtype).itemsize, latent_sets),
-    )
+    tensor_steps = SAMPLERS.get(method_for(config).sampler).tensor_steps(config.inversion.steps)
+    latent_bytes = latents.numel() * work_dtype(latents.dtype).itemsize
+    on_disk = keeps_on_disk(config.runtime, record_bytes(tensor_steps, latent_bytes))
     record = load_if_matching(folder, key, on_disk=on_disk)
     if record is not None:
         missing = [type(c).__name__ for c in captures if not c.load(folder, record)]

@@ -106,8 +106,11 @@ class InversionRecord:
         with atomic_path(folder) as tmp:
             tmp.mkdir(parents=True)
             write_tensors(tmp / TENSORS_NAME, tensors, {"fingerprint": self.fingerprint})
-            (tmp / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
+            self._write_json(tmp)
         return folder
+
+    def _write_json(self, folder: Path) -> None:
+        (folder / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
 
     def _publish(self, folder: Path) -> Path:
         staging = self.latents.path.parent
@@ -115,7 +118,7 @@ class InversionRecord:
             raise ValueError(f"{self.latents.path}: a record on disk is saved from {partial_name(folder)}")
         self.latents.flush()
         (staging / PROGRESS_NAME).unlink(missing_ok=True)  # the checkpoint's; a complete record has none
-        (staging / JSON_NAME).write_text(json.dumps(_jsonable(self.metadata()), indent=2) + "\n", encoding="utf-8")
+        self._write_json(staging)
         publish(staging, folder)
         self.latents.moved_to(folder / TENSORS_NAME)  # noise maps share the file
         return folder
@@ -133,9 +136,9 @@ class InversionRecord:
         return cls(latents=tensors["latents"], noise_maps=tensors.get("noise_maps"), **data)
 
 
-def record_bytes(steps: int, latent_bytes: int, latent_sets: int) -> int:
-    """The record's tensor bytes: latents at the N+1 levels (+ N noise maps) of `latent_bytes` each."""
-    return ((steps + 1) + (steps if latent_sets == 2 else 0)) * latent_bytes
+def record_bytes(tensor_steps: dict[str, int], latent_bytes: int) -> int:
+    """The record's tensor bytes: the steps of its tensors (`Sampler.tensor_steps`) of `latent_bytes` each."""
+    return sum(tensor_steps.values()) * latent_bytes
 
 
 def keeps_on_disk(runtime, nbytes: int) -> bool:

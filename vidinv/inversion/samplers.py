@@ -29,7 +29,6 @@ class Sampler:
     # regenerating from the record reproduces its latents at every step, so a source branch can
     # read them from the record instead of running the sampler
     exact: ClassVar[bool] = False
-    latent_sets: ClassVar[int] = 1  # latent-sized tensors the record keeps per step (latents, noise maps)
 
     def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon"):
         self.table, self.record, self.prediction_type = table, record, prediction_type
@@ -41,10 +40,10 @@ class Sampler:
         `out`: the record's file to write them into ({name: StepFile}, shaped as `tensor_steps` says)."""
         raise NotImplementedError
 
-    def tensor_steps(self) -> dict[str, int]:
-        """The record's tensors and the steps of each: latents at the N+1 levels (+ noise maps)."""
-        n = len(self.table)
-        return {"latents": n + 1, "noise_maps": n} if self.latent_sets == 2 else {"latents": n + 1}
+    @classmethod
+    def tensor_steps(cls, n: int) -> dict[str, int]:
+        """The record's tensors for n steps and the steps each holds: latents at the N+1 levels."""
+        return {"latents": n + 1}
 
     def step(self, z: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
         raise NotImplementedError
@@ -102,7 +101,6 @@ class EditFriendlyDDPMSampler(Sampler):
 
     name = "ddpm_ef"
     exact = True
-    latent_sets = 2  # latents and noise maps
 
     def invert(
         self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, out=None, noise=None
@@ -120,6 +118,10 @@ class EditFriendlyDDPMSampler(Sampler):
             out=out,
         )
         return {"latents": latents, "noise_maps": zs}
+
+    @classmethod
+    def tensor_steps(cls, n):
+        return {"latents": n + 1, "noise_maps": n}  # + the noise map of every step
 
     def step(self, z, pred, i):
         return ddpm_ef_sample_step(z, pred, self.table, i, self.record.noise_maps, self.prediction_type)

@@ -126,8 +126,6 @@ class StepFile:
     def dtype(self) -> torch.dtype:
         return self.layout.dtype
 
-    device = torch.device("cpu")
-
     def __len__(self) -> int:
         return self._steps
 
@@ -141,9 +139,6 @@ class StepFile:
     def is_view_of(self, other: StepFile, start: int) -> bool:
         """Whether this is steps [start, ...) of `other`."""
         return self.position_in(other) == start
-
-    def dim(self) -> int:
-        return len(self.layout.shape)
 
     def _offset(self, i: int) -> int:
         if not -self._steps <= i < self._steps:
