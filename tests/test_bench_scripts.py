@@ -111,13 +111,17 @@ def test_bench_inversion(run_script, capsys):
     assert "xDDIM" in capsys.readouterr().out
 
 
-def test_bench_memory(run_script):
-    argv = ["--frames", "2", "3", "--steps", "2", "--size", "64", "64", "--methods", "pnp"]
+def test_bench_memory_runs_a_saved_random_weight_arch(run_script, capsys):
+    """--arch: the runs load a random-weight model of that shape from the folder the bench saved."""
+    argv = ["--arch", "tiny", "--frames", "2", "3", "--steps", "2", "--size", "64", "64", "--methods", "pnp"]
     bench, record = run_script("bench_memory", *argv)
     assert [r["frames"] for r in record["rows"]] == [2, 3]
     assert set(keys(bench.COLUMNS)) <= set(record["rows"][0])
     assert all(r["peak_mb"] > 0 and r["predicted_mb"] > 0 for r in record["rows"])
-    assert record["rows"][-1]["slope_kb_per_frame"] is not None
+    first, last = record["rows"]
+    assert last["slope_kb_per_frame"] == pytest.approx((last["peak_mb"] - first["peak_mb"]) * 1024)
+    assert record["slope_kb_per_frame"] == {"pnp": last["slope_kb_per_frame"]}
+    assert "(tiny, 64x64, 2 steps)" in capsys.readouterr().out
 
 
 def test_bench_batch_inverts_once_for_n_prompts(run_script, capsys):

@@ -86,7 +86,9 @@ def checkpointed_steps(checkpoint: Path) -> int:
     """Steps in the checkpoint as it is on disk now (0 while there is none; saves replace it atomically)."""
     try:
         return steps_done(load_file(str(checkpoint)))
-    except FileNotFoundError:
+    except (FileNotFoundError, RuntimeError):  # safetensors reports a missing file as a RuntimeError
+        if checkpoint.is_file():
+            raise
         return 0
 
 

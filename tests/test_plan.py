@@ -70,6 +70,24 @@ def test_vidinv_plan_prints_the_prediction(capsys):
         assert line in out
 
 
+def test_vidinv_plan_predicts_a_gpu_run_on_a_machine_without_one(capsys):
+    """model.device=cuda plans from the shapes alone, CUDA or not: the weights leave the host's share."""
+    values = {"model": {"device": "cuda", "dtype": "fp16"}, "video": {"num_frames": FRAMES, "height": SIZE}}
+    on_gpu = plan_run(config_from_dict(values))
+    on_cpu = plan_run(config_from_dict({**values, "model": {"device": "cpu", "dtype": "fp16"}}))
+    assert on_gpu.device.startswith("cuda") and on_gpu.host_parts["weights"] == 0
+    assert on_cpu.host_parts["weights"] == sum(on_cpu.weights.values()) > 0
+    assert main(["plan", "configs/demo.yaml", "model.device=cuda", "video.num_frames=4"]) == 0
+    assert "on cuda" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_vidinv_edit_on_a_missing_gpu_exits_2_in_one_line_before_writing(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["edit", "configs/demo.yaml", "model.device=cuda", f"runtime.output_dir={out_dir}"]) == 2
+    assert capsys.readouterr().err.strip().endswith("CUDA is not available here") and not out_dir.exists()
+
+
 def test_vidinv_edit_that_cannot_fit_exits_2_before_writing(tmp_path, capsys):
     out_dir = tmp_path / "run"
     big = ["video.num_frames=10000", "video.height=8192", "video.width=8192"]

@@ -215,7 +215,7 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     from vidinv.models import resolve_device, resolve_dtype
 
     rt = config.runtime
-    device = resolve_device(config.model.device)
+    device = resolve_device(config.model.device, present=False)  # shapes only
     dtype = resolve_dtype(config.model.dtype, device)
     frames, height, width = clip_shape(config)
     latent_hw = (height // 8, width // 8)

@@ -155,7 +155,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     from vidinv.models.vae import latent_channels, spatial_factor
 
     rt = config.runtime
-    device = resolve_device(config.model.device)
+    device = resolve_device(config.model.device, present=False)  # shapes only
     dtype = resolve_dtype(config.model.dtype, device)
     frames, height, width = clip_shape(config)
     configs = flow_configs(config, family)

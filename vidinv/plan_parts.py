@@ -118,8 +118,9 @@ class Plan:
 
 
 def device_capacity(device: torch.device) -> int | None:
-    """Total memory of a CUDA device (None for the CPU: the host's memory is the limit)."""
-    if device.type == "cuda":
+    """Total memory of a CUDA device (None for the CPU, whose limit is the host's memory, and for a
+    device this machine lacks: the run's loading refuses it)."""
+    if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_properties(device).total_memory
     return None
 

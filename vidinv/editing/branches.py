@@ -253,7 +253,9 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
             if interrupts.requested():  # a first Ctrl-C: stop at this step boundary
                 raise interrupts.Interrupted("edit", i + 1 - start, n - start)
     z_source = branches[0] if reconstructed else None  # the reconstruction, when it ran to the end
-    z = branches[-1] if len(branches) == 1 or reconstructed else branches[-1].clone()
+    # the edit's latents in their own storage: a view of the two-row buffer would hold the source's
+    # latents as long as the edit's (the edit job keeps them through the decode; the source only here)
+    z = branches[-1] if len(branches) == 1 else branches[-1].clone()
     if models.device.type == "cuda":
         torch.cuda.synchronize(models.device)
     stats = {

@@ -83,8 +83,9 @@ class Models:
         }
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; anything else must be a torch device string."""
+def resolve_device(device: str = "auto", *, present: bool = True) -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; anything else must be a torch device string (with
+    `present`, one this machine has: `vidinv plan` predicts for a GPU machine from one without)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -95,7 +96,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise VidinvError(f"model.device: {device!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    if present and resolved.type == "cuda" and not torch.cuda.is_available():
         raise VidinvError(f"model.device: {device!r} asked for, but CUDA is not available here")
     return resolved
 
