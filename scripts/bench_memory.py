@@ -90,17 +90,19 @@ def add_slopes(rows: list[dict]) -> dict[str, float]:
     """Per method: each row's measured and predicted growth per frame (KB) from the method's next
     shorter clip (so 16 / 64 / 208 frames also show the slope past the encoders' warm-up, which
     fills by ~32 frames); returns each method's slope between its shortest and longest clip."""
+
+    def kb_per_frame(first: dict, last: dict, key: str) -> float:
+        return (last[key] - first[key]) * 1024 / (last["frames"] - first["frames"])
+
     overall = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["frames"])
         for first, last in zip(mine, mine[1:]):
-            span = last["frames"] - first["frames"]
-            last["slope_kb_per_frame"] = (last["peak_mb"] - first["peak_mb"]) * 1024 / span
-            last["predicted_slope_kb"] = (last["predicted_mb"] - first["predicted_mb"]) * 1024 / span
-        if len(mine) > 1 and mine[-1]["frames"] > mine[0]["frames"]:
-            overall[method] = (
-                (mine[-1]["peak_mb"] - mine[0]["peak_mb"]) * 1024 / (mine[-1]["frames"] - mine[0]["frames"])
-            )
+            if last["frames"] > first["frames"]:
+                last["slope_kb_per_frame"] = kb_per_frame(first, last, "peak_mb")
+                last["predicted_slope_kb"] = kb_per_frame(first, last, "predicted_mb")
+        if mine[-1]["frames"] > mine[0]["frames"]:
+            overall[method] = kb_per_frame(mine[0], mine[-1], "peak_mb")
     return overall
 
 
