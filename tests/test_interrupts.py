@@ -1,9 +1,10 @@
 """Ctrl-C and kill -9 with real processes and real signals: the first SIGINT finishes the step,
 keeps what a rerun needs and exits 130 with one line; a second exits at once; rerunning the same
-command gives records (and edited latents) bit-identical to an uninterrupted run's."""
+command gives records, edited latents and video files bit-identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from vidinv import interrupts
 from vidinv.cli import main
 from vidinv.inversion.record import JSON_NAME, InversionRecord
 from vidinv.inversion.resume import SUFFIX, steps_done
+from vidinv.jobs.edit import VIDEOS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "demo.yaml")
@@ -257,3 +259,17 @@ def test_sigints_during_the_inversion_and_then_the_edit_rerun_to_the_bit_identic
     assert in_process("edit", out, *args) == 0
     assert torch.equal(edited[str(out)], edited[str(whole)])
     assert '"record_reused": true' in (out / "metrics.json").read_text()
+    assert videos_md5(out) == videos_md5(whole)  # the files too, written by processes of other histories
+
+    killed = tmp_path / "killed"  # kill -9 after a periodic checkpoint of the inversion, then resumed
+    run = Run("edit", CONFIG, *args, f"runtime.output_dir={killed}")
+    run.wait_until(lambda: checkpointed_steps(checkpoint_of(killed)) > 0, "a periodic checkpoint")
+    run.send(signal.SIGKILL)
+    assert run.finish() == -signal.SIGKILL
+    assert in_process("edit", killed, *args) == 0
+    assert videos_md5(killed) == videos_md5(whole)
+
+
+def videos_md5(out: Path) -> dict[str, str]:
+    """md5 of each video an edit wrote (edited, source, side_by_side)."""
+    return {stem: hashlib.md5((out / f"{stem}.mp4").read_bytes()).hexdigest() for stem in VIDEOS}

@@ -2,8 +2,9 @@
 
 Both run a clip's items in one worker (the inversion, then its edits) and hand the rows to
 `on_rows` as they finish. Ray: the cluster named by RAY_ADDRESS, else a local one started with
-`num_cpus=workers x threads` (no dashboard) and shut down afterwards; `threads` CPUs (default 1)
-per task, and one GPU per task when the cluster has GPUs. The workers get this very vidinv package (`py_modules`); the
+`num_cpus=workers x threads` (no dashboard) and shut down afterwards; `threads` CPUs (default 1,
+as on the local backend) per task, and one GPU per task when the
+cluster has GPUs. The workers get this very vidinv package (`py_modules`); the
 output folder must be one they can all write (a local cluster, or shared storage).
 """
 
@@ -23,7 +24,7 @@ OnRows = Callable[[list[dict]], None]
 def run_local(groups: list[list[BatchItem]], manifest: Manifest, on_rows: OnRows, *, quiet: bool) -> None:
     """Item by item in this process, or `workers` clips at once in spawned processes."""
     if manifest.workers == 1:
-        with torch_threads(manifest.threads):
+        with torch_threads(manifest.threads_per_clip):
             for item in (item for group in groups for item in group):
                 on_rows([run_item(item, quiet=quiet)])
         return
@@ -31,7 +32,7 @@ def run_local(groups: list[list[BatchItem]], manifest: Manifest, on_rows: OnRows
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(manifest.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_clip_items, group, True, manifest.threads): group for group in groups}
+        futures = {pool.submit(run_clip_items, group, True, manifest.threads_per_clip): group for group in groups}
         for future in as_completed(futures):
             on_rows(_rows_or_failure(futures[future], future.result))
 
@@ -62,11 +63,11 @@ def _connect_ray(num_cpus: int) -> bool:
 
 
 def run_ray(groups: list[list[BatchItem]], manifest: Manifest, on_rows: OnRows) -> None:
-    """One Ray task per clip (`threads` CPUs each, default 1); rows handed on as the tasks finish."""
+    """One Ray task per clip (`threads_per_clip` CPUs each); rows handed on as the tasks finish."""
     import ray
 
-    started = _connect_ray(manifest.workers * (manifest.threads or 1))
-    threads = manifest.threads or 1
+    threads = manifest.threads_per_clip
+    started = _connect_ray(manifest.workers * threads)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_clip_items)

@@ -9,7 +9,7 @@
     output_dir: outputs/batch
     backend: local                                # local | ray
     workers: 1                                    # clips run at once
-    threads: null                                 # torch CPU threads per clip (ray: CPUs per task); null = torch's default here, 1 per Ray task
+    threads: null                                 # torch CPU threads per clip (ray: CPUs per task); null = 1, on both backends
 
 Relative paths are relative to the working folder (as in the configs). Every mistake is a one-line
 `VidinvError` naming the manifest.
@@ -43,6 +43,12 @@ class Manifest:
     backend: str = "local"
     workers: int = 1
     threads: int | None = None
+
+    @property
+    def threads_per_clip(self) -> int:
+        """torch CPU threads per clip, the same on both backends and on every machine (CPU results
+        depend on the count in their last bits): `threads`, else 1 (clips run in parallel as workers)."""
+        return self.threads or 1
 
 
 MANIFEST_KEYS = ("base", "overrides", "clips", "prompts", "grid", "output_dir", "backend", "workers", "threads")

@@ -8,9 +8,11 @@ lossless. gif: PyAV's gif encoder with a per-frame 256-colour palette (median cu
 dithering). png: `frame_00000.png`, ... in a folder. The file (or folder) appears under its final
 name only once complete (`vidinv.outputs.atomic_path`).
 
-Same pictures -> the same bytes, on any machine: every encoder runs on one thread (x264's output
-depends on its thread count, which it would otherwise take from the CPUs it sees) and the
-containers are written bitexact (no library version tag, no random Matroska segment id).
+Same pictures -> the same bytes, whatever the process did before: every encoder runs on one
+thread (x264's output depends on its thread count, which it would otherwise take from the CPUs it
+sees), x264 runs without its AVX-512 kernels (one of them reads memory it never wrote:
+`vidinv.io.x264`), and the containers are written bitexact (no library version tag, no random
+Matroska segment id).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from PIL import Image
 from vidinv.errors import VidinvError
 from vidinv.io.audio import AudioSource, AudioTrack
 from vidinv.io.video import frames_to_uint8
+from vidinv.io.x264 import x264_params
 from vidinv.outputs import atomic_path
 
 FORMATS = ("mp4", "mkv", "gif", "png")
@@ -172,6 +175,7 @@ class Encoding:
     pix_fmt: str
     options: dict
     to_frame: Callable[[np.ndarray], object]  # uint8 (H, W, 3) -> av.VideoFrame
+    pinned: Callable[[], dict] = dict  # options fixed per machine (x264's instruction sets)
 
     def open(self, tmp: Path, fps: float, audio: AudioSource | None = None) -> EncodingSession:
         return EncodingSession(self, tmp, fps, audio)
@@ -195,7 +199,7 @@ class EncodingSession:
             stream = self.container.add_stream(self.encoding.codec, rate=Fraction(self.fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, self.encoding.pix_fmt
             stream.codec_context.thread_count = ENCODER_THREADS
-            stream.options = {**self.encoding.options, **BITEXACT_CODEC}
+            stream.options = {**self.encoding.options, **BITEXACT_CODEC, **self.encoding.pinned()}
             self.stream = stream
             if self.audio_source is not None:
                 self.audio = AudioTrack(self.audio_source, self.container)
@@ -239,7 +243,7 @@ class PngFolder:
 
 
 WRITERS = {
-    "mp4": Encoding("mp4", "libx264", "yuv420p", MP4_OPTIONS, _h264_frame),
+    "mp4": Encoding("mp4", "libx264", "yuv420p", MP4_OPTIONS, _h264_frame, x264_params),
     "mkv": Encoding("matroska", "ffv1", "bgr0", {}, _rgb_frame),
     "gif": Encoding("gif", "gif", "pal8", {}, _palette_frame),
     "png": PngFolder(),
