@@ -73,6 +73,16 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_file
             [*edit, *SMALL, "edit.method=fatezero", "edit.blend_words=[zebra]", f"runtime.output_dir={out}/f"],
             "'zebra' is not in the source prompt",
         ),
+        "size past SD3's positional embedding": (  # the shipped config's 576x1024 on the tiny SD3 (16 tokens a side)
+            ["edit", "configs/sd3_flowedit.yaml", "model.pretrained=tiny-sd3", f"runtime.output_dir={out}/sd3"],
+            "video.height: 576 is 36 tokens of 16 px, more than the sd3 transformer's positional embedding holds"
+            " (16 a side); use a multiple of 16 up to 256",
+        ),
+        "plan of that size": (["plan", "configs/sd3_edit.yaml", "model.pretrained=tiny-sd3"], "up to 256"),
+        "size not whole SD3 tokens": (
+            [*edit, "model.pretrained=tiny-sd3", "video.height=32", "video.width=40", f"runtime.output_dir={out}/w"],
+            "video.width: 40 is not a multiple of 16",
+        ),
     }
     for name, path in broken_files.items():
         cases[name] = ([*edit, *SMALL, f"video.path={path}", f"runtime.output_dir={out}/{name}"], str(path))

@@ -115,14 +115,21 @@ def patch_pixels(family: str, transformer_config: dict, factor: int) -> int:
 
 
 def check_size(family: str, transformer_config: dict, factor: int, height: int, width: int) -> None:
-    """A one-line error when the frame size is not a whole number of the transformer's tokens."""
+    """A one-line error when the frame size is not a whole number of the transformer's tokens, or
+    has more tokens a side than its positional embedding holds (SD3's `pos_embed_max_size`)."""
     unit = patch_pixels(family, transformer_config, factor)
+    limit = transformer_config.get("pos_embed_max_size")
     for key, value in (("height", height), ("width", width)):
         if value % unit:
             below, above = max(unit, value // unit * unit), value // unit * unit + unit
             raise VidinvError(
                 f"video.{key}: {value} is not a multiple of {unit} (the {family} transformer's tokens are"
                 f" {unit}x{unit} pixels); use {below} or {above}"
+            )
+        if limit and value // unit > limit:
+            raise VidinvError(
+                f"video.{key}: {value} is {value // unit} tokens of {unit} px, more than the {family} transformer's"
+                f" positional embedding holds ({limit} a side); use a multiple of {unit} up to {limit * unit}"
             )
 
 
