@@ -104,3 +104,22 @@ def test_a_non_empty_output_dir_is_refused_without_overwrite(tmp_path):
     assert result.returncode == 2
     assert "not empty" in result.stderr and "runtime.overwrite=true" in result.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_overwrite_leaves_no_output_of_an_earlier_command_beside_the_new_ones(tmp_path, capsys):
+    """A folder never holds the results of two runs: `reconstruct`, `encode` and an edit in another
+    codec, each with runtime.overwrite=true over an edit's folder, leave only their own outputs
+    (the inversion record, reusable state, and files no command writes stay)."""
+    out = tmp_path / "run"
+    small = ["video.num_frames=2", "video.height=32", "video.width=32", "inversion.steps=2", f"runtime.output_dir={out}"]
+    assert main(["--quiet", "edit", "configs/demo.yaml", *small]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["--quiet", "reconstruct", "configs/demo.yaml", *small, "runtime.overwrite=true"]) == 0
+    outputs = {"reconstruction.mp4", "metrics.json", "config.yaml", "inversion", "notes.txt"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == outputs
+    assert main(["--quiet", "edit", "configs/demo.yaml", *small, "runtime.overwrite=true", "runtime.codec=ffv1"]) == 0
+    outputs = {"edited.mkv", "source.mkv", "side_by_side.mkv", "metrics.json", "config.yaml", "inversion", "notes.txt"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == outputs
+    assert main(["--quiet", "encode", "configs/demo.yaml", *small, "runtime.overwrite=true"]) == 0
+    outputs = {"source.mp4", "roundtrip.mp4", "metrics.json", "config.yaml", "inversion", "notes.txt"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == outputs

@@ -69,6 +69,24 @@ def check_writable(final: str | Path) -> Path:
     return Path(final)
 
 
+RUN_VIDEOS = ("edited", "source", "side_by_side", "reconstruction", "roundtrip")  # every command's videos
+
+
+def stale_outputs(folder: Path, writes: list[str]) -> list[Path]:
+    """The outputs of an earlier command in `folder` (any command's videos in any codec, its
+    metrics) that a run writing `writes` would not replace: left there, the folder would hold the
+    results of two different runs."""
+    from vidinv.io.writing import CODECS, video_filename
+
+    names = {video_filename(stem, codec) for stem in RUN_VIDEOS for codec in CODECS} | {"metrics.json"}
+    return [folder / name for name in sorted(names - set(writes)) if (folder / name).exists()]
+
+
+def remove_stale_outputs(folder: Path, writes: list[str]) -> None:
+    for path in stale_outputs(folder, writes):
+        _remove(path)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

@@ -24,16 +24,17 @@ def run(config: Config, *, quiet: bool = False) -> str:
 
     started = time.perf_counter()
     rt = config.runtime
-    out = prepare_output_dir(rt.output_dir, rt.overwrite)
+    source_name, roundtrip_name = (video_filename(stem, rt.codec) for stem in ("source", "roundtrip"))
+    out = prepare_output_dir(rt.output_dir, rt.overwrite, [source_name, roundtrip_name, "metrics.json"])
     models = load_models_for(config)
     stream = stream_for(config)
     fps = rt.fps or stream.fps
     t0 = time.perf_counter()
-    with VideoWriter(out / video_filename("source", rt.codec), fps) as source:
+    with VideoWriter(out / source_name, fps) as source:
         latents = encode_stream(models, stream, writers=[source], progress=not quiet)
     t1 = time.perf_counter()
     per_frame = []
-    with VideoWriter(out / video_filename("roundtrip", rt.codec), fps) as writer:
+    with VideoWriter(out / roundtrip_name, fps) as writer:
         for frames, (roundtrip,) in decode_chunks(models, stream, latents, progress=not quiet):
             writer.write(roundtrip)
             per_frame.append(psnr_per_frame(roundtrip, frames))

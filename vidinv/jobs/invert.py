@@ -34,7 +34,7 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
     resumable = (path / (RECORD_DIR + SUFFIX)).is_file() or (partial_name(record) / PROGRESS_NAME).is_file()
     has_inversion = (record / JSON_NAME).is_file() or resumable
     if rt.overwrite or not has_inversion:
-        prepare_output_dir(path, rt.overwrite)
+        prepare_output_dir(path, rt.overwrite, writes)
     else:
         acquire_run_lock(path)
         clash = [name for name in writes if (path / name).exists()]
