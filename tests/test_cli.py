@@ -111,7 +111,13 @@ def test_overwrite_leaves_no_output_of_an_earlier_command_beside_the_new_ones(tm
     codec, each with runtime.overwrite=true over an edit's folder, leave only their own outputs
     (the inversion record, reusable state, and files no command writes stay)."""
     out = tmp_path / "run"
-    small = ["video.num_frames=2", "video.height=32", "video.width=32", "inversion.steps=2", f"runtime.output_dir={out}"]
+    small = [
+        "video.num_frames=2",
+        "video.height=32",
+        "video.width=32",
+        "inversion.steps=2",
+        f"runtime.output_dir={out}",
+    ]
     assert main(["--quiet", "edit", "configs/demo.yaml", *small]) == 0
     (out / "notes.txt").write_text("mine")
     assert main(["--quiet", "reconstruct", "configs/demo.yaml", *small, "runtime.overwrite=true"]) == 0
