@@ -1,5 +1,6 @@
 """CPU offload (vidinv.models.offload): accelerate's hooks on every component, results equal to no
-offload, weights on the CPU between calls, `models.device` still the execution device."""
+offload, weights on the CPU between calls, `models.device` still the execution device; every module
+component offloaded (SDXL's second text encoder, SD3's T5, ControlNets with the UNet)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from vidinv.config import config_from_dict
 from vidinv.errors import VidinvError
 from vidinv.jobs.common import load_models_for
 from vidinv.models import decode_latents, encode_frames, encode_prompts
-from vidinv.models.offload import MODULES, execution_device
+from vidinv.models.offload import execution_device, offload_groups
 
 METHODS = ["pnp", "tokenflow", "fatezero"]
 
@@ -76,7 +77,7 @@ def test_sequential_offload_components_give_the_outputs_without_offload(frames):
 def test_offload_hooks_run_every_component_on_models_device(mode, hook_class):
     models = load_models_for(config_from_dict(offload_config(mode)))
     assert models.device == torch.device("cpu")  # the execution device this machine resolves to
-    for name in MODULES:
+    for name in ("text_encoder", "unet", "vae"):
         module = getattr(models, name)
         hooked = [h for sub in module.modules() for h in hooks_of(sub)]
         assert any(isinstance(h, hook_class) for h in hooked), name
@@ -87,7 +88,7 @@ def test_model_offload_keeps_weights_on_the_cpu_and_one_component_on_the_device(
     models = load_models_for(config_from_dict(offload_config("model")))
     group = hooks_of(models.unet)[0].group
     offloaded = []
-    for name, hook in group.offload_hooks.items():
+    for name, (hook,) in group.offload_hooks.items():
         monkeypatch.setattr(
             hook, "offload", lambda name=name, hook=hook: offloaded.append(name) or hook.model.to("cpu")
         )
@@ -103,7 +104,7 @@ def test_model_offload_keeps_weights_on_the_cpu_and_one_component_on_the_device(
 
 def test_sequential_offload_keeps_weights_in_a_cpu_map_and_none_in_the_modules():
     models = load_models_for(config_from_dict(offload_config("sequential")))
-    for name in MODULES:
+    for name in ("text_encoder", "unet", "vae"):
         module = getattr(models, name)
         assert {p.device.type for p in module.parameters()} == {"meta"}
         maps = [h.weights_map for sub in module.modules() for h in hooks_of(sub) if getattr(h, "weights_map", None)]
@@ -113,3 +114,48 @@ def test_sequential_offload_keeps_weights_in_a_cpu_map_and_none_in_the_modules()
 def test_an_unknown_offload_mode_is_refused():
     with pytest.raises(VidinvError, match="runtime.offload"):
         config_from_dict({"runtime": {"offload": "disk"}})
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+@pytest.mark.parametrize(
+    "pretrained, components",
+    [("tiny-sdxl", {"text_encoder", "text_encoder_2", "unet", "vae"}), ("tiny-sd3", None), ("tiny-flux", None)],
+)
+def test_every_module_component_is_offloaded(mode, pretrained, components):
+    """No component stays resident: SDXL's second text encoder, SD3's and Flux's T5 and CLIPs, the
+    transformer and the VAE each carry accelerate's hook (the offload's device figure assumes it)."""
+    from vidinv.models import load_models
+
+    models = load_models(pretrained, dtype="fp32", device="cpu", offload=mode)
+    groups = offload_groups(models)
+    if components is None:  # a flow pipeline: every nn.Module it holds
+        components = {n for n, m in models.pipeline.components.items() if isinstance(m, torch.nn.Module)}
+        assert {"text_encoder", "text_encoder_2", "transformer", "vae"} <= components
+    assert set(groups) == components and models.offload == mode
+    hook_class = CpuOffload if mode == "model" else AlignDevicesHook
+    for name, modules in groups.items():
+        for module in modules:
+            assert any(isinstance(h, hook_class) for sub in module.modules() for h in hooks_of(sub)), name
+
+
+def test_controlnets_move_with_the_unet_as_one_group(controlnet_folder):
+    """Under model offload the UNet and its ControlNet are one group (called in turn every step):
+    calling one does not send the other back to the CPU."""
+    from vidinv.models import load_models
+
+    models = load_models("tiny", dtype="fp32", device="cpu", controlnet=str(controlnet_folder), offload="model")
+    groups = offload_groups(models)
+    assert groups["unet"] == [models.unet, *models.controlnets]
+    state = hooks_of(models.unet)[0].group
+    assert hooks_of(models.controlnets[0])[0].group is state and len(state.offload_hooks["unet"]) == 2
+
+
+def test_offload_applies_once_and_a_second_mode_is_refused():
+    from vidinv.models import load_models
+    from vidinv.models.offload import apply_offload
+
+    models = load_models("tiny", dtype="fp32", device="cpu", offload="model")
+    apply_offload(models, "model")  # what prepare_models does with the config's mode: nothing more
+    assert len(hooks_of(models.unet)) == 2  # ArriveAlone + accelerate's CpuOffload, not twice
+    with pytest.raises(VidinvError, match="already offloaded"):
+        apply_offload(models, "sequential")

@@ -25,7 +25,7 @@ def load_models_for(config: Config):
     """The configured model: cross-frame attention on its UNet, VAE tiling and CPU offload as configured."""
     from vidinv.models import models_from_config
 
-    models = models_from_config(config.model)
+    models = models_from_config(config.model, offload=config.runtime.offload)
     return prepare_models(models, config)
 
 

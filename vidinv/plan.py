@@ -250,7 +250,10 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         _store_bytes(config, unet, configs_family(configs), frames, latent_hw) if fatezero else None
     )  # outside: the step table is real
     in_memory = fatezero and store_in_memory(config, store)
-    on_device = {"none": sum(weights.values()), "model": max(weights.values())}
+    # model offload: one group at a time on the device, the UNet with its ControlNets (vidinv.models.offload)
+    groups = {name: size for name, size in weights.items() if name != "controlnet"}
+    groups["unet"] += weights.get("controlnet", 0)
+    on_device = {"none": sum(groups.values()), "model": max(groups.values())}
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
     working = WORKING_LATENTS * latent_bytes
     device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)

@@ -2,7 +2,7 @@
 conditions and one transformer call.
 
     family = flow_family_of("stabilityai/stable-diffusion-3-medium-diffusers")   # "sd3" | "flux" | None
-    models = load_flow_models(source, family, dtype=torch.float32, device=cpu)
+    models = load_models(source, dtype="fp32", device="cpu")                   # a FlowModels (vidinv.models)
     cond = flow_condition(models, ["", "a cat"], guidance=4.0)                  # the prompt rows
     v = models.call(models.transformer, x, t, cond)                            # x ((b f) c h w) -> velocity
                                                     # Wan (models.video): x (b f c h w), the whole clip
@@ -239,6 +239,7 @@ class FlowModels:
     source: str
     max_sequence_length: int
     prediction_type: str = field(default="flow", init=False)
+    offload: str = field(default="none", init=False)  # runtime.offload applied (vidinv.models.offload)
 
     @property
     def video(self) -> bool:
@@ -385,12 +386,13 @@ def load_flow_models(
     t5: bool = True,
     single_file_config: str | None = None,
 ) -> FlowModels:
-    """The flow pipeline's modules cast, moved and frozen by `prepare(module, dtype, device)`."""
+    """The flow pipeline's modules cast, placed and frozen by `prepare(module, dtype)` (on `device`,
+    the execution device, unless the caller offloads them from the CPU)."""
     pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5, config=single_file_config)
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
             keep_fp32 = family in VIDEO_FAMILIES and name == "vae"
-            setattr(pipeline, name, prepare(module, torch.float32 if keep_fp32 else dtype, device))
+            setattr(pipeline, name, prepare(module, torch.float32 if keep_fp32 else dtype))
     if family in VIDEO_FAMILIES:
         pipeline.scheduler = euler_flow_scheduler(pipeline.scheduler)
     if pretrained in TINY_FLOW:

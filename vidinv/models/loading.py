@@ -49,6 +49,7 @@ class Models:
     text_encoder_2: torch.nn.Module | None = None
     family: ModelFamily | None = None
     controlnets: list = field(default_factory=list)
+    offload: str = "none"  # runtime.offload applied to the components (vidinv.models.offload)
 
     def components(self) -> list[str]:
         """Names of the components this model has (COMPONENTS order)."""
@@ -241,6 +242,7 @@ def load_models(
     vae: str | None = None,
     controlnet: str | list[str] | None = None,
     t5: bool = True,
+    offload: str = "none",
 ) -> Models:
     """Load tokenizer(s), text encoder(s), UNet, VAE and a DDIM scheduler, in eval mode on `device`.
 
@@ -252,23 +254,32 @@ def load_models(
     replaces the pipeline's VAE (hub id or folder, e.g. an fp16-safe one), `controlnet` loads one
     ControlNet or several (hub ids, folders or single files) into `Models.controlnets`.
     `t5` false loads SD3 without its T5 text encoder (an error for Flux and for models without T5).
+    `offload` (model | sequential) loads every component onto the CPU and offloads it to `device`
+    from there (`vidinv.models.offload`): the device never holds more than the offload allows.
     """
+    from vidinv.models.offload import OFFLOAD_MODES, apply_offload
+
+    if offload not in OFFLOAD_MODES:
+        raise VidinvError(f"runtime.offload: {offload!r} is not one of {', '.join(OFFLOAD_MODES)}")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    place = torch.device("cpu") if offload != "none" else torch_device  # where the weights load
     quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
     flow_family = flow_family_of(pretrained, config)
     if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
-        return load_flow_models(
+        models = load_flow_models(
             pretrained,
             flow_family,
             dtype=torch_dtype,
             device=torch_device,
-            prepare=_prepare,
+            prepare=lambda module, module_dtype: _prepare(module, module_dtype, place),
             t5=t5,
             single_file_config=config,
         )
+        apply_offload(models, offload)
+        return models
     if not t5:
         raise VidinvError(f"model.t5: {pretrained} has no T5 text encoder to drop (only SD3 does)")
     parts = _load_components(pretrained, torch_dtype, config)
@@ -285,19 +296,21 @@ def load_models(
     for name in MODULES:
         if name in parts:
             wanted = _vae_dtype(parts[name], torch_dtype, family) if name == "vae" else torch_dtype
-            parts[name] = _prepare(parts[name], wanted, torch_device)
+            parts[name] = _prepare(parts[name], wanted, place)
     models = Models(**parts, device=torch_device, dtype=torch_dtype, source=pretrained, family=family)
     if controlnet:
         from vidinv.models.controlnet import load_controlnets
 
         models.controlnets = [
-            _prepare(c, torch_dtype, torch_device) for c in load_controlnets(controlnet, torch_dtype, models.unet)
+            _prepare(c, torch_dtype, place) for c in load_controlnets(controlnet, torch_dtype, models.unet)
         ]
+    apply_offload(models, offload)
     return models
 
 
-def models_from_config(model_config) -> Models:
-    """`load_models` with the keys of a `ModelConfig` (config.model)."""
+def models_from_config(model_config, offload: str = "none") -> Models:
+    """`load_models` with the keys of a `ModelConfig` (config.model), offloaded as `offload`
+    (runtime.offload) from the start."""
     m = model_config
     return load_models(
         m.pretrained,
@@ -308,4 +321,5 @@ def models_from_config(model_config) -> Models:
         vae=m.vae,
         controlnet=m.controlnet,
         t5=m.t5,
+        offload=offload,
     )
