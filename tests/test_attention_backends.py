@@ -46,3 +46,34 @@ def test_xformers_equals_naive_on_cuda():
     a = attention(q, k, v, backend="xformers", scale=8**-0.5)
     b = attention(q, k, v, backend="naive", scale=8**-0.5)
     torch.testing.assert_close(a, b, atol=2e-3, rtol=0)
+
+
+@pytest.fixture
+def broken_xformers(tmp_path, monkeypatch):
+    """An installed xformers whose kernels do not run here (as a wheel built for another torch: it
+    imports, then its first call raises NotImplementedError), on a machine reporting CUDA."""
+    from vidinv.attention import backends
+
+    package = tmp_path / "xformers"
+    (package / "ops").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "ops" / "__init__.py").write_text(
+        "def memory_efficient_attention(*args, **kwargs):\n"
+        "    raise NotImplementedError('No operator found for `memory_efficient_attention_forward`')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    backends.xformers_problem.cache_clear()
+    yield
+    backends.xformers_problem.cache_clear()
+
+
+def test_an_installed_xformers_that_does_not_run_is_not_picked_and_named_in_one_line(broken_xformers, caplog):
+    from vidinv.info import available_attention_backends
+
+    assert xformers_available()  # importable: what the old find_spec check went by
+    assert resolve_backend("auto", "cuda") == "sdpa"
+    assert "attention runs on torch SDPA" in caplog.text and "xformers does not run here" in caplog.text
+    with pytest.raises(VidinvError, match=r"^model.attention: 'xformers' asked for, but xformers does not run here"):
+        resolve_backend("xformers", "cuda")
+    assert "xformers" not in available_attention_backends()

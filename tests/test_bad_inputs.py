@@ -79,6 +79,12 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_file
             " (16 a side); use a multiple of 16 up to 256",
         ),
         "plan of that size": (["plan", "configs/sd3_edit.yaml", "model.pretrained=tiny-sd3"], "up to 256"),
+        "a device vidinv does not run on": (
+            [*edit, *SMALL, "model.device=meta", f"runtime.output_dir={out}/meta"],
+            "model.device: 'meta' is not a device vidinv runs on (use auto, cpu, cuda, cuda:N, mps or xpu)",
+        ),
+        "mps absent": ([*edit, *SMALL, "model.device=mps", f"runtime.output_dir={out}/mps"], "MPS is not available"),
+        "xpu absent": ([*edit, *SMALL, "model.device=xpu", f"runtime.output_dir={out}/xpu"], "XPU is not available"),
         "size not whole SD3 tokens": (
             [*edit, "model.pretrained=tiny-sd3", "video.height=32", "video.width=40", f"runtime.output_dir={out}/w"],
             "video.width: 40 is not a multiple of 16",

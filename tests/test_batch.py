@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,24 @@ def test_a_bad_manifest_exits_2_with_one_line_naming_it(tmp_path, capsys, values
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err and str(manifest) in err
     assert not (tmp_path / "o").exists()
+
+
+def test_local_workers_spread_over_the_visible_gpus(monkeypatch):
+    """Each local worker process claims the next visible GPU (round robin through CUDA_VISIBLE_DEVICES),
+    so that workers=4 on the GPUs "2,5" run two on each instead of four on the first."""
+    import multiprocessing
+
+    import torch
+
+    from vidinv.batch.backends import claim_gpu, visible_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    gpus = visible_gpus()
+    assert gpus == ["2", "5"]
+    counter, claimed = multiprocessing.get_context("spawn").Value("i", 0), []
+    for _ in range(4):
+        claim_gpu(counter, gpus)
+        claimed.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert claimed == ["2", "5", "2", "5"]

@@ -388,3 +388,22 @@ def test_bad_injection_layers_fail_before_the_inversion(tmp_path):
     with pytest.raises(VidinvError, match="edit.feature_layers"):
         editor.edit(frames, "a robot", record_dir=tmp_path / "inversion")
     assert not (tmp_path / "inversion").exists()
+
+
+def test_each_run_reports_its_own_peak_memory_not_an_earlier_one_of_the_process(tmp_path):
+    """A process that held 1 GB more before the edit (a batch's earlier item, an app's earlier
+    request) reports the edit's own peak: the peak is reset at the start of each run."""
+    import json
+
+    import numpy as np
+
+    from vidinv.editor import peak_memory_mb
+
+    spike = np.ones(2**30, np.uint8)  # touched: resident
+    before = peak_memory_mb(torch.device("cpu"))
+    del spike
+    out = tmp_path / "run"
+    argv = ["video.num_frames=2", "video.height=32", "video.width=32", "inversion.steps=2", f"runtime.output_dir={out}"]
+    assert main(["--quiet", "edit", "configs/demo.yaml", *argv]) == 0
+    peak = json.loads((out / "metrics.json").read_text())["peak_memory"]
+    assert max(peak.values()) < before - 512  # MB: the freed GB is not in this run's peak

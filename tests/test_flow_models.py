@@ -56,3 +56,18 @@ def test_flow_vae_latents_are_shifted_and_scaled_as_diffusers_does():
     decoded = decode_latents(vae, latents)
     reference = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor).sample.clamp(-1, 1)
     assert torch.equal(decoded, reference)
+
+
+def test_sd3_gets_its_timestep_in_fp32_in_half_precision():
+    """As SD3's pipeline does: the transformer receives the timestep in fp32 whatever the model's
+    dtype (cast to fp16, the 50-step shift-3 grid's timesteps were off by up to 0.23)."""
+    from vidinv.models import load_models
+    from vidinv.models.flow import flow_condition
+
+    models = load_models("tiny-sd3", dtype="fp16", device="cpu")
+    seen = []
+    models.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(k["timestep"]), with_kwargs=True)
+    t = 999.7305  # a timestep fp16 cannot hold (it rounds to 999.5)
+    cond = flow_condition(models, ["a bike"])
+    models.call(models.transformer, torch.zeros(1, 16, 4, 4, dtype=torch.float16), t, cond)
+    assert seen[0].dtype == torch.float32 and seen[0].item() == torch.tensor(t).item()

@@ -46,7 +46,7 @@ MAX_SIDE = 8192  # video.height / width above this are refused before anything i
 class ModelConfig:
     pretrained: str = "tiny"  # tiny | hub id | diffusers folder | .safetensors/.ckpt file
     single_file_config: str | None = None  # single file only: diffusers folder/hub id with the component configs
-    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 elsewhere
+    dtype: str = "auto"  # auto = on CUDA bf16 for Flux and Wan, fp16 for the others; fp32 elsewhere
     device: str = "auto"  # auto = cuda, then mps, then cpu
     attention: str = "auto"  # attention backend
     frame_attention: str = "sparse_causal"  # cross-frame attention mode of the inflated UNet

@@ -72,13 +72,30 @@ class EditOutput:
     stats: dict = field(default_factory=dict)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for `peak_memory_mb`: the CUDA allocator's, else (Linux) the process's peak
+    resident size, so that each batch item and app request reports its own peak, not an earlier one."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    except OSError:  # not Linux: the peak stays the process's
+        pass
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak on CUDA, the process's peak RSS elsewhere."""
+    """Peak memory since `reset_peak_memory` (else since the process started): the CUDA allocator's
+    peak on CUDA, the process's peak resident size (VmHWM) elsewhere."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 class VideoEditor:
@@ -245,6 +262,7 @@ class VideoEditor:
         when the inversion runs), then "edit" (the edit branch's latents after step `step` of
         `total`).
         """
+        reset_peak_memory(self.models.device)
         t0 = time.perf_counter()
         latents = None if record is not None else self.encode(frames)
         encode_s = round(time.perf_counter() - t0, 4)
@@ -286,7 +304,7 @@ class VideoEditor:
         that it is not held beside the edit (the edit job's memory: 16 KB per frame at 256x256)."""
         from vidinv.editing import get_edit_method
         from vidinv.editing.methods import check_model_kind
-        from vidinv.errors import VidinvError
+        from vidinv.errors import VidinvError, check_finite
 
         config = self._with(edit__target_prompt=target_prompt, inversion__source_prompt=source_prompt)
         method = get_edit_method(config.edit.method)(self.models, config)
@@ -318,6 +336,7 @@ class VideoEditor:
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
         t0 = time.perf_counter()
         result = method.edit(record, progress=self.progress, callback=stage_callback(callback_on_step_end, "edit"))
+        check_finite(result.latents, "edit", self.models.dtype)
         seconds["edit"] = result.stats.get("edit_s", round(time.perf_counter() - t0, 4))
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
         stats = {**result.stats, "peak_memory": memory}

@@ -20,10 +20,13 @@ def available_decoders() -> list[str]:
 
 
 def available_attention_backends() -> list[str]:
+    """The attention backends that run here: xformers only when a call on the CUDA device works."""
     import torch
 
+    from vidinv.attention.backends import xformers_available, xformers_problem
+
     backends = ["sdpa", "naive"] if hasattr(torch.nn.functional, "scaled_dot_product_attention") else ["naive"]
-    if importlib.util.find_spec("xformers") and torch.cuda.is_available():
+    if xformers_available() and torch.cuda.is_available() and xformers_problem() is None:
         backends.insert(0, "xformers")
     return backends
 

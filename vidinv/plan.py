@@ -291,8 +291,8 @@ def check_fits(config: Config, command: str = "edit", record_dir: Path | None = 
     capacity = device_capacity(device)
     if capacity is not None and plan.device_peak > capacity:
         raise VidinvError(
-            f"plan: predicted peak device memory {plan.device_peak / MB:,.0f} MB exceeds {device}'s"
-            f" {capacity / MB:,.0f} MB ({plan.frames} frames at {plan.height}x{plan.width};"
+            f"plan: predicted peak device memory {plan.device_peak / MB:,.0f} MB exceeds the"
+            f" {capacity / MB:,.0f} MB free on {device} ({plan.frames} frames at {plan.height}x{plan.width};"
             " lower video.height/width, runtime.unet_chunk/vae_chunk, or set runtime.offload / vae_tiling)"
         )
     if plan.host_peak > host_capacity():

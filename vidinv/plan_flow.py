@@ -163,7 +163,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
 
     rt = config.runtime
     device = resolve_device(config.model.device, present=False)  # shapes only
-    dtype = resolve_dtype(config.model.dtype, device)
+    dtype = resolve_dtype(config.model.dtype, device, family)
     frames, height, width = clip_shape(config)
     configs = flow_configs(config, family)
     vae_config = configs["vae"][1]

@@ -118,10 +118,13 @@ class Plan:
 
 
 def device_capacity(device: torch.device) -> int | None:
-    """Total memory of a CUDA device (None for the CPU, whose limit is the host's memory, and for a
-    device this machine lacks: the run's loading refuses it)."""
+    """The memory of a CUDA device this run can have: what the driver reports free (other processes'
+    use taken out, not the card's total) plus what this process's allocator holds in its cache (a
+    batch's earlier items). None for the CPU, whose limit is the host's memory, and for a device
+    this machine lacks (the run's loading refuses it)."""
     if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_properties(device).total_memory
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return None
 
 

@@ -8,35 +8,68 @@ additive mask broadcastable to (B, H, Lq, Lk), and returns (B, H, Lq, D) in q's 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, first_line
 
 BACKENDS = ("sdpa", "xformers", "naive")
 
 
 def xformers_available() -> bool:
+    """xformers is installed (whether it runs here is `xformers_problem`'s question)."""
     return importlib.util.find_spec("xformers") is not None
 
 
+@functools.cache
+def xformers_problem() -> str | None:
+    """Why xformers cannot run on this machine's CUDA device, in a few words; None when it runs. An
+    import is not enough: a wheel built for another torch imports (with a warning) and raises
+    `NotImplementedError: No operator found` at its first call, so a tiny call is made once."""
+    if not xformers_available():
+        return "xformers is not installed (pip install xformers)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import xformers.ops as xops
+
+            q = torch.zeros(1, 8, 1, 8, device="cuda", dtype=torch.float16)
+            xops.memory_efficient_attention(q, q, q)
+    except Exception as err:  # any failure of the probe means: not usable here
+        return f"xformers does not run here ({type(err).__name__}: {first_line(err)[:160]})"
+    return None
+
+
 def resolve_backend(name: str = "auto", device: torch.device | str | None = None) -> str:
-    """`auto` = xformers when importable and the model is on CUDA, else sdpa; others are checked."""
+    """`auto` = xformers when it runs on this CUDA device (`xformers_problem`), else sdpa (with a
+    one-line note when xformers is installed but does not run); named backends are checked."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     if name == "auto":
-        return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
+        if device.type != "cuda" or not xformers_available():
+            return "sdpa"
+        problem = xformers_problem()
+        if problem is not None:
+            _note_once(f"note: {problem}; attention runs on torch SDPA")
+        return "sdpa" if problem else "xformers"
     if name not in BACKENDS:
         raise VidinvError(f"model.attention: {name!r} is not one of auto, {', '.join(BACKENDS)}")
     if name == "xformers":
-        if not xformers_available():
-            raise VidinvError(
-                "model.attention: 'xformers' asked for, but xformers is not installed (pip install xformers)"
-            )
         if device.type != "cuda":
             raise VidinvError(f"model.attention: 'xformers' needs a CUDA device, the model is on {device.type}")
+        problem = xformers_problem()
+        if problem is not None:
+            raise VidinvError(f"model.attention: 'xformers' asked for, but {problem}")
     return name
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    logging.getLogger("vidinv").warning(message)
 
 
 def sdpa(q, k, v, *, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,6 +10,7 @@ output folder must be one they can all write (a local cluster, or shared storage
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from vidinv.batch.plan import BatchItem
 from vidinv.batch.run_items import error_line, failed_row, run_clip_items, run_item, torch_threads
 from vidinv.errors import VidinvError
 
+log = logging.getLogger("vidinv")
 OnRows = Callable[[list[dict]], None]
 
 
@@ -31,10 +33,34 @@ def run_local(groups: list[list[BatchItem]], manifest: Manifest, on_rows: OnRows
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(manifest.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    gpus = visible_gpus()
+    if len(gpus) == 1:
+        log.warning("note: the %d workers share this machine's one GPU (a model each)", manifest.workers)
+    claim = (claim_gpu, (context.Value("i", 0), gpus)) if len(gpus) > 1 else (None, ())
+    with ProcessPoolExecutor(manifest.workers, mp_context=context, initializer=claim[0], initargs=claim[1]) as pool:
         futures = {pool.submit(run_clip_items, group, True, manifest.threads_per_clip): group for group in groups}
         for future in as_completed(futures):
             on_rows(_rows_or_failure(futures[future], future.result))
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES names them (none without CUDA)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    named = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return (named or [str(i) for i in range(count)])[:count]
+
+
+def claim_gpu(counter, gpus: list[str]) -> None:
+    """A local worker's initializer: worker i sees only GPU i mod N (CUDA_VISIBLE_DEVICES, set before
+    torch touches CUDA in the spawned process), so workers spread over the GPUs instead of all
+    running on the first."""
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
 
 
 def _rows_or_failure(group: list[BatchItem], result: Callable[[], list[dict]]) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vidinv.batch.plan import BatchItem
 from vidinv.config import to_yaml
-from vidinv.errors import VidinvError, first_line
+from vidinv.errors import VidinvError, first_line, out_of_memory
 
 METRIC_KEYS = ("warp_error_source", "warp_error_edited", "frame_change_edited", "psnr_vs_source_db")
 
@@ -64,8 +64,10 @@ def row_from_metrics(item: BatchItem, status: str) -> dict:
 
 
 def error_line(err: BaseException) -> str:
-    """A failure in one line: the message of a VidinvError, else the exception's class and message."""
-    return str(err) if isinstance(err, VidinvError) else f"{type(err).__name__}: {first_line(err)}"
+    """A failure in one line: the message of a VidinvError (an allocation failure made one), else
+    the exception's class and message."""
+    error = err if isinstance(err, VidinvError) else out_of_memory(err)
+    return str(error) if error is not None else f"{type(err).__name__}: {first_line(err)}"
 
 
 def failed_row(item: BatchItem, error: str, seconds: float = 0.0) -> dict:

@@ -27,7 +27,7 @@ import torch
 
 from vidinv import interrupts
 from vidinv.config import Config
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, check_finite
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
 from vidinv.inversion.flow_denoiser import FlowGuidedModel
@@ -213,6 +213,7 @@ def invert(
             **method.inversion_inputs(x0, len(table)),
         )
         _sync(models.device)
+    check_finite(tensors["latents"][0], "inversion", models.dtype)  # z_T: every step's error reaches it
     record.latents = on_host(tensors["latents"])
     record.noise_maps = on_host(tensors["noise_maps"]) if "noise_maps" in tensors else None
     record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "frame_calls": model.frame_calls}
@@ -273,6 +274,7 @@ def reconstruct(
         model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=on_step
     )
     _sync(models.device)
+    check_finite(out, "reconstruction", models.dtype)
     if stats is not None:
         stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), frame_calls=plain.frame_calls, start=start)
     return out

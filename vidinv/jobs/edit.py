@@ -42,14 +42,16 @@ def release_tensors(record):
 
 @releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
-    from vidinv.editor import VideoEditor, peak_memory_mb
+    from vidinv.editor import VideoEditor, peak_memory_mb, reset_peak_memory
     from vidinv.io import side_by_side
     from vidinv.io.writing import VideoWriter
     from vidinv.jobs.streaming import audio_for, decode_chunks, encode_stream, stream_for
     from vidinv.metrics import ClipComparison
+    from vidinv.models import resolve_device
 
     started = time.perf_counter()
     out = open_run_dir(config, writes(config.runtime.codec))
+    reset_peak_memory(resolve_device(config.model.device))  # this run's peak (batch items, app requests)
     editor = VideoEditor(config, progress=not quiet)
     stream = stream_for(config)
     t0 = time.perf_counter()

@@ -84,6 +84,9 @@ class Models:
         }
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps or xpu"
+
+
 def resolve_device(device: str = "auto", *, present: bool = True) -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; anything else must be a torch device string (with
     `present`, one this machine has: `vidinv plan` predicts for a GPU machine from one without)."""
@@ -96,16 +99,32 @@ def resolve_device(device: str = "auto", *, present: bool = True) -> torch.devic
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise VidinvError(f"model.device: {device!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from err
-    if present and resolved.type == "cuda" and not torch.cuda.is_available():
-        raise VidinvError(f"model.device: {device!r} asked for, but CUDA is not available here")
+        raise VidinvError(f"model.device: {device!r} is not a device (use {DEVICE_CHOICES})") from err
+    if resolved.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise VidinvError(f"model.device: {device!r} is not a device vidinv runs on (use {DEVICE_CHOICES})")
+    backend = getattr(torch.backends, "mps", None) if resolved.type == "mps" else getattr(torch, resolved.type)
+    available = resolved.type == "cpu" or (backend is not None and backend.is_available())
+    if resolved.type == "cuda" and available and (resolved.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise VidinvError(
+            f"model.device: {device!r} asked for, but this machine has {count} CUDA device(s)"
+            f" ({', '.join(f'cuda:{i}' for i in range(count))})"
+        )
+    if present and not available:
+        raise VidinvError(f"model.device: {device!r} asked for, but {resolved.type.upper()} is not available here")
     return resolved
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` means fp16 on CUDA and fp32 elsewhere."""
+BF16_FAMILIES = ("flux", "wan")  # published and run in bf16 (fp16's range is too small for them)
+
+
+def resolve_dtype(dtype: str, device: torch.device, family: str | None = None) -> torch.dtype:
+    """`auto` means half precision on CUDA (bf16 for the families published in it, Flux and Wan;
+    fp16 for the others) and fp32 elsewhere."""
     if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if family in BF16_FAMILIES else torch.float16
     if dtype not in DTYPES:
         raise VidinvError(f"model.dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
@@ -262,12 +281,12 @@ def load_models(
     if offload not in OFFLOAD_MODES:
         raise VidinvError(f"runtime.offload: {offload!r} is not one of {', '.join(OFFLOAD_MODES)}")
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
     place = torch.device("cpu") if offload != "none" else torch_device  # where the weights load
     quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
     flow_family = flow_family_of(pretrained, config)
+    torch_dtype = resolve_dtype(dtype, torch_device, flow_family)
     if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
         models = load_flow_models(
             pretrained,
