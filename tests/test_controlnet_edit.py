@@ -103,3 +103,18 @@ def test_hub_ids_with_the_hub_unreachable_fail_at_once_with_one_line(monkeypatch
     assert_one_line_error(err, key)
     assert "not in the hub cache" in str(err.value) and "HF_HUB_OFFLINE=1" in str(err.value)
     assert "Retrying" not in capsys.readouterr().err
+
+
+def test_scale_zero_and_no_controlnet_write_the_same_files(controlnet_folder, tmp_path):
+    """At file level too: `vidinv edit` with a ControlNet at scale 0 and without one write videos of
+    one md5 each (the tensors are equal; the encoder adds nothing of its own)."""
+    from tests.test_reproducible import videos_md5
+
+    common = [
+        "--quiet", "edit", "configs/demo.yaml", f"video.num_frames={FRAMES}", f"video.height={SIZE * 2}",
+        f"video.width={SIZE * 2}", "inversion.steps=2",
+    ]  # fmt: skip
+    assert main([*common, f"runtime.output_dir={tmp_path}/plain"]) == 0
+    controlled = [f"model.controlnet={controlnet_folder}", "edit.control=canny", "edit.controlnet_scale=0"]
+    assert main([*common, *controlled, f"runtime.output_dir={tmp_path}/zero"]) == 0
+    assert videos_md5(tmp_path / "zero") == videos_md5(tmp_path / "plain")

@@ -4,7 +4,6 @@ command gives records, edited latents and video files bit-identical to an uninte
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -18,11 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.test_reproducible import videos_md5
 from vidinv import interrupts
 from vidinv.cli import main
 from vidinv.inversion.record import JSON_NAME, InversionRecord
 from vidinv.inversion.resume import SUFFIX, steps_done
-from vidinv.jobs.edit import VIDEOS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "demo.yaml")
@@ -268,8 +267,3 @@ def test_sigints_during_the_inversion_and_then_the_edit_rerun_to_the_bit_identic
     assert run.finish() == -signal.SIGKILL
     assert in_process("edit", killed, *args) == 0
     assert videos_md5(killed) == videos_md5(whole)
-
-
-def videos_md5(out: Path) -> dict[str, str]:
-    """md5 of each video an edit wrote (edited, source, side_by_side)."""
-    return {stem: hashlib.md5((out / f"{stem}.mp4").read_bytes()).hexdigest() for stem in VIDEOS}

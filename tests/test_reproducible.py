@@ -53,11 +53,16 @@ def test_video_filename_follows_the_codec():
     assert [video_filename("edited", codec) for codec in CODECS] == ["edited.mp4", "edited.mkv", "edited"]
 
 
+def videos_md5(out: Path, codec: str = "h264") -> dict[str, str]:
+    """The md5 of each video an edit wrote in `out` (edited, source, side_by_side)."""
+    return {stem: digest(out / video_filename(stem, codec)) for stem in VIDEOS}
+
+
 def edit(out: Path, *extra: str) -> dict[str, str]:
     """Run `vidinv edit` on the demo config; the md5 of each video it wrote."""
     assert main(["--quiet", "edit", "configs/demo.yaml", *EDIT_ARGS, f"runtime.output_dir={out}", *extra]) == 0
     codec = next((arg.split("=", 1)[1] for arg in extra if arg.startswith("runtime.codec=")), "h264")
-    return {stem: digest(out / video_filename(stem, codec)) for stem in VIDEOS}
+    return videos_md5(out, codec)
 
 
 @pytest.mark.parametrize("codec", ["h264", "png"])
