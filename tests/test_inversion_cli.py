@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from tests.conftest import REPO
 from vidinv.cli import main
 
@@ -49,3 +51,25 @@ def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_
     assert metrics["record_reused"] is False and metrics["method"] == "ddpm_ef" and metrics["start_step"] == 1
     assert metrics["psnr_latent_db"] > 100  # edit-friendly DDPM regenerates exactly
     assert json.loads((out / "inversion" / "record.json").read_text())["method"] == "ddpm_ef"
+
+
+@pytest.mark.parametrize("command", ["invert", "reconstruct", "edit"])
+def test_each_command_is_planned_as_itself_before_loading(command, tmp_path, monkeypatch):
+    """The check before loading plans the command that runs (reconstruct was planned as invert: the
+    wrong host baseline, no reconstruction calls), with the real planner."""
+    import vidinv.jobs.invert as invert_job
+
+    planned = []
+    real = invert_job.check_fits
+    monkeypatch.setattr(
+        invert_job, "check_fits", lambda config, cmd, record_dir: planned.append(cmd) or real(config, cmd, record_dir)
+    )
+    argv = [
+        "video.num_frames=2",
+        "video.height=32",
+        "video.width=32",
+        "inversion.steps=2",
+        f"runtime.output_dir={tmp_path}",
+    ]
+    assert main(["--quiet", command, "configs/demo.yaml", *argv]) == 0
+    assert planned == [command]

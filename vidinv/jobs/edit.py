@@ -50,7 +50,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.models import resolve_device
 
     started = time.perf_counter()
-    out = open_run_dir(config, writes(config.runtime.codec))
+    out = open_run_dir(config, "edit", writes(config.runtime.codec))
     reset_peak_memory(resolve_device(config.model.device))  # this run's peak (batch items, app requests)
     editor = VideoEditor(config, progress=not quiet)
     stream = stream_for(config)

@@ -20,10 +20,10 @@ from vidinv.run_lock import acquire_run_lock, prepare_output_dir, releases_run_l
 RECORD_DIR = "inversion"
 
 
-def open_run_dir(config: Config, writes: list[str]) -> Path:
-    """The run folder. One that holds an inversion record (or the checkpoint of an interrupted
-    inversion, to resume) may be added to without `overwrite`, as long as none of the files this
-    command `writes` is there yet."""
+def open_run_dir(config: Config, command: str, writes: list[str]) -> Path:
+    """The run folder of `vidinv COMMAND`, planned before loading (`check_fits`). One that holds an
+    inversion record (or the checkpoint of an interrupted inversion, to resume) may be added to
+    without `overwrite`, as long as none of the files this command `writes` is there yet."""
     from vidinv.inversion.record import JSON_NAME, PROGRESS_NAME
     from vidinv.inversion.resume import SUFFIX
     from vidinv.outputs import partial_name
@@ -42,7 +42,6 @@ def open_run_dir(config: Config, writes: list[str]) -> Path:
             raise VidinvError(
                 f"runtime.output_dir: {path} already has {', '.join(clash)} (set runtime.overwrite=true to replace)"
             )
-    command = "edit" if any(name.startswith("edited") for name in writes) else "invert"
     check_fits(config, command, record_dir_for(config, path))  # before loading
     return path
 
@@ -66,13 +65,13 @@ class Inverted:
     control: object = None  # the ControlNet conditions of a controlled inversion (inversion.control)
 
 
-def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
+def invert_clip(config: Config, *, command: str, quiet: bool, writes: list[str]) -> Inverted:
     """Open the run folder, load the models, stream the clip through the VAE, and invert (or reuse
     the matching record)."""
     from vidinv.editor import VideoEditor
     from vidinv.jobs.streaming import encode_stream, stream_for
 
-    out = open_run_dir(config, writes)
+    out = open_run_dir(config, command, writes)
     editor = VideoEditor(config, progress=not quiet)
     stream = stream_for(config)
     t0 = time.perf_counter()
@@ -89,7 +88,7 @@ def invert_clip(config: Config, *, quiet: bool, writes: list[str]) -> Inverted:
 @releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     started = time.perf_counter()
-    job = invert_clip(config, quiet=quiet, writes=[])
+    job = invert_clip(config, command="invert", quiet=quiet, writes=[])
     r = job.record
     f, c, h, w = job.latents.shape
     how = (

@@ -27,7 +27,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
 
     started = time.perf_counter()
     name = video_filename("reconstruction", config.runtime.codec)
-    job = invert_clip(config, quiet=quiet, writes=[name, "metrics.json"])
+    job = invert_clip(config, command="reconstruct", quiet=quiet, writes=[name, "metrics.json"])
     models, record, rt = job.models, job.record, config.runtime
     stats: dict = {}
     recon = reconstruct(models, record, config, progress=not quiet, stats=stats, control=job.control)
