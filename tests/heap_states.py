@@ -1,17 +1,15 @@
 """Different states of the C heap before a piece of code runs.
 
-`scramble_heap(seed)` mallocs a few hundred blocks of 1-400 KB through ctypes, fills each with a
-byte of the seed's choosing, and frees them again in a shuffled order. Memory that the code under
-test then allocates without initialising comes back holding that garbage, so a result that reads
-it changes with the seed.
+`scramble_heap(seed)` (`vidinv.hostmemory`, which `vidinv doctor` uses too) mallocs a few hundred
+blocks of 1-400 KB through ctypes, fills each with a byte of the seed's choosing, and frees them
+again in a shuffled order. Memory that the code under test then allocates without initialising
+comes back holding that garbage, so a result that reads it changes with the seed.
 Run as a script, it writes pictures under heap states of its own and prints their md5s (the
 "fresh process" half of a heap-independence test).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import sys
@@ -19,24 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"))
-_libc.malloc.restype = ctypes.c_void_p
-_libc.malloc.argtypes = [ctypes.c_size_t]
-_libc.free.argtypes = [ctypes.c_void_p]
-_libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+from vidinv.hostmemory import scramble_heap
 
-
-def scramble_heap(seed: int, blocks: int = 200) -> None:
-    """Fill `blocks` fresh heap blocks (1-400 KB, sizes and bytes drawn from `seed`) and free them."""
-    rng = np.random.default_rng(seed)
-    pointers = []
-    for _ in range(blocks):
-        size = int(rng.integers(1024, 400 * 1024))
-        pointer = _libc.malloc(size)
-        _libc.memset(pointer, int(rng.integers(0, 256)), size)
-        pointers.append(pointer)
-    for pointer in rng.permutation(len(pointers)):
-        _libc.free(pointers[pointer])
+__all__ = ["md5_of", "scramble_heap"]
 
 
 def md5_of(path: Path) -> str:

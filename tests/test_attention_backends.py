@@ -52,7 +52,7 @@ def test_xformers_equals_naive_on_cuda():
 def broken_xformers(tmp_path, monkeypatch):
     """An installed xformers whose kernels do not run here (as a wheel built for another torch: it
     imports, then its first call raises NotImplementedError), on a machine reporting CUDA."""
-    from vidinv.attention import backends
+    from vidinv import info
 
     package = tmp_path / "xformers"
     (package / "ops").mkdir(parents=True)
@@ -63,9 +63,9 @@ def broken_xformers(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    backends.xformers_problem.cache_clear()
+    info.xformers_problem.cache_clear()
     yield
-    backends.xformers_problem.cache_clear()
+    info.xformers_problem.cache_clear()
 
 
 def test_an_installed_xformers_that_does_not_run_is_not_picked_and_named_in_one_line(broken_xformers, caplog):

@@ -129,3 +129,64 @@ def test_overwrite_leaves_no_output_of_an_earlier_command_beside_the_new_ones(tm
     assert main(["--quiet", "encode", "configs/demo.yaml", *small, "runtime.overwrite=true"]) == 0
     outputs = {"source.mp4", "roundtrip.mp4", "metrics.json", "config.yaml", "inversion", "notes.txt"}
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == outputs
+
+
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(tmp_path):
+    """A real allocation failure mid-run (the process's address space capped just above what a tiny
+    edit takes) ends in one line and exit 2, not a traceback."""
+    import resource
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    small = ["video.num_frames=2", "video.height=32", "video.width=32", "inversion.steps=2"]
+    probe = (
+        "import sys; from vidinv.cli import main; main(sys.argv[1:]);"
+        " print(next(l for l in open('/proc/self/status') if l.startswith('VmPeak:')).split()[1])"
+    )
+    argv = ["--quiet", "edit", "configs/demo.yaml", *small, f"runtime.output_dir={tmp_path}/small"]
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=REPO, env=env)
+    limit = int(done.stdout.split()[-1]) * 1024 + 300 * 2**20  # a tiny edit's address space, and 300 MB
+
+    def cap_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    big = ["video.num_frames=8", "video.height=512", "video.width=512", "inversion.steps=2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "vidinv", "--quiet", "edit", "configs/demo.yaml", *big, f"runtime.output_dir={tmp_path}/big"],
+        capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=cap_address_space,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("vidinv: error: out of memory on the host (tried to allocate ")
+    assert result.stderr.count("\n") == 1 and "runtime.unet_chunk" in result.stderr
+    assert not [p for p in (tmp_path / "big").iterdir() if p.suffix in (".mp4", ".json")]  # nothing looking complete
+
+
+@pytest.mark.parametrize("command", ["plan", "edit"])
+def test_a_cuda_index_the_machine_lacks_is_one_line(command, monkeypatch, tmp_path, capsys):
+    """model.device=cuda:1 on a one-GPU machine (torch.cuda stubbed to report one device): one line
+    naming the devices there are, from the planner as from a run (was an AssertionError traceback)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    argv = [command, "configs/demo.yaml", "model.device=cuda:1"]
+    assert main([*argv, *([f"runtime.output_dir={tmp_path}/run"] if command == "edit" else [])]) == 2
+    err = capsys.readouterr().err
+    assert err == "vidinv: error: model.device: 'cuda:1' asked for, but this machine has 1 CUDA device(s) (cuda:0)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_is_planned_against_the_free_device_memory_not_the_cards_total(monkeypatch, tmp_path, capsys):
+    """A 80 GB card with 10 MB free (other processes hold the rest; torch.cuda stubbed to say so):
+    the tiny edit's predicted peak does not fit, one line names the free figure, before loading."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**20, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    argv = ["edit", "configs/demo.yaml", "model.device=cuda", f"runtime.output_dir={tmp_path}/run"]
+    assert main(["--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidinv: error: plan: predicted peak device memory ") and err.count("\n") == 1
+    assert "exceeds the 10 MB free on cuda" in err

@@ -27,13 +27,12 @@ LAYERS = [
             "vidinv.interrupts",
             "vidinv.fake_memory",
             "vidinv.hostmemory",
-            "vidinv.metrics",
             "vidinv.info",
             "vidinv.transforms",
             "vidinv.run_lock",
         ),
     ),
-    ("io", ("vidinv.io",)),
+    ("io", ("vidinv.io", "vidinv.metrics")),  # metrics measure the pictures the writers write
     ("models", ("vidinv.models",)),
     ("attention", ("vidinv.attention",)),
     ("guidance", ("vidinv.guidance",)),
@@ -43,9 +42,9 @@ LAYERS = [
         "editor",
         ("vidinv", "vidinv.editor", "vidinv.plan", "vidinv.plan_flow", "vidinv.plan_calls", "vidinv.plan_parts"),
     ),
-    ("adapters", ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.__main__")),
+    ("adapters", ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.doctor", "vidinv.__main__")),
 ]
-ADAPTERS = ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.__main__")
+ADAPTERS = ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.doctor", "vidinv.__main__")
 
 
 def module_files() -> dict[str, Path]:

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from vidinv.errors import VidinvError
+from vidinv.errors import VidinvError, out_of_memory
 from vidinv.hostmemory import release_large_blocks
 from vidinv.interrupts import Interrupted
 from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
@@ -67,6 +67,23 @@ def _plan(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    import time
+
+    from vidinv.doctor import HEADER, format_row, run_doctor, summary
+
+    config = None
+    if args.config is not None:
+        from vidinv.config import load_config
+
+        config = load_config(args.config, args.overrides)
+    start = time.perf_counter()
+    print(HEADER, flush=True)
+    rows, ok = run_doctor(config, args.for_command, on_row=lambda row: print(format_row(row), flush=True))
+    print(summary(rows, time.perf_counter() - start))
+    return 0 if ok else 1
+
+
 def _batch(args) -> int:
     from vidinv.batch.runner import run_cli
 
@@ -112,10 +129,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval",
         help="compare an edited clip with its source: temporal warp error, frame change, PSNR",
-        description="Compare an edited clip (vidinv's or another tool's) with its source.",
+        description="Compare an edited clip (vidinv's or another tool's) with its source. Both clips are "
+        "measured as 8-bit pictures, as `vidinv edit` measures its metrics.json: given the original clip with "
+        "the run's --start/--num-frames/--stride (and --source-resize when the run resized it) and the run's "
+        "lossless edited.mkv (runtime.codec=ffv1) or edited/ PNG folder, eval gives the run's metrics exactly. "
+        "An H.264 edited.mp4 differs by the codec's error d (decoded minus 8-bit picture): the source metrics "
+        "stay exact, warp_error_edited moves by at most the warp error of d itself along the source's flow, "
+        "frame_change_edited by at most d's frame change. The run's source.mp4 as SOURCE adds H.264's error "
+        "to the source (and its flow) too.",
+        epilog="The selection applies to SOURCE only: an edit's output holds just the selected frames "
+        "(its frame 0 is SOURCE's frame --start), so EDITED is read whole.",
     )
     evaluate.add_argument("source", help="the source video file or image folder")
-    evaluate.add_argument("edited", help="the edited video, of the source's size and frame count")
+    evaluate.add_argument("edited", help="the edited video, of the (selected) source's size and frame count")
+    evaluate.add_argument(
+        "--start", type=int, default=0, help="SOURCE's first frame, as video.start (default 0); EDITED is read whole"
+    )
+    evaluate.add_argument(
+        "--num-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="SOURCE frames kept after the stride, as video.num_frames (default: to the end)",
+    )
+    evaluate.add_argument("--stride", type=int, default=1, help="keep every n-th SOURCE frame, as video.stride")
+    from vidinv.config import CHOICES  # already imported (by vidinv/__init__.py)
+
+    resize_modes = CHOICES["video.resize"]
+    evaluate.add_argument(
+        "--source-resize",
+        choices=resize_modes,
+        metavar="MODE",
+        help=f"fit SOURCE to EDITED's size as the edit does with video.height/width and video.resize=MODE "
+        f"({' | '.join(resize_modes)}); leave it out when the run kept the source's size",
+    )
     evaluate.add_argument(
         "--resize", action="store_true", help="stretch an edited clip of another size to the source's size"
     )
@@ -128,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     plan.add_argument("--for", dest="for_command", choices=["edit", "invert", "reconstruct"], default="edit")
     plan.set_defaults(handler=_plan)
+    doctor = sub.add_parser(
+        "doctor",
+        help="self-check: torch/CUDA, devices and free memory, fp16/bf16, attention backends, decoders, "
+        "encoder byte stability, the hub and its cache; with CONFIG: whether its plan fits (exit 1 on a FAIL)",
+        description="Check this machine for vidinv in seconds: one row per check (ok / warn / FAIL / skip); "
+        "exit 1 when a check fails.",
+    )
+    doctor.add_argument("config", nargs="?", help="a YAML config: also check that its plan fits the free memory")
+    doctor.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    doctor.add_argument("--for", dest="for_command", choices=["edit", "invert", "reconstruct"], default="edit")
+    doctor.set_defaults(handler=_doctor)
     names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
     batch = sub.add_parser(
         "batch",
@@ -213,10 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     _log_once()
     try:
         return args.handler(args)
-    except VidinvError as err:
+    except Exception as err:
+        error = err if isinstance(err, VidinvError) else out_of_memory(err)
+        if error is None:
+            raise
         if args.debug:
             traceback.print_exc()
-        print(f"vidinv: error: {err}", file=sys.stderr)
+        print(f"vidinv: error: {error}", file=sys.stderr)
         return VidinvError.exit_code
     except Interrupted as stop:  # a first Ctrl-C, taken at a step boundary (vidinv.interrupts)
         print(f"vidinv: {stop}", file=sys.stderr)

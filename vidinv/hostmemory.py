@@ -6,6 +6,9 @@ blocks come from the heap, fragment it, and stay in the resident size. A fixed t
 every block of `threshold` bytes or more mmapped, returned to the system on free. Measured
 (tests/README): 121 -> 39 KB per added frame of peak RSS for an edit at 128x128 (64 vs 208
 frames). A no-op where glibc is not the allocator.
+
+`scramble_heap` leaves the C heap in a state of a seed's choosing (for `vidinv doctor` and the
+tests that check a result does not depend on what the heap held before).
 """
 
 from __future__ import annotations
@@ -40,3 +43,30 @@ def release_large_blocks(threshold: int = DEFAULT_THRESHOLD) -> bool:
         return bool(_libc().mallopt(M_MMAP_THRESHOLD, int(threshold)))
     except AttributeError:  # no libc, or not glibc
         return False
+
+
+def scramble_heap(seed: int, blocks: int = 200) -> bool:
+    """Fill `blocks` fresh heap blocks (1-400 KB, sizes and bytes drawn from `seed`) and free them
+    in a shuffled order: memory allocated next without being initialised holds that garbage, so a
+    result that reads it changes with the seed. False (nothing done) where no C library loads."""
+    import numpy as np
+
+    libc = _libc()
+    if libc is None:
+        return False
+    malloc, memset, free = libc.malloc, libc.memset, libc.free
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    memset.restype, memset.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    rng = np.random.default_rng(seed)
+    pointers = []
+    for _ in range(blocks):
+        size = int(rng.integers(1024, 400 * 1024))
+        pointer, byte = malloc(size), int(rng.integers(0, 256))
+        if pointer:
+            memset(pointer, byte, size)
+        pointers.append(pointer)
+    for index in rng.permutation(len(pointers)):
+        if pointers[index]:
+            free(pointers[index])
+    return True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import platform
+import warnings
+
+from vidinv.errors import first_line
 
 
 def _version(dist: str) -> str:
@@ -19,11 +23,35 @@ def available_decoders() -> list[str]:
     return [name for name, module in (("decord", "decord"), ("pyav", "av")) if importlib.util.find_spec(module)]
 
 
+def xformers_available() -> bool:
+    """xformers is installed (whether it runs here is `xformers_problem`'s question)."""
+    return importlib.util.find_spec("xformers") is not None
+
+
+@functools.cache
+def xformers_problem() -> str | None:
+    """Why xformers cannot run on this machine's CUDA device, in a few words; None when it runs. An
+    import is not enough: a wheel built for another torch imports (with a warning) and raises
+    `NotImplementedError: No operator found` at its first call, so a tiny call is made once."""
+    if not xformers_available():
+        return "xformers is not installed (pip install xformers)"
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import xformers.ops as xops
+
+            q = torch.zeros(1, 8, 1, 8, device="cuda", dtype=torch.float16)
+            xops.memory_efficient_attention(q, q, q)
+    except Exception as err:  # any failure of the probe means: not usable here
+        return f"xformers does not run here ({type(err).__name__}: {first_line(err)[:160]})"
+    return None
+
+
 def available_attention_backends() -> list[str]:
     """The attention backends that run here: xformers only when a call on the CUDA device works."""
     import torch
-
-    from vidinv.attention.backends import xformers_available, xformers_problem
 
     backends = ["sdpa", "naive"] if hasattr(torch.nn.functional, "scaled_dot_product_attention") else ["naive"]
     if xformers_available() and torch.cuda.is_available() and xformers_problem() is None:

@@ -1,7 +1,11 @@
-"""Clip metrics: PSNR (per frame and mean), on tensors in a known value range."""
+"""Clip metrics: PSNR (per frame and mean), on tensors in a known value range; the clip comparison
+of `vidinv edit` and `vidinv eval` (warp error, frame change, PSNR), on the clips' 8-bit pictures."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from einops import reduce
 
@@ -77,45 +81,74 @@ def warp_error(frames: torch.Tensor, flows) -> float:
     return _mean(warp_errors(frames, flows))
 
 
+def eight_bit(frames: torch.Tensor) -> np.ndarray:
+    """frames (f, 3, H, W) in [-1, 1] -> the uint8 pictures (f, H, W, 3) a lossless file holds for
+    them (`vidinv.io.video.frames_to_uint8`: rounded to the nearest of 256 levels, clamped)."""
+    from vidinv.io.video import frames_to_uint8
+
+    return frames_to_uint8(frames)
+
+
 class ClipComparison:
     """`compare_clips` computed as the clips pass, chunk by chunk (only the last frame of each
     clip is kept between chunks): `update(source_chunk, edited_chunk)` for consecutive chunks,
-    then `result()`. Equal to `compare_clips` on the whole clips."""
+    then `result()`. Equal to `compare_clips` on the whole clips, to the last bit, whatever the chunks.
+
+    The clips are measured as their 8-bit pictures (`eight_bit`), the pictures a lossless file
+    (runtime.codec=ffv1 or png) holds: `vidinv eval` of such files gives the run's metrics exactly.
+    Frame change and PSNR are exact integer sums over those levels (no order-dependent float sums)."""
 
     def __init__(self):
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
         self._warp = {"source": [], "edited": []}
-        self._change = {"source": 0.0, "edited": 0.0}
+        self._change = {"source": 0, "edited": 0}  # sum of |level change| over pairs, exact
         self._pairs = 0
-        self._psnr: list[torch.Tensor] = []
+        self._pixels = 0
+        self._psnr: list[float] = []
 
     def update(self, source: torch.Tensor, edited: torch.Tensor) -> None:
         if source.shape != edited.shape:
             raise ValueError(f"clips differ in shape: {tuple(source.shape)} vs {tuple(edited.shape)}")
-        self._psnr.append(psnr_per_frame(edited, source))
+        source, edited = eight_bit(source), eight_bit(edited)
+        self._psnr += _psnr_8bit(edited, source)
         if self._last is not None:  # the pair across the chunk border
-            source = torch.cat([self._last[0], source])
-            edited = torch.cat([self._last[1], edited])
-        flows = source_flows(source)
+            source = np.concatenate([self._last[0], source])
+            edited = np.concatenate([self._last[1], edited])
+        flows = source_flows(_float(source))
         for name, clip in (("source", source), ("edited", edited)):
-            self._warp[name] += warp_errors(clip, flows)
+            self._warp[name] += warp_errors(_float(clip), flows)
             if len(clip) > 1:
-                self._change[name] += float((clip[1:].float() - clip[:-1].float()).abs().sum() / 2)
+                self._change[name] += int(np.abs(np.diff(clip.astype(np.int16), axis=0)).sum(dtype=np.int64))
         self._pairs += len(source) - 1
-        self._pixels = source[0].numel()
-        self._last = (source[-1:].clone(), edited[-1:].clone())
+        self._pixels = source[0].size
+        self._last = (source[-1:].copy(), edited[-1:].copy())
 
     def result(self) -> dict:
-        def change(name):
-            return self._change[name] / (self._pairs * self._pixels) if self._pairs else 0.0
+        def change(name):  # mean |change| in [-1, 1] units, halved: levels / 255
+            return self._change[name] / (255 * self._pairs * self._pixels) if self._pairs else 0.0
 
         return {
             "warp_error_source": _mean(self._warp["source"]),
             "warp_error_edited": _mean(self._warp["edited"]),
             "frame_change_source": change("source"),
             "frame_change_edited": change("edited"),
-            "psnr_vs_source_db": float(torch.cat(self._psnr).mean()),
+            "psnr_vs_source_db": _mean(self._psnr),
         }
+
+
+def _float(pictures: np.ndarray) -> torch.Tensor:
+    from vidinv.io.video import frames_from_uint8
+
+    return frames_from_uint8(pictures)
+
+
+def _psnr_8bit(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """Per-frame PSNR in dB of uint8 pictures (f, H, W, 3), from the exact integer sum of squared
+    level differences (inf for identical frames); `psnr_per_frame` of the same pictures as floats."""
+    diff = a.astype(np.int32) - b.astype(np.int32)
+    squares = (diff * diff).reshape(len(a), -1).sum(axis=1, dtype=np.int64)
+    count = a[0].size
+    return [float(10 * np.log10(255.0**2 * count / float(s))) if s else math.inf for s in squares]
 
 
 def _mean(values: list[float]) -> float:
@@ -127,6 +160,7 @@ def compare_clips(source: torch.Tensor, edited: torch.Tensor) -> dict:
 
     warp_error_*: temporal consistency along the SOURCE's optical flow (lower = steadier);
     frame_change_*: raw frame-to-frame change; psnr_vs_source_db: how far the edit moved away.
+    Both clips are measured as their 8-bit pictures (see `ClipComparison`).
     """
     comparison = ClipComparison()
     comparison.update(source, edited)

@@ -42,21 +42,21 @@ def atomic_path(final: str | Path):
     make_folder(final.parent)
     tmp = partial_name(final)
     try:
-        _remove(tmp)
+        remove(tmp)
         yield tmp
         publish(tmp, final)
     except OSError as err:
         with contextlib.suppress(OSError):
-            _remove(tmp)
+            remove(tmp)
         raise VidinvError(f"{final}: cannot be written ({err.strerror or first_line(err)})") from err
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
 def publish(tmp: Path, final: Path) -> None:
     """Give the complete file or folder `tmp` its final name (replacing what was there)."""
-    _remove(final)
+    remove(final)
     os.replace(tmp, final)
 
 
@@ -69,25 +69,8 @@ def check_writable(final: str | Path) -> Path:
     return Path(final)
 
 
-RUN_VIDEOS = ("edited", "source", "side_by_side", "reconstruction", "roundtrip")  # every command's videos
-
-
-def stale_outputs(folder: Path, writes: list[str]) -> list[Path]:
-    """The outputs of an earlier command in `folder` (any command's videos in any codec, its
-    metrics) that a run writing `writes` would not replace: left there, the folder would hold the
-    results of two different runs."""
-    from vidinv.io.writing import CODECS, video_filename
-
-    names = {video_filename(stem, codec) for stem in RUN_VIDEOS for codec in CODECS} | {"metrics.json"}
-    return [folder / name for name in sorted(names - set(writes)) if (folder / name).exists()]
-
-
-def remove_stale_outputs(folder: Path, writes: list[str]) -> None:
-    for path in stale_outputs(folder, writes):
-        _remove(path)
-
-
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree (a symlink itself, not its target)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():

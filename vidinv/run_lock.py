@@ -111,18 +111,13 @@ atexit.register(release_run_locks)
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool, writes: list[str] | None = None) -> Path:
+def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
     """Create the run folder and hold its lock (`vidinv.run_lock`); a non-empty one is refused
-    unless `overwrite`, which also removes an earlier command's outputs that a run writing
-    `writes` would not replace (`vidinv.outputs.stale_outputs`; None: a folder of no command)."""
-    from vidinv.outputs import remove_stale_outputs
-
+    unless `overwrite`."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise VidinvError(f"runtime.output_dir: {path} exists and is not a folder")
     acquire_run_lock(path)
     if any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
         raise VidinvError(f"runtime.output_dir: {path} is not empty (set runtime.overwrite=true to replace its files)")
-    if overwrite and writes is not None:
-        remove_stale_outputs(path, writes)
     return path

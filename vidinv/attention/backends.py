@@ -9,40 +9,15 @@ additive mask broadcastable to (B, H, Lq, Lk), and returns (B, H, Lq, D) in q's 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-import warnings
 
 import torch
 import torch.nn.functional as F
 
-from vidinv.errors import VidinvError, first_line
+from vidinv.errors import VidinvError
+from vidinv.info import xformers_available, xformers_problem
 
 BACKENDS = ("sdpa", "xformers", "naive")
-
-
-def xformers_available() -> bool:
-    """xformers is installed (whether it runs here is `xformers_problem`'s question)."""
-    return importlib.util.find_spec("xformers") is not None
-
-
-@functools.cache
-def xformers_problem() -> str | None:
-    """Why xformers cannot run on this machine's CUDA device, in a few words; None when it runs. An
-    import is not enough: a wheel built for another torch imports (with a warning) and raises
-    `NotImplementedError: No operator found` at its first call, so a tiny call is made once."""
-    if not xformers_available():
-        return "xformers is not installed (pip install xformers)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import xformers.ops as xops
-
-            q = torch.zeros(1, 8, 1, 8, device="cuda", dtype=torch.float16)
-            xops.memory_efficient_attention(q, q, q)
-    except Exception as err:  # any failure of the probe means: not usable here
-        return f"xformers does not run here ({type(err).__name__}: {first_line(err)[:160]})"
-    return None
 
 
 def resolve_backend(name: str = "auto", device: torch.device | str | None = None) -> str:

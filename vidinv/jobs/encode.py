@@ -11,9 +11,10 @@ import time
 import torch
 
 from vidinv.config import Config, to_yaml
+from vidinv.jobs.common import prepare_run_dir
 from vidinv.metrics import psnr_per_frame
 from vidinv.outputs import write_json, write_text
-from vidinv.run_lock import prepare_output_dir, releases_run_locks
+from vidinv.run_lock import releases_run_locks
 
 
 @releases_run_locks
@@ -25,7 +26,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     started = time.perf_counter()
     rt = config.runtime
     source_name, roundtrip_name = (video_filename(stem, rt.codec) for stem in ("source", "roundtrip"))
-    out = prepare_output_dir(rt.output_dir, rt.overwrite, [source_name, roundtrip_name, "metrics.json"])
+    out = prepare_run_dir(rt.output_dir, rt.overwrite, [source_name, roundtrip_name, "metrics.json"])
     models = load_models_for(config)
     stream = stream_for(config)
     fps = rt.fps or stream.fps

@@ -13,9 +13,10 @@ import torch
 
 from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
+from vidinv.jobs.common import prepare_run_dir
 from vidinv.outputs import write_text
 from vidinv.plan import check_fits
-from vidinv.run_lock import acquire_run_lock, prepare_output_dir, releases_run_locks
+from vidinv.run_lock import acquire_run_lock, releases_run_locks
 
 RECORD_DIR = "inversion"
 
@@ -34,7 +35,7 @@ def open_run_dir(config: Config, command: str, writes: list[str]) -> Path:
     resumable = (path / (RECORD_DIR + SUFFIX)).is_file() or (partial_name(record) / PROGRESS_NAME).is_file()
     has_inversion = (record / JSON_NAME).is_file() or resumable
     if rt.overwrite or not has_inversion:
-        prepare_output_dir(path, rt.overwrite, writes)
+        prepare_run_dir(path, rt.overwrite, writes)
     else:
         acquire_run_lock(path)
         clash = [name for name in writes if (path / name).exists()]
