@@ -71,13 +71,13 @@ def test_the_command_prints_every_row_and_exits_0_within_a_minute():
 
 def test_a_config_whose_plan_does_not_fit_exits_1_naming_the_plans_figure(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    overrides = ["model.device=cpu", "video.num_frames=100000000"]  # ~4.7 TB of host memory at 128x256
+    overrides = ["model.device=cpu", "video.num_frames=100000000"]  # TBs of host memory at 136x320
     assert main(["doctor", "configs/demo.yaml", *overrides]) == 1
     rows = parse(capsys.readouterr().out)
     plan = plan_run(load_config("configs/demo.yaml", overrides), "edit")
     status, detail = rows["plan edit"]
     assert status == "FAIL" and f"peak host memory {plan.host_peak / MB:,.0f} MB > " in detail, detail
-    assert "MB available (100000000 frames at 128x256 on cpu)" in detail
+    assert "MB available (100000000 frames at 136x320 on cpu)" in detail
     assert [name for name, (status, _) in rows.items() if status == "FAIL"] == ["plan edit"]
 
 

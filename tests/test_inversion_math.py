@@ -76,6 +76,14 @@ def test_non_square_latents_fall_back_to_shape_preserving_group(caplog):
     assert tf.group_for("flips", 8, 16) == tf.GROUPS["flips"]
 
 
+def test_the_default_group_fits_the_latents_silently(caplog):
+    """auto (the default): rot90 on square latents, the shape-preserving group on others, no note."""
+    with caplog.at_level("INFO", logger="vidinv"):
+        assert tf.group_for("auto", 8, 8) == tf.GROUPS["rot90"]
+        assert tf.group_for("auto", 8, 16) == tf.SHAPE_PRESERVING
+    assert caplog.text == ""
+
+
 def test_schedule_is_reproducible_from_the_seed():
     a = tf.schedule(tf.GROUPS["rot90"], 50, seed=3)
     assert a == tf.schedule(tf.GROUPS["rot90"], 50, seed=3)

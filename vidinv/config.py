@@ -26,7 +26,7 @@ CHOICES = {
     "model.frame_attention": ("none", "sparse_causal", "keyframe", "full"),
     "model.keyframes": ("first", "middle", "stride"),
     "video.resize": ("center_crop", "stretch", "pad"),
-    "inversion.transforms": ("rot90", "dihedral", "flips", "none"),
+    "inversion.transforms": ("auto", "rot90", "dihedral", "flips", "none"),
     "inversion.noise": ("shared", "independent"),
     "edit.source_branch": ("reconstructed", "inverted"),
     "edit.store_dtype": ("fp16", "fp32"),
@@ -77,7 +77,7 @@ class InversionConfig:
     source_prompt: str = ""
     guidance_scale: float | None = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
     seed: int = 0
-    transforms: str = "rot90"  # FreeInv's transform group
+    transforms: str = "auto"  # FreeInv's transform group; auto = rot90 on square latents, else {id, rot180, hflip, vflip}
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
     control: bool = False  # apply the ControlNet(s) during the inversion too
 

@@ -23,6 +23,7 @@ GROUPS = {
     "flips": ("id", "hflip", "vflip", "rot180"),  # Klein four-group: hflip o vflip = rot180
     "dihedral": ("id", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "antitranspose"),
 }
+AUTO = "auto"  # rot90 on square latents, else the shape-preserving group (`group_for`)
 # Transforms that keep an (h, w) shape for any h != w.
 SHAPE_PRESERVING = ("id", "rot180", "hflip", "vflip")
 # Inverse of each transform (rot90 <-> rot270; the rest are involutions).
@@ -65,9 +66,14 @@ def invert(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def group_for(transforms: str, height: int, width: int) -> tuple[str, ...]:
-    """The group `transforms` names, restricted to shape-preserving ones for non-square latents."""
+    """The group `transforms` names, restricted to shape-preserving ones for non-square latents.
+    `auto` (the default) is rot90 on square latents and the shape-preserving group on others,
+    silently; a group with 90-degree rotations asked for by name on non-square latents is replaced
+    with a note."""
+    if transforms == AUTO:
+        return GROUPS["rot90"] if height == width else SHAPE_PRESERVING
     if transforms not in GROUPS:
-        raise ValueError(f"unknown transform group {transforms!r} (known: {', '.join(GROUPS)})")
+        raise ValueError(f"unknown transform group {transforms!r} (known: {AUTO}, {', '.join(GROUPS)})")
     group = GROUPS[transforms]
     if height != width and any(name not in SHAPE_PRESERVING for name in group):
         log.info(
