@@ -88,7 +88,7 @@ def test_edit_command_runs_flowedit_on_a_tiny_sd3_folder(tmp_path, capsys):
         f"runtime.output_dir={out}",
     ]
     assert main(["--quiet", "edit", "configs/sd3_flowedit.yaml", *args]) == 0
-    assert "edited 2 frames 32x48" in capsys.readouterr().out
+    assert "edited 2 frames 32x48 (inversion-free; flowedit edit" in capsys.readouterr().out  # not "none inversion"
     edited = read_video(out / "edited.mp4")
     assert edited.frames.shape == (2, 3, 32, 48)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -122,8 +122,16 @@ def run(config: Config, *, quiet: bool = False) -> str:
     }
     write_json(out / "metrics.json", metrics)
     return (
-        f"vidinv: edited {f} frames {h}x{w} ({record.method} inversion, {'reused' if result.record_reused else 'computed'}; "
+        f"vidinv: edited {f} frames {h}x{w} ({inversion_summary(record, result.record_reused)}; "
         f"{config.edit.method} edit, {record.steps} steps) -> {out / edited_name} (+ {both_name}, metrics.json) "
         f"in {total_s:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
         f"edited {consistency['warp_error_edited']:.4f}"
     )
+
+
+def inversion_summary(record, reused: bool) -> str:
+    """How the edit got its source: "freeinv inversion, computed", or "inversion-free" (FlowEdit's
+    record holds only the clip: method "none")."""
+    if record.method == "none":
+        return "inversion-free"
+    return f"{record.method} inversion, {'reused' if reused else 'computed'}"
