@@ -101,7 +101,11 @@ def test_a_rerun_skips_complete_items_and_redoes_an_incomplete_one_to_the_same_b
     assert {r["item"]: r["status"] for r in rows if r["status"] == "done"} == {redo: "done"}
     assert sum(r["status"] == "skipped" for r in rows) == 3
     assert md5(out / "items" / redo / "edited.mp4") == local_batch["md5"][redo]
-    assert "3 skipped, 0 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 skipped, 0 failed" in printed
+    redone = next(r for r in rows if r["item"] == redo)  # the only calls this rerun made
+    calls = f"UNet frame-calls {redone['frame_calls_inversion']} inversion + {redone['frame_calls_edit']} edit"
+    assert calls in printed
 
 
 def test_ray_backend_gives_byte_identical_edits_to_the_local_backend(local_batch, tmp_path):

@@ -34,12 +34,14 @@ STATUSES = ("done", "skipped", "failed")
 
 
 def totals(rows: list[dict]) -> dict:
-    """Item counts by status and the UNet frame-calls of the whole batch."""
+    """Item counts by status and the UNet frame-calls this run made (its done items: a skipped
+    item's row keeps the calls that made its files, earlier)."""
+    done = [r for r in rows if r["status"] == "done"]
     return {
         "items": len(rows),
         **{status: sum(r["status"] == status for r in rows) for status in STATUSES},
         "frame_calls": {
-            stage: sum(r.get(f"frame_calls_{stage}") or 0 for r in rows) for stage in ("inversion", "edit")
+            stage: sum(r.get(f"frame_calls_{stage}") or 0 for r in done) for stage in ("inversion", "edit")
         },
     }
 
