@@ -65,6 +65,25 @@ def test_the_edit_endpoint_returns_a_decodable_edited_video_a_side_by_side_and_m
     assert (Path(metrics["output_dir"]) / "config.yaml").is_file()  # the edit job's own run folder
 
 
+def test_the_app_and_the_cli_with_the_same_settings_write_the_same_bytes(server, tmp_path):
+    """The app's edit and `vidinv edit` on the config the app resolved (its run folder's config.yaml,
+    the clip given by its path): edited, source and side-by-side videos of one md5 each."""
+    from gradio_client import Client, handle_file
+
+    from tests.test_reproducible import videos_md5
+    from vidinv.cli import main
+
+    client = Client(server.url, verbose=False)
+    *_, metrics = client.predict(
+        handle_file(str(SAMPLE)), "a man riding a bike", "a robot riding a bike", api_name="/edit"
+    )
+    metrics = metrics if isinstance(metrics, dict) else json.loads(metrics)
+    app_run = Path(metrics["output_dir"])
+    argv = [f"video.path={SAMPLE}", f"runtime.output_dir={tmp_path / 'cli'}", "runtime.record_dir=null"]
+    assert main(["--quiet", "edit", str(app_run / "config.yaml"), *argv]) == 0
+    assert videos_md5(tmp_path / "cli") == videos_md5(app_run)
+
+
 def test_a_bad_setting_on_the_endpoint_is_a_one_line_error(server):
     from gradio_client import Client, handle_file
 
