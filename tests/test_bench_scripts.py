@@ -274,3 +274,71 @@ def test_bench_memory_of_the_inversion_with_the_record_on_disk(run_script, capsy
     (row,) = record["rows"]
     assert row["method"] == "ddpm_ef" and row["peak_mb"] > 0 and row["predicted_mb"] > 0
     assert "`vidinv invert`" in capsys.readouterr().out
+
+
+def test_gpu_check_dry_run_plans_every_case_without_a_gpu(load_script, tmp_path, capsys, monkeypatch):
+    """--dry-run on a machine without a GPU: every case with its config and the plan's predicted peak, in the
+    budget or skipped by it, and no weights loaded, no model run."""
+    import vidinv.jobs.edit
+    import vidinv.models.loading
+    from vidinv.editor import VideoEditor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run loads no weights and runs no model")
+
+    for owner, name in ((vidinv.models.loading, "load_models"), (vidinv.jobs.edit, "run"), (VideoEditor, "edit")):
+        monkeypatch.setattr(owner, name, refuse)
+    check = load_script("gpu_check")
+    out = tmp_path / "gpu_check.json"
+    assert check.main(["--dry-run", "--families", "tiny", "--budget-s", "80", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    rows = record["rows"]
+    kinds = ["setup", "timed", *["memory"] * 5, "xformers", "drift", "repeat", "memory"]
+    assert [r["kind"] for r in rows] == kinds
+    assert [r["offload"] for r in rows if r["kind"] == "memory"] == [
+        "none",
+        "none",
+        "none",
+        "model",
+        "sequential",
+        "none",
+    ]
+    assert [r["frames"] for r in rows if r["kind"] == "memory"] == [16, 64, 256, 1000, 1000, 1000]
+    for row in rows[1:]:
+        assert row["predicted_peak_mb"] > 0 and row["predicted_frame_calls"] > 0 and row["estimate_s"] > 0
+        assert "model.dtype=fp16" in row["overrides"] and "video.height=64" in row["overrides"]
+    assert rows[1]["predicted_frame_calls"] == 48 * 50 + 48 * (2 * 50 + 40)  # FreeInv + PnP with CFG, 48 frames
+    # the budget (80 s; the tiny estimates are mostly model loads, 15 + 20 + 10 s for the first three, 40 s for
+    # each 1000-frame run): the first cases fit, no 1000-frame run does
+    assert [r["status"] for r in rows[:3]] == ["planned"] * 3
+    assert all(r["status"] == "skipped" and r["note"].startswith("over budget") for r in rows if r["frames"] == 1000)
+    assert sum(r["estimate_s"] for r in rows if r["status"] == "planned") <= 80
+    assert record["skipped"] == [r["case"] for r in rows if r["status"] == "skipped"]
+    assert record["dry_run"] and record["finished"] and record["errors"] == []
+    printed = capsys.readouterr().out
+    assert "tiny/pnp-48f-50steps [timed" in printed and "video.num_frames=1000 inversion.steps=2" in printed
+
+
+def test_gpu_check_needs_a_gpu_without_dry_run(load_script, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_script("gpu_check").main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a CUDA GPU" in err and "--dry-run" in err and "\n" not in err
+
+
+def test_gpu_check_runs_its_cases_on_the_cpu(load_script, tmp_path):
+    """--device cpu: every kind of case through its real path (tiny, 2-3 frames): setup, the timed edit, an
+    offloaded edit's peak, drift, two jobs' md5; xformers is skipped off CUDA."""
+    check = load_script("gpu_check")
+    out = tmp_path / "gpu_check.json"
+    argv = ["--device", "cpu", "--families", "tiny", "--frames", "2", "--steps", "2", "--long-frames", "3"]
+    argv += ["--short-frames", "2", "--short-steps", "2", "--xformers-frames", "2"]
+    argv += ["--only", "*setup", "*pnp*", "*offload-model", "*drift*", "*repeat*", "*xformers*"]
+    assert check.main([*argv, "--out", str(out)]) == 0
+    rows = {r["kind"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["setup", "timed", "memory", "xformers", "drift", "repeat"]
+    assert rows["xformers"]["status"] == "skipped"
+    assert all(r["status"] == "ok" for kind, r in rows.items() if kind != "xformers")
+    assert rows["timed"]["frame_calls"] == rows["timed"]["predicted_frame_calls"] == 2 * 2 + 2 * (2 * 2 + 2)
+    assert rows["memory"]["offload"] == "model" and rows["memory"]["limit_check"] == "pass"
+    assert rows["repeat"]["identical"] and rows["drift"]["finite"] and 0 < rows["drift"]["rel_error"] < 0.1

@@ -149,7 +149,7 @@ def test_running_out_of_memory_is_one_line_naming_what_to_lower(tmp_path):
     def cap_address_space():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    big = ["video.num_frames=8", "video.height=512", "video.width=512", "inversion.steps=2"]
+    big = ["video.num_frames=8", "video.height=2048", "video.width=2048", "inversion.steps=2"]  # 0.4 GB a chunk
     result = subprocess.run(
         [sys.executable, "-m", "vidinv", "--quiet", "edit", "configs/demo.yaml", *big, f"runtime.output_dir={tmp_path}/big"],
         capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=cap_address_space,

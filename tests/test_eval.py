@@ -1,4 +1,5 @@
-"""`vidinv eval`: metrics of an edited clip against its source, for vidinv's output or anyone's."""
+"""`vidinv eval`: metrics of an edited clip against its source, for vidinv's output or anyone's: the
+weight-free ones, those of the unedited region (--mask), and CLIP-T/CLIP-F with a tiny random CLIP."""
 
 from __future__ import annotations
 
@@ -13,6 +14,32 @@ from tests.conftest import REPO
 from vidinv.cli import main
 from vidinv.io import read_video, write_video
 from vidinv.metrics import compare_clips
+
+TARGET = "a robot riding a bike"  # configs/demo.yaml's edit.target_prompt
+
+
+def write_tiny_clip(folder: Path) -> Path:
+    """A CLIP of random weights (2-layer 32-wide text and vision towers, 32x32 images, 16-dim
+    embeddings) over the tiny model's tokenizer, with its image processor, saved as a folder."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
+
+    from vidinv.models.tiny import build_tiny_tokenizer, tiny_text_config
+
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
+    config = CLIPConfig(text_config=tiny_text_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    with torch.random.fork_rng(devices=[]):  # seeded, the global generator left as it was
+        torch.manual_seed(0)
+        CLIPModel(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=build_tiny_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def clip(frames=4, h=64, w=96, seed=0):
@@ -77,8 +104,8 @@ SOURCE = {"h264": "source.mp4", "ffv1": "source.mkv", "png": "source"}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, sample_path) -> dict[tuple[str, str], Path]:
-    """Tiny demo edits: (selection, codec) -> run folder."""
+def runs(tmp_path_factory, sample_path, tiny_clip) -> dict[tuple[str, str], Path]:
+    """Tiny demo edits, with CLIP-T/CLIP-F by the tiny CLIP: (selection, codec) -> run folder."""
     folders = {}
     for name, codecs in RUNS.items():
         s = SELECTIONS[name]
@@ -86,6 +113,7 @@ def runs(tmp_path_factory, sample_path) -> dict[tuple[str, str], Path]:
             out = tmp_path_factory.mktemp(f"{name}_{codec}")
             args = [f"video.path={sample_path}", *SMALL, f"video.start={s['start']}", f"video.stride={s['stride']}"]
             args += [f"runtime.codec={codec}", f"runtime.output_dir={out}", "runtime.overwrite=true"]
+            args += [f"eval.clip={tiny_clip}"]
             assert main(["--quiet", "edit", str(REPO / "configs" / "demo.yaml"), *args]) == 0
             folders[name, codec] = out
     return folders
@@ -104,11 +132,15 @@ def eval_json(capsys, tmp_path, *args: str) -> dict:
 
 
 @pytest.mark.parametrize(("name", "codec"), [("first4", "ffv1"), ("start3_stride2", "png")])
-def test_eval_of_lossless_outputs_gives_the_runs_metrics_exactly(runs, sample_path, tmp_path, capsys, name, codec):
+def test_eval_of_lossless_outputs_gives_the_runs_metrics_exactly(
+    runs, sample_path, tiny_clip, tmp_path, capsys, name, codec
+):
     """The original full clip with the run's selection and resize, or the run's own lossless
-    source, against the lossless edited clip: the run's metrics.json numbers, to the last bit."""
+    source, against the lossless edited clip: the run's metrics.json numbers, to the last bit
+    (CLIP-T/CLIP-F of eval.clip included, given the same model and the run's target prompt)."""
     run = runs[name, codec]
     metrics = json.loads((run / "metrics.json").read_text())
+    clip_flags = ["--clip", str(tiny_clip), "--prompt", TARGET]
     from_original = eval_json(
         capsys,
         tmp_path,
@@ -117,8 +149,11 @@ def test_eval_of_lossless_outputs_gives_the_runs_metrics_exactly(runs, sample_pa
         *selection_flags(name),
         "--source-resize",
         "center_crop",
+        *clip_flags,
     )
-    from_outputs = eval_json(capsys, tmp_path, str(run / SOURCE[codec]), str(run / EDITED[codec]))
+    from_outputs = eval_json(capsys, tmp_path, str(run / SOURCE[codec]), str(run / EDITED[codec]), *clip_flags)
+    assert metrics["target_prompt"] == TARGET and metrics["clip_model"] == str(tiny_clip)
+    assert {"clip_t", "clip_f", "ssim_vs_source", "flicker_edited"} <= metrics["temporal_consistency"].keys()
     for measured in (from_original, from_outputs):
         assert {key: measured[key] for key in metrics["temporal_consistency"]} == metrics["temporal_consistency"]
         assert (measured["frames"], measured["height"], measured["width"]) == (4, 64, 64)
@@ -202,3 +237,148 @@ def test_bad_selections_are_one_line_errors_with_exit_2_and_write_nothing(sample
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vidinv: error: ") and words in err[0], err
     assert not (tmp_path / "m.json").exists()
+
+
+# --- issue 33: SSIM, flicker, the unedited region (--mask), CLIP-T and CLIP-F (--clip, eval.clip) ---------------
+
+
+def direct_clip_scores(folder: Path, pictures: np.ndarray, prompt: str) -> tuple[float, float]:
+    """CLIP-T and CLIP-F computed straight with transformers: one batch of all the frames."""
+    import transformers
+    from transformers import AutoImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
+    processor = CLIPProcessor(
+        image_processor=AutoImageProcessor.from_pretrained(folder, **pil),
+        tokenizer=CLIPTokenizer.from_pretrained(folder),
+    )
+    model = CLIPModel.from_pretrained(folder).eval()
+    inputs = processor(text=[prompt], images=list(pictures), return_tensors="pt")
+    with torch.no_grad():
+        images, text = (
+            model.get_image_features(pixel_values=inputs["pixel_values"]),
+            model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]),
+        )
+    images, text = (x if isinstance(x, torch.Tensor) else x.pooler_output for x in (images, text))
+    images = torch.nn.functional.normalize(images.double(), dim=-1)
+    text = torch.nn.functional.normalize(text.double(), dim=-1)[0]
+    return float(100 * (images @ text).mean()), float(100 * (images[1:] * images[:-1]).sum(-1).mean())
+
+
+def test_clip_t_and_clip_f_are_transformers_cosines_x100_over_any_chunks(tiny_clip):
+    from vidinv.clip_metrics import ClipScores
+    from vidinv.io.video import frames_to_uint8
+    from vidinv.metrics import ClipComparison
+
+    source = clip(frames=5)
+    edited = source.flip(-1) * 0.8
+    whole = compare_clips(source, edited, clip=ClipScores.load(str(tiny_clip), TARGET))
+    clip_t, clip_f = direct_clip_scores(tiny_clip, frames_to_uint8(edited), TARGET)
+    assert abs(whole["clip_t"] - clip_t) < 1e-6 and abs(whole["clip_f"] - clip_f) < 1e-6
+    assert -100 <= whole["clip_t"] <= 100 and -100 <= whole["clip_f"] <= 100
+    for chunk in (1, 3):
+        streamed = ClipComparison(clip=ClipScores.load(str(tiny_clip), TARGET))
+        for start in range(0, len(source), chunk):
+            streamed.update(source[start : start + chunk], edited[start : start + chunk])
+        assert streamed.result() == whole, chunk
+    static = compare_clips(source[:3], edited[:1].expand(3, -1, -1, -1), clip=ClipScores.load(str(tiny_clip), None))
+    assert static["clip_f"] == pytest.approx(100, abs=1e-9) and "clip_t" not in static  # no prompt: CLIP-F only
+
+
+def test_the_unedited_region_and_every_metric_are_the_same_over_any_chunks():
+    from vidinv.metrics import ClipComparison
+
+    source = clip(frames=7, h=48, w=64)
+    edited = source.clone()
+    edited[:, :, 10:30, 20:50] = -edited[:, :, 10:30, 20:50]  # the edit: a box
+    mask = np.zeros((7, 48, 64), dtype=bool)
+    mask[:, 10:30, 20:50] = True
+    whole = compare_clips(source, edited, mask=mask)
+    assert whole["psnr_unedited_db"] == float("inf") and whole["ssim_unedited"] == 1.0
+    assert whole["flicker_edited"] > 0 and whole["ssim_vs_source"] < 0.9
+    for chunk in (1, 3):
+        streamed = ClipComparison(mask=mask)
+        for start in range(0, len(source), chunk):
+            streamed.update(source[start : start + chunk], edited[start : start + chunk])
+        assert streamed.result() == whole, chunk
+
+
+def png_file(folder: Path, frame: torch.Tensor) -> Path:
+    """One frame (3, H, W) as a single PNG file."""
+    write_video(folder, frame[None], 8, format="png")
+    return next(folder.iterdir())
+
+
+def test_eval_with_a_mask_image_folder_or_video_compares_the_unedited_region(tmp_path, capsys):
+    source = clip(frames=4)
+    edited = source.clone()
+    edited[:, :, 16:48, 24:72] = edited[:, :, 16:48, 24:72].flip(-1)  # the edit: inside the box only
+    white = -torch.ones(4, 3, 64, 96)
+    white[:, :, 16:48, 24:72] = 1  # white = edited
+    write_video(tmp_path / "src", source, 8, format="png")
+    write_video(tmp_path / "edited", edited, 8, format="png")
+    masks = [
+        write_video(tmp_path / "mask", white, 8, format="png"),  # a folder, one image per frame
+        write_video(tmp_path / "mask.mkv", white, 8),  # a video (lossless)
+        png_file(tmp_path / "one", white[0]),  # one image for every frame
+    ]
+    for mask in masks:
+        metrics = eval_json(capsys, tmp_path, str(tmp_path / "src"), str(tmp_path / "edited"), "--mask", str(mask))
+        assert metrics["psnr_unedited_db"] is None, mask  # untouched outside the mask: infinite, null in strict JSON
+        assert metrics["ssim_unedited"] == 1.0 and metrics["unedited_fraction"] == 1 - (32 * 48) / (64 * 96)
+        assert metrics["psnr_vs_source_db"] < 30 and metrics["ssim_vs_source"] < 1 and metrics["mask"] == str(mask)
+    small = png_file(tmp_path / "small", white[0, :, :, :64])
+    assert main(["eval", str(tmp_path / "src"), str(tmp_path / "edited"), "--mask", str(small)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "64x64" in err[0] and "96x64" in err[0], err
+
+
+def test_eval_with_clip_reports_clip_t_and_clip_f_in_strict_json(tiny_clip, tmp_path, capsys):
+    write_video(tmp_path / "a", clip(), 8, format="png")
+    metrics = eval_json(
+        capsys, tmp_path, str(tmp_path / "a"), str(tmp_path / "a"), "--clip", str(tiny_clip), "--prompt", TARGET
+    )
+    assert metrics["clip_model"] == str(tiny_clip) and metrics["prompt"] == TARGET
+    assert -100 <= metrics["clip_t"] <= 100 and -100 <= metrics["clip_f"] <= 100
+    assert metrics["ssim_vs_source"] == 1.0 and metrics["flicker_edited"] == metrics["flicker_source"] > 0
+    json.loads((tmp_path / "eval.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+
+@pytest.mark.parametrize("model", ["missing-folder", "vidinv-test/no-clip-model"])
+def test_a_missing_clip_model_is_one_line_with_exit_2_before_any_work(tmp_path, capsys, monkeypatch, model):
+    """A folder that does not exist, or a hub id with the hub unreachable and nothing cached: one
+    line in seconds (the hub probe of vidinv.models.hub, not the hub client's retries); a run with
+    eval.clip stops the same way before it writes anything."""
+    import time
+
+    import huggingface_hub.constants
+
+    from vidinv.models import hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: "the hub cannot be reached (test)")
+    model = str(tmp_path / model) if model == "missing-folder" else model
+    write_video(tmp_path / "a", clip(), 8, format="png")
+    started = time.perf_counter()
+    argv = ["eval", str(tmp_path / "a"), str(tmp_path / "a"), "--clip", model, "--prompt", "x"]
+    assert main([*argv, "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clip" in err[0] and model in err[0], err
+    out = tmp_path / "run"
+    assert (
+        main(
+            ["--quiet", "edit", str(REPO / "configs" / "demo.yaml"), f"eval.clip={model}", f"runtime.output_dir={out}"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.clip" in err[0] and model in err[0], err
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "m.json").exists() and not out.exists()
+
+
+def test_a_prompt_without_a_clip_model_is_one_line(tmp_path, capsys):
+    write_video(tmp_path / "a", clip(), 8, format="png")
+    assert main(["eval", str(tmp_path / "a"), str(tmp_path / "a"), "--prompt", TARGET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clip" in err[0], err

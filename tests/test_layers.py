@@ -33,7 +33,7 @@ LAYERS = [
         ),
     ),
     ("io", ("vidinv.io", "vidinv.metrics")),  # metrics measure the pictures the writers write
-    ("models", ("vidinv.models",)),
+    ("models", ("vidinv.models", "vidinv.clip_metrics")),  # CLIP-T/F load a CLIP model as the models do
     ("attention", ("vidinv.attention",)),
     ("guidance", ("vidinv.guidance",)),
     ("inversion", ("vidinv.inversion",)),

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_info)
     evaluate = sub.add_parser(
         "eval",
-        help="compare an edited clip with its source: temporal warp error, frame change, PSNR",
+        help="compare an edited clip with its source: warp error, frame change, flicker, PSNR, SSIM "
+        "(of the unedited region too with --mask), CLIP-T/CLIP-F with --clip",
         description="Compare an edited clip (vidinv's or another tool's) with its source. Both clips are "
         "measured as 8-bit pictures, as `vidinv edit` measures its metrics.json: given the original clip with "
         "the run's --start/--num-frames/--stride (and --source-resize when the run resized it) and the run's "
@@ -166,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--resize", action="store_true", help="stretch an edited clip of another size to the source's size"
     )
+    evaluate.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="the edit's mask (a video, an image folder or one image for every frame; white = edited, "
+        "of the compared clips' size): adds PSNR and SSIM of the unedited region",
+    )
+    evaluate.add_argument(
+        "--clip", metavar="MODEL", help="a CLIP model (hub id or folder): adds CLIP-F, and CLIP-T with --prompt"
+    )
+    evaluate.add_argument("--prompt", metavar="TEXT", help="the target prompt, for CLIP-T (with --clip)")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics to this JSON file")
     evaluate.set_defaults(handler=_eval)
     plan = sub.add_parser(

@@ -77,7 +77,7 @@ class InversionConfig:
     source_prompt: str = ""
     guidance_scale: float | None = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
     seed: int = 0
-    transforms: str = "auto"  # FreeInv's transform group; auto = rot90 on square latents, else {id, rot180, hflip, vflip}
+    transforms: str = "auto"  # FreeInv's group; auto: rot90 on square latents, else {id, rot180, hflip, vflip}
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
     control: bool = False  # apply the ControlNet(s) during the inversion too
 
@@ -161,12 +161,20 @@ class RuntimeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Metrics of `vidinv edit`'s metrics.json beyond the weight-free ones (as `vidinv eval --clip`)."""
+
+    clip: str | None = None  # CLIP model (hub id / folder): CLIP-T with edit.target_prompt and CLIP-F; null = none
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     inversion: InversionConfig = field(default_factory=InversionConfig)
     edit: EditConfig = field(default_factory=EditConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def valid_keys(schema: type = Config, prefix: str = "") -> list[str]:
@@ -338,6 +346,7 @@ def validate(config: Config) -> None:
     _require(rt.record_limit_mb >= 0, "runtime.record_limit_mb", rt.record_limit_mb, "an integer >= 0")
     _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
+    _require(config.eval.clip is None or bool(config.eval.clip), "eval.clip", config.eval.clip, "null or a CLIP model")
     _validate_control(config)
 
 

@@ -138,7 +138,7 @@ class FlowEdit(EditMethod):
             sampler="flow",
             prediction_type="flow",
             timesteps=table.to_list(),
-            latents=latents.detach().cpu()[None],
+            latents=latents.detach().to(work_dtype(latents.dtype)).cpu()[None],  # fp32, as invert's records
             source_prompt=inv.source_prompt,
             stats={"frame_calls": 0},
         )

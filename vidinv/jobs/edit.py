@@ -50,6 +50,10 @@ def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.models import resolve_device
 
     started = time.perf_counter()
+    if config.eval.clip:
+        from vidinv.clip_metrics import clip_source
+
+        clip_source(config.eval.clip, key="eval.clip")  # a missing CLIP model: one line before any work
     out = open_run_dir(config, "edit", writes(config.runtime.codec))
     reset_peak_memory(resolve_device(config.model.device))  # this run's peak (batch items, app requests)
     editor = VideoEditor(config, progress=not quiet)
@@ -77,7 +81,12 @@ def run(config: Config, *, quiet: bool = False) -> str:
         memory = result.stats.pop("peak_memory")
         write_text(out / "config.yaml", to_yaml(config))
         t0 = time.perf_counter()
-        comparison = ClipComparison()
+        clip = None
+        if config.eval.clip:  # CLIP-T (edit.target_prompt) and CLIP-F in metrics.json, as `vidinv eval --clip`
+            from vidinv.clip_metrics import ClipScores
+
+            clip = ClipScores.load(config.eval.clip, config.edit.target_prompt, key="eval.clip", device=models.device)
+        comparison = ClipComparison(clip=clip)
         audio = audio_for(config, stream, stream.num_frames, fps)
         with (
             VideoWriter(out / edited_name, fps, audio=audio) as edited,
@@ -101,11 +110,12 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "dtype": str(models.dtype).replace("torch.", ""),
         "source_prompt": record.source_prompt,
         "target_prompt": config.edit.target_prompt,
+        **({"clip_model": config.eval.clip} if config.eval.clip else {}),  # temporal_consistency's clip_t/f
         "inversion": {"method": record.method, "steps": record.steps, "guidance_scale": record.guidance_scale},
         "edit": {"method": config.edit.method, "guidance_scale": config.edit.guidance_scale, **result.stats},
         "frame_attention": config.model.frame_attention,
         "record_reused": result.record_reused,
-        "temporal_consistency": consistency,
+        "temporal_consistency": consistency,  # the clip comparison of `vidinv eval` (`ClipComparison`)
         "frame_calls": {
             "inversion": 0 if result.record_reused else record.stats.get("frame_calls", 0),
             "edit": result.stats["frame_calls"],

@@ -18,11 +18,22 @@ codec's error d (decoded minus 8-bit picture): the source metrics stay exact, `w
 moves by at most the warp error of d itself along the same flow (mean over pairs and valid pixels
 of |warp(d_i) - d_i+1|), `frame_change_edited` by at most d's own frame change, and the PSNR by d.
 Giving the run's `source.mp4` as SOURCE adds the codec's error to the source too (its flow as well).
+
+`mask` (`--mask`: a mask video, a folder of mask images or one image for every frame; white = the
+edited region) adds PSNR and SSIM of the region outside it. `clip` (`--clip`: a CLIP folder or hub
+id) adds CLIP-F, and CLIP-T against `prompt` (`--prompt`), as a run with `eval.clip` does. The
+metrics' definitions: `vidinv.metrics`, `vidinv.clip_metrics` and the README's eval section.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from vidinv.errors import VidinvError
+
+MASK_LEVEL = 128  # a mask pixel whose 8-bit luma (BT.601) is at least this is edited (white)
 
 
 def evaluate(
@@ -35,7 +46,12 @@ def evaluate(
     num_frames: int | None = None,
     stride: int = 1,
     source_resize: str | None = None,
+    mask_path: str | None = None,
+    clip: str | None = None,
+    prompt: str | None = None,
+    device: str = "auto",
 ) -> dict:
+    from vidinv.clip_metrics import ClipScores, clip_source
     from vidinv.io import read_video
     from vidinv.io.selection import FrameSelection
     from vidinv.metrics import compare_clips
@@ -45,8 +61,14 @@ def evaluate(
         raise VidinvError(
             "--resize (EDITED to SOURCE's size) and --source-resize (SOURCE to EDITED's) exclude each other"
         )
+    if prompt is not None and not clip:
+        raise VidinvError("--prompt is the target prompt of CLIP-T: it needs a CLIP model (--clip MODEL)")
     selection = FrameSelection(start=start, num_frames=num_frames, stride=stride)
     selection.check(source_path)  # before any work, as read_video would
+    if mask_path and not Path(mask_path).exists():
+        raise VidinvError(f"--mask {mask_path} does not exist")
+    if clip:
+        clip_source(clip, key="--clip")  # a missing model: one line before any work
     if json_path:
         check_writable(json_path)  # before the work
     pick = dict(start=start, num_frames=num_frames, stride=stride, decoder="pyav")
@@ -70,6 +92,12 @@ def evaluate(
         raise VidinvError(
             f"{edited_path}: {len(edited.frames)} frames, but the source {source_path} has {len(source.frames)}{chosen}"
         )
+    mask = read_mask(mask_path, frames=len(source.frames), size=(h, w)) if mask_path else None
+    scores = None
+    if clip:
+        from vidinv.models import resolve_device
+
+        scores = ClipScores.load(clip, prompt, key="--clip", device=resolve_device(device))
     metrics = {
         "source": str(source_path),
         "edited": str(edited_path),
@@ -79,11 +107,45 @@ def evaluate(
         "height": h,
         "width": w,
         "fps": {"source": source.fps, "edited": edited.fps},
-        **compare_clips(source.frames, edited.frames),
+        **({"mask": str(mask_path)} if mask_path else {}),
+        **({"clip_model": clip, "prompt": prompt} if clip else {}),
+        **compare_clips(source.frames, edited.frames, mask=mask, clip=scores),
     }
     if json_path:
         write_json(json_path, metrics)
     return metrics
+
+
+def read_mask(path: str, *, frames: int, size: tuple[int, int]) -> np.ndarray:
+    """The edit mask as bool (n, H, W), True = edited (white: 8-bit luma >= MASK_LEVEL): a video, a
+    folder of images or one image (n = 1: every frame), read as `vidinv eval` reads its clips
+    (cropped to multiples of 8). It must have the compared clips' size and 1 or `frames` frames."""
+    from vidinv.io import read_video
+    from vidinv.io.decoders import IMAGE_SUFFIXES
+    from vidinv.metrics import LUMA, eight_bit
+
+    if Path(path).is_file() and Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                pictures = [image.convert("RGB")]
+        except (OSError, UnidentifiedImageError) as err:
+            raise VidinvError(f"--mask {path}: not a readable image ({type(err).__name__})") from err
+        video = read_video(pictures, size=None)
+    else:
+        video = read_video(path, size=None, decoder="pyav")
+    levels = eight_bit(video.frames).astype(np.float64)
+    luma = LUMA[0] * levels[..., 0] + LUMA[1] * levels[..., 1] + LUMA[2] * levels[..., 2]
+    mask = luma >= MASK_LEVEL
+    (h, w), (mh, mw) = size, mask.shape[1:]
+    if (mh, mw) != (h, w):
+        raise VidinvError(f"--mask {path} is {mw}x{mh}, but the compared clips are {w}x{h}: give a mask of their size")
+    if len(mask) not in (1, frames):
+        raise VidinvError(
+            f"--mask {path}: {len(mask)} frames, but the compared clips have {frames}: give one per frame, or one image"
+        )
+    return mask
 
 
 def run_cli(args) -> int:
@@ -98,6 +160,9 @@ def run_cli(args) -> int:
         num_frames=args.num_frames,
         stride=args.stride,
         source_resize=args.source_resize,
+        mask_path=args.mask,
+        clip=args.clip,
+        prompt=args.prompt,
     )
     print(json_text(metrics), end="")
     return 0
