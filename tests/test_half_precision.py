@@ -43,7 +43,7 @@ def runs():
 @pytest.mark.parametrize("family", list(bench.METHODS))
 def test_a_half_model_is_its_fp32_model_cast(runs, family):
     """The comparison is of arithmetic only: the tiny builders build fp32 weights and load_models casts them
-    (the SDXL VAE with force_upcast and Wan's VAE stay fp32)."""
+    (the SDXL VAE with force_upcast, Wan's VAE and Wan's `_keep_in_fp32_modules` stay fp32: equal, not cast)."""
     full = runs.models(family, "fp32")
     for dtype in bench.DTYPES:
         half = runs.models(family, dtype)
@@ -51,7 +51,7 @@ def test_a_half_model_is_its_fp32_model_cast(runs, family):
         for name in ("unet", "vae", "text_encoder"):
             pairs = list(zip(getattr(half, name).parameters(), getattr(full, name).parameters(), strict=True))
             assert all(torch.equal(p, q.to(p.dtype)) for p, q in pairs), f"{family} {name} {dtype}"
-        assert next(half.unet.parameters()).dtype == half.dtype
+        assert half.dtype in {p.dtype for p in half.unet.parameters()}  # Wan keeps its norms etc. in fp32
 
 
 @pytest.mark.parametrize(("family", "inversion", "edit", "dtype"), HALF_RUNS)

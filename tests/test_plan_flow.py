@@ -47,3 +47,23 @@ def test_planned_weights_equal_the_pipelines_modules_and_a_saved_folder_plans_al
     saved = check_fits(config_from_dict(values(str(tmp_path / "saved"), "pnp")))
     assert saved.weights == plan.weights and saved.frame_calls == plan.frame_calls
     assert saved.unet_activations > 0 and saved.vae_activations == plan.vae_activations
+
+
+def test_a_video_models_vae_is_planned_in_fp32_as_it_is_loaded():
+    """tiny-wan in bf16: the plan's weights equal the loaded modules' bytes, its causal VAE in fp32
+    (as loading keeps it), the rest in bf16."""
+    from vidinv.models import load_models
+
+    models = load_models("tiny-wan", dtype="bf16", device="cpu")
+    config = config_from_dict(
+        {
+            "model": {"pretrained": "tiny-wan", "dtype": "bf16", "device": "cpu"},
+            "video": {"num_frames": 5, "height": 32, "width": 32},
+            "inversion": {"method": "flow", "steps": 2, "source_prompt": "a"},
+            "edit": {"method": "flowedit", "target_prompt": "b"},
+        }
+    )
+    plan = plan_run(config)
+    modules = {n: m for n, m in models.pipeline.components.items() if isinstance(m, torch.nn.Module)}
+    assert next(models.vae.parameters()).dtype == torch.float32
+    assert plan.weights == {name: param_bytes(module) for name, module in modules.items()}

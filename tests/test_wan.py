@@ -208,3 +208,16 @@ def test_a_folder_with_wans_unipc_flow_scheduler_loads_with_euler_on_its_shift(t
     report = capsys.readouterr().out
     assert "Euler steps on UniPCMultistepScheduler's flow grid" in report and "shift            5.0" in report
     assert "edit methods     flowedit" in report
+
+
+def test_wan_in_half_precision_keeps_the_modules_diffusers_keeps_in_fp32():
+    """Cast to bf16 as diffusers' from_pretrained loads it: the transformer's
+    `_keep_in_fp32_modules` (rope, time embedder, scale-shift tables, norms) stay fp32, the rest bf16."""
+    from vidinv.models import load_models
+
+    transformer = load_models("tiny-wan", dtype="bf16", device="cpu").transformer
+    keep = transformer._keep_in_fp32_modules
+    dtypes = {name: p.dtype for name, p in transformer.named_parameters()}
+    kept = {name for name in dtypes if any(part in keep for part in name.split("."))}
+    assert kept and all(dtypes[name] == torch.float32 for name in kept)
+    assert {dtypes[name] for name in set(dtypes) - kept} == {torch.bfloat16}

@@ -60,21 +60,28 @@ def flow_configs(config: Config, family: str) -> dict:
     return {name: (index[name][1], read_folder_config(folder, f"{name}/config.json")) for name in wanted}
 
 
-def build_fake_flow_modules(configs: dict, dtype: torch.dtype) -> dict:
-    """The modules of `configs` on fake tensors (call inside `fake_mode()`)."""
+def build_fake_flow_modules(configs: dict, dtype: torch.dtype, family: str) -> dict:
+    """The modules of `configs` on fake tensors, each in the dtype it is loaded in (call inside
+    `fake_mode()`)."""
     import diffusers
     import transformers
 
+    from vidinv.models.flow import component_dtype
+    from vidinv.models.loading import cast_module
+
     built = {}
-    with default_dtype(dtype):
-        for name, (cls_name, cfg) in configs.items():
+    for name, (cls_name, cfg) in configs.items():
+        with default_dtype(component_dtype(family, name, dtype)):
             if name in ("transformer", "vae"):
                 built[name] = getattr(diffusers, cls_name).from_config(cfg)
             else:
                 fields = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "model_type"}
                 text_config = transformers.AutoConfig.for_model(cfg["model_type"], **fields)
                 built[name] = getattr(transformers, cls_name)(text_config)
-    return {name: module.eval().requires_grad_(False) for name, module in built.items()}
+    return {
+        name: cast_module(m, component_dtype(family, name, dtype)).eval().requires_grad_(False)
+        for name, m in built.items()
+    }
 
 
 def fake_condition(family: str, rows: int, tokens: int, transformer, dtype: torch.dtype):
@@ -184,7 +191,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     tokens = t5_tokens + (77 if family == "sd3" else 0)  # SD3: CLIP's 77 tokens before T5's
     widest = 4 if command == "edit" else 2  # source and edit branches, each (uncond, cond)
     with fake_mode():
-        parts = build_fake_flow_modules(configs, dtype)
+        parts = build_fake_flow_modules(configs, dtype, family)
         transformer, vae = parts["transformer"], parts["vae"]
         install_from_config(transformer, config.model)
         # one chunk and its anchors; a video model sees every latent frame at once
@@ -194,7 +201,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         models = SimpleNamespace(transformer=transformer, call=CALLS[family], video=video)
         unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
         chunk = min(frames, rt.vae_chunk or frames)
-        vae_act = vae_activations(vae, chunk, channels, (height, width), dtype)
+        vae_act = vae_activations(vae, chunk, channels, (height, width), next(vae.parameters()).dtype)
         weights = {name: param_bytes(module) for name, module in parts.items()}
         largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}

@@ -377,6 +377,12 @@ def load_flow_single_file(path: str, family: str, dtype: torch.dtype, config: st
         raise VidinvError(f"model.pretrained: cannot load checkpoint {path}: {first_line(err)}{hint}") from err
 
 
+def component_dtype(family: str, name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a component runs in: the model's, except a video model's causal VAE (fp32: its
+    caches and 3D convolutions drift in half precision)."""
+    return torch.float32 if family in VIDEO_FAMILIES and name == "vae" else dtype
+
+
 def load_flow_models(
     pretrained: str,
     family: str,
@@ -392,8 +398,7 @@ def load_flow_models(
     pipeline = load_flow_pipeline(pretrained, family, dtype, t5=t5, config=single_file_config)
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
-            keep_fp32 = family in VIDEO_FAMILIES and name == "vae"
-            setattr(pipeline, name, prepare(module, torch.float32 if keep_fp32 else dtype))
+            setattr(pipeline, name, prepare(module, component_dtype(family, name, dtype)))
     if family in VIDEO_FAMILIES:
         pipeline.scheduler = euler_flow_scheduler(pipeline.scheduler)
     if pretrained in TINY_FLOW:

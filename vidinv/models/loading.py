@@ -204,14 +204,28 @@ def _load_components(pretrained: str, dtype: torch.dtype, single_file_config: st
 def _prepare(module: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     """The one place modules are cast, moved and frozen: `dtype` on `device`, eval mode, no grads.
 
-    Casts only when needed (diffusers warns on every `.to(dtype=...)`).
+    Casts with `cast_module`: only what needs it, the model's fp32 parts kept in fp32.
     """
     param = next(module.parameters())
-    if param.dtype != dtype:
-        module = module.to(dtype=dtype)
+    module = cast_module(module, dtype)
     if param.device != device:
         module = module.to(device=device)
     return module.eval().requires_grad_(False)
+
+
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`module`'s floating tensors in `dtype` (in place), except, in half precision, the parts the
+    model keeps in fp32 (`_keep_in_fp32_modules`: Wan's rope, time embedder, scale-shift tables and
+    norms; T5's `wo`), as diffusers' and transformers' from_pretrained leave them. Each tensor is
+    cast once, from what it holds (no round trip through half precision); no `.to(dtype)` on the
+    module, which diffusers warns about."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ()) if half else set()
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        target = torch.float32 if keep.intersection(name.split(".")) else dtype
+        if tensor.is_floating_point() and tensor.dtype != target:
+            tensor.data = tensor.data.to(target)
+    return module
 
 
 def _vae_dtype(vae, dtype: torch.dtype, family: ModelFamily) -> torch.dtype:
