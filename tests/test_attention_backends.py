@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -66,6 +68,8 @@ def broken_xformers(tmp_path, monkeypatch):
     info.xformers_problem.cache_clear()
     yield
     info.xformers_problem.cache_clear()
+    for name in [name for name in sys.modules if name.split(".")[0] == "xformers"]:
+        del sys.modules[name]  # the fake package goes with its folder
 
 
 def test_an_installed_xformers_that_does_not_run_is_not_picked_and_named_in_one_line(broken_xformers, caplog):

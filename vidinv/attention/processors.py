@@ -289,8 +289,7 @@ class FrameAttnProcessor:
 
         out = torch.empty_like(q)
         hooks = _probes(ctx, self.layer)
-        sources = frames + frame_pass.cached
-        for query_pos, key_pos in ctx.index(q.device):
+        for bucket, (query_pos, key_pos) in zip(frame_pass.buckets, ctx.index(q.device)):
             qb = rearrange(q[:, query_pos], "b s m n (h d) -> (b s) h (m n) d", h=attn.heads)
             kb = rearrange(k[:, key_pos], "b s k n (h d) -> (b s) h (k n) d", h=attn.heads)
             vb = rearrange(v[:, key_pos], "b s k n (h d) -> (b s) h (k n) d", h=attn.heads)
@@ -299,7 +298,7 @@ class FrameAttnProcessor:
             if attn.norm_k is not None:
                 kb = attn.norm_k(kb)
             if hooks:
-                queries = tuple(sources[i] for i in query_pos.flatten().tolist())
+                queries = tuple(i for frame_set in bucket.queries for i in frame_set)  # host-side: no device read
                 ob = _probed_attention(
                     hooks,
                     self.layer,

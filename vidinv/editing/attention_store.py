@@ -4,7 +4,10 @@ An `AttentionStore` is a `Capture` of the inversion (vidinv.editing.methods) and
 (the processors' `probs` hook point): while entered it attaches itself to the UNet's frame attention and reads the timestep of
 every UNet call (a forward pre-hook), and for the layers and timesteps of its `StorePlan` it keeps
 the attention probabilities of one row of the batch (`row`, default the last: the source's
-conditional row), per frame, as fp16 CPU tensors (`edit.store_dtype`; fp32 for exactness checks):
+conditional row), per frame, as fp16 CPU tensors (`edit.store_dtype`; fp32 for exactness checks).
+From a CUDA device each map is copied without blocking (into pinned host memory), so capturing
+never waits for the device; the copies are complete after one synchronize (`ready`), which runs
+before the maps are first read (`finish`, `get`, `save`):
 
     self-attention  (attn1): (heads, n_query, n_keys of the frame's key set)   sparse-causal: {0, i-1}
     cross-attention (attn2): (heads, n_query, 77)
@@ -116,6 +119,7 @@ class AttentionStore(Capture, AttentionHook):
         self.origin = "empty"  # inversion | loaded | replayed
         self._t: int | None = None
         self._seen: dict[tuple, int] = {}
+        self._copying: torch.device | None = None  # the device of copies not yet known complete (`ready`)
         self._handle = self._pre_hook = None
 
     # ---- capture (context manager on the UNet) -------------------------------------------------
@@ -152,8 +156,23 @@ class AttentionStore(Capture, AttentionHook):
             seen = (kind, t, layer, frame)
             occurrence = self._seen.get(seen, 0)
             self._seen[seen] = occurrence + 1
-            self._add((kind, t, occurrence, layer, frame), source[q].cpu().clone())
+            self._add((kind, t, occurrence, layer, frame), self._to_host(source[q]))
         return None  # read only: the UNet's output is untouched
+
+    def _to_host(self, value: torch.Tensor) -> torch.Tensor:
+        """A map in its own host storage (not a view of the batch's maps). From CUDA it is copied
+        without blocking (into pinned memory, complete after `ready`), so no layer of any step waits
+        for the device; from any other device it is copied as it comes."""
+        if value.device.type != "cuda":
+            return value.cpu().clone()
+        self._copying = value.device
+        return value.to("cpu", non_blocking=True)
+
+    def ready(self) -> None:
+        """Wait once for the copies `probs` started (module docstring); a no-op when none is pending."""
+        if self._copying is not None:
+            torch.cuda.synchronize(self._copying)
+        self._copying = None
 
     def _add(self, key: tuple, value: torch.Tensor) -> None:
         nbytes = value.numel() * value.element_size()
@@ -170,6 +189,7 @@ class AttentionStore(Capture, AttentionHook):
     # ---- lookup --------------------------------------------------------------------------------
     def get(self, kind: str, t: int, occurrence: int, layer: str, frames) -> torch.Tensor:
         """The maps of `frames` stacked: (q, heads, n_query, n_keys), in the store's dtype on the CPU."""
+        self.ready()
         try:
             return torch.stack([self.maps[(kind, int(t), occurrence, layer, int(j))] for j in frames])
         except KeyError as err:
@@ -195,7 +215,8 @@ class AttentionStore(Capture, AttentionHook):
 
     # ---- the record ------------------------------------------------------------------------------
     def finish(self, record) -> None:
-        """Key the store to the record (its fingerprint)."""
+        """Key the store to the record (its fingerprint); the maps copied during the inversion are complete."""
+        self.ready()
         self.fingerprint = record.fingerprint
         if self.origin == "empty":
             self.origin = "inversion"
@@ -203,6 +224,7 @@ class AttentionStore(Capture, AttentionHook):
     def save(self, folder: str | Path) -> Path:
         """Write the maps and their JSON next to the inversion record in `folder` (atomically)."""
         folder = Path(folder)
+        self.ready()
         tensors = {_key(*key): value.contiguous() for key, value in self.maps.items()}
         meta = {"format_version": str(FORMAT_VERSION), "fingerprint": self.fingerprint}
         with atomic_path(folder / STORE_FILE) as tmp:

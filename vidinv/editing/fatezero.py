@@ -226,7 +226,7 @@ class FateZeroFusion(AttentionHook):
         self.live_mask: torch.Tensor | None = None  # recomputing: this call's mask (f, h, w)
         self._seen: dict[tuple, int] = {}
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
-        self._mask_means: list[float] = []
+        self._mask_means: list[torch.Tensor] = []  # on the device; read once, in the stats
         self.fused = {"self": 0, "cross": 0}
 
     def set_step(self, step: int, layout) -> None:
@@ -253,13 +253,13 @@ class FateZeroFusion(AttentionHook):
                 for layer in self.plan.cross_layers
             )
             self._masks[(t, occurrence)] = threshold_mask(total, self.threshold)
-            self._mask_means.append(float(self._masks[(t, occurrence)].mean()))
+            self._mask_means.append(self._masks[(t, occurrence)].mean())
         return self._masks[(t, occurrence)]
 
     def set_live_mask(self, total: torch.Tensor) -> None:
         """Recomputing: the mask of the call in flight from the pre-pass's summed blend maps."""
         self.live_mask = threshold_mask(total, self.threshold)
-        self._mask_means.append(float(self.live_mask.mean()))
+        self._mask_means.append(self.live_mask.mean())
 
     def _source(self, kind: str, t: int, layer: str, frames, p: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(source maps (q, heads, n, keys), occurrence) of this call."""
@@ -294,7 +294,7 @@ class FateZeroFusion(AttentionHook):
 
     def mask_fraction(self) -> float | None:
         """Mean fraction of the latent inside the blend mask over the steps that used one."""
-        return round(sum(self._mask_means) / len(self._mask_means), 4) if self._mask_means else None
+        return round(float(torch.stack(self._mask_means).double().mean()), 4) if self._mask_means else None
 
     def __enter__(self):
         self.handle.hooks.append(self)
@@ -311,14 +311,17 @@ class BlendProbe(AttentionHook):
     """Sums the source row's blend-token cross-attention over the planned cross layers (pre-pass)."""
 
     def __init__(self, plan: StorePlan, tokens: list[int], latent_size, frames: int):
-        self.plan, self.tokens, self.latent_size = plan, tokens, latent_size
-        self.total = torch.zeros(frames, *latent_size)
+        self.plan, self.tokens, self.latent_size, self.frames = plan, tokens, latent_size, frames
+        self.total = None  # (f, h, w) float32 on the maps' device: no host copy per layer
 
     def wants_probs(self, layer):
         return layer in self.plan.cross_layers
 
     def probs(self, layer, p, frames):
-        self.total[list(frames)] += blend_map(p[0], self.tokens, self.latent_size).cpu()
+        blend = blend_map(p[0], self.tokens, self.latent_size)
+        if self.total is None:
+            self.total = torch.zeros(self.frames, *self.latent_size, device=blend.device)
+        self.total[list(frames)] += blend
         return None
 
 

@@ -101,8 +101,19 @@ class TokenFlowHook(AttentionHook):
 
     def __init__(self, source_row: int, edit_rows: list[int], *, chunk: int = DEFAULT_CHUNK):
         self.source_row, self.edit_rows, self.chunk = source_row, list(edit_rows), chunk
-        self.nn_s = 0.0
+        self._host_s = 0.0  # propagation time measured on the host (CPU)
+        self._events: list = []  # (start, end) CUDA events around each propagation on a GPU
         self.clear()
+
+    @property
+    def nn_s(self) -> float:
+        """Seconds spent propagating: host time on the CPU; on CUDA the device time between events
+        recorded around each propagation (read once the device is done: no sync per layer)."""
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._host_s += sum(start.elapsed_time(end) for start, end in self._events) / 1000
+            self._events = []
+        return self._host_s
 
     def clear(self) -> None:
         self.phase: str | None = None
@@ -143,6 +154,10 @@ class TokenFlowHook(AttentionHook):
         if self.phase == "keyframes":
             self.values[self.window][layer] = out[targets].clone()
         elif self.phase == "propagate":
+            stream = torch.cuda.current_stream(out.device) if out.device.type == "cuda" else None
+            if stream is not None:
+                events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                events[0].record(stream)
             started = time.perf_counter()
             moved = propagate(
                 frames,
@@ -152,9 +167,11 @@ class TokenFlowHook(AttentionHook):
                 self._read(self.values, layer, 1),
                 chunk=self.chunk,
             )
-            if out.device.type == "cuda":
-                torch.cuda.synchronize(out.device)
-            self.nn_s += time.perf_counter() - started
+            if stream is not None:
+                events[1].record(stream)
+                self._events.append(events)
+            else:
+                self._host_s += time.perf_counter() - started
             out = out.clone()
             out[targets] = moved.to(out.dtype)
         return out

@@ -53,10 +53,13 @@ def map_scale(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def _levels(table: StepTable, i: int, like: torch.Tensor):
-    """(abar_t, abar_prev, sigma_t, the map's scale) of step i, as 0-d tensors like `like`."""
-    a_t, a_prev = level(table.abar_t, i, like), level(table.abar_prev, i, like)
+    """(abar_t, abar_prev, sigma_t, the map's scale) of step i, as 0-d tensors like `like`.
+
+    Computed where the table lives (the host) in `like`'s dtype, then moved: `map_scale` branches on
+    sigma_t, and a branch on a device tensor would wait for the device at every step."""
+    a_t, a_prev = table.abar_t[i].to(like.dtype), table.abar_prev[i].to(like.dtype)
     sigma = sigma_t(a_t, a_prev)
-    return a_t, a_prev, sigma, map_scale(sigma)
+    return tuple(x.to(like.device) for x in (a_t, a_prev, sigma, map_scale(sigma)))
 
 
 @torch.no_grad()

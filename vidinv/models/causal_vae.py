@@ -63,6 +63,17 @@ def _statistics(vae, device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean[:, None, None], std[:, None, None]
 
 
+def arrive(vae) -> None:
+    """Bring the VAE to its execution device as diffusers' `apply_forward_hook` does before its own
+    `encode` / `decode`: under model offload its accelerate hook sits on the VAE itself (moving the
+    whole VAE when called), and the causal loops call its encoder, decoder and quant convs directly,
+    which no hook of theirs would move. A no-op without a hook; under sequential offload every
+    layer's own hook moves its weights."""
+    hook = getattr(vae, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        hook.pre_forward(vae)
+
+
 class _TiledCausal:
     """The encoder or the decoder run one causal group at a time, tile by tile when the VAE tiles
     (diffusers' tile sizes and blending), each tile with its own feature cache."""
@@ -107,6 +118,7 @@ class _TiledCausal:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """One causal group x (1 c t H W) -> its output (1 c' t' H' W'), tiles blended as diffusers does."""
+        arrive(self.vae)
         tiling = self._tiling(*x.shape[-2:])
         out = self._run(x, (0, 0)) if tiling is None else self._tiled(x, tiling)
         self.groups += 1
@@ -157,9 +169,9 @@ class CausalEncoder:
             group, self.pending = self.pending[: self._group()], self.pending[self._group() :]
             x = rearrange(torch.stack(group), "t c h w -> 1 c t h w").to(device=device, dtype=dtype)
             outs.append(self.run(x))
-        if not outs:
+        if not outs:  # no group completed: no latents, on the device and in the dtype of the others
             h, w = (n // vae.config.scale_factor_spatial for n in frames.shape[-2:])
-            return torch.empty(0, vae.config.z_dim, h, w)
+            return torch.empty(0, vae.config.z_dim, h, w, device=device, dtype=torch.float32)
         moments = torch.cat(outs, dim=2).float()
         mean_z = moments[:, : vae.config.z_dim]  # the posterior mean (deterministic, as encode_frames)
         latents_mean, latents_std = _statistics(vae, mean_z.device)
