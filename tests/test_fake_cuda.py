@@ -416,3 +416,23 @@ def test_fatezero_recomputing_with_blend_words(cuda_guard, monkeypatch):
     config["edit"] |= {"store": "recompute", "blend_words": ["car"]}
     with on_fake_cuda(monkeypatch) as lane:
         fake_editor(models, config).edit(clip(), "a blue bus", callback_on_step_end=lane.on_step)
+
+
+@pytest.mark.parametrize("offload", ["none", "model", "sequential"])
+def test_loading_with_offload_puts_nothing_on_the_device(cuda_guard, monkeypatch, tmp_path, offload):
+    """load_models(device=cuda, offload=...) of a saved folder loads onto the CPU and hooks from there:
+    with offload the device holds nothing after loading (it held every component first before);
+    without, the weights."""
+    saved = load_models("tiny", dtype="fp16", device="cpu")
+    saved.save_pretrained(tmp_path / "tiny")
+    modules = [saved.text_encoder, saved.unet, saved.vae]
+    weights = sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+    with fake_cuda(monkeypatch) as lane:
+        lane.loading = True  # from_pretrained's initialisation draws before the checkpoint's values land
+        models = load_models(str(tmp_path / "tiny"), dtype="fp16", device="cuda", offload=offload)
+        assert offload == "none" or unhooked_on_device(models) == []
+    lane.check()
+    if offload == "none":
+        assert lane.peak == weights
+    else:  # no weight visits the device while loading (a few hundred bytes of accelerate's state at most)
+        assert lane.peak < weights / 1000, (lane.peak, weights)
