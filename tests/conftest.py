@@ -76,3 +76,51 @@ def controlnet_folder(tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("controlnet") / "canny"
     build_tiny_controlnet(tiny_models.unet).save_pretrained(folder)
     return folder
+
+
+# Lanes (pytest -m): `slow` tests take 5 s or more on 2 cores (measured with --durations, which the
+# suite prints), `browser` drives chromium, `ray` starts a local Ray cluster, `subprocess` runs
+# vidinv in processes of its own. `pytest -m "not slow"` is the contributors' quick lane; CI runs all.
+LANES = {
+    "slow": (
+        "test_editor_api.py::test_the_readmes_python_api_example_runs_as_written",
+        "test_bytes_heap.py",
+        "test_bad_inputs.py",
+        "test_interrupts.py",
+        "test_batch.py::test_ray_backend_gives_byte_identical_edits_to_the_local_backend",
+        "test_architecture_doc.py::test_entry_points_make_the_plugins_known_to_vidinv_info_and_the_edit_command",
+        "test_architecture_doc.py::test_the_usage_examples_run_as_written",
+        "test_app.py",
+        "test_fuzz.py",
+        "test_bench_scripts.py",
+        "test_cli.py::test_running_out_of_memory_is_one_line_naming_what_to_lower",
+        "test_inversion_record.py::test_fingerprint_is_the_same_in_every_process",
+        "test_run_lock.py",
+        "test_hub_offline.py::test_a_cached_hub_id_runs_from_the_cache_with_one_note_when_the_hub_is_unreachable",
+        "test_fake_cuda.py",
+        "test_half_precision.py",
+        "test_doctor.py",
+    ),
+    "browser": ("test_app.py::test_in_a_browser",),
+    "ray": ("test_batch.py::test_ray_backend",),
+    "subprocess": (
+        "test_interrupts.py",
+        "test_run_lock.py",
+        "test_bad_inputs.py",
+        "test_fuzz.py",
+        "test_bytes_heap.py",
+        "test_app.py::test_the_cli_app",
+        "test_cli.py::test_running_out_of_memory",
+        "test_inversion_record.py::test_fingerprint_is_the_same_in_every_process",
+        "test_doctor.py::test_the_command_prints_every_row",
+    ),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets the lanes whose entries (a module, or a module::test-name prefix) match it."""
+    for item in items:
+        node = item.nodeid.split("/")[-1]
+        for lane, entries in LANES.items():
+            if any(node == e or node.startswith(e if "::" in e else e + "::") for e in entries):
+                item.add_marker(getattr(pytest.mark, lane))
