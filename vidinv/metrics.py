@@ -137,9 +137,10 @@ class ClipComparison:
         if self._last is not None:  # the pair across the chunk border
             source = np.concatenate([self._last[0], source])
             edited = np.concatenate([self._last[1], edited])
-        flows = source_flows(_float(source))
+        floats = {"source": _float(source), "edited": _float(edited)}  # each clip converted once
+        flows = source_flows(floats["source"])
         for name, clip in (("source", source), ("edited", edited)):
-            self._warp[name] += warp_errors(_float(clip), flows)
+            self._warp[name] += warp_errors(floats[name], flows)
             if len(clip) > 1:
                 self._change[name] += int(np.abs(np.diff(clip.astype(np.int16), axis=0)).sum(dtype=np.int64))
             self._flicker[name] += flicker_per_pair(clip)
