@@ -14,7 +14,7 @@ clip of --frames frames (rounded up to 1 + 4k, printed), and its VAE cost is the
 encode of the clip and decode of its latents (group by group, on meta) divided by F.
 
 Per edit method, the frame-calls of an edit of --frames frames with --steps steps come from the
-planner's formulas (vidinv.plan.frame_calls and FlowEdit.flow_frame_calls, the ones tests check
+planner's formulas (vidinv.planning.calls.frame_calls and FlowEdit.flow_frame_calls, the ones tests check
 against the runs' counters; freeinv inversion with guidance 1, the edit with CFG (2 rows; Flux: 1,
 its guidance is embedded), the default config otherwise; Wan in latent frames) and give the edit's
 TFLOP = frame-calls x UNet frame-call + frames x (VAE encode + decode). UNet models: pnp, tokenflow,
@@ -32,7 +32,7 @@ import torch
 
 from vidinv.config import config_from_dict
 from vidinv.models.causal_vae import latent_frame_count
-from vidinv.plan import frame_calls
+from vidinv.planning import frame_calls
 
 METHODS = ("pnp", "tokenflow", "fatezero")
 FLOW_METHODS = {"sd3": ("pnp", "flowedit"), "flux": ("pnp", "flowedit"), "wan": ("flowedit",)}

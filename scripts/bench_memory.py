@@ -34,7 +34,7 @@ import benchlib
 import torch
 
 from vidinv.config import load_config
-from vidinv.plan import plan_run
+from vidinv.planning import plan_run
 
 MB = 2**20
 COLUMNS = ["method", "frames", "peak_mb", "predicted_mb", "ratio", "slope_kb_per_frame", "predicted_slope_kb"]

@@ -75,7 +75,7 @@ from bench_precision import edit_once, relative_error
 from vidinv.config import load_config
 from vidinv.errors import first_line
 from vidinv.models.causal_vae import latent_frame_count
-from vidinv.plan import plan_run
+from vidinv.planning import plan_run
 
 MB, GB = 2**20, 2**30
 # Dense fp16 / bf16 tensor-core peaks (TFLOP/s, no sparsity) by torch.cuda.get_device_name(): first match

@@ -5,11 +5,11 @@ How it works:
 - c10's stub device guard (`c10::impl::FakeGuardImpl<CUDA>`) is registered for CUDA by a one-line C++
   library (`build_cuda_guard`, built once into a cache folder), so a CPU build of PyTorch accepts
   `.to("cuda")` and `device="cuda"` (it otherwise stops at "not linked with support for cuda").
-- Tensors on the fake device are `FakeTensor`s of `vidinv.fake_memory.fake_mode()` (the planner's
+- Tensors on the fake device are `FakeTensor`s of `vidinv.planning.memory.fake_mode()` (the planner's
   mode): shapes, dtypes and devices propagate through every op, no data exists and nothing is
   computed. The mode raises where a GPU would on a CPU tensor (not a 0-d scalar) meeting a CUDA one,
   and on some dtype mismatches (the lane checks the others it lets through).
-- `FakeCuda`, a dispatch mode over the fake mode (a `vidinv.fake_memory.LiveBytes`, so it also
+- `FakeCuda`, a dispatch mode over the fake mode (a `vidinv.planning.memory.LiveBytes`, so it also
   counts the device bytes alive for the `torch.cuda` memory stubs), routes every op: an op on CPU
   tensors alone runs for real (the host side of the code keeps its real values: step tables, seeded
   CPU noise, transform schedules), an op that touches the fake device goes to the fake mode, and a
@@ -70,7 +70,7 @@ from torch._subclasses.fake_tensor import (
 )
 
 import vidinv
-from vidinv.fake_memory import LiveBytes, fake_mode
+from vidinv.planning.memory import LiveBytes, fake_mode
 
 aten = torch.ops.aten
 # Ops whose CUDA kernels refuse floating operands of different dtypes, which the fake mode's meta

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 DRIVER = r"""
 import json, os, signal, sys, tempfile, time, traceback
 from vidinv.cli import main
-import vidinv.editor, vidinv.jobs.edit, vidinv.jobs.encode, vidinv.jobs.evaluate, vidinv.plan  # imported once
+import vidinv.editor, vidinv.jobs.edit, vidinv.jobs.encode, vidinv.jobs.evaluate, vidinv.planning  # imported once
 
 for line in sys.stdin:
     argv, timeout = json.loads(line)

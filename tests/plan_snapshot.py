@@ -38,10 +38,7 @@ def planned(name: str, command: str) -> dict:
     if pretrained in SIZE_OF:
         overrides += [f"video.height={SIZE_OF[pretrained][0]}", f"video.width={SIZE_OF[pretrained][1]}"]
     config = load_config(ROOT / "configs" / name, overrides)
-    try:
-        from vidinv.planning import plan_run
-    except ImportError:  # before the planner became a package
-        from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
     return asdict(plan_run(config, command))
 
 

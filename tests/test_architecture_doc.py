@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO
 from vidinv.config import load_config
 from vidinv.editing import EditMethod, register_edit_method
-from vidinv.plan import frame_calls
+from vidinv.planning import frame_calls
 from vidinv.registry import EDIT_METHODS
 
 DOC = REPO / "docs" / "architecture.md"

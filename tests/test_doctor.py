@@ -23,7 +23,7 @@ from vidinv.attention.backends import KERNELS
 from vidinv.cli import main
 from vidinv.config import load_config
 from vidinv.doctor import HEADER, MB, STATUSES, check_attention, check_encoder_stability, check_hub
-from vidinv.plan import plan_run
+from vidinv.planning import plan_run
 
 ROW = re.compile(rf"^(.+?)\s{{2,}}({'|'.join(STATUSES)})\s+(.*)$")
 ROWS_HERE = {

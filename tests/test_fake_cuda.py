@@ -444,7 +444,7 @@ def test_the_devices_live_bytes_stay_within_the_plans_peak(cuda_guard, monkeypat
     its peak live bytes against `vidinv plan`'s predicted device peak for the same config. Measured:
     5.73 vs 4.67 MB (chunk 1) and 8.19 vs 6.48 MB (chunk 4), the plan 23-26% low at this tiny size
     (fixed costs it does not count weigh most here); the band holds it to that until it is closed."""
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     models = load_models("tiny", dtype="fp16", device="cpu")
     config = settings("tiny", "fp16", "ddim", "pnp", unet_chunk=chunk, vae_chunk=chunk)

@@ -229,7 +229,7 @@ def test_a_flux_file_of_another_width_than_flux1s_says_so_in_one_line(flux_writt
 
 def test_edit_and_plan_commands_take_an_sd3_file_and_its_folder(sd3_written, tmp_path, capsys, offline):
     from vidinv.config import config_from_dict
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     _, _, file, folder = sd3_written
     args = [f"model.pretrained={file}", f"model.single_file_config={folder}", "model.dtype=fp32", "model.device=cpu"]

@@ -25,7 +25,6 @@ LAYERS = [
             "vidinv.registry",
             "vidinv.config",
             "vidinv.interrupts",
-            "vidinv.fake_memory",
             "vidinv.hostmemory",
             "vidinv.info",
             "vidinv.transforms",
@@ -40,7 +39,7 @@ LAYERS = [
     ("editing", ("vidinv.editing",)),
     (
         "editor",
-        ("vidinv", "vidinv.editor", "vidinv.plan", "vidinv.plan_flow", "vidinv.plan_calls", "vidinv.plan_parts"),
+        ("vidinv", "vidinv.editor", "vidinv.planning"),
     ),
     ("adapters", ("vidinv.jobs", "vidinv.cli", "vidinv.app", "vidinv.batch", "vidinv.doctor", "vidinv.__main__")),
 ]

@@ -1,4 +1,4 @@
-"""The planner (vidinv.plan): its frame-calls and FateZero store equal what a run does, its weights
+"""The planner (vidinv.planning): its frame-calls and FateZero store equal what a run does, its weights
 equal the loaded model's, and a run that cannot fit is refused before anything is loaded."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from vidinv import VideoEditor
 from vidinv.cli import main
 from vidinv.config import config_from_dict
 from vidinv.errors import VidinvError
-from vidinv.plan import check_fits, param_bytes, plan_run
+from vidinv.planning import check_fits, param_bytes, plan_run
 
 FRAMES, SIZE = 3, 32
 

@@ -9,7 +9,7 @@ import torch
 from vidinv import VideoEditor
 from vidinv.config import config_from_dict
 from vidinv.models import load_models
-from vidinv.plan import check_fits, param_bytes, plan_run
+from vidinv.planning import check_fits, param_bytes, plan_run
 
 FRAMES, SIZE = 3, 64
 

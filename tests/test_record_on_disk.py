@@ -167,7 +167,7 @@ def test_auto_keeps_the_record_on_disk_exactly_when_it_passes_the_limit():
 
 
 def test_the_planner_counts_a_record_on_disk_out_of_host_memory():
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     clip = {"video": {"num_frames": 64, "height": 256, "width": 256}, "inversion": {"steps": 50}}
     in_memory = plan_run(config_from_dict({**clip, "runtime": {"record": "memory"}}), "edit")
@@ -179,7 +179,7 @@ def test_the_planner_counts_a_record_on_disk_out_of_host_memory():
 
 
 def test_a_record_that_cannot_fit_on_its_disk_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
-    import vidinv.plan as plan
+    import vidinv.planning.run as plan
 
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(plan, "disk_free", lambda path: 2**20)  # a disk with 1 MB free (none can be filled here)
@@ -202,6 +202,6 @@ def test_a_record_that_cannot_fit_on_its_disk_is_refused_before_the_run(tmp_path
 def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path):
     import shutil
 
-    from vidinv.plan_parts import disk_free
+    from vidinv.planning.memory import disk_free
 
     assert abs(disk_free(tmp_path / "not" / "yet" / "made") - shutil.disk_usage(tmp_path).free) < 64 * 2**20

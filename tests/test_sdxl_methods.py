@@ -11,7 +11,7 @@ from vidinv.attention import remove_frame_attention
 from vidinv.config import config_from_dict
 from vidinv.inversion import api
 from vidinv.models import load_models
-from vidinv.plan import frame_calls
+from vidinv.planning import frame_calls
 
 FRAMES, SIZE, PROMPT = 2, 64, "a bike"
 

@@ -162,7 +162,7 @@ def run_args(out, *more):
 
 def test_edit_job_writes_every_frame_and_counts_latent_frame_calls(tmp_path, capsys):
     from vidinv.io import read_video
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     out = tmp_path / "run"
     quiet, *args = run_args(out)

@@ -61,7 +61,7 @@ def _eval(args) -> int:
 
 def _plan(args) -> int:
     from vidinv.config import load_config
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     print(plan_run(load_config(args.config, args.overrides), args.for_command).summary())
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from vidinv.errors import VidinvError, first_line
-from vidinv.plan_calls import MB
+from vidinv.planning.calls import MB
 
 STATUSES = ("ok", "warn", "FAIL", "skip")
 HUB_PROBE_S = 3.0  # one HEAD request to the hub, given up after this (no network: a warn, not a hang)
@@ -412,7 +412,7 @@ def check_plan(config, command: str = "edit") -> Row:
     """`vidinv plan`'s prediction for `vidinv COMMAND CONFIG` against the memory free now: the
     peak device memory against the run's CUDA device's free memory, the peak host memory against
     the host memory available; FAIL with both figures when either does not fit."""
-    from vidinv.plan import plan_run
+    from vidinv.planning import plan_run
 
     plan = plan_run(config, command)
     device = torch.device(plan.device)

@@ -15,7 +15,7 @@ from vidinv.config import Config, to_yaml
 from vidinv.errors import VidinvError
 from vidinv.jobs.common import prepare_run_dir
 from vidinv.outputs import write_text
-from vidinv.plan import check_fits
+from vidinv.planning import check_fits
 from vidinv.run_lock import acquire_run_lock, releases_run_locks
 
 RECORD_DIR = "inversion"

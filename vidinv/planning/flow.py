@@ -1,7 +1,7 @@
 """`vidinv plan` for flow transformers (SD3, Flux, Wan): the same prediction as for UNets
-(`vidinv.plan`), from the pipeline's component configs on fake tensors.
+(`vidinv.planning.unet`), from the pipeline's component configs on fake tensors.
 
-Frame-calls: the inversion and PnP formulas of `vidinv.plan` (Flux with one row per prompt: its
+Frame-calls: the inversion and PnP formulas of `vidinv.planning.calls` (Flux with one row per prompt: its
 guidance is embedded, no CFG rows), FlowEdit's own (`FlowEdit.flow_frame_calls`, no inversion).
 Activations: one chunk of transformer frame-calls with the family's text tokens (SD3: 77 CLIP + the
 T5 sequence; Flux, Wan: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
@@ -20,8 +20,10 @@ import torch
 
 from vidinv.config import Config
 from vidinv.errors import VidinvError
-from vidinv.plan_calls import HOST_BASELINE_BYTES, WORKING_LATENTS, frame_calls
-from vidinv.plan_parts import Plan, clip_shape, default_dtype, param_bytes, read_folder_config
+from vidinv.planning.budget import Plan, build_plan
+from vidinv.planning.calls import frame_calls
+from vidinv.planning.memory import default_dtype, param_bytes
+from vidinv.planning.shapes import clip_shape, read_folder_config
 
 FLOW_MODULES = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -142,9 +144,9 @@ def check_size(family: str, transformer_config: dict, factor: int, height: int, 
 
 def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype: torch.dtype) -> int:
     """Peak bytes of one VAE chunk's encode or decode (Wan: one causal group of 4 frames, its caches)."""
-    from vidinv.fake_memory import peak_bytes
     from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
     from vidinv.models.vae import spatial_factor
+    from vidinv.planning.memory import peak_bytes
 
     latent_hw = tuple(n // spatial_factor(vae.config) for n in size)
     if is_causal_video_vae(vae):  # the second group's peak: the caches of the first are alive
@@ -162,11 +164,11 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     """The prediction for `vidinv COMMAND` on a flow model (seconds: fake tensors only)."""
     from vidinv.attention.flow_runner import run_flow
     from vidinv.attention.inflate import install_from_config
-    from vidinv.fake_memory import fake_mode, peak_bytes
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
     from vidinv.models.flow import CALLS, MAX_SEQUENCE_LENGTH, TINY_FLOW, VIDEO_FAMILIES
     from vidinv.models.vae import latent_channels, spatial_factor
+    from vidinv.planning.memory import fake_mode, peak_bytes
 
     rt = config.runtime
     device = resolve_device(config.model.device, present=False)  # shapes only
@@ -205,9 +207,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         weights = {name: param_bytes(module) for name, module in parts.items()}
         largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}
-    working = WORKING_LATENTS * latent_bytes
-    device_peak = on_device[rt.offload] + max(unet_act + working, vae_act + latent_bytes)
-    from vidinv.inversion.record import keeps_on_disk, record_bytes
+    from vidinv.inversion.record import record_bytes
     from vidinv.inversion.samplers import Sampler
 
     record = (
@@ -215,17 +215,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         if calls.get("inversion", 0) == 0
         else record_bytes(Sampler.tensor_steps(config.inversion.steps), latent_bytes)
     )
-    on_disk = keeps_on_disk(rt, record)
-    host_parts = {
-        "baseline": HOST_BASELINE_BYTES[command],
-        "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
-        "record": 0 if on_disk else record,
-        "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),
-        "working latents": working,
-    }
-    if device.type == "cpu":
-        host_parts["activations"] = max(unet_act, vae_act)
-    return Plan(
-        command, frames, height, width, str(device), calls, weights, unet_act, vae_act, None, device_peak,
-        sum(host_parts.values()), host_parts, latent_frames if per_latent > 1 else None, record, on_disk,
+    return build_plan(
+        config, command, device, (frames, height, width), calls, weights, on_device[rt.offload],
+        (unet_act, vae_act), latent_bytes, record, latent_frames=latent_frames if per_latent > 1 else None,
     )  # fmt: skip

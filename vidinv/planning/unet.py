@@ -1,12 +1,7 @@
-"""Predict a run before it runs, from shapes alone (no weights, no frames decoded but one):
-UNet frame-calls, peak device and host memory, the FateZero store; `check_fits` refuses a run
-whose prediction exceeds the machine.
-
-Weights are counted on modules built on fake tensors from the components' configs; activation peaks
-are those of one chunked UNet call and one VAE chunk, run on fake tensors (`vidinv.fake_memory`).
-Frame-call counts are one function per method (`inversion_calls`, `EDIT_CALLS`; a plug-in edit
-method's own `EditMethod.predicted_frame_calls`).
-"""
+"""The planner of UNet models (SD 1.x/2.x, SDXL, ControlNet): weights counted on modules built on
+fake tensors from the components' configs; activation peaks those of one chunked UNet call and one
+VAE chunk run on fake tensors (`vidinv.planning.memory`); TokenFlow's keyframe pass and FateZero's
+store as the methods make them."""
 
 from __future__ import annotations
 
@@ -19,32 +14,19 @@ import torch
 
 from vidinv.config import Config, as_list
 from vidinv.errors import VidinvError
-from vidinv.plan_calls import (  # noqa: F401  (re-exported: vidinv.plan is the planner's public module)
-    EDIT_CALLS,
-    HOST_BASELINE_BYTES,
+from vidinv.planning.budget import Plan, build_plan
+from vidinv.planning.calls import (
     LATENT_CHANNELS,
     MB,
-    WORKING_LATENTS,
     edit_rows,
-    edit_steps,
     frame_calls,
     group_size,
-    inversion_calls,
     inversion_method,
-    rows,
     source_rows,
     start_step,
 )
-from vidinv.plan_parts import (  # noqa: F401
-    Plan,
-    clip_shape,
-    default_dtype,
-    device_capacity,
-    disk_free,
-    host_capacity,
-    param_bytes,
-    read_folder_config,
-)
+from vidinv.planning.memory import default_dtype, param_bytes
+from vidinv.planning.shapes import clip_shape, read_folder_config
 
 
 def _folder_configs(folder: Path) -> dict:
@@ -169,7 +151,7 @@ def tokenflow_keyframe_bytes(config: Config, unet, text, frames: int, latent_hw:
     from vidinv.attention import FramePattern, run_unet
     from vidinv.attention.handle import frame_attention_of
     from vidinv.editing.tokenflow import TokenFlowHook, frame_pattern
-    from vidinv.fake_memory import peak_bytes
+    from vidinv.planning.memory import peak_bytes
 
     ed, chunk = config.edit, config.runtime.unet_chunk or frames
     total = math.ceil(frames / ed.keyframe_stride)
@@ -196,23 +178,12 @@ def store_in_memory(config: Config, store: int) -> bool:
     return mode == "memory" or (mode == "auto" and store <= config.edit.store_limit_mb * MB)
 
 
-def plan_run(config: Config, command: str = "edit") -> Plan:
-    """The prediction for `vidinv COMMAND` with this config (seconds: fake tensors only); flow
-    transformers (SD3, Flux) through `vidinv.plan_flow`."""
-    from vidinv.models.flow import flow_family_of
-
-    config_folder = config.model.single_file_config
-    family = flow_family_of(
-        os.path.expanduser(config.model.pretrained), config_folder and os.path.expanduser(config_folder)
-    )
-    if family is not None:
-        from vidinv.plan_flow import plan_flow
-
-        return plan_flow(config, command, family)
+def plan_unet(config: Config, command: str) -> Plan:
+    """The prediction for `vidinv COMMAND` on a UNet model (seconds: fake tensors only)."""
     from vidinv.attention import run_unet
     from vidinv.attention.inflate import install_from_config
-    from vidinv.fake_memory import fake_mode, peak_bytes
     from vidinv.models import resolve_device, resolve_dtype
+    from vidinv.planning.memory import fake_mode, peak_bytes
 
     rt = config.runtime
     device = resolve_device(config.model.device, present=False)  # shapes only
@@ -255,57 +226,14 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     groups["unet"] += weights.get("controlnet", 0)
     on_device = {"none": sum(groups.values()), "model": max(groups.values())}
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
-    working = WORKING_LATENTS * latent_bytes
-    device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)
-    from vidinv.inversion.record import keeps_on_disk, record_bytes
+    from vidinv.inversion.record import record_bytes
     from vidinv.registry import SAMPLERS
 
     record = record_bytes(
         SAMPLERS.get(inversion_method(config).sampler).tensor_steps(config.inversion.steps), latent_bytes
     )
-    on_disk = keeps_on_disk(rt, record)
-    host_parts = {
-        "baseline": HOST_BASELINE_BYTES[command],
-        "weights": sum(weights.values()) if (rt.offload != "none" or device.type == "cpu") else 0,
-        "record": 0 if on_disk else record,
-        "store": store if in_memory else 0,
-        "frame chunks": 2 * chunk * 3 * height * width * (1 + 4),  # uint8 and float32 pixels
-        "working latents": working,
-    }
-    if device.type == "cpu":
-        host_parts["activations"] = max(unet_act, vae_act)
-    return Plan(
-        command, frames, height, width, str(device), frame_calls(config, command, frames, latent_hw, in_memory), weights,
-        unet_act, vae_act, store, device_peak, sum(host_parts.values()), host_parts,
-        record_bytes=record, record_on_disk=on_disk,
+    return build_plan(
+        config, command, device, (frames, height, width), frame_calls(config, command, frames, latent_hw, in_memory),
+        weights, device_weights, (unet_act, vae_act), latent_bytes, record,
+        store=store, host_store=store if in_memory else 0,
     )  # fmt: skip
-
-
-def check_fits(config: Config, command: str = "edit", record_dir: Path | None = None) -> Plan | None:
-    """The plan, or a one-line VidinvError when its peak exceeds the device's or the host's memory,
-    or the inversion record to be written in `record_dir` exceeds the free space of its disk."""
-    from vidinv.inversion.record import JSON_NAME
-
-    plan = plan_run(config, command)
-    device = torch.device(plan.device)
-    capacity = device_capacity(device)
-    if capacity is not None and plan.device_peak > capacity:
-        raise VidinvError(
-            f"plan: predicted peak device memory {plan.device_peak / MB:,.0f} MB exceeds the"
-            f" {capacity / MB:,.0f} MB free on {device} ({plan.frames} frames at {plan.height}x{plan.width};"
-            " lower video.height/width, runtime.unet_chunk/vae_chunk, or set runtime.offload / vae_tiling)"
-        )
-    if plan.host_peak > host_capacity():
-        raise VidinvError(
-            f"plan: predicted peak host memory {plan.host_peak / MB:,.0f} MB exceeds this machine's"
-            f" {host_capacity() / MB:,.0f} MB ({plan.frames} frames at {plan.height}x{plan.width})"
-        )
-    if record_dir is not None and not (Path(record_dir) / JSON_NAME).is_file():  # one there may be reused
-        free = disk_free(record_dir)
-        if plan.record_bytes > free:
-            raise VidinvError(
-                f"plan: the inversion record ({plan.record_bytes / MB:,.0f} MB) does not fit in the"
-                f" {free / MB:,.0f} MB free on the disk of {record_dir} (set runtime.record_dir to another disk,"
-                " or lower inversion.steps / video.num_frames)"
-            )
-    return plan
