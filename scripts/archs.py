@@ -4,7 +4,7 @@
 - sdxl: the published SDXL base 1.0 shapes: UNet 2567.5 M parameters (3 levels, 1/2/10 transformer
   layers, 2048-d cross-attention, text_time added conditioning), the same VAE shape, CLIP ViT-L/14
   and OpenCLIP ViT-bigG/14 (1280-d, 32 layers, pooled projection 1280) text towers.
-- sd15: the published Stable Diffusion 1.5 shapes (shared docs, methods.md §6): UNet 859.5 M parameters,
+- sd15: the published Stable Diffusion 1.5 shapes (docs/methods.md §6): UNet 859.5 M parameters,
   AutoencoderKL 83.7 M, CLIP ViT-L/14 text tower 123.1 M. Random weights give real speed and
   memory figures, not pictures. The tokenizer is the tiny byte-level one (no vocabulary files
   offline); its ids fall inside CLIP's 49408-token embedding, and the text encoder's cost is
@@ -199,7 +199,8 @@ def build_flow_models(arch: str, device, dtype: torch.dtype = torch.float32):
     import diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from vidinv.models.flow import MAX_SEQUENCE_LENGTH, PIPELINES, FlowModels
+    from vidinv.models.families import FAMILIES
+    from vidinv.models.flow import FlowModels
     from vidinv.models.tiny import build_tiny_tokenizer
     from vidinv.models.tiny_flow import SD3_SCHEDULER_CONFIG, WAN_SCHEDULER_CONFIG
 
@@ -220,8 +221,9 @@ def build_flow_models(arch: str, device, dtype: torch.dtype = torch.float32):
             text_encoder_3=None,
             tokenizer_3=None,
         )
-    pipeline_class = getattr(diffusers, next(name for name, family in PIPELINES.items() if family == arch))
-    return FlowModels(pipeline_class(**parts), arch, device, dtype, f"arch:{arch}", MAX_SEQUENCE_LENGTH[arch])
+    family = FAMILIES[arch]
+    pipeline_class = getattr(diffusers, family.pipeline)
+    return FlowModels(pipeline_class(**parts), family, device, dtype, f"arch:{arch}", family.t5_tokens)
 
 
 def models_for(config, arch: str | None):
@@ -236,7 +238,7 @@ def models_for(config, arch: str | None):
         return load_models_for(config)
     device = resolve_device(config.model.device)
     models = build_models(arch, device, resolve_dtype(config.model.dtype, device))
-    install_from_config(models.unet, config.model)
+    install_from_config(models.denoiser, config.model)
     return models
 
 
@@ -284,22 +286,25 @@ def frame_flops(models, height: int, width: int, frames: int = 1) -> dict[str, i
     }
 
 
-def flow_unit_flops(family: str, transformer, vae, cond, height: int, width: int, frames: int = 1) -> dict[str, int]:
+def flow_unit_flops(family, transformer, vae, cond, height: int, width: int, frames: int = 1) -> dict[str, int]:
     """FLOPs of one transformer frame-call (as vidinv.models.flow calls it, with condition `cond`) and
     of one frame's VAE encode / decode at height x width, on the device the modules are on (meta:
     shapes only). Wan: one call on the latent clip of `frames` frames (1 + (frames - 1) / 4 latent
     frames; its attention spans them all) divided by its latent frames, the causal VAE's encode of the
-    clip and decode of its latents (vidinv.models.causal_vae, group by group) divided by `frames`."""
+    clip and decode of its latents (vidinv.models.causal_vae, group by group) divided by `frames`.
+    `family`: its record (vidinv.models.families) or name."""
     from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, latent_frame_count, temporal_factor
-    from vidinv.models.flow import CALLS, VIDEO_FAMILIES
+    from vidinv.models.families import family_record
 
+    family = family_record(family)
+    call = family.adapter.call
     device = next(transformer.parameters()).device
     count = benchlib.count_flops
-    if family not in VIDEO_FAMILIES:
+    if not family.video:
         latent = torch.zeros(1, vae.config.latent_channels, height // 8, width // 8, device=device)
         image = torch.zeros(1, 3, height, width, device=device)
         return {
-            "unet_call": count(lambda: CALLS[family](transformer, latent, 500.0, cond)),
+            "unet_call": count(lambda: call(transformer, latent, 500.0, cond)),
             "vae_encode": count(lambda: vae.encode(image)),
             "vae_decode": count(lambda: vae.decode(latent)),
         }
@@ -313,7 +318,7 @@ def flow_unit_flops(family: str, transformer, vae, cond, height: int, width: int
             decoder.run(z[None, :, None])
 
     return {
-        "unet_call": round(count(lambda: CALLS[family](transformer, latents, 500.0, cond)) / lf),
+        "unet_call": round(count(lambda: call(transformer, latents, 500.0, cond)) / lf),
         "vae_encode": round(count(lambda: CausalEncoder(vae).push(clip)) / frames),
         "vae_decode": round(count(decode) / frames),
     }

@@ -14,7 +14,7 @@ warped along the source's optical flow| in [0, 1] units, for the source and the 
 
 Cost: UNet frame-calls (inversion + edit, from the record's and the edit's stats) and FLOPs =
 frame-calls x one UNet frame-call + F x (VAE encode + decode of one frame). The unit costs are
-the shared docs' methods.md §6 cost model for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
+the docs/methods.md §6 cost model for --arch sd15 at 512x512 (677 GFLOP per UNet frame-call, 1.08 / 2.48
 TFLOP per VAE encode / decode), else counted once with torch.utils.flop_counter on one frame
 (per-frame attention: cross-frame attention's longer keys are not counted, nor the text encoder;
 flow models on meta-device copies of the transformer and VAE, archs.frame_flops).
@@ -59,7 +59,7 @@ from vidinv.models import resolve_device
 
 SAMPLE = benchlib.REPO / "samples" / "bikes.mp4"
 STAGES = ("encode+inversion", "edit", "decode")
-# shared docs, methods.md §6: SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
+# docs/methods.md §6: SD 1.5 at 512x512 (64x64 latent, 77 text tokens), per frame
 SD15_512_FLOPS = {"unet_call": 677e9, "vae_encode": 1.08e12, "vae_decode": 2.48e12}
 
 COLUMNS = [
@@ -155,7 +155,7 @@ def unit_flops(models, arch: str | None, height: int, width: int, frames: int = 
     """FLOPs of one UNet frame-call and of one frame's VAE encode / decode, and their source (a
     native video model: per latent frame of a `frames`-frame clip, archs.frame_flops)."""
     if arch == "sd15" and (height, width) == (512, 512):
-        return dict(SD15_512_FLOPS), "methods.md §6 cost model"
+        return dict(SD15_512_FLOPS), "docs/methods.md §6 cost model"
     if archs.is_video(models):
         source = "torch.utils.flop_counter: the transformer's per latent frame, the VAE's per frame"
         return archs.frame_flops(models, height, width, frames), source
@@ -222,8 +222,8 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
     loaded = benchlib.measure(lambda: read_clip(editor.config, frames, args.video), device)
     clip, source = loaded.result
     out, peaks = staged_edit(editor, clip, device)
-    record_calls = out.record.stats.get("frame_calls", 0)
-    calls = record_calls + out.stats["frame_calls"]
+    record_calls = out.record.stats.frame_calls or 0
+    calls = record_calls + out.stats.frame_calls
     row = {
         "method": method,
         "frames": frames,
@@ -234,7 +234,7 @@ def bench_row(editor, method: str, frames: int, args, device, flops: dict) -> di
         "latent_frames": archs.latent_frames(editor.models, frames) if archs.is_video(editor.models) else None,
         "unet_frame_calls": calls,
         "inversion_unet_frame_calls": record_calls,
-        "edit_unet_frame_calls": out.stats["frame_calls"],
+        "edit_unet_frame_calls": out.stats.frame_calls,
         "load_s": loaded.seconds,
         "load_peak_mb": loaded.peak_mb,
     }
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     model = args.arch and f"arch {args.arch} (random weights)" or args.pretrained
     denoiser = "transformer" if hasattr(models, "pipeline") else "UNet"
     print(
-        f"{model}: {denoiser} {archs.parameters(models.unet) / 1e6:.4g} M params, {device} {models.dtype}, "
+        f"{model}: {denoiser} {archs.parameters(models.denoiser) / 1e6:.4g} M params, {device} {models.dtype}, "
         f"{height}x{width}, {args.inversion} inversion, {args.steps} steps; "
         f"model load {loaded.seconds:.2f} s, {loaded.peak_mb or 0:.1f} MB",
         flush=True,
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
         print(benchlib.format_table(rows, benchlib.present_columns(rows, COLUMNS)))
     extra = {
         "model": model,
-        "unet_params": archs.parameters(models.unet),
+        "unet_params": archs.parameters(models.denoiser),
         "dtype": str(models.dtype).replace("torch.", ""),
         "model_load_s": loaded.seconds,
         "model_load_peak_mb": loaded.peak_mb,

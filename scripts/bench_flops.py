@@ -14,7 +14,7 @@ clip of --frames frames (rounded up to 1 + 4k, printed), and its VAE cost is the
 encode of the clip and decode of its latents (group by group, on meta) divided by F.
 
 Per edit method, the frame-calls of an edit of --frames frames with --steps steps come from the
-planner's formulas (vidinv.planning.calls.frame_calls and FlowEdit.flow_frame_calls, the ones tests check
+planner's formulas (vidinv.planning.calls.frame_calls, each method's own formula, the ones tests check
 against the runs' counters; freeinv inversion with guidance 1, the edit with CFG (2 rows; Flux: 1,
 its guidance is embedded), the default config otherwise; Wan in latent frames) and give the edit's
 TFLOP = frame-calls x UNet frame-call + frames x (VAE encode + decode). UNet models: pnp, tokenflow,
@@ -78,16 +78,11 @@ def case_flops(arch: str, height: int, width: int, frames: int = 1) -> tuple[dic
 def edit_tflop(flops: dict, method: str, frames: int, steps: int, hw: tuple[int, int], arch: str) -> tuple[float, int]:
     """TFLOP and UNet frame-calls of a `method` edit (freeinv inversion) of `frames` frames; Flux
     runs one row per prompt (its guidance is embedded, no CFG rows); Wan's frame-calls are latent."""
-    from vidinv.editing.flowedit import FlowEdit
-
     edit = {"method": method, "target_prompt": "a robot"} | ({"guidance_scale": 1.0} if arch == "flux" else {})
     inversion = {"method": "freeinv", "steps": steps, "source_prompt": "a man"}
     config = config_from_dict({"inversion": inversion, "edit": edit, "video": {"num_frames": frames}})
     calls_frames = latent_frame_count(frames, WAN_TEMPORAL) if arch in archs.VIDEO_ARCHS else frames
-    if method == "flowedit":
-        calls = FlowEdit.flow_frame_calls(config, arch, calls_frames)
-    else:
-        calls = sum(frame_calls(config, "edit", calls_frames, (hw[0] // 8, hw[1] // 8)).values())
+    calls = sum(frame_calls(config, "edit", calls_frames, (hw[0] // 8, hw[1] // 8), family=arch).values())
     return (calls * flops["unet_call"] + frames * (flops["vae_encode"] + flops["vae_decode"])) / 1e12, calls
 
 

@@ -38,9 +38,10 @@ import torch
 from vidinv.config import load_config
 from vidinv.errors import VidinvError
 from vidinv.inversion import api
-from vidinv.inversion.ddpm_ef import ddpm_ef_sample
+from vidinv.inversion.costs import inversion_method
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.flow import is_flow_scheduler, record_sampler
+from vidinv.inversion.samplers import sampler_for
 from vidinv.jobs.common import load_clip
 from vidinv.metrics import psnr_per_frame
 from vidinv.models import decode_latents, encode_frames
@@ -96,7 +97,7 @@ def edit_probe(models, record, config, skip: int) -> dict:
     eps = GuidedModel.for_prompt(
         models, config.edit.target_prompt, config.edit.guidance_scale, chunk=config.runtime.unet_chunk
     )
-    edited = ddpm_ef_sample(eps, record.latents[skip].to(models.device), table, record.noise_maps, start=skip).cpu()
+    edited = sampler_for(record, table).sample(eps, record.latents[skip].to(models.device), start=skip).cpu()
     x0 = record.x0.float()
     zs = record.noise_maps.float()
     flat = zs.flatten(2)  # (N, f, d)
@@ -110,7 +111,7 @@ def edit_probe(models, record, config, skip: int) -> dict:
 def refusal(models, cfg) -> str | None:
     """Why the model cannot run the method of `cfg` (vidinv's own one-line error), or None."""
     try:
-        record_sampler(api.method_for(cfg), models.scheduler)
+        record_sampler(inversion_method(cfg), models.scheduler)
     except VidinvError as err:
         return str(err)
     return None
@@ -120,7 +121,7 @@ def staged_run(models, latents, cfg, best: dict | None = None) -> dict:
     """Invert + reconstruct once, timed, with the peak of each stage (benchlib.PeakMemory: the stage
     switches between the two calls); merged with `best` (an earlier run's result): the faster run's
     record, latents and seconds, the larger peak of each stage."""
-    stats: dict = {}
+    stats = api.ReconstructionStats()
     memory = benchlib.PeakMemory(models.device, stage="inversion")
     with memory:
         start = time.perf_counter()
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     roundtrip = decode_latents(models.vae, latents, config.runtime.vae_chunk)
     frames, latent_frames = len(clip.frames), int(latents.shape[0])
     print(
-        f"{model}: {'transformer' if flow else 'UNet'} {archs.parameters(models.unet) / 1e6:.4g} M params, "
+        f"{model}: {'transformer' if flow else 'UNet'} {archs.parameters(models.denoiser) / 1e6:.4g} M params, "
         f"{models.device} {models.dtype}, {frames} frames ({latent_frames} latent frames) at "
         f"{args.height}x{args.width}, latents {list(latents.shape)}" + ("; ddim = the flow inversion" if flow else ""),
         flush=True,
@@ -204,11 +205,11 @@ def main(argv=None) -> int:
                 "peak_mb": max(peaks.values()) if None not in peaks.values() else None,
                 "inversion_peak_mb": peaks.get("inversion"),
                 "reconstruction_peak_mb": peaks.get("reconstruction"),
-                "inversion_s": record.stats["inversion_s"],
-                "reconstruction_s": stats["reconstruction_s"],
-                "inversion_frame_calls": record.stats["frame_calls"],
-                "reconstruction_frame_calls": stats["frame_calls"],
-                "frame_calls": record.stats["frame_calls"] + stats["frame_calls"],
+                "inversion_s": record.stats.inversion_s,
+                "reconstruction_s": stats.reconstruction_s,
+                "inversion_frame_calls": record.stats.frame_calls,
+                "reconstruction_frame_calls": stats.frame_calls,
+                "frame_calls": record.stats.frame_calls + stats.frame_calls,
                 "guidance_scale": record.guidance_scale,
                 "repeats": args.repeats,
             }
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         "dtype": str(models.dtype),
         "pretrained": config.model.pretrained,
         "arch": args.arch,
-        "denoiser_params": archs.parameters(models.unet),
+        "denoiser_params": archs.parameters(models.denoiser),
         "flow": flow,
         "frames": frames,
         "latent_frames": latent_frames,

@@ -2,9 +2,9 @@
 planner's prediction (`vidinv plan`).
 
     python scripts/bench_memory.py --frames 16 64 --methods pnp tokenflow fatezero --steps 10
-    python scripts/bench_memory.py --frames 16 208 --size 256 256 --steps 2 --methods fatezero --set edit.store=recompute
+    python scripts/bench_memory.py --frames 16 208 --size 256 256 --steps 2 --methods fatezero --set edit.fatezero.store=recompute
     python scripts/bench_memory.py --command invert --frames 16 208 --size 128 128 --steps 50 --methods freeinv --set runtime.record=disk
-    python scripts/bench_memory.py --arch sd15 --frames 6 12 --size 512 512 --steps 2 --methods fatezero --set runtime.unet_chunk=1 runtime.vae_chunk=1 edit.store=recompute
+    python scripts/bench_memory.py --arch sd15 --frames 6 12 --size 512 512 --steps 2 --methods fatezero --set runtime.unet_chunk=1 runtime.vae_chunk=1 edit.fatezero.store=recompute
     python scripts/bench_memory.py --arch sd15 --device cuda --dtype fp16 --frames 16 64 256 1000 --size 512 512 --steps 2  # a GPU
 
 With `--command invert` the methods are inversion methods (the record is the state that grows).

@@ -117,9 +117,9 @@ def edit_once(models, config, clip: torch.Tensor) -> dict:
     FlowEdit's velocities were carried in."""
     loop = set()
 
-    def on_step(stage, step, total, latents):
-        if latents is not None:
-            loop.add(latents.dtype)
+    def on_step(step):
+        if step.latents is not None:
+            loop.add(step.latents.dtype)
 
     start = time.perf_counter()
     with velocity_dtypes() as velocities:

@@ -422,7 +422,7 @@ class Check:
         self.free()
         config = self.editor_config(case)
         clip = self.clip(config, case.frames)
-        measured = benchlib.measure(lambda: VideoEditor(config).edit(clip).stats["frame_calls"], self.device)
+        measured = benchlib.measure(lambda: VideoEditor(config).edit(clip).stats.frame_calls, self.device)
         self.free()
         row = {"seconds": measured.seconds, "peak_mb": measured.peak_mb}
         row["peak_vs_plan"] = measured.peak_mb / case.row["predicted_peak_mb"] if measured.peak_mb else None

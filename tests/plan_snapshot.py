@@ -39,6 +39,7 @@ def planned(name: str, command: str) -> dict:
         overrides += [f"video.height={SIZE_OF[pretrained][0]}", f"video.width={SIZE_OF[pretrained][1]}"]
     config = load_config(ROOT / "configs" / name, overrides)
     from vidinv.planning import plan_run
+
     return asdict(plan_run(config, command))
 
 

@@ -97,7 +97,7 @@ class Unpredicted(EditMethod):
 
 class Predicted(EditMethod):
     @classmethod
-    def predicted_frame_calls(cls, config, frames, latent_hw):
+    def predicted_frame_calls(cls, config, frames, latent_hw, **context):
         return 1000 * frames + config.inversion.steps
 
 

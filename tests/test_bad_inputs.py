@@ -70,7 +70,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, broken_file
             "'inversion.steps' is given twice",
         ),
         "blend word not in the prompt": (
-            [*edit, *SMALL, "edit.method=fatezero", "edit.blend_words=[zebra]", f"runtime.output_dir={out}/f"],
+            [*edit, *SMALL, "edit.method=fatezero", "edit.fatezero.blend_words=[zebra]", f"runtime.output_dir={out}/f"],
             "'zebra' is not in the source prompt",
         ),
         "size past SD3's positional embedding": (  # the shipped config's 576x1024 on the tiny SD3 (16 tokens a side)

@@ -81,7 +81,7 @@ def test_wrong_type_is_an_error_naming_key_and_expected_type(override, key):
         ("inversion.steps=0", "inversion.steps"),
         ("video.height=100", "video.height"),
         ("video.stride=0", "video.stride"),
-        ("edit.inject_features=1.5", "edit.inject_features"),
+        ("edit.pnp.inject_features=1.5", "edit.pnp.inject_features"),
         ("edit.skip=20", "edit.skip"),
         ("runtime.vae_chunk=-1", "runtime.vae_chunk"),
         ("model.frame_attention=global", "model.frame_attention"),

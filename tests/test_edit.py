@@ -10,7 +10,7 @@ from vidinv.attention import run_unet
 from vidinv.attention.inflate import frame_attention_of
 from vidinv.attention.processors import AttentionHook
 from vidinv.cli import main
-from vidinv.config import config_from_dict, load_config
+from vidinv.config import config_from_dict, in_sections, load_config
 from vidinv.editing import pnp_edit
 from vidinv.editing.branches import EditDenoiser
 from vidinv.editing.injection import PnPInjection, RowLayout
@@ -30,7 +30,7 @@ def edit_config(method="ddim", **edit):
         {
             "model": {"frame_attention": "sparse_causal"},
             "inversion": {"method": method, "steps": STEPS, "source_prompt": "a bike"},
-            "edit": {"target_prompt": prompt, **values},
+            "edit": in_sections({"target_prompt": prompt, **values}),
         }
     )
 
@@ -64,8 +64,8 @@ def test_ddpm_ef_edit_with_the_source_prompt_and_guidance_reproduces_the_input(m
     result = pnp_edit(models, record, config)
     torch.testing.assert_close(result.latents, x0, atol=1e-4, rtol=0)
     skip = round(0.36 * STEPS)
-    assert result.stats["start_step"] == skip and result.stats["source_branch"] == "record"
-    assert result.stats["frame_calls"] == 2 * 3 * (STEPS - skip)  # uncond + cond edit rows only
+    assert result.stats.start_step == skip and result.stats.source_branch == "record"
+    assert result.stats.frame_calls == 2 * 3 * (STEPS - skip)  # uncond + cond edit rows only
 
 
 def test_ddpm_ef_source_row_is_the_records_latent_with_one_row_while_injecting(models):
@@ -75,8 +75,8 @@ def test_ddpm_ef_source_row_is_the_records_latent_with_one_row_while_injecting(m
     record = invert(models, clip_latents(), config)
     result = pnp_edit(models, record, config)
     skip, injected = round(0.36 * STEPS), round(0.8 * STEPS)
-    assert result.stats["source_steps"] == injected - skip
-    assert result.stats["frame_calls"] == 3 * (2 * (STEPS - skip) + (injected - skip))
+    assert result.stats.source_steps == injected - skip
+    assert result.stats.frame_calls == 3 * (2 * (STEPS - skip) + (injected - skip))
 
 
 def test_a_different_target_prompt_changes_the_edit_and_the_same_seed_repeats_it(models):
@@ -85,10 +85,10 @@ def test_a_different_target_prompt_changes_the_edit_and_the_same_seed_repeats_it
     first, second = pnp_edit(models, record, config), pnp_edit(models, record, config)
     assert torch.equal(first.latents, second.latents)
     assert first.source_latents is None  # the source branch stopped after the last injected step
-    assert first.stats["edit_rows"] == 2 and first.stats["source_steps"] == round(0.8 * STEPS)
+    assert first.stats.edit_rows == 2 and first.stats.source_steps == round(0.8 * STEPS)
 
 
-FEATURE_LAYER = "up_blocks.1.resnets.1"  # edit.feature_layers' default
+FEATURE_LAYER = "up_blocks.1.resnets.1"  # edit.pnp.feature_layers' default
 
 
 class QKVProbe(AttentionHook):
@@ -150,7 +150,7 @@ def test_injection_fractions_inject_the_source_rows_exactly_at_the_steps_before_
     seen = {}
     result = probed_pnp(seen)(models, config).edit(record)
     k_f, k_a = 2, 4
-    injected_layers = set(result.stats["attention_layers"])
+    injected_layers = set(result.stats.extra["attention_layers"])
     assert sorted(seen) == list(range(STEPS)) and injected_layers
     assert [seen[i]["rows"] for i in range(STEPS)] == [3] * k_a + [2] * (STEPS - k_a)  # source, uncond, cond
     assert [seen[i]["injected"] for i in range(STEPS)] == [True] * k_a + [False] * (STEPS - k_a)
@@ -280,7 +280,7 @@ def test_default_attention_layers_are_the_decoder_self_attention_layers_but_the_
 def test_unknown_injection_layers_are_a_one_line_error_listing_the_valid_ones(models, key, value):
     config = edit_config("ddim", **{key: value})
     record = invert(models, clip_latents(frames=2), config)
-    with pytest.raises(VidinvError, match=f"edit.{key}") as err:
+    with pytest.raises(VidinvError, match=f"edit.pnp.{key}") as err:
         pnp_edit(models, record, config)
     assert "\n" not in str(err.value)
 
@@ -385,7 +385,7 @@ def test_bad_injection_layers_fail_before_the_inversion(tmp_path):
 
     editor = VideoEditor.from_pretrained("tiny", inversion={"steps": 2}, edit={"feature_layers": ["nope"]})
     frames = torch.zeros(2, 3, 64, 64)
-    with pytest.raises(VidinvError, match="edit.feature_layers"):
+    with pytest.raises(VidinvError, match="edit.pnp.feature_layers"):
         editor.edit(frames, "a robot", record_dir=tmp_path / "inversion")
     assert not (tmp_path / "inversion").exists()
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import REPO
-from vidinv import VideoEditor
+from vidinv import Step, VideoEditor
 from vidinv.errors import VidinvError
 from vidinv.io.decoders import decode
 from vidinv.io.selection import FrameSelection
@@ -62,16 +62,19 @@ def test_from_pipe_without_a_component_is_a_one_line_error():
 
 
 def test_callbacks_report_every_inversion_and_edit_step_then_every_reconstruction_step(editor):
-    calls, last = [], {}
+    calls, last, steps = [], {}, []
 
-    def on_step(stage, step, total, latents):
-        calls.append((stage, step, total))
-        last[stage] = latents
+    def on_step(step: Step):
+        calls.append((step.stage, step.index, step.total))
+        last[step.stage] = step.latents
+        steps.append(step)
 
     frames = editor.read(SAMPLE).frames
     out = editor.edit(frames, "a robot", callback_on_step_end=on_step)
     assert calls == [("inversion", i, 3) for i in range(3)] + [("edit", i, 3) for i in range(3)]
     assert last["inversion"] is None and torch.equal(last["edit"], out.latents)
+    # the inversion climbs the table's levels (t ascending), the edit comes down them
+    assert [s.timestep for s in steps] == out.record.timesteps[::-1] + out.record.timesteps
 
     calls.clear()
     editor.edit(frames, "a robot", record=out.record, callback_on_step_end=on_step)  # no inversion runs
@@ -95,8 +98,23 @@ def test_released_latents_are_emptied_after_the_inversion_and_the_edit_is_unchan
 def test_an_edit_friendly_edit_reports_its_steps_from_t_skip():
     editor = VideoEditor.from_pretrained("tiny", inversion={"method": "ddpm_ef", "steps": 3}, edit={"skip": 1})
     calls = []
-    editor.edit(torch.zeros(1, 3, 64, 64), "a robot", callback_on_step_end=lambda *a: calls.append(a[:3]))
+    editor.edit(
+        torch.zeros(1, 3, 64, 64), "a robot", callback_on_step_end=lambda s: calls.append((s.stage, s.index, s.total))
+    )
     assert calls == [("inversion", i, 3) for i in range(3)] + [("edit", i, 3) for i in (1, 2)]
+
+
+def test_a_callback_of_four_parameters_gets_stage_index_total_and_latents(editor):
+    """The form before `Step`: callback_on_step_end(stage, step, total, latents)."""
+    calls, last = [], {}
+
+    def on_step(stage, step, total, latents):
+        calls.append((stage, step, total))
+        last[stage] = latents
+
+    out = editor.edit(editor.read(SAMPLE).frames, "a robot", callback_on_step_end=on_step)
+    assert calls == [("inversion", i, 3) for i in range(3)] + [("edit", i, 3) for i in range(3)]
+    assert last["inversion"] is None and torch.equal(last["edit"], out.latents)
 
 
 def test_read_takes_a_path_a_uint8_array_or_pil_images_alike(editor):

@@ -64,7 +64,11 @@ def settings(pretrained: str, dtype: str, inversion: str = "ddim", edit: str = "
     return {
         "model": {"pretrained": pretrained, "dtype": dtype, "device": "cuda"},
         "inversion": {"method": inversion, "steps": steps, "source_prompt": "a red car", "transforms": "rot90"},
-        "edit": {"method": edit, "keyframe_stride": 2, "skip": 0},  # skip 0: ddpm_ef edits every step too
+        "edit": {
+            "method": edit,
+            "tokenflow": {"keyframe_stride": 2},
+            "skip": 0,
+        },  # skip 0: ddpm_ef edits every step too
         "runtime": {"unet_chunk": 0, "vae_chunk": 0, **runtime},
     }
 
@@ -186,7 +190,7 @@ def test_every_edit_method_on_every_inversion(cuda_guard, monkeypatch, tmp_path,
         editor = fake_editor(models, config)
         out = editor.edit(clip(), "a blue bus", record_dir=record_dir, callback_on_step_end=lane.on_step)
         check_output(out, 2)
-        assert out.stats["store_origin"] == "inversion"
+        assert out.stats.extra["store_origin"] == "inversion"
         for method in ("pnp", "tokenflow"):
             editor.config.edit.method = method
             editor.config.runtime.unet_chunk = 0 if method == "pnp" else editor.config.runtime.unet_chunk

@@ -74,7 +74,7 @@ def test_real_configs_give_the_published_sizes_and_prediction_types():
     xl = family_from_configs("x", {"_class_name": "StableDiffusionXLPipeline"}, {"sample_size": 128}, {}, vae)
     assert (sd15.name, sd15.size, sd15.prediction_type) == ("sd1", 512, "epsilon")
     assert (sd21.name, sd21.size, sd21.prediction_type) == ("sd2", 768, "v_prediction")
-    assert (xl.name, xl.size, xl.feature_layers) == ("sdxl", 1024, ["up_blocks.0.resnets.1"])
+    assert (xl.name, xl.size, xl.feature_layers) == ("sdxl", 1024, ("up_blocks.0.resnets.1",))
 
 
 @pytest.mark.parametrize("pipeline", ["FluxPipeline", "StableDiffusion3Pipeline"])
@@ -123,7 +123,7 @@ def test_sd_default_layers_are_the_sd15_editing_layers(tiny_models):
         assert family.store_layers(tiny_models.unet) == [
             n for n in names if not n.startswith(("down_blocks.0.", last_up))
         ]
-        assert family.feature_layers == ["up_blocks.1.resnets.1"]
+        assert family.feature_layers == ("up_blocks.1.resnets.1",)
     finally:
         remove_frame_attention(tiny_models.unet)
 
@@ -140,7 +140,7 @@ def test_edits_on_sdxl_use_the_sdxl_default_layers(sdxl, method):
     }
     frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     try:
-        stats = VideoEditor(config, models=sdxl, progress=False).edit(frames, "a car").stats
+        stats = VideoEditor(config, models=sdxl, progress=False).edit(frames, "a car").stats.extra
         if method == "pnp":
             layers = sdxl.family.attention_layers(frame_attention_of(sdxl.unet).self_layers)
             assert stats["attention_layers"] == sorted(layers)

@@ -13,7 +13,7 @@ import torch
 from tests.conftest import REPO
 from vidinv.attention.inflate import install_frame_attention, remove_frame_attention
 from vidinv.cli import main
-from vidinv.config import config_from_dict
+from vidinv.config import config_from_dict, in_sections
 from vidinv.editing.attention_store import STORE_FILE, STORE_JSON, AttentionStore, read_store
 from vidinv.editing.fatezero import FateZeroEdit, new_store, store_plan, token_ids, token_map
 from vidinv.editing.pnp import pnp_edit
@@ -47,7 +47,7 @@ def make_config(method="ddim", **edit):
     else:
         defaults["guidance_scale"] = 1.0
     return config_from_dict(
-        {"model": {"device": "cpu", "dtype": "fp32"}, "inversion": inversion, "edit": {**defaults, **edit}}
+        {"model": {"device": "cpu", "dtype": "fp32"}, "inversion": inversion, "edit": in_sections({**defaults, **edit})}
     )
 
 
@@ -115,7 +115,7 @@ def test_capture_leaves_the_record_unchanged_and_recomputed_maps_equal_the_store
     recompute = make_config(method, store="recompute", store_dtype="fp32")
     with probe:
         result = FateZeroEdit(models, recompute).edit(plain)
-    assert result.stats["store_origin"] == "recomputed" and result.stats["source_branch"] == "inversion"
+    assert result.stats.extra["store_origin"] == "recomputed" and result.stats.source_branch == "inversion"
     assert same_maps(probe, edit.store, atol=1e-5)
 
 
@@ -138,8 +138,8 @@ def test_ddpm_ef_same_prompt_full_replacement_reproduces_the_reconstruction(mode
     record, method = captured(models, latents, config)
     rec = reconstruct(models, record, config)
     result = method.edit(record)
-    assert result.stats["store_origin"] == ("inversion" if store == "memory" else "recomputed")
-    assert result.stats["fused_calls"]["self"] > 0 and result.stats["fused_calls"]["cross"] > 0
+    assert result.stats.extra["store_origin"] == ("inversion" if store == "memory" else "recomputed")
+    assert result.stats.extra["fused_calls"]["self"] > 0 and result.stats.extra["fused_calls"]["cross"] > 0
     assert maxdiff(result.latents, rec) < tol
     assert maxdiff(result.latents, latents) < tol  # and the reconstruction is exact
 
@@ -160,7 +160,7 @@ def test_freeinv_maps_stay_aligned_with_the_step_transform(models, latents):
     aligned_edit = FateZeroEdit(models, config)
     aligned_edit.use_store(store, record)
     aligned = aligned_edit.edit(record)
-    assert aligned.stats["store_origin"] == "inversion"
+    assert aligned.stats.extra["store_origin"] == "inversion"
     assert maxdiff(aligned.latents, rec) < 1e-4
     # the same maps captured in the wrong orientation (no transforms) do not reproduce it
     unrotated = copy.copy(record)
@@ -194,10 +194,10 @@ def test_blend_mask_and_token_alignment(models, latents, store):
     config = make_config("ddim", target_prompt=target, blend_words=["man"], mask_threshold=0.9, store=store)
     record, method = captured(models, latents, config)
     result = method.edit(record)
-    assert 0.0 < result.stats["mask_fraction"] < 1.0
+    assert 0.0 < result.stats.extra["mask_fraction"] < 1.0
     assert torch.isfinite(result.latents).all()
     if store == "recompute":  # one source-row pre-pass per masked step gives the mask
-        assert result.stats["mask_pass_calls"] == 3 * 4
+        assert result.stats.extra["mask_pass_calls"] == 3 * 4
 
 
 def test_blend_words_missing_from_the_source_prompt_fail_before_the_inversion(models):
@@ -221,11 +221,11 @@ def test_edit_frame_calls_follow_the_documented_formulas(models):
     config = make_config("freeinv", **base, cross_attn_steps=0.8)
     config.inversion.steps = 10
     record, method = captured(models, frames, config)
-    assert method.edit(record).stats["frame_calls"] == 2 * 8 * 10
-    config.edit.store = "recompute"
-    assert FateZeroEdit(models, config).edit(record).stats["frame_calls"] == 2 * 8 * 10 + 8 * 8
+    assert method.edit(record).stats.frame_calls == 2 * 8 * 10
+    config.edit.fatezero.store = "recompute"
+    assert FateZeroEdit(models, config).edit(record).stats.frame_calls == 2 * 8 * 10 + 8 * 8
     config.edit.method = "pnp"
-    assert pnp_edit(models, record, config).stats["frame_calls"] == 2 * 8 * 10 + 8 * 8
+    assert pnp_edit(models, record, config).stats.frame_calls == 2 * 8 * 10 + 8 * 8
 
 
 def test_cli_edit_runs_end_to_end_and_reuses_the_store(tmp_path):
@@ -260,6 +260,11 @@ def test_cli_edit_runs_end_to_end_and_reuses_the_store(tmp_path):
     assert again["edit"]["store_bytes_per_frame_per_step"] == metrics["edit"]["store_bytes_per_frame_per_step"]
 
     # a store that does not cover the new plan (more self-attention steps) is captured again
-    assert main([*args, "runtime.overwrite=true", "edit.self_attn_steps=1.0", "edit.cross_attn_steps=1.0"]) == 0
+    assert (
+        main(
+            [*args, "runtime.overwrite=true", "edit.fatezero.self_attn_steps=1.0", "edit.fatezero.cross_attn_steps=1.0"]
+        )
+        == 0
+    )
     wider = json.loads((out / "metrics.json").read_text())
     assert wider["record_reused"] is False and wider["edit"]["store_origin"] == "inversion"

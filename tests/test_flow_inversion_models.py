@@ -42,7 +42,7 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
     pipe, transformer = models.pipeline, models.transformer
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
     _, c, h, w = x0.shape
-    if models.family == "flux":
+    if models.family.name == "flux":
         cfg = scheduler.config
         mu = calculate_shift(
             (h // 2) * (w // 2), cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift
@@ -63,7 +63,7 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
                 img_ids=image_ids,
             ).sample
 
-    elif models.family == "wan":  # WanPipeline's calls: cond and uncond passes over the (1 c f h w) video
+    elif models.family.name == "wan":  # WanPipeline's calls: cond and uncond passes over the (1 c f h w) video
         scheduler.set_timesteps(steps)
         embeds, negative = pipe.encode_prompt(prompt, "", max_sequence_length=models.max_sequence_length)
         z = x0.permute(1, 0, 2, 3)[None]
@@ -93,9 +93,9 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
     with torch.no_grad():
         for k in reversed(range(steps)):
             z = z + (sigmas[k] - sigmas[k + 1]) * velocity(z, 1000 * sigmas[k + 1])
-    if models.family == "flux":
+    if models.family.name == "flux":
         z = FluxPipeline._unpack_latents(z, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor, pipe.vae_scale_factor)
-    if models.family == "wan":
+    if models.family.name == "wan":
         z = z[0].permute(1, 0, 2, 3)
     return z
 
@@ -106,7 +106,7 @@ def test_flow_inversion_equals_an_independent_euler_reversal(flow_models):
     config = flow_config(flow_models.source, guidance_scale=3.0)
     install_from_config(flow_models.transformer, config.model)
     try:
-        x0 = latents(3 if flow_models.family == "wan" else 1)
+        x0 = latents(3 if flow_models.family.name == "wan" else 1)
         record = invert(flow_models, x0, config)
     finally:
         remove_frame_attention(flow_models.transformer)
@@ -133,7 +133,7 @@ def test_freeinv_without_transforms_is_flow_inversion_bit_for_bit(flow_models, f
 def test_reconstruction_from_the_record_is_close_and_converges_with_steps(flow_models):
     """Flow inversion is not exact (the model is evaluated at the level below); its regeneration error
     shrinks with the step size. FreeInv / MBDI regenerate with the record's transforms (measured:
-    README, 'Flow models')."""
+    docs/models.md, 'Flow models')."""
     x0 = latents(2, seed=2)
     errors = {}
     for method, steps in (("flow", 4), ("flow", 16), ("freeinv", 4), ("mbdi", 4)):

@@ -33,8 +33,8 @@ def test_a_saved_flow_folder_loads_back_with_the_same_weights_and_conditions(sav
     name, folder = saved
     built = load_models(name, dtype="fp32", device="cpu")
     loaded = load_models(str(folder), dtype="fp32", device="cpu")
-    assert isinstance(loaded, FlowModels) and loaded.family == FAMILIES[name]
-    assert loaded.prediction_type == "flow" and loaded.unet is loaded.transformer
+    assert isinstance(loaded, FlowModels) and loaded.family.name == FAMILIES[name]
+    assert loaded.prediction_type == "flow" and loaded.denoiser is loaded.transformer
     assert not any(p.requires_grad for p in loaded.transformer.parameters())
     for a, b in zip(built.transformer.state_dict().values(), loaded.transformer.state_dict().values()):
         assert torch.equal(a, b)

@@ -39,7 +39,7 @@ def test_source_prompt_with_full_injection_is_the_reconstruction(flow_models, in
     editor = VideoEditor(values, models=flow_models)
     out = editor.edit_latents(source_latents())
     torch.testing.assert_close(out.latents, api.reconstruct(flow_models, out.record, editor.config), atol=1e-5, rtol=0)
-    assert out.stats["source_branch"] == "reconstructed" and out.stats["frame_calls"] == 2 * FRAMES * STEPS
+    assert out.stats.source_branch == "reconstructed" and out.stats.frame_calls == 2 * FRAMES * STEPS
 
 
 def test_injection_copies_the_source_row_exactly_at_the_injected_steps_and_layers(flow_models, monkeypatch):
@@ -67,7 +67,7 @@ def test_injection_copies_the_source_row_exactly_at_the_injected_steps_and_layer
     block = "transformer_blocks.0"
     values = config(flow_models, inject_features=0.5, inject_attention=0.25, feature_layers=[block])
     out = VideoEditor(values, models=flow_models).edit_latents(source_latents(), "a blue bus")
-    injected = set(out.stats["attention_layers"])
+    injected = set(out.stats.extra["attention_layers"])
     with_source = [(step, layer, equal) for step, layer, equal in seen if step is not None]
     assert {step for step, _, _ in with_source} == {0, 1}
     for step, layer, equal in with_source:

@@ -154,7 +154,7 @@ def inversion_config(pretrained: str, single_file_config: str | None = None) -> 
 def test_a_single_file_loads_into_the_tiny_weights_and_inverts_as_the_folder(written, flux_width, offline):
     name, pipeline, file, folder = written
     loaded = load_models(file, dtype="fp32", device="cpu", single_file_config=folder)
-    assert isinstance(loaded, FlowModels) and loaded.family == FAMILIES[name] and loaded.source == file
+    assert isinstance(loaded, FlowModels) and loaded.family.name == FAMILIES[name] and loaded.source == file
     assert_same_weights(pipeline.transformer, loaded.transformer)
     assert_same_weights(pipeline.vae, loaded.vae)  # SD3: from the file; Flux: from the folder
     assert not any(p.requires_grad for p in loaded.transformer.parameters())

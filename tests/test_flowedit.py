@@ -46,17 +46,17 @@ def test_the_source_prompt_as_target_returns_the_source_latents_exactly(flow_mod
     x_src = source_latents()
     out = editor(flow_models, method=method).edit_latents(x_src, "a red car")
     assert torch.equal(out.latents, x_src)
-    assert out.stats["transforms"] != ["id"] * len(out.stats["transforms"]) or method == "flow"
+    assert out.stats.extra["transforms"] != ["id"] * len(out.stats.extra["transforms"]) or method == "flow"
 
 
 def test_an_edit_spends_n_max_steps_of_both_branches_and_n_min_of_the_target(flow_models):
     x_src = source_latents(1)
-    rows = 1 if flow_models.family == "flux" else 2  # SD3, Wan: CFG rows; Flux: embedded guidance
+    rows = 1 if flow_models.family.guidance_embedded else 2  # SD3, Wan: CFG rows; Flux: embedded guidance
     out = editor(flow_models, n_max=4).edit_latents(x_src, "a blue bus")
     assert not torch.equal(out.latents, x_src) and torch.isfinite(out.latents).all()
-    assert out.stats["frame_calls"] == 4 * 2 * rows * FRAMES and out.record.stats["frame_calls"] == 0
+    assert out.stats.frame_calls == 4 * 2 * rows * FRAMES and out.record.stats.frame_calls == 0
     out = editor(flow_models, n_max=4, n_min=1, n_avg=2).edit_latents(x_src, "a blue bus")
-    assert out.stats["frame_calls"] == (3 * 2 * 2 * rows + 1 * rows) * FRAMES
+    assert out.stats.frame_calls == (3 * 2 * 2 * rows + 1 * rows) * FRAMES
 
 
 def test_flowedit_refuses_bad_settings_and_non_flow_models_in_one_line(flow_models, tiny_models):

@@ -48,10 +48,10 @@ def test_a_half_model_is_its_fp32_model_cast(runs, family):
     for dtype in bench.DTYPES:
         half = runs.models(family, dtype)
         assert half.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-        for name in ("unet", "vae", "text_encoder"):
+        for name in ("denoiser", "vae", "text_encoder"):
             pairs = list(zip(getattr(half, name).parameters(), getattr(full, name).parameters(), strict=True))
             assert all(torch.equal(p, q.to(p.dtype)) for p, q in pairs), f"{family} {name} {dtype}"
-        assert half.dtype in {p.dtype for p in half.unet.parameters()}  # Wan keeps its norms etc. in fp32
+        assert half.dtype in {p.dtype for p in half.denoiser.parameters()}  # Wan keeps its norms etc. in fp32
 
 
 @pytest.mark.parametrize(("family", "inversion", "edit", "dtype"), HALF_RUNS)

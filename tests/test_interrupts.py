@@ -173,7 +173,7 @@ def test_a_first_sigint_in_the_first_minute_saves_the_checkpoint_and_the_rerun_g
 
     assert in_process("invert", out, *args) == 0
     record = assert_same_record(out / "inversion", tmp_path / "whole" / "inversion")
-    assert record.stats["resumed_from_step"] == k
+    assert record.stats.resumed_from_step == k
     assert not checkpoint_of(out).exists()
 
 
@@ -199,7 +199,7 @@ def test_a_sigint_then_a_kill_9_after_a_periodic_checkpoint_still_resume_to_the_
 
     assert in_process("invert", out, *args) == 0
     record = assert_same_record(out / "inversion", tmp_path / "whole" / "inversion")
-    assert record.stats["resumed_from_step"] > k
+    assert record.stats.resumed_from_step > k
 
 
 def test_a_second_sigint_exits_at_once_without_finishing_the_step(tmp_path):
@@ -253,7 +253,7 @@ def test_sigints_during_the_inversion_and_then_the_edit_rerun_to_the_bit_identic
     assert not (out / "edited.mp4").exists()
     assert not (out / "source.mp4").exists()  # written during the encode pass, renamed only at the end
     record = assert_same_record(out / "inversion", whole / "inversion")
-    assert record.stats["resumed_from_step"] == k
+    assert record.stats.resumed_from_step == k
 
     assert in_process("edit", out, *args) == 0
     assert torch.equal(edited[str(out)], edited[str(whole)])

@@ -12,7 +12,8 @@ import torch
 from vidinv.attention import remove_frame_attention
 from vidinv.config import config_from_dict
 from vidinv.inversion import api
-from vidinv.inversion.ddim import ddim_invert, ddim_sample
+from vidinv.inversion.ddim import ddim_invert
+from vidinv.inversion.samplers import DDIMSampler
 from vidinv.inversion.timesteps import step_table
 from vidinv.models import encode_text, load_models
 from vidinv.models.tiny import SD_SCHEDULER_CONFIG
@@ -132,4 +133,5 @@ def test_step_tables_line_up_with_diffusers_for_every_scheduler_convention(predi
     x = z
     for t in sampler.timesteps:
         x = sampler.step(analytic_model(x, t), t, x).prev_sample
-    assert relative_max_difference(ddim_sample(analytic_model, z, table, prediction_type=prediction), x) < 1e-6
+    ddim = DDIMSampler(table, prediction_type=prediction)
+    assert relative_max_difference(ddim.sample(analytic_model, z), x) < 1e-6

@@ -56,13 +56,18 @@ def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_
 @pytest.mark.parametrize("command", ["invert", "reconstruct", "edit"])
 def test_each_command_is_planned_as_itself_before_loading(command, tmp_path, monkeypatch):
     """The check before loading plans the command that runs (reconstruct was planned as invert: the
-    wrong host baseline, no reconstruction calls), with the real planner."""
-    import vidinv.jobs.invert as invert_job
+    wrong host baseline, no reconstruction calls), with the real planner: its plan is `vidinv plan
+    --for COMMAND`'s, and the frame-calls it predicts are those the run counts."""
+    import vidinv.jobs.common as common
+    from vidinv.config import load_config
+    from vidinv.planning import plan_run
 
     planned = []
-    real = invert_job.check_fits
+    real = common.check_fits
     monkeypatch.setattr(
-        invert_job, "check_fits", lambda config, cmd, record_dir: planned.append(cmd) or real(config, cmd, record_dir)
+        common,
+        "check_fits",
+        lambda config, cmd, record_dir: planned.append(real(config, cmd, record_dir)) or planned[-1],
     )
     argv = [
         "video.num_frames=2",
@@ -72,4 +77,8 @@ def test_each_command_is_planned_as_itself_before_loading(command, tmp_path, mon
         f"runtime.output_dir={tmp_path}",
     ]
     assert main(["--quiet", command, "configs/demo.yaml", *argv]) == 0
-    assert planned == [command]
+    assert [plan.command for plan in planned] == [command]
+    assert planned[0] == plan_run(load_config("configs/demo.yaml", argv), command)
+    if command != "invert":  # invert writes no metrics.json
+        counted = json.loads((tmp_path / "metrics.json").read_text())["frame_calls"]
+        assert planned[0].frame_calls == counted

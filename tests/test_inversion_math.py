@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from vidinv import transforms as tf
-from vidinv.inversion.ddim import ddim_invert, ddim_sample
-from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
+from vidinv.inversion.ddim import ddim_invert
+from vidinv.inversion.ddpm_ef import ddpm_ef_invert
 from vidinv.inversion.freeinv import FreeInvEps, GroupMeanEps
 from vidinv.inversion.methods import ef_noise
+from vidinv.inversion.samplers import DDIMSampler, EditFriendlyDDPMSampler
 from vidinv.inversion.timesteps import step_table
 from vidinv.models.tiny import SD_SCHEDULER_CONFIG
 
@@ -98,7 +99,7 @@ def test_ddim_reconstruction_error_falls_with_steps_for_the_exact_gaussian_eps(s
     for steps in (5, 10, 20, 50):
         table = step_table(scheduler, steps)
         latents = ddim_invert(eps, x0, table)
-        errors.append(float((ddim_sample(eps, latents[0], table) - x0).abs().max()))
+        errors.append(float((DDIMSampler(table).sample(eps, latents[0]) - x0).abs().max()))
     assert all(b < a for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < errors[0] / 4
 
@@ -110,7 +111,7 @@ def test_ddim_trajectory_layout(scheduler):
     latents = ddim_invert(eps, x0, table)
     assert latents.shape == (6, 2, 4, 8, 8)
     assert torch.equal(latents[-1], x0)
-    assert torch.equal(ddim_sample(eps, latents[5], table, start=5), x0)  # no steps left: unchanged
+    assert torch.equal(DDIMSampler(table).sample(eps, latents[5], start=5), x0)  # no steps left: unchanged
     # data N(0, 1) with its exact eps: every x_t is N(0, 1), so z_T keeps about unit std
     assert float(latents[0].std()) == pytest.approx(float(x0.std()), rel=0.3)
 
@@ -126,7 +127,7 @@ def test_ddpm_ef_regeneration_is_exact_whatever_the_final_level(alpha_to_one, of
     table = step_table(scheduler, 6)
     x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     latents, zs = ddpm_ef_invert(eps, x0, table, ef_noise(tuple(x0.shape), 6, seed=0, shared=False))
-    assert (ddpm_ef_sample(eps, latents[0], table, zs) - x0).abs().max() < 1e-5
+    assert (EditFriendlyDDPMSampler(table, noise_maps=zs).sample(eps, latents[0]) - x0).abs().max() < 1e-5
 
 
 def test_freeinv_with_identity_group_equals_ddim_bit_for_bit(scheduler):

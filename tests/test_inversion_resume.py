@@ -89,7 +89,7 @@ def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_ide
     assert checkpoint.is_file() and not (folder / JSON_NAME).exists()
 
     resumed, reused = api.invert_or_load(tiny_models, x0, config(method, record=record), folder)
-    assert not reused and resumed.stats["resumed_from_step"] == 4
+    assert not reused and resumed.stats.resumed_from_step == 4
     assert resumed.on_disk == (record == "disk")
     assert torch.equal(values(resumed.latents), whole.latents)
     if method == "ddpm_ef":
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tiny_models, tmp_path, mo
     interrupted_inversion(tiny_models, x0, config("freeinv", seed=0, record=record), folder, monkeypatch, 3)
     assert checkpoint_of(folder, record).is_file()
     resumed, _ = api.invert_or_load(tiny_models, x0, config("freeinv", seed=1, record=record), folder)
-    assert "resumed_from_step" not in resumed.stats
+    assert resumed.stats.resumed_from_step is None
     whole, _ = api.invert_or_load(tiny_models, x0, config("freeinv", None, seed=1), tmp_path / "whole")
     assert torch.equal(values(resumed.latents), whole.latents)
 

@@ -10,11 +10,13 @@ import torch
 from vidinv import transforms as tf
 from vidinv.config import config_from_dict
 from vidinv.inversion import api
-from vidinv.inversion.ddim import ddim_invert, ddim_sample
-from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample
+from vidinv.inversion.api import ReconstructionStats
+from vidinv.inversion.ddim import ddim_invert
+from vidinv.inversion.ddpm_ef import ddpm_ef_invert
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.freeinv import FreeInvEps
 from vidinv.inversion.methods import ef_noise
+from vidinv.inversion.samplers import DDIMSampler, EditFriendlyDDPMSampler
 from vidinv.inversion.timesteps import step_table
 from vidinv.models import encode_prompts
 
@@ -51,7 +53,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(tiny_models):
     x = z.clone()
     for t in sampler.timesteps:
         x = sampler.step(m.unet(x, t, encoder_hidden_states=context).sample, t, x).prev_sample
-    assert (ddim_sample(eps, ours[0], table) - x).abs().max() < 1e-6
+    assert (DDIMSampler(table).sample(eps, ours[0]) - x).abs().max() < 1e-6
 
 
 def test_denoiser_guidance_and_chunking(tiny_models):
@@ -94,10 +96,10 @@ def test_freeinv_record_schedule_is_used_in_reconstruction(tiny_models):
     eps, sampler, _ = api.record_model(tiny_models, record, cfg)
     table = sampler.table
     assert isinstance(eps, FreeInvEps) and eps.schedule == record.transforms
-    expected = ddim_sample(eps, record.z_T, table)
+    expected = sampler.sample(eps, record.z_T)
     assert torch.equal(api.reconstruct(tiny_models, record, cfg), expected)
     other = FreeInvEps(eps.eps, table, tf.schedule(tf.GROUPS["rot90"], 6, seed=99))
-    assert not torch.equal(ddim_sample(other, record.z_T, table), expected)
+    assert not torch.equal(sampler.sample(other, record.z_T), expected)
 
 
 def test_non_square_freeinv_uses_shape_preserving_group(tiny_models):
@@ -108,10 +110,10 @@ def test_non_square_freeinv_uses_shape_preserving_group(tiny_models):
 
 def test_mbdi_costs_group_size_calls_per_step(tiny_models):
     record = api.invert(tiny_models, clip_latents(frames=2), config(method="mbdi", transforms="flips", steps=3))
-    assert record.stats["frame_calls"] == 4 * 3 * 2
-    stats = {}
+    assert record.stats.frame_calls == 4 * 3 * 2
+    stats = ReconstructionStats()
     api.reconstruct(tiny_models, record, config(method="mbdi", transforms="flips", steps=3), stats=stats)
-    assert stats["frame_calls"] == 4 * 3 * 2
+    assert stats.frame_calls == 4 * 3 * 2
 
 
 @pytest.mark.parametrize("steps,skip", [(5, 0), (8, 3), (10, 7)])
@@ -123,9 +125,9 @@ def test_ddpm_ef_reconstruction_is_exact_fp32(tiny_models, steps, skip):
     record = api.invert(tiny_models, x0, cfg)
     assert record.noise_maps.shape == (steps, 3, 4, 8, 8) and record.guidance_scale == 3.5
     assert record.noise_maps[-1].abs().max() > 0  # z_1 is kept
-    stats = {}
+    stats = ReconstructionStats()
     out = api.reconstruct(tiny_models, record, cfg, stats=stats)
-    assert stats["start"] == skip and stats["frame_calls"] == (steps - skip) * 3 * 2
+    assert stats.start_step == skip and stats.frame_calls == (steps - skip) * 3 * 2
     assert (out - x0).abs().max() < 1e-5
 
 
@@ -138,7 +140,7 @@ def test_ddpm_ef_reconstruction_is_exact_fp64(tiny_models, steps, skip):
     x0 = clip_latents(dtype=torch.float64)
     noise = ef_noise(tuple(x0.shape), steps, seed=0, shared=False, dtype=torch.float64)
     latents, zs = ddpm_ef_invert(eps, x0, table, noise)
-    out = ddpm_ef_sample(eps, latents[skip], table, zs, start=skip)
+    out = EditFriendlyDDPMSampler(table, noise_maps=zs).sample(eps, latents[skip], start=skip)
     assert (out - x0).abs().max() < 1e-10
 
 

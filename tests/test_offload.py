@@ -22,7 +22,7 @@ METHODS = ["pnp", "tokenflow", "fatezero"]
 def offload_config(offload: str, method: str = "pnp"):
     return {
         "inversion": {"method": "freeinv", "steps": 3, "source_prompt": "a bike"},
-        "edit": {"method": method, "keyframe_stride": 2},
+        "edit": {"method": method, "tokenflow": {"keyframe_stride": 2}},
         "runtime": {"offload": offload, "unet_chunk": 2},
     }
 

@@ -19,7 +19,7 @@ def plan_config(method: str, inversion: str = "freeinv", guidance: float | None 
     return {
         "video": {"num_frames": FRAMES, "height": SIZE, "width": SIZE},
         "inversion": {"method": inversion, "steps": 4, "source_prompt": "a bike", "guidance_scale": guidance},
-        "edit": {"method": method, "target_prompt": "a car", "keyframe_stride": 2},
+        "edit": {"method": method, "target_prompt": "a car", "tokenflow": {"keyframe_stride": 2}},
     }
 
 
@@ -36,13 +36,13 @@ def test_planned_frame_calls_equal_the_runs_counts(method, inversion, guidance):
     values = plan_config(method, inversion, guidance)
     out = run_edit(values)
     plan = plan_run(config_from_dict(values))
-    assert plan.frame_calls == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+    assert plan.frame_calls == {"inversion": out.record.stats.frame_calls, "edit": out.stats.frame_calls}
 
 
 def test_planned_fatezero_store_equals_the_bytes_the_run_stores():
     values = plan_config("fatezero")
     out = run_edit(values)
-    assert plan_run(config_from_dict(values)).store_bytes == out.stats["store_bytes"]
+    assert plan_run(config_from_dict(values)).store_bytes == out.stats.extra["store_bytes"]
 
 
 def test_planned_weights_equal_the_loaded_models_parameter_bytes(tiny_models):
@@ -110,7 +110,7 @@ def test_planned_sdxl_frame_calls_equal_the_runs_counts():
     values = {**plan_config("pnp"), "model": {"pretrained": "tiny-sdxl"}}
     out = run_edit(values)
     plan = plan_run(config_from_dict(values))
-    assert plan.frame_calls == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+    assert plan.frame_calls == {"inversion": out.record.stats.frame_calls, "edit": out.stats.frame_calls}
     assert plan.unet_activations > 0
 
 

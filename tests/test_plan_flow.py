@@ -36,7 +36,7 @@ def test_planned_frame_calls_equal_the_runs_counts(flow_models, method, edit):
     frames = torch.rand(FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
     out = VideoEditor(config, models=flow_models).edit(frames)
     planned = plan_run(config_from_dict(config)).frame_calls
-    assert planned == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+    assert planned == {"inversion": out.record.stats.frame_calls, "edit": out.stats.frame_calls}
 
 
 def test_planned_weights_equal_the_pipelines_modules_and_a_saved_folder_plans_alike(flow_models, tmp_path):

@@ -134,7 +134,7 @@ EDIT += ["runtime.codec=ffv1"]  # lossless: the same bytes exactly when the edit
         "tokenflow",
         "fatezero",
         "pnp inversion.method=ddpm_ef",
-        "fatezero edit.store=recompute",
+        "fatezero edit.fatezero.store=recompute",
         "pnp model.pretrained=tiny-sd3 inversion.method=flow",  # a flow model's Euler record
     ],
 )

@@ -26,8 +26,10 @@ PROMPT = "a red bike"
 INVERSIONS = ["ddim", "freeinv", "mbdi", "ddpm_ef"]
 EDITS = ["tokenflow", "fatezero"]
 EDIT_SETTINGS = {
-    "tokenflow": {"inject_features": 1.0, "inject_attention": 1.0, "keyframe_stride": 1},
-    "fatezero": {"self_attn_steps": 1.0, "cross_attn_steps": 1.0, "store": "memory", "store_dtype": "fp32"},
+    "tokenflow": {"pnp": {"inject_features": 1.0, "inject_attention": 1.0}, "tokenflow": {"keyframe_stride": 1}},
+    "fatezero": {
+        "fatezero": {"self_attn_steps": 1.0, "cross_attn_steps": 1.0, "store": "memory", "store_dtype": "fp32"}
+    },
 }
 ATOL = 1e-4  # fp32 rounding through 2 steps (the SD tests' tolerance for the same properties)
 
@@ -62,8 +64,11 @@ def test_tokenflow_and_fatezero_on_sdxl_keep_their_exact_property(sdxl_full, fra
     assert out.frames.shape == frames.shape and out.frames.isfinite().all()
     assert out.latents.shape == (2, 4, 4, 4) and out.latents.isfinite().all()
     if edit == "fatezero":
-        assert out.stats["store_origin"] == "inversion"
-        recomputed = VideoEditor(sdxl_config(inversion, edit, store="recompute"), models=sdxl_full)
+        assert out.stats.extra["store_origin"] == "inversion"
+        recomputed = VideoEditor(
+            sdxl_config(inversion, edit, fatezero={**EDIT_SETTINGS[edit]["fatezero"], "store": "recompute"}),
+            models=sdxl_full,
+        )
         expected = recomputed.edit_latents(None, record=out.record).latents
     else:
         expected = reconstruct(sdxl_full, out.record, editor.config)

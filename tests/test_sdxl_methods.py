@@ -29,7 +29,12 @@ def values(inversion: str, edit: str, **edit_options) -> dict:
         "model": {"pretrained": "tiny-sdxl"},
         "video": {"num_frames": FRAMES, "height": SIZE, "width": SIZE},
         "inversion": {"method": inversion, "steps": 2, "source_prompt": PROMPT},
-        "edit": {"method": edit, "target_prompt": PROMPT, "guidance_scale": guidance, "keyframe_stride": 2}
+        "edit": {
+            "method": edit,
+            "target_prompt": PROMPT,
+            "guidance_scale": guidance,
+            "tokenflow": {"keyframe_stride": 2},
+        }
         | edit_options,
     }
 
@@ -42,16 +47,16 @@ def test_every_inversion_and_edit_method_runs_on_sdxl_as_planned(sdxl, inversion
     out = VideoEditor(config, models=sdxl).edit(frames)
     assert out.latents.shape == (FRAMES, 4, SIZE // 8, SIZE // 8) and torch.isfinite(out.latents).all()
     planned = frame_calls(config_from_dict(config), "edit", FRAMES, (SIZE // 8, SIZE // 8))  # vidinv plan's formulas
-    assert planned == {"inversion": out.record.stats["frame_calls"], "edit": out.stats["frame_calls"]}
+    assert planned == {"inversion": out.record.stats.frame_calls, "edit": out.stats.frame_calls}
     if edit != "pnp":
         return
     # PnP with the source prompt and guidance regenerates the source: with full injection the edit
     # IS the reconstruction (DDIM family); ddpm_ef's regeneration from T_skip without injection is x0
     if inversion == "ddpm_ef":
-        config["edit"] |= {"inject_features": 0.0, "inject_attention": 0.0}
+        config["edit"] |= {"pnp": {"inject_features": 0.0, "inject_attention": 0.0}}
         expected = VideoEditor(config, models=sdxl).encode(frames)
     else:
-        config["edit"] |= {"inject_features": 1.0, "inject_attention": 1.0}
+        config["edit"] |= {"pnp": {"inject_features": 1.0, "inject_attention": 1.0}}
         expected = api.reconstruct(sdxl, out.record, config_from_dict(config))
     edited = VideoEditor(config, models=sdxl).edit(frames, record=out.record).latents
     torch.testing.assert_close(edited, expected, atol=1e-4, rtol=0)

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 from vidinv.attention import FramePattern, run_unet
 from vidinv.attention.inflate import frame_attention_of
 from vidinv.cli import main
-from vidinv.config import config_from_dict
+from vidinv.config import config_from_dict, in_sections
 from vidinv.editing import correspondence as corr
 from vidinv.editing import get_edit_method, pnp_edit
 from vidinv.editing.tokenflow import (
@@ -32,14 +32,8 @@ STEPS = 4
 
 
 def tf_config(method="ddim", frame_attention="full", *, prompt="a bike", chunk=0, **edit):
-    values = {
-        "method": "tokenflow",
-        "guidance_scale": 1.0,
-        "inject_features": 1.0,
-        "inject_attention": 1.0,
-        "keyframe_stride": 2,
-        **edit,
-    }
+    defaults = {"inject_features": 1.0, "inject_attention": 1.0, "keyframe_stride": 2}
+    values = in_sections({"method": "tokenflow", "guidance_scale": 1.0, **defaults, **edit})
     return config_from_dict(
         {
             "model": {"frame_attention": frame_attention, "attention_group": 16},
@@ -168,15 +162,15 @@ def test_keyframe_stride_1_equals_the_plain_extended_attention_pnp_edit(full_mod
     """Every frame a keyframe: each frame is matched to itself (the identity field), so TokenFlow is
     PnP with extended attention over the whole clip (`full`, attention_group >= F)."""
     config = tf_config(method, prompt="a robot", guidance_scale=7.5, inject_features=0.8, inject_attention=0.5)
-    config.edit.keyframe_stride = 1
+    config.edit.tokenflow.keyframe_stride = 1
     record = invert(full_models, clip(), config)
     tokenflow = tokenflow_edit(full_models, record, config)
     pnp = pnp_edit(full_models, record, config)
     torch.testing.assert_close(tokenflow.latents, pnp.latents, atol=1e-5, rtol=0)
     assert (tokenflow.latents - tokenflow.source_latents).abs().max() > 1e-2  # a real edit
     # the source row runs every step in TokenFlow (its correspondences), only while injecting in PnP
-    assert tokenflow.stats["keyframes_per_step"] == 4 and tokenflow.stats["frame_calls"] == 2 * 3 * 4 * STEPS
-    assert pnp.stats["frame_calls"] == 4 * (2 * STEPS + round(0.8 * STEPS))
+    assert tokenflow.stats.extra["keyframes_per_step"] == 4 and tokenflow.stats.frame_calls == 2 * 3 * 4 * STEPS
+    assert pnp.stats.frame_calls == 4 * (2 * STEPS + round(0.8 * STEPS))
 
 
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi"])
@@ -277,11 +271,11 @@ def test_keyframe_windows_are_held_around_each_pass_and_chunking_leaves_the_edit
     config.runtime.unet_chunk = 2
     chunked = tokenflow_edit(causal_models, record, config)
     torch.testing.assert_close(chunked.latents, whole.latents, atol=1e-4, rtol=0)
-    assert whole.stats["keyframe_windows_held"] == 4 and chunked.stats["keyframe_windows_held"] <= 3
-    config.edit.keyframe_window = 0
+    assert whole.stats.extra["keyframe_windows_held"] == 4 and chunked.stats.extra["keyframe_windows_held"] <= 3
+    config.edit.tokenflow.keyframe_window = 0
     joint = tokenflow_edit(causal_models, record, config)
-    assert joint.stats["keyframe_windows_held"] == 1
-    assert joint.stats["frame_calls"] == chunked.stats["frame_calls"] == 3 * (4 + 8) * STEPS
+    assert joint.stats.extra["keyframe_windows_held"] == 1
+    assert joint.stats.frame_calls == chunked.stats.frame_calls == 3 * (4 + 8) * STEPS
     assert (joint.latents - chunked.latents).abs().max() > 1e-3
 
 
@@ -296,12 +290,13 @@ def test_edit_is_seeded_changes_with_the_prompt_and_leaves_the_unet_as_it_was(ca
     assert (first.latents - first.source_latents).abs().max() > 1e-2
     config.edit.seed = 1
     other = tokenflow_edit(causal_models, record, config)
-    assert other.stats["keyframes"] != first.stats["keyframes"]
+    assert other.stats.extra["keyframes"] != first.stats.extra["keyframes"]
     assert not torch.equal(other.latents, first.latents)
     assert handle.pattern is pattern and handle.hooks == hooks and frame_attention_of(unet) is handle
-    stats = first.stats
+    stats = first.stats.extra
     assert stats["keyframes_per_step"] == 3 and len(stats["keyframes"]) == STEPS
-    assert stats["frame_calls"] == stats["keyframe_pass_calls"] + stats["propagation_pass_calls"] == 3 * (3 + 5) * STEPS
+    calls = first.stats.frame_calls
+    assert calls == stats["keyframe_pass_calls"] + stats["propagation_pass_calls"] == 3 * (3 + 5) * STEPS
     assert stats["nn_s"] > 0
     # the UNet still runs as before: no hook or pattern left behind
     z = torch.randn(1, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -310,7 +305,7 @@ def test_edit_is_seeded_changes_with_the_prompt_and_leaves_the_unet_as_it_was(ca
 
 def test_registered_and_bad_stride_is_a_one_line_config_error():
     assert get_edit_method("tokenflow") is TokenFlowEdit
-    with pytest.raises(VidinvError, match="edit.keyframe_stride") as err:
+    with pytest.raises(VidinvError, match="edit.tokenflow.keyframe_stride") as err:
         tf_config("ddim", "sparse_causal", keyframe_stride=0)
     assert "\n" not in str(err.value)
 
@@ -322,7 +317,7 @@ def test_edit_command_with_the_tokenflow_config(tmp_path, capsys):
         "video.height=64",
         "video.width=64",
         "inversion.steps=3",
-        "edit.keyframe_stride=2",
+        "edit.tokenflow.keyframe_stride=2",
         f"runtime.output_dir={out}",
     ]
     assert main(["--quiet", "edit", "configs/tokenflow.yaml", *args]) == 0
@@ -342,10 +337,10 @@ def test_video_editor_api_runs_tokenflow(tmp_path, monkeypatch):
     editor = VideoEditor.from_pretrained(
         "tiny",
         inversion={"steps": 3},
-        edit={"method": "tokenflow", "keyframe_stride": 2},
+        edit={"method": "tokenflow", "tokenflow": {"keyframe_stride": 2}},
         video={"num_frames": 3, "height": 64, "width": 64, "path": str(REPO / "samples/bikes.mp4")},
     )
     frames = editor.read().frames
     out = editor.edit(frames, "a robot", source_prompt="a man")
-    assert out.frames.shape == frames.shape and out.stats["keyframes_per_step"] == 2
+    assert out.frames.shape == frames.shape and out.stats.extra["keyframes_per_step"] == 2
     assert list(tmp_path.iterdir()) == []

@@ -201,7 +201,7 @@ def test_a_folder_with_wans_unipc_flow_scheduler_loads_with_euler_on_its_shift(t
     pipe.save_pretrained(tmp_path / "wan")
     models = load_models(str(tmp_path / "wan"), dtype="fp32", device="cpu")
     assert type(models.scheduler) is FlowMatchEulerDiscreteScheduler and models.scheduler.config.shift == 5.0
-    assert models.family == "wan" and models.video
+    assert models.family.name == "wan" and models.video
     reference = pipe.transformer.state_dict()
     assert all(torch.equal(t, reference[k]) for k, t in models.transformer.state_dict().items())
     assert main(["info", str(tmp_path / "wan")]) == 0

@@ -72,12 +72,12 @@ def supported_methods(config: Config) -> tuple[list[str], list[str]]:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from vidinv.inversion.flow import record_sampler
-    from vidinv.models.flow import PIPELINES
+    from vidinv.models.families import FAMILIES
     from vidinv.models.report import model_report
 
     m = config.model
     rows = dict(model_report(m.pretrained, single_file_config=m.single_file_config, prediction_type=m.prediction_type))
-    scheduler = FlowMatchEulerDiscreteScheduler() if rows["family"] in PIPELINES.values() else None
+    scheduler = FlowMatchEulerDiscreteScheduler() if FAMILIES[rows["family"]].flow else None
 
     def runs(name: str) -> bool:
         try:

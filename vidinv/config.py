@@ -6,9 +6,11 @@ of range are `VidinvError`s whose one-line message names the key (and the neares
 
 from __future__ import annotations
 
+import copy
 import difflib
+import logging
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,6 @@ CHOICES = {
     "video.resize": ("center_crop", "stretch", "pad"),
     "inversion.transforms": ("auto", "rot90", "dihedral", "flips", "none"),
     "inversion.noise": ("shared", "independent"),
-    "edit.source_branch": ("reconstructed", "inverted"),
-    "edit.store_dtype": ("fp16", "fp32"),
-    "edit.store": ("auto", "memory", "recompute"),
     "runtime.offload": ("none", "model", "sequential"),
     "runtime.record": ("auto", "memory", "disk"),
     "runtime.codec": ("h264", "ffv1", "png"),
@@ -40,6 +39,7 @@ REGISTRIES = {"inversion.method": INVERSION_METHODS, "edit.method": EDIT_METHODS
 CONTROL_KINDS = ("canny", "depth")  # edit.control: condition images computed from the source frames
 DEPTH_ESTIMATOR = "Intel/dpt-hybrid-midas"  # edit.depth_estimator's default (diffusers' depth ControlNet examples)
 MAX_SIDE = 8192  # video.height / width above this are refused before anything is allocated
+log = logging.getLogger("vidinv")
 
 
 @dataclass
@@ -66,81 +66,44 @@ class VideoConfig:
     num_frames: int | None = 16  # frames kept after stride; null = all
     stride: int = 1  # keep every n-th frame
     height: int | None = None  # output size; null = source size rounded down to a multiple of 8
-    width: int | None = None
+    width: int | None = None  # give only one of height / width to keep the clip's aspect ratio
     resize: str = "center_crop"  # how to reach (height, width)
 
 
 @dataclass
 class InversionConfig:
-    method: str = "freeinv"
-    steps: int = 50
-    source_prompt: str = ""
+    method: str = "freeinv"  # how the clip is inverted (a registered inversion method)
+    steps: int = 50  # denoising steps of the inversion, and of the reconstruction and the edit from it
+    source_prompt: str = ""  # what the clip shows; the inversion's text condition
     guidance_scale: float | None = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
-    seed: int = 0
+    seed: int = 0  # FreeInv's transform schedule, DDPM-EF's noise maps
     transforms: str = "auto"  # FreeInv's group; auto: rot90 on square latents, else {id, rot180, hflip, vflip}
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
     control: bool = False  # apply the ControlNet(s) during the inversion too
 
 
 @dataclass
-class FlowEditConfig:
-    """FlowEdit (edit.method flowedit, flow models); null = the paper's default for the model's family."""
-
-    n_max: int | None = None  # edited steps, counted from the clean end (SD3: 33 of 50, Flux: 24 of 28)
-    n_min: int = 0  # last steps sampled from the target alone (0 = pure FlowEdit)
-    n_avg: int = 1  # noise draws averaged per step
-    source_guidance: float | None = None  # SD3: CFG 3.5; Flux: embedded guidance 1.5
-    target_guidance: float | None = None  # SD3: CFG 13.5; Flux: embedded guidance 5.5
-
-
-@dataclass
 class EditConfig:
-    method: str = "pnp"
-    target_prompt: str = ""
-    negative_prompt: str = ""
-    guidance_scale: float = 7.5
-    inject_features: float = 0.8  # PnP: fraction of steps with residual-feature injection
-    inject_attention: float = 0.5  # PnP: fraction of steps with self-attention q/k injection
-    # PnP layers (diffusers module names); null = the model family's defaults (vidinv.models.family):
-    # SD 1.x/2.x up_blocks.1.resnets.1 and every decoder self-attention but the first module's
-    feature_layers: list[str] | None = None
-    attention_layers: list[str] | None = None
-    # the source branch the edit injects from: the DDIM reconstruction run beside the edit, or the
-    # stored inversion latents of each step (TokenFlow's choice); identical for ddpm_ef
-    source_branch: str = "reconstructed"
-    seed: int = 0  # randomness of the edit itself (TokenFlow's keyframe offsets)
-    # TokenFlow: one keyframe per group of this many frames (offset drawn per step)
-    keyframe_stride: int = 8
-    # TokenFlow: keyframes edited jointly (extended attention among them) per keyframe pass; a step's
-    # keyframes are cut into consecutive windows of this many, so memory follows the window, not the
-    # clip; 0 = all of a step's keyframes together (the paper's setting)
-    keyframe_window: int = 16
-    # FateZero: fraction of steps whose self-attention maps are replaced by the stored source maps
-    self_attn_steps: float = 0.5
-    cross_attn_steps: float = 0.8  # FateZero: fraction of steps whose cross-attention is blended with the stored maps
-    # FateZero: attention layers (attn1/attn2 module names) stored and fused; null = every layer below
-    # the full latent resolution (as prompt-to-prompt/FateZero store maps of at most 32x32 in SD at 512 px)
-    store_layers: list[str] | None = None
-    blend_words: list[str] = field(default_factory=list)  # FateZero: words whose cross-attention masks the edit
-    mask_threshold: float = 0.3  # FateZero: threshold on the normalised cross-attention of blend_words
-    store_limit_mb: int = 4096  # FateZero: bound on the attention store (CPU, fp16)
-    # FateZero: where the source maps come from: captured during the inversion and held (memory),
-    # recomputed by a source row in the edit (recompute), or auto = memory when it fits store_limit_mb
-    store: str = "auto"
-    store_dtype: str = "fp16"  # FateZero: precision of the stored maps (fp32 only for exactness checks)
+    """What every edit method reads; each method's own settings are its section `edit.NAME`
+    (the dataclass its class declares as `settings`, e.g. `edit.pnp`, `edit.fatezero`)."""
+
+    method: str = "pnp"  # how the edit keeps the source's structure (a registered edit method)
+    target_prompt: str = ""  # what the edited clip should show
+    negative_prompt: str = ""  # the unconditional row's prompt of the edit's guidance
+    guidance_scale: float = 7.5  # classifier-free guidance of the edit (cfg_tar for ddpm_ef)
+    seed: int = 0  # randomness of the edit itself (TokenFlow's keyframe offsets, FlowEdit's noise)
     skip: int | None = None  # ddpm_ef: T_skip steps skipped; null = 36% of the steps
     control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
     controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
     depth_estimator: str = DEPTH_ESTIMATOR  # edit.control=depth: transformers depth model (folder / hub id)
-    flowedit: FlowEditConfig = field(default_factory=FlowEditConfig)
 
 
 @dataclass
 class RuntimeConfig:
-    output_dir: str = "outputs/run"
+    output_dir: str = "outputs/run"  # the run's folder (videos, metrics.json, config.yaml, the inversion record)
     vae_chunk: int = 8  # frames per VAE call; 0 = the whole clip at once
     unet_chunk: int = 8  # frames per UNet call (memory follows the chunk, not the clip); 0 = the whole clip
-    overwrite: bool = False
+    overwrite: bool = False  # write into a non-empty output folder, replacing an earlier run's results
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
     checkpoint_seconds: float | None = 60.0
@@ -153,7 +116,7 @@ class RuntimeConfig:
     # written and read one step at a time (host memory no longer grows with steps x frames); auto =
     # disk when the record would pass record_limit_mb
     record: str = "auto"
-    record_limit_mb: int = 2048
+    record_limit_mb: int = 2048  # record=auto: the size above which the record lives on disk
     # output videos: h264 (.mp4), ffv1 (.mkv, lossless) or png (a folder of frames, lossless); byte-identical reruns
     codec: str = "h264"
     # the source's audio in edited / side_by_side videos, cut to the selected frames (dropped with a note when stride != 1)
@@ -169,22 +132,81 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
-    inversion: InversionConfig = field(default_factory=InversionConfig)
-    edit: EditConfig = field(default_factory=EditConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the weights and how they run
+    video: VideoConfig = field(default_factory=VideoConfig)  # the clip: which frames, at what size
+    inversion: InversionConfig = field(default_factory=InversionConfig)  # the clip to an inversion record
+    edit: EditConfig = field(default_factory=EditConfig)  # the record to the edited clip
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # outputs, chunking, memory
+    eval: EvalConfig = field(default_factory=EvalConfig)  # metrics that need weights
+
+    def __post_init__(self):
+        if type(self.edit) is EditConfig:  # the edit section with every registered method's own section
+            self.edit = edit_schema()(**{f.name: getattr(self.edit, f.name) for f in fields(EditConfig)})
+
+    def __reduce__(self):  # pickled as its YAML: the edit section's class is composed per process
+        return config_from_yaml, (to_yaml(self),)
+
+    def __copy__(self):
+        return Config(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def __deepcopy__(self, memo):
+        return Config(**{f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self)})
 
 
-def valid_keys(schema: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, sections included."""
+# flat keys of the edit section before each method had its own (one release): key -> method section
+MOVED_EDIT_KEYS = {
+    **dict.fromkeys(("inject_features", "inject_attention", "feature_layers", "attention_layers"), "pnp"),
+    "source_branch": "pnp",
+    **dict.fromkeys(("keyframe_stride", "keyframe_window"), "tokenflow"),
+    **dict.fromkeys(("self_attn_steps", "cross_attn_steps", "store_layers", "blend_words"), "fatezero"),
+    **dict.fromkeys(("mask_threshold", "store_limit_mb", "store", "store_dtype"), "fatezero"),
+}
+_SCHEMAS: dict[tuple, type] = {}
+
+
+def edit_sections() -> dict[str, type]:
+    """`edit.NAME` -> the settings dataclass the edit method registered as NAME declares (its own
+    class attribute `settings`; methods without settings have no section)."""
+    sections = {}
+    for name in EDIT_METHODS.names():
+        try:
+            cls = EDIT_METHODS.get(name)
+        except Exception as err:  # a broken plug-in: `edit.method=NAME` reports it when chosen
+            log.warning(f"edit method {name!r} cannot be loaded: {first_line(err)}")
+            continue
+        settings = vars(cls).get("settings")
+        if settings is None:
+            continue
+        if name in {f.name for f in fields(EditConfig)}:
+            raise VidinvError(f"edit method {name!r}: its settings section would hide the key 'edit.{name}'")
+        sections[name] = settings
+    return sections
+
+
+def edit_schema() -> type:
+    """The edit section's dataclass: `EditConfig` with a field per method section (`edit_sections`)."""
+    sections = edit_sections()
+    key = tuple(sections.items())
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = make_dataclass(
+            "EditConfig",
+            [(name, settings, field(default_factory=settings)) for name, settings in sections.items()],
+            bases=(EditConfig,),
+            namespace={"__module__": __name__, "__doc__": EditConfig.__doc__},
+        )
+    return _SCHEMAS[key]
+
+
+def valid_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the config (the defaults, method sections included), sections included."""
+    node = Config() if node is None else node
     keys = []
-    for f in fields(schema):
+    for f in fields(node):
         key = prefix + f.name
         keys.append(key)
-        if is_dataclass(f.default_factory if f.default_factory is not None else None):
-            keys.extend(valid_keys(f.default_factory, key + "."))
+        value = getattr(node, f.name)
+        if is_dataclass(value):
+            keys.extend(valid_keys(value, key + "."))
     return keys
 
 
@@ -197,14 +219,46 @@ def _nearest_key(key: str) -> str:
 
 def _declared_type(key: str) -> str | None:
     """The annotation of a dotted key in the schema, as written (e.g. 'Optional[int]')."""
-    schema: Any = Config
+    node: Any = Config()
     for part in key.split("."):
-        match = [f for f in fields(schema) if f.name == part] if is_dataclass(schema) else []
+        match = [f for f in fields(node) if f.name == part] if is_dataclass(node) else []
         if not match:
             return None
-        declared = match[0]
-        schema = declared.default_factory if is_dataclass(declared.default_factory or None) else declared.type
-    return schema.__name__.replace("Config", " section") if is_dataclass(schema) else str(schema)
+        value = getattr(node, part)
+        node = value if is_dataclass(value) else match[0].type
+    if is_dataclass(node):
+        return type(node).__name__.replace("Config", " section").replace("Settings", " section")
+    return str(node)
+
+
+def moved_key(key: str) -> str:
+    """`key`, or its place in a method's section when it is a flat edit key of the last release
+    (`edit.inject_features` -> `edit.pnp.inject_features`), with a one-line note."""
+    parts = key.split(".")
+    if len(parts) >= 2 and parts[0] == "edit" and parts[1] in MOVED_EDIT_KEYS:
+        new = ".".join(["edit", MOVED_EDIT_KEYS[parts[1]], *parts[1:]])
+        log.warning(f"config: '{key}' is deprecated, use '{new}' (the old key goes in the next release)")
+        return new
+    return key
+
+
+def in_sections(edit: dict) -> dict:
+    """Edit-section values with method settings given flat (`inject_features: 0.5`) moved into their
+    sections (`pnp: {inject_features: 0.5}`), merged with what those sections already hold."""
+    edit = dict(edit)
+    for name in [k for k in edit if k in MOVED_EDIT_KEYS]:
+        section = MOVED_EDIT_KEYS[name]
+        edit[section] = {**(edit.get(section) or {}), name: edit.pop(name)}
+    return edit
+
+
+def _moved_sections(values: Any) -> Any:
+    """Nested config values with the last release's flat edit keys moved into their sections (a note each)."""
+    if not isinstance(values, dict) or not isinstance(values.get("edit"), dict):
+        return values
+    for name in values["edit"]:
+        moved_key(f"edit.{name}")
+    return {**values, "edit": in_sections(values["edit"])}
 
 
 def _explain(err: OmegaConfBaseException, origin: str) -> VidinvError:
@@ -228,7 +282,7 @@ def _merge(base: DictConfig, other: Any, origin: str) -> DictConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file at `path`, then `key=value` overrides; validated."""
-    merged = OmegaConf.structured(Config)
+    merged = OmegaConf.structured(Config())
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -239,12 +293,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise VidinvError(f"config file {path} is not valid YAML: {first_line(err)}") from err
         if not isinstance(from_file, DictConfig):
             raise VidinvError(f"config file {path} must hold a mapping of sections (model, video, ...)")
-        merged = _merge(merged, from_file, str(path))
+        merged = _merge(merged, _moved_sections(OmegaConf.to_container(from_file)), str(path))
     given: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
             raise VidinvError(f"override {item!r} is not of the form key=value")
         key = item.split("=", 1)[0].strip().lstrip("+~")
+        new_key = moved_key(key)
+        item, key = item.replace(key, new_key, 1), new_key
         if key in given:
             raise VidinvError(f"override {item!r}: key '{key}' is given twice (also {given[key]!r})")
         given[key] = item
@@ -260,8 +316,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(values: dict | None = None) -> Config:
     """A validated Config from nested dict values over the defaults (for the Python API)."""
-    merged = _merge(OmegaConf.structured(Config), OmegaConf.create(values or {}), "config")
+    merged = _merge(OmegaConf.structured(Config()), OmegaConf.create(_moved_sections(values or {})), "config")
     config = OmegaConf.to_object(merged)
+    validate(config)
+    return config
+
+
+def config_from_yaml(text: str) -> Config:
+    """The Config of `to_yaml`'s text (how a Config is pickled)."""
+    config = OmegaConf.to_object(_merge(OmegaConf.structured(Config()), OmegaConf.create(text), "config"))
     validate(config)
     return config
 
@@ -272,7 +335,7 @@ def config_with(config: Config, values: dict[str, Any], origin: str = "config") 
     merged = OmegaConf.structured(config)
     for key, value in values.items():
         try:
-            OmegaConf.update(merged, key, value, merge=False)
+            OmegaConf.update(merged, moved_key(key), value, merge=False)
         except OmegaConfBaseException as err:
             raise _explain(err, origin) from err
     result = OmegaConf.to_object(merged)
@@ -287,66 +350,83 @@ def get_key(config: Config, key: str) -> Any:
     return value
 
 
-def _require(condition: bool, key: str, value: Any, wanted: str) -> None:
+def require(condition: bool, key: str, value: Any, wanted: str) -> None:
+    """A one-line VidinvError naming `key` when `condition` is false (the checks of `validate`)."""
     if not condition:
         raise VidinvError(f"config: '{key}' is {value!r}, expected {wanted}")
 
 
+def require_fractions(section: Any, prefix: str, names: tuple[str, ...]) -> None:
+    """Each of `names` in `section` a fraction in [0, 1]."""
+    for name in names:
+        value = getattr(section, name)
+        require(0.0 <= value <= 1.0, f"{prefix}.{name}", value, "a fraction in [0, 1]")
+
+
+def choices(config: Config | None = None) -> dict[str, tuple[str, ...]]:
+    """Allowed values of every string option, method sections' included (`choices` of a settings class)."""
+    config = Config() if config is None else config
+    allowed = dict(CHOICES)
+    for name in edit_sections():
+        section = getattr(config.edit, name)
+        for key, values in getattr(section, "choices", {}).items():
+            allowed[f"edit.{name}.{key}"] = tuple(values)
+    return allowed
+
+
 def validate(config: Config) -> None:
     """Range and choice checks that the type system does not express."""
-    for key, allowed in [*CHOICES.items(), *((k, r.names()) for k, r in REGISTRIES.items())]:
+    for key, allowed in [*choices(config).items(), *((k, r.names()) for k, r in REGISTRIES.items())]:
         value = get_key(config, key)
-        _require(value in allowed, key, value, "one of " + ", ".join(allowed))
+        require(value in allowed, key, value, "one of " + ", ".join(allowed))
     v, inv, ed, rt, m = config.video, config.inversion, config.edit, config.runtime, config.model
-    _require(v.start >= 0, "video.start", v.start, "an integer >= 0")
-    _require(v.stride >= 1, "video.stride", v.stride, "an integer >= 1")
-    _require(v.num_frames is None or v.num_frames >= 1, "video.num_frames", v.num_frames, "null or an integer >= 1")
+    require(v.start >= 0, "video.start", v.start, "an integer >= 0")
+    require(v.stride >= 1, "video.stride", v.stride, "an integer >= 1")
+    require(v.num_frames is None or v.num_frames >= 1, "video.num_frames", v.num_frames, "null or an integer >= 1")
     for key in ("height", "width"):
         size = getattr(v, key)
-        _require(
+        require(
             size is None or (8 <= size <= MAX_SIDE and size % 8 == 0),
             f"video.{key}",
             size,
             f"null or a multiple of 8 in 8..{MAX_SIDE}",
         )
-    _require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
-    _require(
+    require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
+    require(
         inv.guidance_scale is None or 0 <= inv.guidance_scale < math.inf,
         "inversion.guidance_scale",
         inv.guidance_scale,
         "null or a finite number >= 0",
     )
-    _require(0 <= ed.guidance_scale < math.inf, "edit.guidance_scale", ed.guidance_scale, "a finite number >= 0")
-    for key in ("inject_features", "inject_attention", "self_attn_steps", "cross_attn_steps", "mask_threshold"):
-        value = getattr(ed, key)
-        _require(0.0 <= value <= 1.0, f"edit.{key}", value, "a fraction in [0, 1]")
-    _require(ed.store_limit_mb >= 0, "edit.store_limit_mb", ed.store_limit_mb, "an integer >= 0")
-    _require(ed.keyframe_stride >= 1, "edit.keyframe_stride", ed.keyframe_stride, "an integer >= 1")
-    _require(ed.keyframe_window >= 0, "edit.keyframe_window", ed.keyframe_window, "an integer >= 0 (0 = all keyframes)")
-    _require(
+    require(0 <= ed.guidance_scale < math.inf, "edit.guidance_scale", ed.guidance_scale, "a finite number >= 0")
+    for name in edit_sections():  # each method's own checks of its section
+        section = getattr(ed, name)
+        if hasattr(section, "check"):
+            section.check(f"edit.{name}")
+    require(
         ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
     )
-    _require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
-    _require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
-    _require(
+    require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
+    require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
+    require(
         rt.checkpoint_seconds is None or rt.checkpoint_seconds >= 0,
         "runtime.checkpoint_seconds",
         rt.checkpoint_seconds,
         "null or a number of seconds >= 0",
     )
-    _require(
+    require(
         rt.vae_tile_size >= 64 and rt.vae_tile_size % 64 == 0,
         "runtime.vae_tile_size",
         rt.vae_tile_size,
         "a multiple of 64",
     )
-    _require(rt.fps is None or 0 < rt.fps < math.inf, "runtime.fps", rt.fps, "null or a finite number > 0")
-    _require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
-    _require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
-    _require(rt.record_limit_mb >= 0, "runtime.record_limit_mb", rt.record_limit_mb, "an integer >= 0")
-    _require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
-    _require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
-    _require(config.eval.clip is None or bool(config.eval.clip), "eval.clip", config.eval.clip, "null or a CLIP model")
+    require(rt.fps is None or 0 < rt.fps < math.inf, "runtime.fps", rt.fps, "null or a finite number > 0")
+    require(bool(rt.output_dir), "runtime.output_dir", rt.output_dir, "a folder path")
+    require(rt.record_dir is None or bool(rt.record_dir), "runtime.record_dir", rt.record_dir, "null or a folder path")
+    require(rt.record_limit_mb >= 0, "runtime.record_limit_mb", rt.record_limit_mb, "an integer >= 0")
+    require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
+    require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
+    require(config.eval.clip is None or bool(config.eval.clip), "eval.clip", config.eval.clip, "null or a CLIP model")
     _validate_control(config)
 
 
@@ -360,17 +440,17 @@ def _validate_control(config: Config) -> None:
     nets, kinds, scales = (
         as_list(v) for v in (config.model.controlnet, config.edit.control, config.edit.controlnet_scale)
     )
-    _require(all(isinstance(n, str) and n for n in nets), "model.controlnet", nets, "null, a source or a list of them")
+    require(all(isinstance(n, str) and n for n in nets), "model.controlnet", nets, "null, a source or a list of them")
     wanted = f"one of {', '.join(CONTROL_KINDS)} per ControlNet ({len(nets)})"
-    _require(len(kinds) == len(nets) and set(kinds) <= set(CONTROL_KINDS), "edit.control", kinds, wanted)
+    require(len(kinds) == len(nets) and set(kinds) <= set(CONTROL_KINDS), "edit.control", kinds, wanted)
     numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in scales)
-    _require(
+    require(
         numbers and len(scales) in (1, max(len(nets), 1)),
         "edit.controlnet_scale",
         scales,
         "a number >= 0 or one per ControlNet",
     )
-    _require(not config.inversion.control or nets, "inversion.control", True, "false without model.controlnet")
+    require(not config.inversion.control or nets, "inversion.control", True, "false without model.controlnet")
 
 
 def to_yaml(config: Config) -> str:

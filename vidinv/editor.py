@@ -15,10 +15,15 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from vidinv.callbacks import step_callback
 from vidinv.config import Config, config_from_dict, validate
+
+if TYPE_CHECKING:
+    from vidinv.editing.methods import EditStats
 
 
 def load_models_for(config: Config):
@@ -30,13 +35,13 @@ def load_models_for(config: Config):
 
 
 def prepare_models(models, config: Config):
-    """`models` made ready as configured (in place): cross-frame attention on the UNet, VAE tiling, offload."""
+    """`models` made ready as configured (in place): cross-frame attention on the denoiser, VAE tiling, offload."""
     from vidinv.attention.inflate import install_from_config
     from vidinv.models.offload import apply_offload
     from vidinv.models.vae import set_vae_tiling
 
     rt = config.runtime
-    install_from_config(models.unet, config.model)
+    install_from_config(models.denoiser, config.model)
     set_vae_tiling(models.vae, rt.vae_tile_size if rt.vae_tiling else None)
     apply_offload(models, rt.offload)
     return models
@@ -53,13 +58,6 @@ def load_clip(config: Config, source=None):
     return read_video(source, start=v.start, num_frames=v.num_frames, stride=v.stride, size=size, resize=v.resize)
 
 
-def stage_callback(callback_on_step_end, stage: str):
-    """callback(step, total, latents) of one stage, calling callback_on_step_end(stage, step, total, latents)."""
-    if callback_on_step_end is None:
-        return None
-    return lambda step, total, latents: callback_on_step_end(stage, step, total, latents)
-
-
 @dataclass
 class EditOutput:
     """An edited clip, the record it came from, and what each stage cost."""
@@ -69,7 +67,8 @@ class EditOutput:
     record: object  # InversionRecord
     record_reused: bool = False
     seconds: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
+    stats: EditStats | None = None  # what the edit method reports (frame_calls, edit_s, its own in extra)
+    peak_memory: dict = field(default_factory=dict)  # MB after the inversion, the edit (and the decode)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -196,8 +195,8 @@ class VideoEditor:
     ) -> tuple[object, bool]:
         """(record, reused): invert the frames with the source prompt; with `record_dir`, a matching
         record there is reused and a new one is saved there. `captures`: what an edit method asks
-        the inversion to capture (`vidinv.editing.Capture`). `callback_on_step_end("inversion",
-        step, total, None)` after every inversion step."""
+        the inversion to capture (`vidinv.editing.Capture`). `callback_on_step_end(step)` after
+        every inversion step (a `vidinv.Step` of stage "inversion", latents None)."""
         control = self.control(frames) if self.config.inversion.control else None
         return self.invert_latents(
             self.encode(frames),
@@ -226,7 +225,7 @@ class VideoEditor:
         options = dict(
             progress=self.progress,
             captures=captures,
-            callback=stage_callback(callback_on_step_end, "inversion"),
+            callback=step_callback(callback_on_step_end),
             control=control,
         )
         if record_dir is None:
@@ -235,11 +234,11 @@ class VideoEditor:
 
     def reconstruct(self, record, *, callback_on_step_end=None, control=None) -> torch.Tensor:
         """The frames regenerated from the record with its own prompt and guidance;
-        `callback_on_step_end("reconstruction", step, total, latents)` after every step; `control`:
-        the clip's ControlNet conditions, for a record inverted with them."""
+        `callback_on_step_end(step)` after every step (a `vidinv.Step` of stage "reconstruction");
+        `control`: the clip's ControlNet conditions, for a record inverted with them."""
         from vidinv.inversion import reconstruct
 
-        callback = stage_callback(callback_on_step_end, "reconstruction")
+        callback = step_callback(callback_on_step_end)
         return self.decode(
             reconstruct(self.models, record, self.config, progress=self.progress, callback=callback, control=control)
         )
@@ -257,10 +256,11 @@ class VideoEditor:
         """Edit the clip towards `target_prompt` (default edit.target_prompt), keeping its structure.
 
         `record` skips the inversion (it must come from these frames); `record_dir` reuses or
-        saves the inversion record on disk. `callback_on_step_end(stage, step, total, latents)` is
-        called after every step, as diffusers' pipelines do: stage "inversion" (latents None; only
-        when the inversion runs), then "edit" (the edit branch's latents after step `step` of
-        `total`).
+        saves the inversion record on disk. `callback_on_step_end(step)` is called after every
+        step with a `vidinv.Step` (stage, index, total, timestep, latents): stage "inversion"
+        (latents None; only when the inversion runs), then "edit" (the edit branch's latents after
+        step `index` of `total`). A callable of four parameters gets (stage, index, total, latents),
+        the form before `Step`.
         """
         reset_peak_memory(self.models.device)
         t0 = time.perf_counter()
@@ -281,7 +281,7 @@ class VideoEditor:
         t0 = time.perf_counter()
         edited = self.decode(out.latents)
         out.seconds["decode"] = round(time.perf_counter() - t0, 4)
-        out.stats["peak_memory"]["after_decode_mb"] = round(peak_memory_mb(self.models.device), 1)
+        out.peak_memory["after_decode_mb"] = round(peak_memory_mb(self.models.device), 1)
         out.frames = edited
         return out
 
@@ -335,9 +335,9 @@ class VideoEditor:
                 latents.set_()  # the record's latents[0] is the clip now (a view of it keeps its storage alive)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
         t0 = time.perf_counter()
-        result = method.edit(record, progress=self.progress, callback=stage_callback(callback_on_step_end, "edit"))
+        result = method.edit(record, progress=self.progress, callback=step_callback(callback_on_step_end))
         check_finite(result.latents, "edit", self.models.dtype)
-        seconds["edit"] = result.stats.get("edit_s", round(time.perf_counter() - t0, 4))
+        measured = round(time.perf_counter() - t0, 4)
+        seconds["edit"] = measured if result.stats.edit_s is None else result.stats.edit_s
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
-        stats = {**result.stats, "peak_memory": memory}
-        return EditOutput(None, result.latents, record, reused, seconds, stats)
+        return EditOutput(None, result.latents, record, reused, seconds, result.stats, memory)

@@ -4,7 +4,7 @@ A pipeline over a long clip allocates and frees whole-clip latent tensors (a few
 step. glibc's malloc raises its mmap threshold dynamically after such frees, after which those
 blocks come from the heap, fragment it, and stay in the resident size. A fixed threshold keeps
 every block of `threshold` bytes or more mmapped, returned to the system on free. Measured
-(tests/README): 121 -> 39 KB per added frame of peak RSS for an edit at 128x128 (64 vs 208
+(docs/benchmarks.md): 121 -> 39 KB per added frame of peak RSS for an edit at 128x128 (64 vs 208
 frames). A no-op where glibc is not the allocator.
 
 `scramble_heap` leaves the C heap in a state of a seed's choosing (for `vidinv doctor` and the

@@ -1,7 +1,7 @@
 """Clip metrics: PSNR (per frame and mean), on tensors in a known value range; the clip comparison
 of `vidinv edit` and `vidinv eval` on the clips' 8-bit pictures: warp error, frame change, flicker,
 PSNR and SSIM against the source (also of the region outside an edit mask), and with a CLIP model
-(`vidinv.clip_metrics`) CLIP-T and CLIP-F. Definitions and references: the README's eval section."""
+(`vidinv.clip_metrics`) CLIP-T and CLIP-F. Definitions and references: docs/operations.md (`vidinv eval`)."""
 
 from __future__ import annotations
 

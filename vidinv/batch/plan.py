@@ -71,9 +71,9 @@ def _absolute(path: str) -> str:
 
 def _needs_inversion_hooks(config: Config) -> bool:
     """True when the edit method captures something during the inversion (FateZero's store)."""
-    from vidinv.editing import EditMethod, get_edit_method
+    from vidinv.editing import get_edit_method
 
-    return get_edit_method(config.edit.method).captures is not EditMethod.captures
+    return get_edit_method(config.edit.method).captures_in_inversion
 
 
 def plan_items(manifest: Manifest) -> list[list[BatchItem]]:

@@ -4,7 +4,7 @@ An `AttentionStore` is a `Capture` of the inversion (vidinv.editing.methods) and
 (the processors' `probs` hook point): while entered it attaches itself to the UNet's frame attention and reads the timestep of
 every UNet call (a forward pre-hook), and for the layers and timesteps of its `StorePlan` it keeps
 the attention probabilities of one row of the batch (`row`, default the last: the source's
-conditional row), per frame, as fp16 CPU tensors (`edit.store_dtype`; fp32 for exactness checks).
+conditional row), per frame, as fp16 CPU tensors (`edit.fatezero.store_dtype`; fp32 for exactness checks).
 From a CUDA device each map is copied without blocking (into pinned host memory), so capturing
 never waits for the device; the copies are complete after one synchronize (`ready`), which runs
 before the maps are first read (`finish`, `get`, `save`):
@@ -16,7 +16,7 @@ keyed by (kind, timestep, occurrence, layer, frame). Maps are keyed by TIMESTEP,
 the inversion visits the table's timesteps in ascending order, the edit in descending order, and
 both look maps up by the t of the step. `occurrence` counts the UNet calls at the same t (1 per
 step, except MBDI: one per group member, in the group's order, which the edit repeats). The bytes
-kept are counted against `edit.store_limit_mb`; going over raises a VidinvError at once.
+kept are counted against `edit.fatezero.store_limit_mb`; going over raises a VidinvError at once.
 
 On disk it lives next to the inversion record (written after it, each file atomically):
 
@@ -56,7 +56,7 @@ class StorePlan:
     cross_layers: tuple[str, ...] = ()
     self_steps: tuple[int, ...] = ()  # timesteps
     cross_steps: tuple[int, ...] = ()
-    dtype: str = "fp16"  # of the stored maps (edit.store_dtype)
+    dtype: str = "fp16"  # of the stored maps (edit.fatezero.store_dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -179,8 +179,8 @@ class AttentionStore(Capture, AttentionHook):
         if self.nbytes + nbytes > self.limit_bytes:
             raise VidinvError(
                 f"FateZero attention store: {(self.nbytes + nbytes) / 2**20:.2f} MiB and counting exceeds "
-                f"edit.store_limit_mb = {self.limit_bytes / 2**20:g} (store fewer layers (edit.store_layers) or "
-                "steps (edit.self_attn_steps, edit.cross_attn_steps), edit fewer frames, or raise the limit)"
+                f"edit.fatezero.store_limit_mb = {self.limit_bytes / 2**20:g} (store fewer layers (edit.fatezero.store_layers) or "
+                "steps (edit.fatezero.self_attn_steps, edit.fatezero.cross_attn_steps), edit fewer frames, or raise the limit)"
             )
         self.maps[key] = value
         self.nbytes += nbytes

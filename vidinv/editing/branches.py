@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from vidinv import interrupts
 from vidinv.attention import run_unet
+from vidinv.callbacks import Step, StepCallback
 from vidinv.editing.injection import RowLayout
-from vidinv.editing.methods import EditResult
+from vidinv.editing.methods import EditResult, EditStats
 from vidinv.errors import VidinvError
 from vidinv.guidance import guide, prompt_rows
 from vidinv.inversion.api import record_model, text_size
@@ -43,6 +44,17 @@ from vidinv.models.offload import execution_device
 from vidinv.models.text import TextConditioning
 
 SOURCE_KINDS = ("reconstructed", "record", "inversion")
+
+
+@dataclass(kw_only=True)
+class BranchEditStats(EditStats):
+    """The stats of every edit sampled by `sample_edit` (PnP, TokenFlow, FateZero); `extra` holds
+    the denoiser's `extra_stats()`, then what the method adds."""
+
+    start_step: int  # the first step (T_skip for an edit-friendly record)
+    source_branch: str | None  # SourceBranch.kind
+    source_steps: int  # steps the source rows ran
+    edit_rows: int  # prompt rows of the edit branch (uncond?, cond)
 
 
 @dataclass
@@ -134,7 +146,7 @@ class EditDenoiser(ControlledCall):
         )
 
     def extra_stats(self) -> dict:
-        """What a subclass adds to EditResult.stats."""
+        """What a subclass adds to EditResult.stats.extra."""
         return {}
 
 
@@ -193,7 +205,7 @@ def build_denoiser(
             raise VidinvError(f"edit.method: {config.edit.method} runs on UNet models (SD 1.x/2.x, SDXL)")
         denoiser, extra = FlowEditDenoiser, {**extra, "models": models}
     return denoiser(
-        models.unet,
+        models.denoiser,
         sampler,
         source,
         source_rows=rows,
@@ -216,7 +228,9 @@ def source_latent(sampler: Sampler, source: SourceBranch, i: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=False, callback=None) -> EditResult:
+def sample_edit(
+    models, record, config, denoiser: EditDenoiser, *, progress=False, callback: StepCallback | None = None
+) -> EditResult:
     """Run the edit loop (module docstring) with `denoiser.hook` active; the stats every method reports."""
     _, sampler, _ = record_model(models, record, config, denoiser.control)
     source = denoiser.source
@@ -248,7 +262,7 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
             del pred
             branches[-1] = z
             if callback is not None:
-                callback(i, n, z)
+                callback(Step("edit", i, n, sampler.table.t(i), z))
             del z
             if interrupts.requested():  # a first Ctrl-C: stop at this step boundary
                 raise interrupts.Interrupted("edit", i + 1 - start, n - start)
@@ -258,13 +272,13 @@ def sample_edit(models, record, config, denoiser: EditDenoiser, *, progress=Fals
     z = branches[-1] if len(branches) == 1 else branches[-1].clone()
     if models.device.type == "cuda":
         torch.cuda.synchronize(models.device)
-    stats = {
-        "edit_s": round(time.perf_counter() - started, 4),
-        "frame_calls": denoiser.frame_calls,
-        "start_step": start,
-        "source_branch": source.kind,
-        "source_steps": max(0, min(source.until, n) - start) if source.kind else 0,
-        "edit_rows": len(denoiser.edit_rows),
-        **denoiser.extra_stats(),
-    }
+    stats = BranchEditStats(
+        edit_s=round(time.perf_counter() - started, 4),
+        frame_calls=denoiser.frame_calls,
+        start_step=start,
+        source_branch=source.kind,
+        source_steps=max(0, min(source.until, n) - start) if source.kind else 0,
+        edit_rows=len(denoiser.edit_rows),
+        extra=denoiser.extra_stats(),
+    )
     return EditResult(latents=z, source_latents=z_source, stats=stats)

@@ -1,9 +1,9 @@
 """FateZero (Qi et al., ICCV 2023, arXiv 2303.09535): fuse the source's attention maps from the
 inversion into the edit.
 
-Where the source maps come from (`edit.store`):
+Where the source maps come from (`edit.fatezero.store`):
 - `memory`: `AttentionStore` captures them during the inversion (a `Capture`): the planned layers
-  at the planned timesteps only, in `edit.store_dtype`, bounded by `edit.store_limit_mb`; saved
+  at the planned timesteps only, in `edit.fatezero.store_dtype`, bounded by `edit.fatezero.store_limit_mb`; saved
   next to the record and reused with it. The edit then runs no source rows at all.
 - `recompute`: no store. The inversion's UNet call at step i is a pure function of the record
   (the latent it saw, `Sampler.inversion_latent(i)`), the timestep, the step's transform and the
@@ -18,15 +18,15 @@ The edit samples through the record's sampler and method wrapper (FreeInv's tran
 applies to the whole batch, so maps and fusion share the orientation of step i; MBDI's group
 members are matched by occurrence), and fuses attention in the edit's CONDITIONAL row only (as
 FateZero and prompt-to-prompt edit only the conditional half of the batch):
-- self-attention, for the first `edit.self_attn_steps` of the steps: FateZero's Attention Map
+- self-attention, for the first `edit.fatezero.self_attn_steps` of the steps: FateZero's Attention Map
   Blending (paper Sec. 3.2, eq. 5): s_fused = M * s_edit + (1 - M) * s_src, out = s_fused @ V_edit;
   M = 0 (no `blend_words`) is full replacement by the source maps;
-- cross-attention, for the first `edit.cross_attn_steps`: c_fused = M * c_edit + (1 - M) * c_src,
+- cross-attention, for the first `edit.fatezero.cross_attn_steps`: c_fused = M * c_edit + (1 - M) * c_src,
   the source maps' token columns carried to the target prompt's tokens by alignment
   (prompt-to-prompt's word mapping; new target words get no source attention).
-- M (per frame, per step): the source's cross-attention of the `edit.blend_words` tokens,
+- M (per frame, per step): the source's cross-attention of the `edit.fatezero.blend_words` tokens,
   averaged over heads, tokens and the stored cross layers at the latent resolution, normalised
-  by its per-frame max and thresholded at `edit.mask_threshold` (FateZero's `blend_th`);
+  by its per-frame max and thresholded at `edit.fatezero.mask_threshold` (FateZero's `blend_th`);
   area-pooled to each layer's resolution. When recomputing, the mask of a step comes from a
   source-row pre-pass over the clip (F more frame-calls per masked step).
 FateZero's optional latent blend (`masked_latents`, off in its configs) is not done.
@@ -45,6 +45,8 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +59,8 @@ from vidinv.editing.attention_store import AttentionStore, StorePlan
 from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.errors import VidinvError
-from vidinv.inversion.api import method_for, record_model, table_for
+from vidinv.inversion.api import record_model, table_for
+from vidinv.inversion.costs import inversion_method
 from vidinv.inversion.samplers import SAMPLERS
 from vidinv.inversion.timesteps import StepTable
 from vidinv.models.family import family_or_default
@@ -65,10 +68,38 @@ from vidinv.models.family import family_or_default
 log = logging.getLogger("vidinv")
 
 
+@dataclass
+class FateZeroSettings:
+    """FateZero's attention fusion (`edit.fatezero`)."""
+
+    self_attn_steps: float = 0.5  # fraction of steps whose self-attention maps are replaced by the stored source maps
+    cross_attn_steps: float = 0.8  # fraction of steps whose cross-attention is blended with the stored maps
+    # attention layers (attn1/attn2 module names) stored and fused; null = every layer below the full
+    # latent resolution (as prompt-to-prompt/FateZero store maps of at most 32x32 in SD at 512 px)
+    store_layers: list[str] | None = None
+    # words of the source prompt whose cross-attention masks the edit (FateZero's blend words): the
+    # edit changes only where they attend; empty = no mask, the fused maps apply everywhere
+    blend_words: list[str] = field(default_factory=list)
+    mask_threshold: float = 0.3  # threshold on the normalised cross-attention of blend_words
+    store_limit_mb: int = 4096  # bound on the attention store (CPU, fp16)
+    # where the source maps come from: captured during the inversion and held (memory), recomputed
+    # by a source row in the edit (recompute), or auto = memory when it fits store_limit_mb
+    store: str = "auto"
+    store_dtype: str = "fp16"  # precision of the stored maps (fp32 only for exactness checks)
+
+    choices: ClassVar[dict] = {"store": ("auto", "memory", "recompute"), "store_dtype": ("fp16", "fp32")}
+
+    def check(self, prefix: str) -> None:
+        from vidinv.config import require, require_fractions
+
+        require_fractions(self, prefix, ("self_attn_steps", "cross_attn_steps", "mask_threshold"))
+        require(self.store_limit_mb >= 0, f"{prefix}.store_limit_mb", self.store_limit_mb, "an integer >= 0")
+
+
 def step_counts(config: Config, steps: int) -> tuple[int, int]:
     """(self-attention steps, cross-attention steps): the first fractions of the steps with fusion."""
     ed = config.edit
-    return round(ed.self_attn_steps * steps), round(ed.cross_attn_steps * steps)
+    return round(ed.fatezero.self_attn_steps * steps), round(ed.fatezero.cross_attn_steps * steps)
 
 
 def store_plan(models, config: Config, table: StepTable, start: int) -> StorePlan:
@@ -76,29 +107,33 @@ def store_plan(models, config: Config, table: StepTable, start: int) -> StorePla
     unet = models.unet
     names = [name.rsplit(".", 1)[0] for name in unet.attn_processors]
     defaults = family_or_default(models)  # SD: below the full latent resolution; SDXL: the 32x32 level at 1024
-    layers = defaults.store_layers(unet) if config.edit.store_layers is None else list(config.edit.store_layers)
+    layers = (
+        defaults.store_layers(unet)
+        if config.edit.fatezero.store_layers is None
+        else list(config.edit.fatezero.store_layers)
+    )
     unknown = [name for name in layers if name not in names]
     if unknown:
         raise VidinvError(
-            f"edit.store_layers: {', '.join(unknown)} not attention layers of this UNet (they are: {', '.join(names)})"
+            f"edit.fatezero.store_layers: {', '.join(unknown)} not attention layers of this UNet (they are: {', '.join(names)})"
         )
     cross = [n for n in layers if unet.get_submodule(n).is_cross_attention]
     self_layers = [n for n in layers if n not in cross]
     n_self, n_cross = step_counts(config, len(table))
-    cross_until = max(n_cross, n_self if config.edit.blend_words else 0)  # the mask needs cross maps
+    cross_until = max(n_cross, n_self if config.edit.fatezero.blend_words else 0)  # the mask needs cross maps
     return StorePlan(
         self_layers=tuple(self_layers),
         cross_layers=tuple(cross),
         self_steps=tuple(int(table.timesteps[i]) for i in range(start, n_self)),
         cross_steps=tuple(int(table.timesteps[i]) for i in range(start, cross_until)),
-        dtype=config.edit.store_dtype,
+        dtype=config.edit.fatezero.store_dtype,
     )
 
 
 def new_store(models, config: Config, table: StepTable, start: int) -> AttentionStore:
     return AttentionStore(
         store_plan(models, config, table, start),
-        limit_mb=config.edit.store_limit_mb,
+        limit_mb=config.edit.fatezero.store_limit_mb,
         unet=models.unet,
         attention_backend=config.model.attention,
     )
@@ -157,7 +192,7 @@ def word_positions(models, prompt: str, words: list[str]) -> list[int]:
         found = [s for s in range(len(ids) - len(piece) + 1) if piece and ids[s : s + len(piece)] == piece]
         if not found:
             raise VidinvError(
-                f"edit.blend_words: {word!r} is not in the source prompt {prompt!r} "
+                f"edit.fatezero.blend_words: {word!r} is not in the source prompt {prompt!r} "
                 "(the mask comes from the source's stored cross-attention)"
             )
         positions += [s + k for s in found for k in range(len(piece))]
@@ -362,7 +397,9 @@ class FateZeroEdit(EditMethod):
     record it was captured for (its fingerprint)."""
 
     name = "fatezero"
+    settings = FateZeroSettings
     uses_control = True
+    captures_in_inversion = True  # the attention store, when it is held in memory
 
     def __init__(self, models, config):
         super().__init__(models, config)
@@ -375,20 +412,64 @@ class FateZeroEdit(EditMethod):
         """Layer names and blend words, before the inversion."""
         table = table_for(self.models, self.config.inversion.steps)
         self.plan(table, 0)
-        if self.config.edit.blend_words:
-            word_positions(self.models, self.config.inversion.source_prompt, list(self.config.edit.blend_words))
+        if self.config.edit.fatezero.blend_words:
+            word_positions(
+                self.models, self.config.inversion.source_prompt, list(self.config.edit.fatezero.blend_words)
+            )
+
+    @classmethod
+    def store_in_memory(cls, config, store_bytes: int) -> bool:
+        """`edit.fatezero.store` resolved for a store of `store_bytes` (auto: memory when it fits
+        `store_limit_mb`)."""
+        fz = config.edit.fatezero
+        return fz.store == "memory" or (fz.store == "auto" and store_bytes <= fz.store_limit_mb * 2**20)
 
     def store_mode(self, shape: tuple[int, ...]) -> str:
-        """`edit.store`, with `auto` resolved by the predicted size of the store for latents of `shape`."""
-        mode = self.config.edit.store
-        if mode != "auto":
-            return mode
+        """`edit.fatezero.store`, with `auto` resolved by the predicted size of the store for latents of `shape`."""
+        if self.config.edit.fatezero.store != "auto":
+            return self.config.edit.fatezero.store
         table = table_for(self.models, self.config.inversion.steps)
         plan = self.plan(table, self._inversion_start(table))
         handle = ensure_frame_attention(self.models.unet, self.config.model.attention)
-        group = method_for(self.config).evaluations_per_step(tuple(shape[-2:]))
+        group = inversion_method(self.config).evaluations_per_step(tuple(shape[-2:]))
         size = predicted_store_bytes(self.models, plan, tuple(shape[-2:]), shape[0], handle.pattern, group)
-        return "memory" if size <= self.config.edit.store_limit_mb * 2**20 else "recompute"
+        return "memory" if self.store_in_memory(self.config, size) else "recompute"
+
+    @classmethod
+    def predicted_frame_calls(cls, config, frames, latent_hw, *, store_in_memory: bool = True, **context) -> int:
+        """F x R_e x S with a stored store; recomputing adds a source row for the fused steps (and a
+        mask pre-pass per masked step with blend words)."""
+        from vidinv.inversion.costs import Costs
+
+        costs, fz = Costs(config), config.edit.fatezero
+        calls = frames * costs.edit_rows * costs.edit_steps
+        if not store_in_memory:
+            fused = max(0, max(step_counts(config, costs.steps)) - costs.start)
+            calls += frames * fused * (2 if fz.blend_words else 1)
+        return calls * costs.group(latent_hw)
+
+    @classmethod
+    def predicted_store_bytes(cls, config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int:
+        """The attention store of this run (`predicted_store_bytes`) for the UNet `unet` (fake
+        modules) of `family`, on the SD scheduler's step table."""
+        from types import SimpleNamespace
+
+        from diffusers import DDIMScheduler
+
+        from vidinv.attention.frames import FramePattern
+        from vidinv.inversion.costs import Costs
+        from vidinv.inversion.timesteps import step_table
+        from vidinv.models.tiny import SD_SCHEDULER_CONFIG
+
+        table = step_table(DDIMScheduler(**SD_SCHEDULER_CONFIG), config.inversion.steps)
+        costs = Costs(config)
+        plan = store_plan(SimpleNamespace(unet=unet, family=family), config, table, costs.start)
+        m = config.model
+        pattern = FramePattern(
+            m.frame_attention, keyframes=m.keyframes, keyframe_stride=m.keyframe_stride, group=m.attention_group
+        )
+        models = SimpleNamespace(unet=unet, tokenizer=SimpleNamespace(model_max_length=77))
+        return predicted_store_bytes(models, plan, latent_hw, frames, pattern, costs.group(latent_hw))
 
     def _inversion_start(self, table: StepTable) -> int:
         from vidinv.inversion.methods import get_inversion_method
@@ -412,7 +493,7 @@ class FateZeroEdit(EditMethod):
         store = self.store
         if store is not None and store.fingerprint == record.fingerprint and store.plan.covers(plan):
             return store
-        if self.config.edit.store == "memory":
+        if self.config.edit.fatezero.store == "memory":
             log.info("FateZero: no attention store matches this record; recomputing the source maps")
         return None
 
@@ -426,7 +507,11 @@ class FateZeroEdit(EditMethod):
         plan = self.plan(table, start)
         store = self._matching_store(record, plan)
         self_steps, cross_steps = step_counts(self.config, len(table))
-        blend = word_positions(models, record.source_prompt, list(ed.blend_words)) if ed.blend_words else []
+        blend = (
+            word_positions(models, record.source_prompt, list(ed.fatezero.blend_words))
+            if ed.fatezero.blend_words
+            else []
+        )
         fusion = FateZeroFusion(
             handle,
             store,
@@ -435,7 +520,7 @@ class FateZeroEdit(EditMethod):
             self_steps=self_steps,
             cross_steps=cross_steps,
             blend_tokens=blend,
-            threshold=ed.mask_threshold,
+            threshold=ed.fatezero.mask_threshold,
             token_index=token_map(models, record.source_prompt, ed.target_prompt),
             latent_size=tuple(record.latents.shape[-2:]),
         )
@@ -455,12 +540,12 @@ class FateZeroEdit(EditMethod):
         )
         result = sample_edit(models, record, self.config, denoiser, progress=progress, callback=callback)
         store_stats = store.stats() if store is not None else {"store_origin": "recomputed"}
-        result.stats.update(
+        result.stats.extra.update(
             self_attn_steps=self_steps,
             cross_attn_steps=cross_steps,
             store_layers=sorted(plan.self_layers + plan.cross_layers),
             fused_calls=dict(fusion.fused),
-            blend_words=list(ed.blend_words),
+            blend_words=list(ed.fatezero.blend_words),
             mask_fraction=fusion.mask_fraction(),
             **store_stats,
         )

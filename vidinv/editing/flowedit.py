@@ -24,32 +24,43 @@ the source comes back bit for bit.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from vidinv import transforms as tf
-from vidinv.editing.methods import EditMethod, EditResult
+from vidinv.callbacks import Step
+from vidinv.editing.methods import EditMethod, EditResult, EditStats
 from vidinv.errors import VidinvError
 from vidinv.inversion.flow import flow_table, is_flow_scheduler
 from vidinv.inversion.flow_denoiser import flow_rows
 from vidinv.inversion.freeinv import transformed
 from vidinv.inversion.methods import ef_noise
-from vidinv.inversion.record import InversionRecord
+from vidinv.inversion.record import InversionRecord, InversionStats
 from vidinv.inversion.timesteps import level, work_dtype
+from vidinv.models.families import FlowEditDefaults, family_record
 from vidinv.models.flow import FlowCondition
 from vidinv.models.offload import execution_device
 
-# The paper's settings per family: (n_max as a fraction of the steps, source guidance, target guidance).
-# Wan (not in the paper): SD3's n_max fraction and source guidance, WanPipeline's guidance 5.0 as the target's.
-FAMILY_DEFAULTS = {"sd3": (33 / 50, 3.5, 13.5), "flux": (24 / 28, 1.5, 5.5), "wan": (33 / 50, 3.5, 5.0)}
+
+@dataclass
+class FlowEditSettings:
+    """FlowEdit (`edit.flowedit`, flow models); null = the paper's default for the model's family."""
+
+    n_max: int | None = None  # edited steps, counted from the clean end (SD3: 33 of 50, Flux: 24 of 28)
+    n_min: int = 0  # last steps sampled from the target alone (0 = pure FlowEdit)
+    n_avg: int = 1  # noise draws averaged per step
+    source_guidance: float | None = None  # SD3: CFG 3.5; Flux: embedded guidance 1.5
+    target_guidance: float | None = None  # SD3: CFG 13.5; Flux: embedded guidance 5.5
 
 
-def flowedit_settings(config, family: str) -> tuple[int, int, int, int, float, float]:
+def flowedit_settings(config, family=None) -> tuple[int, int, int, int, float, float]:
     """(steps, n_max, n_min, n_avg, source guidance, target guidance) of `edit.flowedit`, null
-    values taken from the paper's settings for `family` (sd3 | flux)."""
+    values taken from the family's defaults (`Family.flowedit`: the paper's settings; SD3's when
+    `family`, a record or its name, is None)."""
     fe, steps = config.edit.flowedit, config.inversion.steps
-    fraction, source, target = FAMILY_DEFAULTS[family]
+    defaults = family_record(family).flowedit_defaults if family is not None else FlowEditDefaults()
+    fraction, source, target = defaults.n_max_fraction, defaults.source_guidance, defaults.target_guidance
     n_max = round(fraction * steps) if fe.n_max is None else fe.n_max
     source = source if fe.source_guidance is None else fe.source_guidance
     target = target if fe.target_guidance is None else fe.target_guidance
@@ -95,23 +106,27 @@ class FlowEdit(EditMethod):
     """`edit.method: flowedit` (module docstring); needs a flow-matching model (SD3, Flux, Wan)."""
 
     name = "flowedit"
+    settings = FlowEditSettings
+    inversion_free = True  # the record is the source latents (`source_record`)
     flow_models = True
     unet_models = False
     video_models = True
 
-    def settings(self) -> tuple[int, int, int, float, float]:
+    def resolved(self) -> tuple[int, int, int, int, float, float]:
         """(steps, n_max, n_min, n_avg, source guidance, target guidance) with the family's defaults."""
         return flowedit_settings(self.config, self.models.family)
 
     @classmethod
-    def flow_frame_calls(cls, config, family: str, frames: int) -> int:
-        """Transformer frame-calls of the edit (`vidinv plan`): F x ((n_max - n_min) x (R_s + R_t) x
-        n_avg + n_min x R_t), R = the branch's rows (SD3: 2 with CFG; Flux: 1, guidance embedded)."""
+    def predicted_frame_calls(cls, config, frames, latent_hw, *, family=None, **context) -> int:
+        """Transformer frame-calls of the edit (`vidinv plan`; `family`: the model's record or its
+        name, SD3's defaults when None): F x ((n_max - n_min) x (R_s + R_t) x n_avg + n_min x R_t), R = the
+        branch's rows (SD3: 2 with CFG; Flux: 1, guidance embedded)."""
         from vidinv.guidance import is_guided
 
         _, n_max, n_min, n_avg, source, target = flowedit_settings(config, family)
+        embedded = family is not None and family_record(family).guidance_embedded
         r_s, r_t = (
-            1 if family == "flux" else 1 + is_guided(prompt, g)
+            1 if embedded else 1 + is_guided(prompt, g)
             for g, prompt in ((source, config.inversion.source_prompt), (target, config.edit.target_prompt))
         )
         return frames * ((n_max - n_min) * (r_s + r_t) * n_avg + n_min * r_t)
@@ -119,7 +134,7 @@ class FlowEdit(EditMethod):
     def check(self) -> None:
         if not is_flow_scheduler(self.models.scheduler):
             raise VidinvError("edit.method: flowedit needs a flow-matching model (SD3, Flux, Wan)")
-        steps, n_max, n_min, n_avg, source, target = self.settings()
+        steps, n_max, n_min, n_avg, source, target = self.resolved()
         if not 1 <= n_max <= steps:
             raise VidinvError(f"config: 'edit.flowedit.n_max' is {n_max}, expected an integer in 1..{steps}")
         if not 0 <= n_min <= n_max:
@@ -140,20 +155,19 @@ class FlowEdit(EditMethod):
             timesteps=table.to_list(),
             latents=latents.detach().to(work_dtype(latents.dtype)).cpu()[None],  # fp32, as invert's records
             source_prompt=inv.source_prompt,
-            stats={"frame_calls": 0},
+            stats=InversionStats(frame_calls=0),
         )
 
     def transforms(self, steps: int, latent_hw: tuple[int, int]) -> list[str]:
         """FreeInv's transform of each step when the inversion method is freeinv, else the identity."""
-        inv = self.config.inversion
-        if inv.method != "freeinv":
-            return ["id"] * steps
-        return tf.schedule(tf.group_for(inv.transforms, *latent_hw), steps, inv.seed)
+        from vidinv.inversion.costs import inversion_method
+
+        return inversion_method(self.config).step_transforms(steps, latent_hw)
 
     @torch.no_grad()
     def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
         ed, models = self.config.edit, self.models
-        steps, n_max, n_min, n_avg, source_g, target_g = self.settings()
+        steps, n_max, n_min, n_avg, source_g, target_g = self.resolved()
         x_src = record.x0.to(device=models.device, dtype=work_dtype(record.x0.dtype))
         table = flow_table(models.scheduler, steps, tuple(x_src.shape[-2:]))
         source = flow_rows(models, record.source_prompt, source_g)
@@ -184,15 +198,17 @@ class FlowEdit(EditMethod):
                 v = transformed(target_only, schedule[i])(z_tar[None], t)[0]
                 z_tar = z_tar + (sigma_next - sigma) * v
             if callback is not None:
-                callback(i - start, n_max, z_edit if z_tar is None else z_tar)
-        stats = {
-            "edit_s": round(time.perf_counter() - t0, 4),
-            "frame_calls": both.frame_calls + target_only.frame_calls,
-            "n_max": n_max,
-            "n_min": n_min,
-            "n_avg": n_avg,
-            "source_guidance": source_g,
-            "target_guidance": target_g,
-            "transforms": schedule[start:],
-        }
+                callback(Step("edit", i - start, n_max, table.t(i), z_edit if z_tar is None else z_tar))
+        stats = EditStats(
+            edit_s=round(time.perf_counter() - t0, 4),
+            frame_calls=both.frame_calls + target_only.frame_calls,
+            extra={
+                "n_max": n_max,
+                "n_min": n_min,
+                "n_avg": n_avg,
+                "source_guidance": source_g,
+                "target_guidance": target_g,
+                "transforms": schedule[start:],
+            },
+        )
         return EditResult(latents=z_edit if z_tar is None else z_tar, stats=stats)

@@ -70,14 +70,14 @@ class PnPInjection(AttentionHook):
         if missing:
             blocks = [n for n, m in modules.items() if type(m).__name__.endswith(FEATURE_BLOCKS)]
             raise VidinvError(
-                f"edit.feature_layers: {', '.join(missing)} not in this model (its blocks: {', '.join(blocks)})"
+                f"edit.pnp.feature_layers: {', '.join(missing)} not in this model (its blocks: {', '.join(blocks)})"
             )
         defaults = family or SD1_DEFAULT
         layers = defaults.attention_layers(handle.self_layers) if attention_layers is None else list(attention_layers)
         unknown = [name for name in layers if name not in handle.self_layers]
         if unknown:
             raise VidinvError(
-                f"edit.attention_layers: {', '.join(unknown)} not self-attention layers of this UNet "
+                f"edit.pnp.attention_layers: {', '.join(unknown)} not self-attention layers of this UNet "
                 f"(they are: {', '.join(handle.self_layers)})"
             )
         self.feature_modules = [modules[name] for name in feature_layers]

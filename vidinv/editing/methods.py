@@ -8,7 +8,7 @@ The pipeline (`VideoEditor.edit`, the edit job) calls, in this order:
     captures = method.captures(shape)   what the inversion of latents of `shape` (f c h w) must
                                     capture for this edit (a list of `Capture`s; none for most)
     ... the inversion runs with the captures entered; each gets finish(record) ...
-    result = method.edit(record, progress=..., callback=...)     -> EditResult
+    result = method.edit(record, progress=..., callback=...)     -> EditResult (.stats: EditStats)
 
 A method's own state (FateZero's attention store) lives in the method object, keyed by the
 record's fingerprint; nothing is attached to the record. Register a method with
@@ -18,23 +18,52 @@ record's fingerprint; nothing is attached to the record. Register a method with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
+from vidinv.callbacks import StepCallback
 from vidinv.registry import EDIT_METHODS
+
+
+@dataclass(kw_only=True)
+class EditStats:
+    """What an edit cost and how it ran: metrics.json's "edit" entries (`to_dict`). A method puts
+    what is its own (FateZero's store, TokenFlow's keyframes, FlowEdit's n_max) in `extra`."""
+
+    edit_s: float | None = None  # None: not measured (the pipeline times the call)
+    frame_calls: int  # UNet (transformer) frame-calls of the edit
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The named fields in their order (edit_s only when measured), then `extra`."""
+        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if named["edit_s"] is None:
+            del named["edit_s"]
+        return {**named, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EditStats:
+        """A plug-in's stats given as a dict: frame_calls (required) and edit_s, the rest `extra`."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        extra = {k: v for k, v in data.items() if k not in names}
+        return cls(**{k: v for k, v in data.items() if k in names}, extra=extra)
 
 
 @dataclass
 class EditResult:
     """Edited latents (f c h w); the source branch's final latents when it ran to the end (else
-    None); and what the edit cost (edit_s, frame_calls, ...)."""
+    None); and what the edit cost (`EditStats`; a dict is read as one)."""
 
     latents: torch.Tensor
     source_latents: torch.Tensor | None = None
-    stats: dict = field(default_factory=dict)
+    stats: EditStats | None = None
+
+    def __post_init__(self):
+        if isinstance(self.stats, dict):
+            self.stats = EditStats.from_dict(self.stats)
 
 
 class Capture:
@@ -65,6 +94,12 @@ class EditMethod:
     """Base class of edit methods; `edit` is the one method a plug-in must implement."""
 
     name: ClassVar[str] = ""
+    # the dataclass of the method's own settings, the config section `edit.NAME` (NAME: the name it
+    # is registered as); its `choices` (field -> allowed values) and `check(prefix)` are validated
+    # with the config; None: no section
+    settings: ClassVar[type | None] = None
+    inversion_free: ClassVar[bool] = False  # makes its record without inverting (`source_record`)
+    captures_in_inversion: ClassVar[bool] = False  # its `captures` may capture during the inversion
     # the method applies `control` (ControlNet conditions of the clip) in its UNet calls; the
     # pipeline refuses a ControlNet for a method that does not
     uses_control: ClassVar[bool] = False
@@ -77,10 +112,29 @@ class EditMethod:
         self.control = None  # vidinv.models.controlnet.Control of the clip, set by the pipeline before edit()
 
     @classmethod
-    def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int]) -> int | None:
-        """UNet frame-calls the edit of `frames` frames will make (`vidinv plan`, before any model
-        loads); None: the method does not say (the plan leaves the edit's count out)."""
+    def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int], **context) -> int | None:
+        """Model frame-calls the edit of `frames` (latent) frames will make (`vidinv plan`, before any
+        model loads); None: the method does not say (the plan leaves the edit's count out).
+        `context`: `family` (the flow model's family name, None for UNets) and `store_in_memory`
+        (`store_in_memory` of the predicted store). The shared arithmetic: `vidinv.inversion.costs`."""
         return None
+
+    @classmethod
+    def predicted_activation_bytes(cls, config, unet, text, frames: int, latent_hw: tuple[int, int], dtype) -> int:
+        """Peak device bytes of the method's widest UNet moment beyond the run's chunked call, on
+        fake modules inside `vidinv.planning.memory.fake_mode()` (TokenFlow's keyframe pass); 0: none."""
+        return 0
+
+    @classmethod
+    def predicted_store_bytes(cls, config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int | None:
+        """Bytes the method keeps beside the record (FateZero's attention store) for the UNet `unet`
+        (fake modules) of `family` (a `ModelFamily`); None: it keeps nothing."""
+        return None
+
+    @classmethod
+    def store_in_memory(cls, config, store_bytes: int) -> bool:
+        """Whether that store is held in host memory during the run (else recomputed)."""
+        return False
 
     def check(self) -> None:
         """Fail on settings this model cannot run, before the inversion (one-line VidinvError)."""
@@ -94,9 +148,10 @@ class EditMethod:
         """What the inversion of latents of `shape` (f c h w) must capture for this edit."""
         return []
 
-    def edit(self, record, *, progress: bool = False, callback=None) -> EditResult:
-        """Edit the clip of `record` towards `config.edit.target_prompt`. `callback(step, total,
-        latents)` is called after every denoising step with the edit branch's latents."""
+    def edit(self, record, *, progress: bool = False, callback: StepCallback | None = None) -> EditResult:
+        """Edit the clip of `record` towards `config.edit.target_prompt`. `callback(Step("edit", i,
+        total, t, latents))` (`vidinv.callbacks.Step`) is called after every denoising step with the
+        edit branch's latents."""
         raise NotImplementedError
 
 

@@ -8,9 +8,9 @@ computed from the source's tokens at each step). Each model call (one denoising 
 passes over the rows [source uncond?, source cond, edit uncond?, edit cond]:
 
 1. keyframe passes: the UNet over the step's keyframes only (one frame per group of
-   `edit.keyframe_stride` frames, at an offset drawn per step and group from `edit.seed`), with
+   `edit.tokenflow.keyframe_stride` frames, at an offset drawn per step and group from `edit.seed`), with
    extended attention among the keyframes of a window (every keyframe attends to every keyframe
-   of its window of `edit.keyframe_window` consecutive keyframes; 0 = one window, the paper's
+   of its window of `edit.tokenflow.keyframe_window` consecutive keyframes; 0 = one window, the paper's
    setting) and PnP injection. A hook records, per self-attention layer, the keyframes' source
    tokens (the source conditional row's self-attention keys) and the edit rows' self-attention
    outputs. Their eps is not used. A window's pass runs just before the first propagation pass
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -48,6 +49,24 @@ from vidinv.attention.runner import clip_passes, discarded
 from vidinv.editing.branches import EditDenoiser
 from vidinv.editing.correspondence import DEFAULT_CHUNK, neighbour_keyframes, propagate
 from vidinv.editing.pnp import PnPEdit
+
+
+@dataclass
+class TokenFlowSettings:
+    """TokenFlow's keyframes (`edit.tokenflow`); its injection is PnP's (`edit.pnp`)."""
+
+    keyframe_stride: int = 8  # one keyframe per group of this many frames (offset drawn per step)
+    # keyframes edited jointly (extended attention among them) per keyframe pass; a step's keyframes
+    # are cut into consecutive windows of this many, so memory follows the window, not the clip;
+    # 0 = all of a step's keyframes together (the paper's setting)
+    keyframe_window: int = 16
+
+    def check(self, prefix: str) -> None:
+        from vidinv.config import require
+
+        require(self.keyframe_stride >= 1, f"{prefix}.keyframe_stride", self.keyframe_stride, "an integer >= 1")
+        wanted = "an integer >= 0 (0 = all keyframes)"
+        require(self.keyframe_window >= 0, f"{prefix}.keyframe_window", self.keyframe_window, wanted)
 
 
 def keyframe_schedule(num_frames: int, stride: int, steps: int, seed: int) -> list[tuple[int, ...]]:
@@ -77,7 +96,7 @@ def frame_pattern(handle, pattern: FramePattern):
 
 
 def window_size(keyframes: tuple[int, ...], window: int) -> int:
-    """Keyframes per window (`edit.keyframe_window`; 0 = all of them in one)."""
+    """Keyframes per window (`edit.tokenflow.keyframe_window`; 0 = all of them in one)."""
     return len(keyframes) if window <= 0 else window
 
 
@@ -266,8 +285,55 @@ class TokenFlowEdit(PnPEdit):
     source's correspondences (module docstring)."""
 
     name = "tokenflow"
+    settings = TokenFlowSettings
     denoiser = TokenFlowDenoiser
     flow_models = False  # its propagation works on the UNet's self-attention outputs
+
+    @classmethod
+    def predicted_frame_calls(cls, config, frames, latent_hw, **context) -> int:
+        """Every edit step: rows x (K keyframes + F frames), K = ceil(F / keyframe_stride); the source
+        rows run every step (the correspondences)."""
+        import math
+
+        from vidinv.editing.pnp import injected_source_rows
+        from vidinv.inversion.costs import Costs
+
+        costs = Costs(config)
+        keyframes = math.ceil(frames / config.edit.tokenflow.keyframe_stride)
+        per_step = (injected_source_rows(costs) + costs.edit_rows) * (keyframes + frames)
+        return costs.edit_steps * per_step * costs.group(latent_hw)
+
+    @classmethod
+    def predicted_activation_bytes(cls, config, unet, text, frames, latent_hw, dtype) -> int:
+        """Peak bytes of TokenFlow's widest moment on the device (fake mode): a window's keyframe pass
+        (`keyframe_window` keyframes in one UNet call, extended attention among them) while the
+        records of the other windows a propagation pass reads are held; the propagation pass itself
+        is the run's chunked UNet call, with at most as many windows held."""
+        import math
+
+        from vidinv.attention import run_unet
+        from vidinv.attention.handle import frame_attention_of
+        from vidinv.inversion.costs import Costs
+        from vidinv.planning.memory import peak_bytes
+
+        tf, chunk = config.edit.tokenflow, config.runtime.unet_chunk or frames
+        total = math.ceil(frames / tf.keyframe_stride)
+        window = min(total, tf.keyframe_window or total)
+        held = min(math.ceil(total / window), 2 + math.ceil(chunk / (tf.keyframe_stride * window)))
+        costs = Costs(config)
+        n_rows = costs.source_rows + costs.edit_rows
+        hook = TokenFlowHook(0, list(range(1, n_rows)))
+        hook.keyframe_pass(0, tuple(range(window)))
+        handle = frame_attention_of(unet)
+        batch = torch.empty(n_rows, window, unet.config.in_channels, *latent_hw, dtype=dtype)
+        handle.hooks.append(hook)
+        try:
+            with frame_pattern(handle, FramePattern("full", group=window)):
+                peak = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=None))
+        finally:
+            handle.hooks.remove(hook)
+        records = sum(t.nbytes for store in (hook.tokens[0], hook.values[0]) for t in store.values())
+        return peak + (held - 1) * records
 
     def source_until(self, injection, steps: int) -> int:
         return steps  # the correspondences need the source's tokens at every step
@@ -275,8 +341,8 @@ class TokenFlowEdit(PnPEdit):
     def denoiser_options(self, record) -> dict:
         return {
             "handle": ensure_frame_attention(self.models.unet, self.config.model.attention),
-            "keyframe_stride": self.config.edit.keyframe_stride,
-            "keyframe_window": self.config.edit.keyframe_window,
+            "keyframe_stride": self.config.edit.tokenflow.keyframe_stride,
+            "keyframe_window": self.config.edit.tokenflow.keyframe_window,
             "seed": self.config.edit.seed,
             "num_frames": record.latents.shape[1],
         }

@@ -4,14 +4,16 @@ Methods are plug-ins (`InversionMethod`, registered by name); each record names 
 (the step rule), chosen once when regenerating or editing from it.
 """
 
-from vidinv.inversion.api import invert, invert_or_load, reconstruct, record_model
+from vidinv.inversion.api import ReconstructionStats, invert, invert_or_load, reconstruct, record_model
 from vidinv.inversion.methods import InversionMethod, get_inversion_method, register_inversion_method
-from vidinv.inversion.record import InversionRecord
+from vidinv.inversion.record import InversionRecord, InversionStats
 from vidinv.inversion.samplers import Sampler, sampler_for
 
 __all__ = [
     "InversionMethod",
     "InversionRecord",
+    "InversionStats",
+    "ReconstructionStats",
     "Sampler",
     "get_inversion_method",
     "invert",

@@ -21,18 +21,28 @@ import contextlib
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vidinv import interrupts
+from vidinv.callbacks import Step, StepCallback
 from vidinv.config import Config
 from vidinv.errors import VidinvError, check_finite
+from vidinv.inversion.costs import inversion_method
 from vidinv.inversion.denoiser import GuidedModel
 from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
 from vidinv.inversion.flow_denoiser import FlowGuidedModel
-from vidinv.inversion.methods import InversionMethod, get_inversion_method
-from vidinv.inversion.record import InversionRecord, fingerprint, keeps_on_disk, load_if_matching, record_bytes
+from vidinv.inversion.methods import get_inversion_method
+from vidinv.inversion.record import (
+    InversionRecord,
+    InversionStats,
+    fingerprint,
+    keeps_on_disk,
+    load_if_matching,
+    record_bytes,
+)
 from vidinv.inversion.resume import Checkpoint, PartialRecord, step_hook, steps_done
 from vidinv.inversion.samplers import Sampler, sampler_for
 from vidinv.inversion.step_file import StepFile
@@ -43,9 +53,13 @@ from vidinv.registry import SAMPLERS
 log = logging.getLogger("vidinv")
 
 
-def method_for(config: Config) -> InversionMethod:
-    """The configured inversion method object."""
-    return get_inversion_method(config.inversion.method)(config.inversion)
+@dataclass
+class ReconstructionStats:
+    """What a reconstruction cost: `reconstruct(..., stats=ReconstructionStats())` fills it."""
+
+    reconstruction_s: float = 0.0
+    frame_calls: int = 0
+    start_step: int = 0  # the step it started from (latents[start_step] of the record)
 
 
 def prediction_type_of(models) -> str:
@@ -83,7 +97,7 @@ def scheduler_config(scheduler) -> dict:
 def fingerprint_fields(models, config: Config) -> dict:
     """The config fields (and model facts) an inversion's result depends on."""
     inv, m = config.inversion, config.model
-    method = method_for(config)
+    method = inversion_method(config)
     return {
         "method": inv.method,
         "steps": inv.steps,
@@ -154,7 +168,7 @@ def invert(
     captures=(),
     checkpoint=None,
     control=None,
-    callback=None,
+    callback: StepCallback | None = None,
 ) -> InversionRecord:
     """Invert the clip's latents (f, c, h, w) with config.inversion; returns the record (tensors on the CPU).
 
@@ -163,10 +177,10 @@ def invert(
     `inversion.control` is set. `checkpoint` (a `vidinv.inversion.resume.Checkpoint`) resumes an interrupted run and saves
     the state as the inversion goes. A first Ctrl-C stops it after the current step (the
     checkpoint saved at once) with `vidinv.interrupts.Interrupted`; a second interrupts at once.
-    `callback(step, total, None)` is called after every inversion step (step = steps done - 1).
+    `callback(Step("inversion", steps done - 1, N, t, None))` is called after every inversion step.
     """
     inv = config.inversion
-    method = method_for(config)
+    method = inversion_method(config)
     table = table_for(models, inv.steps, latents)
     guidance = method.guidance()
     model = denoiser_class(models).for_prompt(
@@ -208,7 +222,7 @@ def invert(
             progress=progress,
             desc=f"{inv.method} inversion",
             done=done,
-            on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), len(table)),
+            on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), table),
             out=out,
             **method.inversion_inputs(x0, len(table)),
         )
@@ -216,10 +230,11 @@ def invert(
     check_finite(tensors["latents"][0], "inversion", models.dtype)  # z_T: every step's error reaches it
     record.latents = on_host(tensors["latents"])
     record.noise_maps = on_host(tensors["noise_maps"]) if "noise_maps" in tensors else None
-    record.stats = {"inversion_s": round(time.perf_counter() - start, 4), "frame_calls": model.frame_calls}
-    resumed_from = steps_done(done)
-    if resumed_from:
-        record.stats["resumed_from_step"] = resumed_from
+    record.stats = InversionStats(
+        inversion_s=round(time.perf_counter() - start, 4),
+        frame_calls=model.frame_calls,
+        resumed_from_step=steps_done(done) or None,
+    )
     for capture in captures:
         capture.finish(record)
     return record
@@ -230,15 +245,17 @@ def on_host(tensor):
     return tensor if isinstance(tensor, StepFile) else tensor.cpu()
 
 
-def with_callback(on_step, callback, done: int, total: int):
-    """The inversion's `on_step` that also calls callback(step, total, None) after every step."""
+def with_callback(on_step, callback: StepCallback | None, done: int, table):
+    """The inversion's `on_step` that also calls `callback(Step(...))` after every step: the k-th
+    step done (k from 0) climbs to the level of table step N - 1 - k."""
     if callback is None:
         return on_step
-    steps = itertools.count(done)
+    steps, total = itertools.count(done), len(table)
 
     def both(state) -> None:
         on_step(state)
-        callback(next(steps), total, None)
+        k = next(steps)
+        callback(Step("inversion", k, total, table.t(total - 1 - k), None))
 
     return both
 
@@ -251,32 +268,31 @@ def reconstruct(
     *,
     start: int | None = None,
     progress: bool = False,
-    stats: dict | None = None,
+    stats: ReconstructionStats | None = None,
     control=None,
-    callback=None,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Regenerate the clip's latents (f, c, h, w) from the record with its own prompt and guidance.
 
     `start` is the first step (default: the sampler's, T_skip = edit.skip for ddpm_ef, else 0);
     the latent at that step is taken from the record. Returns latents in the record's dtype on
-    models.device. `stats`, when given, receives reconstruction_s, frame_calls and start. `control`:
+    models.device. `stats`, when given, is filled in (`ReconstructionStats`). `control`:
     the ControlNet conditions, needed when the record's inversion was controlled.
-    `callback(step, total, latents)` is called after every step.
+    `callback(Step("reconstruction", i, N, t_i, latents))` is called after every step i.
     """
     model, sampler, plain = record_model(models, record, config, control)
     if start is None:
         start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
     t0 = time.perf_counter()
-    total = len(sampler.table)
-    on_step = None if callback is None else lambda i, latents: callback(i, total, latents)
     out = sampler.sample(
-        model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=on_step
+        model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=callback
     )
     _sync(models.device)
     check_finite(out, "reconstruction", models.dtype)
     if stats is not None:
-        stats.update(reconstruction_s=round(time.perf_counter() - t0, 4), frame_calls=plain.frame_calls, start=start)
+        stats.reconstruction_s = round(time.perf_counter() - t0, 4)
+        stats.frame_calls, stats.start_step = plain.frame_calls, start
     return out
 
 
@@ -289,12 +305,12 @@ def invert_or_load(
     progress: bool = False,
     captures=(),
     control=None,
-    callback=None,
+    callback: StepCallback | None = None,
 ) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
     key = fingerprint(fingerprint_fields(models, config), latents)
-    tensor_steps = SAMPLERS.get(method_for(config).sampler).tensor_steps(config.inversion.steps)
+    tensor_steps = SAMPLERS.get(inversion_method(config).sampler).tensor_steps(config.inversion.steps)
     latent_bytes = latents.numel() * work_dtype(latents.dtype).itemsize
     on_disk = keeps_on_disk(config.runtime, record_bytes(tensor_steps, latent_bytes))
     record = load_if_matching(folder, key, on_disk=on_disk)

@@ -96,24 +96,7 @@ def ddim_invert(
 
 
 def ddim_sample_step(z: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, prediction_type: str = "epsilon"):
-    """Sampling step i: z at timesteps[i] -> the level below, given the model's prediction at z."""
+    """Sampling step i: z at timesteps[i] -> the level below, given the model's prediction at z
+    (`DDIMSampler.step`; the loop is `Sampler.sample`)."""
     abar_from = level(table.abar_t, i, z)
     return ddim_step(z, to_eps(pred, z, abar_from, prediction_type), abar_from, level(table.abar_prev, i, z))
-
-
-@torch.no_grad()
-def ddim_sample(
-    model,
-    z: torch.Tensor,
-    table: StepTable,
-    *,
-    start: int = 0,
-    prediction_type: str = "epsilon",
-    progress: bool = False,
-    desc: str = "ddim sampling",
-) -> torch.Tensor:
-    """Run DDIM (eta = 0) from the latent z at timesteps[start] down to the clean level; returns (f c h w)."""
-    z = z.to(work_dtype(z.dtype))
-    for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
-        z = ddim_sample_step(z, model(z, table.timesteps[i]), table, i, prediction_type)
-    return z

@@ -123,26 +123,8 @@ def ddpm_ef_invert(
 def ddpm_ef_sample_step(
     x: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, zs: torch.Tensor, prediction_type: str = "epsilon"
 ) -> torch.Tensor:
-    """Sampling step i: x_{t-1} = mu_t(x_t) + sigma_t z_t with the stored noise map zs[i]."""
+    """Sampling step i: x_{t-1} = mu_t(x_t) + sigma_t z_t with the stored noise map zs[i]
+    (`EditFriendlyDDPMSampler.step`; the loop is `Sampler.sample`)."""
     a_t, a_prev, sigma, scale = _levels(table, i, x)
     mu = mu_t(x, to_eps(pred, x, a_t, prediction_type), a_t, a_prev, sigma)
     return mu + scale * zs[i].to(device=x.device, dtype=x.dtype)
-
-
-@torch.no_grad()
-def ddpm_ef_sample(
-    model,
-    x: torch.Tensor,
-    table: StepTable,
-    zs: torch.Tensor,
-    *,
-    start: int = 0,
-    prediction_type: str = "epsilon",
-    progress: bool = False,
-    desc: str = "ddpm-ef sampling",
-) -> torch.Tensor:
-    """x_{t-1} = mu_t(x_t) + sigma_t z_t from step `start` (T_skip) to the clean level; returns (f c h w)."""
-    x = x.to(work_dtype(x.dtype))
-    for i in tqdm(range(start, len(table)), total=len(table) - start, desc=desc, disable=not progress, leave=False):
-        x = ddpm_ef_sample_step(x, model(x, table.timesteps[i]), table, i, zs, prediction_type)
-    return x

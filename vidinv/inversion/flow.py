@@ -133,6 +133,7 @@ class FlowSampler(Sampler):
     """Euler steps of a rectified-flow model on the record's sigma grid (module docstring)."""
 
     name = FLOW_SAMPLER
+    deterministic = True
 
     def invert(self, model, x0, *, progress=False, desc="flow inversion", done=None, on_step=None, out=None, **inputs):
         done_latents = None if done is None else done["latents"]
@@ -153,8 +154,10 @@ def record_sampler(method, scheduler) -> str:
     """The step rule of a record made by `method` on a model with `scheduler`: the flow Euler step
     on a flow-matching model for the methods built on the deterministic step (flow, ddim, freeinv,
     mbdi); a one-line error for the other pairings."""
+    from vidinv.registry import SAMPLERS
+
     flow = is_flow_scheduler(scheduler)
-    if flow and method.sampler in ("ddim", FLOW_SAMPLER):
+    if flow and SAMPLERS.get(method.sampler).deterministic:
         return FLOW_SAMPLER
     if flow:
         raise VidinvError(

@@ -19,8 +19,8 @@ from vidinv.models.offload import execution_device
 
 def flow_rows(models, prompt: str, guidance_scale: float, uncond_prompt: str = "") -> tuple[FlowCondition, float]:
     """(conditions, CFG scale) of a prompt: SD3's (uncond, cond) rows with guidance or its cond row
-    alone (`is_guided`); Flux's cond row with the scale embedded (CFG scale 1)."""
-    if models.family == "flux":
+    alone (`is_guided`); Flux's cond row with the scale embedded (`Family.guidance_embedded`: CFG scale 1)."""
+    if models.family.guidance_embedded:
         return flow_condition(models, [prompt], guidance=float(guidance_scale)), 1.0
     if is_guided(prompt, guidance_scale, uncond_prompt):
         return flow_condition(models, [uncond_prompt, prompt]), float(guidance_scale)

@@ -57,6 +57,11 @@ class InversionMethod:
         """Model evaluations per step and prompt row for latents of this size (`vidinv plan`)."""
         return 1
 
+    def step_transforms(self, steps: int, latent_hw: tuple[int, int]) -> list[str]:
+        """The transform each step sees the model through, for an edit that runs without this
+        method's record (FlowEdit): the identity here."""
+        return ["id"] * steps
+
     def inversion_inputs(self, x0: torch.Tensor, steps: int) -> dict:
         """Extra keyword inputs of the sampler's `invert`."""
         return {}
@@ -71,7 +76,7 @@ class InversionMethod:
 
 
 class DDIMInversion(InversionMethod):
-    """DDIM inversion (methods.md §1)."""
+    """DDIM inversion (docs/methods.md §1)."""
 
     name = "ddim"
 
@@ -93,7 +98,10 @@ class FreeInvInversion(InversionMethod):
 
     def prepare(self, record, latent_size):
         record.group = list(tf.group_for(self.config.transforms, *latent_size))
-        record.transforms = tf.schedule(record.group, record.steps, self.config.seed)
+        record.transforms = self.step_transforms(record.steps, latent_size)
+
+    def step_transforms(self, steps, latent_hw):
+        return tf.schedule(tf.group_for(self.config.transforms, *latent_hw), steps, self.config.seed)
 
     def wrap(self, model, record, table):
         return FreeInvEps(model, table, record.transforms)

@@ -42,6 +42,29 @@ PROGRESS_NAME = "progress.json"  # a record on disk while its inversion runs: th
 
 
 @dataclass
+class InversionStats:
+    """What the inversion cost (record.json's "stats", `to_dict`). None: not measured (a record made
+    without inverting, e.g. FlowEdit's, has frame_calls 0 and no time); `extra`: what a method adds."""
+
+    inversion_s: float | None = None
+    frame_calls: int | None = None
+    resumed_from_step: int | None = None  # the steps an interrupted run had done, when it was resumed
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON object of record.json: the fields measured, in this order, then `extra`."""
+        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in named.items() if v is not None}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InversionStats:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            **{k: v for k, v in data.items() if k in names}, extra={k: v for k, v in data.items() if k not in names}
+        )
+
+
+@dataclass
 class InversionRecord:
     method: str  # a registered inversion method: ddim | freeinv | mbdi | ddpm_ef | ...
     timesteps: list[int]  # sampling order (descending)
@@ -55,12 +78,14 @@ class InversionRecord:
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent
     scheduler_config: dict = field(default_factory=dict)
     fingerprint: str = ""
-    stats: dict = field(default_factory=dict)  # inversion_s, frame_calls, ...
+    stats: InversionStats = field(default_factory=InversionStats)  # a dict is read as one
     sampler: str = ""  # the step rule (vidinv.registry.SAMPLERS); "" = the method's
     prediction_type: str = "epsilon"  # the model's parametrisation (eps, v or x0)
     control: bool = False  # the inversion's model had ControlNet residuals (inversion.control)
 
     def __post_init__(self):
+        if isinstance(self.stats, dict):  # record.json's
+            self.stats = InversionStats.from_dict(self.stats)
         if not self.sampler:
             from vidinv.registry import INVERSION_METHODS
 
@@ -85,6 +110,7 @@ class InversionRecord:
     def metadata(self) -> dict:
         # field by field: asdict would deep-copy the tensors (the whole record) only to drop them
         data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in TENSOR_FIELDS}
+        data["stats"] = self.stats.to_dict()
         data["format_version"] = FORMAT_VERSION
         data["shape"] = list(self.latents.shape)
         return data

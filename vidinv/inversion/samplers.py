@@ -3,8 +3,9 @@
 A sampler inverts a clip (building the record's tensors) and regenerates from it, one step
 index at a time: `step(z, pred, i)` moves the latent z at timesteps[i] one level down given the
 model's prediction at z. Every caller (reconstruction, the edit's branches) goes through
-`step`, so no code elsewhere asks which method made the record. A new step rule (e.g. a
-flow-matching Euler step) is one more subclass, registered in `vidinv.registry.SAMPLERS`.
+`step`, so no code elsewhere asks which method made the record. Each step rule is one subclass
+registered in `vidinv.registry.SAMPLERS`: DDIM and edit-friendly DDPM here, the flow-matching Euler
+step in `vidinv.inversion.flow` (`FlowSampler`); a new rule is one more.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from vidinv.callbacks import Step, StepCallback
 from vidinv.inversion.ddim import ddim_invert, ddim_sample_step
 from vidinv.inversion.ddpm_ef import ddpm_ef_invert, ddpm_ef_sample_step
 from vidinv.inversion.timesteps import StepTable, work_dtype
@@ -29,6 +31,8 @@ class Sampler:
     # regenerating from the record reproduces its latents at every step, so a source branch can
     # read them from the record instead of running the sampler
     exact: ClassVar[bool] = False
+    # the step is deterministic (no stored noise): a flow-matching model runs it as its Euler step
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon"):
         self.table, self.record, self.prediction_type = table, record, prediction_type
@@ -57,15 +61,26 @@ class Sampler:
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, model, z: torch.Tensor, *, start: int = 0, progress=False, desc="sampling", callback=None):
+    def sample(
+        self,
+        model,
+        z: torch.Tensor,
+        *,
+        start: int = 0,
+        progress=False,
+        desc="sampling",
+        stage: str = "reconstruction",
+        callback: StepCallback | None = None,
+    ):
         """Regenerate from the latent z at timesteps[start] down to the clean level; returns (f c h w).
-        `callback(step, latents)` is called after every step."""
+        `callback(Step(stage, i, N, t_i, latents))` is called after every step i. The one sampling
+        loop: reconstructions, plug-in edits, tests and scripts all run it."""
         z = z.to(work_dtype(z.dtype))
         n = len(self.table)
         for i in tqdm(range(start, n), total=n - start, desc=desc, disable=not progress, leave=False):
             z = self.step(z, model(z, self.table.timesteps[i]), i)
             if callback is not None:
-                callback(i, z)
+                callback(Step(stage, i, n, self.table.t(i), z))
         return z
 
 
@@ -73,6 +88,7 @@ class DDIMSampler(Sampler):
     """DDIM, eta = 0 (Song et al. 2021, eq. 12): deterministic, inverted by running the step upwards."""
 
     name = "ddim"
+    deterministic = True
 
     def invert(self, model, x0, *, progress=False, desc="ddim inversion", done=None, on_step=None, out=None, **inputs):
         done_latents = None if done is None else done["latents"]
@@ -102,6 +118,11 @@ class EditFriendlyDDPMSampler(Sampler):
     name = "ddpm_ef"
     exact = True
 
+    def __init__(self, table: StepTable, record=None, *, prediction_type: str = "epsilon", noise_maps=None):
+        """`noise_maps` (N, f c h w): sampling with these maps instead of the record's (no record needed)."""
+        super().__init__(table, record, prediction_type=prediction_type)
+        self.noise_maps = noise_maps
+
     def invert(
         self, model, x0, *, progress=False, desc="ddpm-ef inversion", done=None, on_step=None, out=None, noise=None
     ):
@@ -124,7 +145,8 @@ class EditFriendlyDDPMSampler(Sampler):
         return {"latents": n + 1, "noise_maps": n}  # + the noise map of every step
 
     def step(self, z, pred, i):
-        return ddpm_ef_sample_step(z, pred, self.table, i, self.record.noise_maps, self.prediction_type)
+        zs = self.record.noise_maps if self.noise_maps is None else self.noise_maps
+        return ddpm_ef_sample_step(z, pred, self.table, i, zs, self.prediction_type)
 
     def default_start(self, skip):
         """T_skip: `skip` steps, or round(0.36 * steps) (the paper's 36 of 100)."""

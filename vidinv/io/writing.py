@@ -2,7 +2,7 @@
 
 mp4: libx264, yuv420p, crf 18, preset medium with a 10-frame rate-control lookahead (x264's
 default 40 frames in flight cost ~0.4 MB each at 256x256; 10 cost -0.23 dB PSNR on bikes.mp4,
-README: Benchmarks), through PyAV. yuv420p needs even sizes, so an odd height or width is
+docs/benchmarks.md), through PyAV. yuv420p needs even sizes, so an odd height or width is
 padded by one row/column repeating the edge pixels. mkv: FFV1 of the RGB pictures (bgr0),
 lossless. gif: PyAV's gif encoder with a per-frame 256-colour palette (median cut, no
 dithering). png: `frame_00000.png`, ... in a folder. The file (or folder) appears under its final

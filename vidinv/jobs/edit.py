@@ -16,7 +16,7 @@ import time
 from vidinv.config import Config, to_yaml
 from vidinv.interrupts import Interrupted
 from vidinv.io.writing import video_filename
-from vidinv.jobs.invert import open_run_dir, record_dir_for
+from vidinv.jobs.common import open_run_dir, record_dir_for
 from vidinv.outputs import write_json, write_text
 from vidinv.run_lock import releases_run_locks
 
@@ -78,7 +78,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
             raise
         del latents, control
         record = release_tensors(result.record)  # saved in record_dir; only its metadata is read below
-        memory = result.stats.pop("peak_memory")
+        memory = result.peak_memory
         write_text(out / "config.yaml", to_yaml(config))
         t0 = time.perf_counter()
         clip = None
@@ -112,13 +112,13 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "target_prompt": config.edit.target_prompt,
         **({"clip_model": config.eval.clip} if config.eval.clip else {}),  # temporal_consistency's clip_t/f
         "inversion": {"method": record.method, "steps": record.steps, "guidance_scale": record.guidance_scale},
-        "edit": {"method": config.edit.method, "guidance_scale": config.edit.guidance_scale, **result.stats},
+        "edit": {"method": config.edit.method, "guidance_scale": config.edit.guidance_scale, **result.stats.to_dict()},
         "frame_attention": config.model.frame_attention,
         "record_reused": result.record_reused,
         "temporal_consistency": consistency,  # the clip comparison of `vidinv eval` (`ClipComparison`)
         "frame_calls": {
-            "inversion": 0 if result.record_reused else record.stats.get("frame_calls", 0),
-            "edit": result.stats["frame_calls"],
+            "inversion": 0 if result.record_reused else record.stats.frame_calls or 0,
+            "edit": result.stats.frame_calls,
         },
         "peak_memory": memory,
         "seconds": {

@@ -22,7 +22,7 @@ Giving the run's `source.mp4` as SOURCE adds the codec's error to the source too
 `mask` (`--mask`: a mask video, a folder of mask images or one image for every frame; white = the
 edited region) adds PSNR and SSIM of the region outside it. `clip` (`--clip`: a CLIP folder or hub
 id) adds CLIP-F, and CLIP-T against `prompt` (`--prompt`), as a run with `eval.clip` does. The
-metrics' definitions: `vidinv.metrics`, `vidinv.clip_metrics` and the README's eval section.
+metrics' definitions: `vidinv.metrics`, `vidinv.clip_metrics` and docs/operations.md (`vidinv eval`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 import torch
 
 from vidinv.config import Config
-from vidinv.jobs.invert import invert_clip
+from vidinv.jobs.common import invert_clip
 from vidinv.metrics import psnr, psnr_per_frame
 from vidinv.outputs import write_json
 from vidinv.run_lock import releases_run_locks
@@ -21,7 +21,7 @@ from vidinv.run_lock import releases_run_locks
 
 @releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
-    from vidinv.inversion import get_inversion_method, reconstruct
+    from vidinv.inversion import ReconstructionStats, get_inversion_method, reconstruct
     from vidinv.io.writing import VideoWriter, video_filename
     from vidinv.jobs.streaming import decode_chunks
 
@@ -29,7 +29,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
     name = video_filename("reconstruction", config.runtime.codec)
     job = invert_clip(config, command="reconstruct", quiet=quiet, writes=[name, "metrics.json"])
     models, record, rt = job.models, job.record, config.runtime
-    stats: dict = {}
+    stats = ReconstructionStats()
     recon = reconstruct(models, record, config, progress=not quiet, stats=stats, control=job.control)
     t0 = time.perf_counter()
     fps = rt.fps or job.stream.fps
@@ -49,7 +49,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "method": record.method,
         "steps": record.steps,
         "guidance_scale": record.guidance_scale,
-        "start_step": stats["start"],
+        "start_step": stats.start_step,
         "record_reused": job.reused,
         "frames": job.stream.num_frames,
         "latent_shape": list(job.latents.shape),
@@ -59,16 +59,16 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "psnr_input_db": float(per_frame_input.mean()),
         "latent_data_range": latent_range,
         "frame_calls": {
-            "inversion": 0 if job.reused else record.stats.get("frame_calls", 0),
-            "reconstruction": stats["frame_calls"],
+            "inversion": 0 if job.reused else record.stats.frame_calls or 0,
+            "reconstruction": stats.frame_calls,
         },
         "seconds": {
             **job.seconds,
-            "reconstruction": stats["reconstruction_s"],
+            "reconstruction": stats.reconstruction_s,
             "decode": round(t1 - t0, 4),
             "total": round(time.perf_counter() - started, 4),
         },
-        "record": {"inversion_s": record.stats.get("inversion_s"), "frame_calls": record.stats.get("frame_calls")},
+        "record": {"inversion_s": record.stats.inversion_s, "frame_calls": record.stats.frame_calls},
     }
     metrics.update(get_inversion_method(record.method)(config.inversion).describe(record))
     write_json(job.out / "metrics.json", metrics)

@@ -167,7 +167,7 @@ def _as_float(images: torch.Tensor) -> torch.Tensor:
 class Control:
     """ControlNets with their per-frame condition images (f, 3, H, W: uint8 0..255 or float in
     [0, 1]) and scales; `transform` is FreeInv's transform of the current step (the images move with
-    the latent, methods.md section 2) and `rows` the condition rows the ControlNets act on (None: every row)."""
+    the latent, docs/methods.md §2) and `rows` the condition rows the ControlNets act on (None: every row)."""
 
     controlnets: tuple
     images: tuple[torch.Tensor, ...]

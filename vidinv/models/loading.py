@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from vidinv.errors import VidinvError, first_line
+from vidinv.models.families import FAMILIES, Family
 from vidinv.models.family import ModelFamily, family_of_folder
 from vidinv.models.flow import flow_family_of, load_flow_models
 from vidinv.models.hub import hub_local_only
@@ -32,9 +33,10 @@ log = logging.getLogger("vidinv")
 class Models:
     """The components of a latent diffusion model, on one device and in one dtype.
 
-    SDXL adds `tokenizer_2` / `text_encoder_2`; `family` says what the model is (prediction type,
-    default size, default edit layers); `controlnets` are the ControlNets of `model.controlnet`
-    (empty when none). An SDXL VAE that must not run in fp16 (`force_upcast`) stays in fp32.
+    SDXL adds `tokenizer_2` / `text_encoder_2`; `family` says what the model is (its family's
+    record with the checkpoint's prediction type and default size, `ModelFamily`); `controlnets`
+    are the ControlNets of `model.controlnet` (empty when none). An SDXL VAE that must not run in
+    fp16 (`force_upcast`) stays in fp32. A `vidinv.models.ModelBundle`: `denoiser` is the UNet.
     """
 
     tokenizer: object
@@ -50,6 +52,16 @@ class Models:
     family: ModelFamily | None = None
     controlnets: list = field(default_factory=list)
     offload: str = "none"  # runtime.offload applied to the components (vidinv.models.offload)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The denoiser: the UNet (`vidinv.models.ModelBundle`)."""
+        return self.unet
+
+    @property
+    def video(self) -> bool:
+        """False: a UNet is called frame by frame (vidinv's frame attention joins the frames)."""
+        return False
 
     def components(self) -> list[str]:
         """Names of the components this model has (COMPONENTS order)."""
@@ -70,7 +82,7 @@ class Models:
         """diffusers' pipeline index: each component's library and class (no safety checker)."""
         from diffusers import __version__
 
-        pipeline = self.family.traits.pipeline if self.family else "StableDiffusionPipeline"
+        pipeline = self.family.pipeline if self.family else "StableDiffusionPipeline"
         index = {"_class_name": pipeline, "_diffusers_version": __version__}
         for name in self.components():
             cls = type(getattr(self, name))
@@ -115,16 +127,14 @@ def resolve_device(device: str = "auto", *, present: bool = True) -> torch.devic
     return resolved
 
 
-BF16_FAMILIES = ("flux", "wan")  # published and run in bf16 (fp16's range is too small for them)
-
-
-def resolve_dtype(dtype: str, device: torch.device, family: str | None = None) -> torch.dtype:
-    """`auto` means half precision on CUDA (bf16 for the families published in it, Flux and Wan;
-    fp16 for the others) and fp32 elsewhere."""
+def resolve_dtype(dtype: str, device: torch.device, family: Family | str | None = None) -> torch.dtype:
+    """`auto` means half precision on CUDA (the family's `half`: bf16 for the families published in
+    it, Flux and Wan, whose range fp16's is too small for; fp16 for the others) and fp32 elsewhere."""
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if family in BF16_FAMILIES else torch.float16
+        record = FAMILIES.get(family) if isinstance(family, str) else family
+        return DTYPES[record.half] if record is not None else torch.float16
     if dtype not in DTYPES:
         raise VidinvError(f"model.dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
@@ -231,7 +241,7 @@ def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 def _vae_dtype(vae, dtype: torch.dtype, family: ModelFamily) -> torch.dtype:
     """fp32 for an SDXL VAE whose config asks to be upcast when the model runs in fp16, as diffusers'
     SDXL pipelines do (SD 1.x/2.x pipelines ignore `force_upcast`)."""
-    upcast = family.name == "sdxl" and getattr(vae.config, "force_upcast", False)
+    upcast = family.reads_force_upcast and getattr(vae.config, "force_upcast", False)
     return torch.float32 if dtype == torch.float16 and upcast else dtype
 
 
@@ -299,9 +309,9 @@ def load_models(
     quiet_loading_bars()
     pretrained = os.path.expanduser(str(pretrained))
     config = os.path.expanduser(single_file_config) if single_file_config else None
-    flow_family = flow_family_of(pretrained, config)
+    flow_family = FAMILIES.get(flow_family_of(pretrained, config))
     torch_dtype = resolve_dtype(dtype, torch_device, flow_family)
-    if flow_family is not None:  # SD3 / Flux: vidinv.models.flow
+    if flow_family is not None:  # SD3 / Flux / Wan: vidinv.models.flow
         models = load_flow_models(
             pretrained,
             flow_family,

@@ -4,8 +4,10 @@
     # [("source", "hub id"), ("family", "sd2"), ("prediction type", "v_prediction"), ...]
 
 UNet families (SD 1.x, SD 2.x, SDXL) come from `vidinv.models.family.detect_family`; flow families
-(`vidinv.models.flow.PIPELINES`) from the pipeline's model_index.json and the transformer / VAE /
-scheduler configs. A source of any other kind is the one-line error of the family detection.
+(`vidinv.models.flow.flow_family_of`, their records `vidinv.models.families`) from the pipeline's
+model_index.json and the transformer / VAE / scheduler configs. The built-in tiny models' configs are data (`vidinv.models.tiny_configs`): no
+model is built, so `vidinv info tiny-*` answers in about the time vidinv takes to import. A source
+of any other kind is the one-line error of the family detection.
 """
 
 from __future__ import annotations
@@ -14,22 +16,17 @@ from pathlib import Path
 
 from vidinv.errors import VidinvError
 from vidinv.models.causal_vae import temporal_factor
+from vidinv.models.families import FAMILIES, Family
 from vidinv.models.family import detect_family, read_config
-from vidinv.models.flow import NAMES, TINY_FLOW, VIDEO_FAMILIES, flow_family_of
-from vidinv.models.flow import PIPELINES as FLOW_PIPELINES
+from vidinv.models.flow import TINY_FLOW, flow_family_of
 from vidinv.models.hub import hub_config_folder
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES
+from vidinv.models.tiny_configs import TINY_PIPELINES, tiny_model_configs
 from vidinv.models.vae import spatial_factor
-
-PIPELINE_OF = {family: name for name, family in FLOW_PIPELINES.items()}
-# the pipelines' default output size (height x width) where the transformer config does not say
-FLOW_DEFAULT_SIZES = {"sd3": (1024, 1024), "flux": (1024, 1024), "wan": (480, 832)}  # (height, width)
 
 
 def source_kind(pretrained: str) -> str:
-    from vidinv.models.tiny import TINY_BUILDERS
-
-    if pretrained in TINY_BUILDERS or pretrained in TINY_FLOW:
+    if pretrained in TINY_PIPELINES:
         return "built-in tiny random-weight model"
     if pretrained.endswith(SINGLE_FILE_SUFFIXES):
         return "single file"
@@ -40,7 +37,7 @@ def source_kind(pretrained: str) -> str:
     raise VidinvError(f"model.pretrained: {pretrained} is no folder, .safetensors/.ckpt file, hub id or built-in name")
 
 
-def single_file_row(path: str, family: str, config: str | None) -> str:
+def single_file_row(path: str, family: Family, config: str | None) -> str:
     """What a flow single file holds and where the other components come from (a local
     single_file_config folder must exist)."""
     from vidinv.models.family import checkpoint_shapes
@@ -52,24 +49,18 @@ def single_file_row(path: str, family: str, config: str | None) -> str:
         check_config_folder(config)
     vae = holds_vae(checkpoint_shapes(path))
     rest = f"from {config}" if config else "from model.single_file_config (not set)"
-    return f"{NAMES[family]} transformer{' and VAE' if vae else ''} (original layout); the other components {rest}"
+    return f"{family.display} transformer{' and VAE' if vae else ''} (original layout); the other components {rest}"
 
 
 def _flow_configs(pretrained: str | None) -> tuple[dict, dict, dict]:
-    """model_index.json and the {component: config} of a flow source (tiny: built in memory; None,
-    a single file without single_file_config: none)."""
+    """model_index.json and the {component: config} of a flow source (tiny: its configs as data, no
+    model built; None, a single file without single_file_config: none)."""
     if pretrained is None:
         return {}, {}, {}
     if pretrained in TINY_FLOW:
-        from vidinv.models.tiny_flow import tiny_flow_pipeline
-
-        pipeline = tiny_flow_pipeline(pretrained)
-        index = {"_class_name": type(pipeline).__name__}
-        index |= {name: ["", type(part).__name__] for name, part in pipeline.components.items() if part is not None}
-        configs = {
-            n: dict(p.config) for n, p in pipeline.components.items() if isinstance(getattr(p, "config", None), dict)
-        }
-        return index, configs, dict(pipeline.scheduler.config)
+        parts = tiny_model_configs(pretrained)
+        index = {"_class_name": TINY_PIPELINES[pretrained]} | {name: ["", cls] for name, (cls, _) in parts.items()}
+        return index, {name: config for name, (_, config) in parts.items()}, parts["scheduler"][1]
     index = read_config(pretrained, "model_index.json") or {}
     configs = {part: read_config(pretrained, f"{part}/config.json") or {} for part in ("transformer", "vae")}
     return index, configs, read_config(pretrained, "scheduler/scheduler_config.json") or {}
@@ -81,16 +72,16 @@ def _text_encoders(index: dict) -> str:
     return ", ".join(classes) or "none"
 
 
-def flow_report(pretrained: str | None, family: str) -> list[tuple[str, str]]:
+def flow_report(pretrained: str | None, family: Family) -> list[tuple[str, str]]:
     index, configs, scheduler = _flow_configs(pretrained)
-    size = FLOW_DEFAULT_SIZES.get(family)
+    size = family.default_size  # the pipeline's, where the transformer config does not say (SD3's does)
     sample = configs.get("transformer", {}).get("sample_size")
     factor = spatial_factor(configs.get("vae", {}))
-    if isinstance(sample, int) and family == "sd3":
+    if isinstance(sample, int):
         size = (sample * factor, sample * factor)
     rows = [
-        ("family", family),
-        ("pipeline", index.get("_class_name") or PIPELINE_OF[family]),
+        ("family", family.name),
+        ("pipeline", index.get("_class_name") or family.pipeline),
         ("prediction type", _flow_prediction(scheduler)),
         ("default size", f"{size[1]}x{size[0]}"),
         ("shift", str(_shift(scheduler)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
@@ -137,15 +128,15 @@ def model_report(
     rows = [("source", f"{pretrained} ({kind})")]
     if kind == "hub id":  # its configs from the cache or the hub (no weights); one line when neither
         pretrained = str(hub_config_folder(pretrained))
-    family = flow_family_of(pretrained, single_file_config)
-    if family in FLOW_PIPELINES.values():
+    family = FAMILIES.get(flow_family_of(pretrained, single_file_config))
+    if family is not None:
         if kind == "single file":
             rows.append(("single file", single_file_row(pretrained, family, single_file_config)))
             pretrained = single_file_config
-        methods = "video" if family in VIDEO_FAMILIES else "flow"
+        methods = "video" if family.video else "flow"
         return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(methods))]
     found = detect_family(pretrained, single_file_config, prediction_type)
-    rows += found.report()[:1] + [("pipeline", found.traits.pipeline)] + found.report()[1:]
+    rows += found.report()[:1] + [("pipeline", found.pipeline)] + found.report()[1:]
     return rows + [("edit methods", edit_methods_for("unet"))]
 
 

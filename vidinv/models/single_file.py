@@ -51,11 +51,12 @@ def _pipeline_class(path: str, config: str | None):
     """StableDiffusionPipeline or StableDiffusionXLPipeline, by the config's family or the file's keys."""
     import diffusers
 
-    from vidinv.models.family import TRAITS, family_name_of_checkpoint, family_of_folder
+    from vidinv.models.families import FAMILIES
+    from vidinv.models.family import family_name_of_checkpoint, family_of_folder
 
     family = family_of_folder(config) if config is not None else None
     name = family.name if family is not None else family_name_of_checkpoint(path)
-    return getattr(diffusers, TRAITS[name].pipeline)
+    return getattr(diffusers, FAMILIES[name].pipeline)
 
 
 def _from_single_file(path: str, dtype: torch.dtype, config: str | None):

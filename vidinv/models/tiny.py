@@ -7,7 +7,8 @@ CPU. `tiny-sd2` is SD 2.x-shaped (linear attention projections, a wider GELU tex
 v-prediction), `tiny-sdxl` SDXL-shaped (two text encoders, `text_time` added conditioning, several
 transformer layers per block, SDXL's block layout and VAE settings); `build_tiny_controlnet`
 makes a ControlNet for any of their UNets. Weights are random: they are for exact properties
-(reconstruction, chunked == plain, parity with diffusers), not pictures.
+(reconstruction, chunked == plain, parity with diffusers), not pictures. Their configs are data in
+`vidinv.models.tiny_configs` (read without building a model).
 """
 
 from __future__ import annotations
@@ -20,75 +21,21 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-TINY_SEED = 0
-TEXT_DIM = 32
-SD2_TEXT_DIM = 48  # SD 2.x's 1024-dim OpenCLIP text, scaled down as 768 -> 32 is for SD 1.x
-SDXL_TEXT_2_DIM = 48  # SDXL's 1280-dim OpenCLIP-bigG text and pooled projection: wider than CLIP-L, as in SDXL
-SDXL_TIME_DIM = 8  # addition_time_embed_dim (256 in SDXL)
-MAX_TOKENS = 77
-
-# SD 1.x's scheduler settings (scaled-linear betas, no clipping, steps_offset 1).
-SD_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
+from vidinv.models.tiny_configs import (  # the configs, as data (re-exported here)
+    MAX_TOKENS,
+    SD2_SCHEDULER_CONFIG,
+    SD2_TEXT_DIM,
+    SD_SCHEDULER_CONFIG,
+    SDXL_TEXT_2_DIM,
+    TEXT_DIM,
+    TINY_SD2_UNET_CONFIG,
+    TINY_SDXL_UNET_CONFIG,
+    TINY_SDXL_VAE_CONFIG,
+    TINY_SEED,
+    TINY_UNET_CONFIG,
+    TINY_VAE_CONFIG,
+    tiny_text_kwargs,
 )
-
-TINY_UNET_CONFIG = dict(
-    sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(32, 64, 64),
-    layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=TEXT_DIM,
-    attention_head_dim=8,
-    norm_num_groups=16,
-)
-
-# SD 2.x: linear projections in the transformers, a 1024-like text width, v-prediction.
-TINY_SD2_UNET_CONFIG = TINY_UNET_CONFIG | dict(cross_attention_dim=SD2_TEXT_DIM, use_linear_projection=True)
-SD2_SCHEDULER_CONFIG = SD_SCHEDULER_CONFIG | dict(prediction_type="v_prediction")
-
-# SDXL's layout: no attention at full resolution, 1 / 2 / N transformer layers per level, two
-# resnets per block, text_time added conditioning (6 time ids + the pooled text embedding).
-TINY_SDXL_UNET_CONFIG = dict(
-    sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(32, 64, 64),
-    layers_per_block=2,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 3),
-    attention_head_dim=(2, 4, 4),
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=SDXL_TIME_DIM,
-    projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + SDXL_TEXT_2_DIM,
-    cross_attention_dim=TEXT_DIM + SDXL_TEXT_2_DIM,
-    norm_num_groups=16,
-)
-
-TINY_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    block_out_channels=(16, 32, 32, 32),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    layers_per_block=1,
-    norm_num_groups=8,
-    sample_size=64,
-    scaling_factor=0.18215,
-)
-TINY_SDXL_VAE_CONFIG = TINY_VAE_CONFIG | dict(scaling_factor=0.13025, force_upcast=True)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -132,20 +79,7 @@ def build_tiny_tokenizer(**kwargs) -> CLIPTokenizer:
 def tiny_text_config(hidden: int = TEXT_DIM, **kwargs) -> CLIPTextConfig:
     """The config of a 2-layer CLIP text tower of width `hidden` over the tiny vocabulary (kwargs:
     hidden_act, projection_dim, ...)."""
-    vocab = len(tiny_vocab())
-    return CLIPTextConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=MAX_TOKENS,
-        hidden_act=kwargs.pop("hidden_act", "quick_gelu"),
-        bos_token_id=vocab - 2,
-        eos_token_id=vocab - 1,
-        pad_token_id=vocab - 1,
-        **kwargs,
-    )
+    return CLIPTextConfig(**tiny_text_kwargs(hidden, **kwargs))
 
 
 def build_tiny_text_encoder(hidden: int = TEXT_DIM, cls=CLIPTextModel, **kwargs) -> CLIPTextModel:

@@ -6,7 +6,8 @@ with the family's shift), at random weights and a few thousand parameters each, 
 on a CPU. The tokenizers are `vidinv.models.tiny`'s byte-level CLIP tokenizer; Flux's T5 tower is a
 tiny T5EncoderModel reading that tokenizer's ids (so no sentencepiece model has to be shipped).
 Wan 2.1 (a native video model) is its WanTransformer3DModel, a 3D causal AutoencoderKLWan (4x in
-time, 8x in space) and a tiny UMT5 encoder reading the same tokenizer's ids.
+time, 8x in space) and a tiny UMT5 encoder reading the same tokenizer's ids. Their configs are data
+in `vidinv.models.tiny_configs` (read without building a model).
 """
 
 from __future__ import annotations
@@ -29,74 +30,22 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from vidinv.models.tiny import TEXT_DIM, TINY_SEED, TINY_VAE_CONFIG, build_tiny_tokenizer, tiny_text_config, tiny_vocab
-
-LATENT_CHANNELS = 16
-T5_TOKENS = 32  # the tiny models' T5 sequence length (SD3: 256, Flux-dev: 512)
-
-TINY_FLOW_VAE_CONFIG = {
-    **TINY_VAE_CONFIG,
-    "latent_channels": LATENT_CHANNELS,
-    "scaling_factor": 1.5305,  # SD3's VAE
-    "shift_factor": 0.0609,
-    "use_quant_conv": False,
-    "use_post_quant_conv": False,
-}
-
-TINY_SD3_CONFIG = dict(
-    sample_size=8,
-    patch_size=2,
-    in_channels=LATENT_CHANNELS,
-    num_layers=2,
-    attention_head_dim=8,
-    num_attention_heads=2,
-    joint_attention_dim=2 * TEXT_DIM,  # the T5 width: the two CLIP towers' concatenation is padded to it
-    caption_projection_dim=16,
-    pooled_projection_dim=2 * TEXT_DIM,
-    out_channels=LATENT_CHANNELS,
-    pos_embed_max_size=16,
+from vidinv.models.tiny import build_tiny_tokenizer, tiny_text_config
+from vidinv.models.tiny_configs import (  # the configs, as data (re-exported here)
+    FLUX_SCHEDULER_CONFIG,
+    SD3_SCHEDULER_CONFIG,
+    T5_TOKENS,  # noqa: F401 (read from here by vidinv.planning)
+    TEXT_DIM,
+    TINY_FLOW_VAE_CONFIG,
+    TINY_FLUX_CONFIG,
+    TINY_FLUX_VAE_CONFIG,
+    TINY_SD3_CONFIG,
+    TINY_SEED,
+    TINY_T5_CONFIG,
+    TINY_WAN_CONFIG,
+    TINY_WAN_VAE_CONFIG,
+    WAN_SCHEDULER_CONFIG,
 )
-
-TINY_FLUX_CONFIG = dict(
-    patch_size=1,
-    in_channels=4 * LATENT_CHANNELS,  # 2x2 packed latents
-    num_layers=1,
-    num_single_layers=1,
-    attention_head_dim=16,
-    num_attention_heads=2,
-    joint_attention_dim=TEXT_DIM,
-    pooled_projection_dim=TEXT_DIM,
-    guidance_embeds=True,
-    axes_dims_rope=(4, 6, 6),
-)
-
-SD3_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0)
-FLUX_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    shift=3.0,
-    use_dynamic_shifting=True,
-    base_shift=0.5,
-    max_shift=1.15,
-    base_image_seq_len=256,
-    max_image_seq_len=4096,
-)
-
-
-TINY_WAN_CONFIG = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=12,  # rotary split 4 (time) + 4 (height) + 4 (width), as Wan's 128 = 44 + 42 + 42
-    in_channels=LATENT_CHANNELS,
-    out_channels=LATENT_CHANNELS,
-    text_dim=TEXT_DIM,
-    freq_dim=16,
-    ffn_dim=32,
-    num_layers=2,
-    rope_max_seq_len=64,
-)
-# Wan 2.1's VAE shape scaled down: 3 spatial (8x) and 2 temporal (4x) downsamplings; its latent statistics
-TINY_WAN_VAE_CONFIG = dict(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
-WAN_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0)  # Wan 2.1's flow_shift at 480p
 
 
 def _clip_with_projection() -> CLIPTextModelWithProjection:
@@ -106,9 +55,7 @@ def _clip_with_projection() -> CLIPTextModelWithProjection:
 
 
 def _tiny_t5(width: int = TEXT_DIM) -> T5EncoderModel:
-    return T5EncoderModel(
-        T5Config(vocab_size=len(tiny_vocab()), d_model=width, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-    )
+    return T5EncoderModel(T5Config(**TINY_T5_CONFIG | {"d_model": width}))
 
 
 def _seeded(build):
@@ -147,7 +94,7 @@ def build_tiny_flux_components() -> dict:
     modules = _seeded(
         lambda: dict(
             transformer=FluxTransformer2DModel(**TINY_FLUX_CONFIG),
-            vae=AutoencoderKL(**{**TINY_FLOW_VAE_CONFIG, "scaling_factor": 0.3611, "shift_factor": 0.1159}),
+            vae=AutoencoderKL(**TINY_FLUX_VAE_CONFIG),
             text_encoder=CLIPTextModel(tiny_text_config()),
             text_encoder_2=_tiny_t5(),
         )
@@ -166,9 +113,7 @@ def build_tiny_wan_components() -> dict:
         lambda: dict(
             transformer=WanTransformer3DModel(**TINY_WAN_CONFIG),
             vae=AutoencoderKLWan(**TINY_WAN_VAE_CONFIG),
-            text_encoder=UMT5EncoderModel(
-                UMT5Config(vocab_size=len(tiny_vocab()), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-            ),
+            text_encoder=UMT5EncoderModel(UMT5Config(**TINY_T5_CONFIG)),
         )
     )
     return dict(
@@ -190,5 +135,6 @@ def tiny_flow_pipeline(name: str):
     `save_pretrained` writes a folder that `vidinv.models.load_models` (and diffusers) read back."""
     import diffusers
 
-    cls = {"tiny-sd3": "StableDiffusion3Pipeline", "tiny-flux": "FluxPipeline", "tiny-wan": "WanPipeline"}[name]
-    return getattr(diffusers, cls)(**TINY_FLOW_BUILDERS[name]())
+    from vidinv.models.tiny_configs import TINY_PIPELINES
+
+    return getattr(diffusers, TINY_PIPELINES[name])(**TINY_FLOW_BUILDERS[name]())

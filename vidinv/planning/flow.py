@@ -2,7 +2,7 @@
 (`vidinv.planning.unet`), from the pipeline's component configs on fake tensors.
 
 Frame-calls: the inversion and PnP formulas of `vidinv.planning.calls` (Flux with one row per prompt: its
-guidance is embedded, no CFG rows), FlowEdit's own (`FlowEdit.flow_frame_calls`, no inversion).
+guidance is embedded, no CFG rows), FlowEdit's own (`FlowEdit.predicted_frame_calls`, no inversion).
 Activations: one chunk of transformer frame-calls with the family's text tokens (SD3: 77 CLIP + the
 T5 sequence; Flux, Wan: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
 Wan, a native video model, is counted in latent frames (1 + (frames - 1) / 4; its transformer sees
@@ -20,6 +20,7 @@ import torch
 
 from vidinv.config import Config
 from vidinv.errors import VidinvError
+from vidinv.models.families import Family
 from vidinv.planning.budget import Plan, build_plan
 from vidinv.planning.calls import frame_calls
 from vidinv.planning.memory import default_dtype, param_bytes
@@ -28,10 +29,9 @@ from vidinv.planning.shapes import clip_shape, read_folder_config
 FLOW_MODULES = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 
 
-def flow_configs(config: Config, family: str) -> dict:
+def flow_configs(config: Config, family: Family) -> dict:
     """{component: (class name, config dict)} of the flow source's modules (tiny: the built ones; a
     single file: those of its single_file_config, whose transformer config the file's follows)."""
-    from vidinv.models.flow import TINY_FLOW
     from vidinv.models.hub import hub_config_folder
     from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
@@ -40,7 +40,7 @@ def flow_configs(config: Config, family: str) -> dict:
         if not config.model.single_file_config:
             raise VidinvError(f"plan: model.single_file_config must name the diffusers folder or hub id of {source}")
         source = config.model.single_file_config
-    if source in TINY_FLOW:
+    if source == family.tiny:
         from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS
 
         parts = TINY_FLOW_BUILDERS[source]()
@@ -62,7 +62,7 @@ def flow_configs(config: Config, family: str) -> dict:
     return {name: (index[name][1], read_folder_config(folder, f"{name}/config.json")) for name in wanted}
 
 
-def build_fake_flow_modules(configs: dict, dtype: torch.dtype, family: str) -> dict:
+def build_fake_flow_modules(configs: dict, dtype: torch.dtype, family: Family) -> dict:
     """The modules of `configs` on fake tensors, each in the dtype it is loaded in (call inside
     `fake_mode()`)."""
     import diffusers
@@ -86,58 +86,38 @@ def build_fake_flow_modules(configs: dict, dtype: torch.dtype, family: str) -> d
     }
 
 
-def fake_condition(family: str, rows: int, tokens: int, transformer, dtype: torch.dtype):
-    """Empty prompt conditions of `rows` rows shaped for the transformer."""
-    from vidinv.models.flow import FlowCondition
-
-    cfg = transformer.config
-    if family == "wan":
-        return FlowCondition(torch.empty(rows, tokens, cfg.text_dim, dtype=dtype), None)
-    embeds = torch.empty(rows, tokens, cfg.joint_attention_dim, dtype=dtype)
-    pooled = torch.empty(rows, cfg.pooled_projection_dim, dtype=dtype)
-    if family == "flux":
-        return FlowCondition(embeds, pooled, torch.zeros(tokens, 3, dtype=dtype), torch.ones(rows))
-    return FlowCondition(embeds, pooled)
+def fake_condition(family: Family, rows: int, tokens: int, transformer, dtype: torch.dtype):
+    """Empty prompt conditions of `rows` rows shaped for the transformer (the family's adapter's)."""
+    return family.adapter.empty(rows, tokens, transformer.config, dtype)
 
 
-def flow_calls(config: Config, command: str, family: str, frames: int, latent_hw: tuple[int, int]) -> dict:
+def flow_calls(config: Config, command: str, family: Family, frames: int, latent_hw: tuple[int, int]) -> dict:
     """Transformer frame-calls per stage (module docstring)."""
-    from vidinv.editing.flowedit import FlowEdit
-
-    if command == "edit" and config.edit.method == "flowedit":
-        return {"inversion": 0, "edit": FlowEdit.flow_frame_calls(config, family, frames)}
-    if family == "flux":  # one row per prompt
+    if family.guidance_embedded:  # one row per prompt
         config = dataclasses.replace(
             config,
             inversion=dataclasses.replace(config.inversion, guidance_scale=1.0),
             edit=dataclasses.replace(config.edit, guidance_scale=1.0),
         )
-    return frame_calls(config, command, frames, latent_hw)
+    return frame_calls(config, command, frames, latent_hw, family=family)
 
 
-def patch_pixels(family: str, transformer_config: dict, factor: int) -> int:
-    """Pixels per side of one transformer token: the VAE factor times the latent patch (SD3's
-    patch_size, Flux's 2x2 packing, Wan's spatial patch)."""
-    patch = transformer_config.get("patch_size", 2) if family != "flux" else 2
-    patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
-    return factor * int(patch or 1)
-
-
-def check_size(family: str, transformer_config: dict, factor: int, height: int, width: int) -> None:
-    """A one-line error when the frame size is not a whole number of the transformer's tokens, or
-    has more tokens a side than its positional embedding holds (SD3's `pos_embed_max_size`)."""
-    unit = patch_pixels(family, transformer_config, factor)
+def check_size(family: Family, transformer_config: dict, factor: int, height: int, width: int) -> None:
+    """A one-line error when the frame size is not a whole number of the transformer's tokens
+    (`Family.patch_pixels`: SD3's patch_size, Flux's 2x2 packing, Wan's spatial patch), or has more
+    tokens a side than its positional embedding holds (SD3's `pos_embed_max_size`)."""
+    unit = family.patch_pixels(transformer_config, factor)
     limit = transformer_config.get("pos_embed_max_size")
     for key, value in (("height", height), ("width", width)):
         if value % unit:
             below, above = max(unit, value // unit * unit), value // unit * unit + unit
             raise VidinvError(
-                f"video.{key}: {value} is not a multiple of {unit} (the {family} transformer's tokens are"
+                f"video.{key}: {value} is not a multiple of {unit} (the {family.name} transformer's tokens are"
                 f" {unit}x{unit} pixels); use {below} or {above}"
             )
         if limit and value // unit > limit:
             raise VidinvError(
-                f"video.{key}: {value} is {value // unit} tokens of {unit} px, more than the {family} transformer's"
+                f"video.{key}: {value} is {value // unit} tokens of {unit} px, more than the {family.name} transformer's"
                 f" positional embedding holds ({limit} a side); use a multiple of {unit} up to {limit * unit}"
             )
 
@@ -160,13 +140,13 @@ def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype
     return max(peak_bytes(lambda: vae.encode(pixels)), peak_bytes(lambda: vae.decode(latents)))
 
 
-def plan_flow(config: Config, command: str, family: str) -> Plan:
-    """The prediction for `vidinv COMMAND` on a flow model (seconds: fake tensors only)."""
+def plan_flow(config: Config, command: str, family: Family) -> Plan:
+    """The prediction for `vidinv COMMAND` on a flow model of `family` (its record; seconds: fake
+    tensors only)."""
     from vidinv.attention.flow_runner import run_flow
     from vidinv.attention.inflate import install_from_config
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
-    from vidinv.models.flow import CALLS, MAX_SEQUENCE_LENGTH, TINY_FLOW, VIDEO_FAMILIES
     from vidinv.models.vae import latent_channels, spatial_factor
     from vidinv.planning.memory import fake_mode, peak_bytes
 
@@ -180,17 +160,17 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
     check_frame_count(frames, per_latent)
     check_size(family, configs["transformer"][1], factor, height, width)
     latent_frames = latent_frame_count(frames, per_latent)
-    video = family in VIDEO_FAMILIES
+    video = family.video
     latent_hw = (height // factor, width // factor)
     latent_bytes = latent_frames * channels * latent_hw[0] * latent_hw[1] * 4
     calls = flow_calls(config, command, family, latent_frames, latent_hw)
-    if config.model.pretrained in TINY_FLOW:
+    if config.model.pretrained == family.tiny:
         from vidinv.models.tiny_flow import T5_TOKENS
 
         t5_tokens = T5_TOKENS
     else:
-        t5_tokens = MAX_SEQUENCE_LENGTH[family]
-    tokens = t5_tokens + (77 if family == "sd3" else 0)  # SD3: CLIP's 77 tokens before T5's
+        t5_tokens = family.t5_tokens
+    tokens = family.text_tokens(t5_tokens)  # SD3: CLIP's 77 tokens before T5's
     widest = 4 if command == "edit" else 2  # source and edit branches, each (uncond, cond)
     with fake_mode():
         parts = build_fake_flow_modules(configs, dtype, family)
@@ -200,7 +180,7 @@ def plan_flow(config: Config, command: str, family: str) -> Plan:
         sim = latent_frames if (video or not rt.unet_chunk) else min(latent_frames, 2 * rt.unet_chunk)
         batch = torch.empty(widest, sim, channels, *latent_hw, dtype=dtype)
         cond = fake_condition(family, widest, tokens, transformer, dtype)
-        models = SimpleNamespace(transformer=transformer, call=CALLS[family], video=video)
+        models = SimpleNamespace(transformer=transformer, call=family.adapter.call, video=video)
         unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
         chunk = min(frames, rt.vae_chunk or frames)
         vae_act = vae_activations(vae, chunk, channels, (height, width), next(vae.parameters()).dtype)

@@ -20,6 +20,7 @@ from vidinv.planning.memory import device_capacity, disk_free, host_capacity
 def plan_run(config: Config, command: str = "edit") -> Plan:
     """The prediction for `vidinv COMMAND` (edit | invert | reconstruct) with this config (seconds:
     fake tensors only)."""
+    from vidinv.models.families import FAMILIES
     from vidinv.models.flow import flow_family_of
 
     config_folder = config.model.single_file_config
@@ -29,7 +30,7 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
     if family is not None:
         from vidinv.planning.flow import plan_flow
 
-        return plan_flow(config, command, family)
+        return plan_flow(config, command, FAMILIES[family])
     from vidinv.planning.unet import plan_unet
 
     return plan_unet(config, command)

@@ -1,30 +1,21 @@
 """The planner of UNet models (SD 1.x/2.x, SDXL, ControlNet): weights counted on modules built on
 fake tensors from the components' configs; activation peaks those of one chunked UNet call and one
-VAE chunk run on fake tensors (`vidinv.planning.memory`); TokenFlow's keyframe pass and FateZero's
-store as the methods make them."""
+VAE chunk run on fake tensors (`vidinv.planning.memory`); the edit method's own widest moment and
+what it keeps beside the record (TokenFlow's keyframe pass, FateZero's store) as it predicts them."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from vidinv.config import Config, as_list
 from vidinv.errors import VidinvError
+from vidinv.inversion.costs import Costs
 from vidinv.planning.budget import Plan, build_plan
-from vidinv.planning.calls import (
-    LATENT_CHANNELS,
-    MB,
-    edit_rows,
-    frame_calls,
-    group_size,
-    inversion_method,
-    source_rows,
-    start_step,
-)
+from vidinv.planning.calls import LATENT_CHANNELS, edit_method_class, frame_calls
 from vidinv.planning.memory import default_dtype, param_bytes
 from vidinv.planning.shapes import clip_shape, read_folder_config
 
@@ -109,9 +100,9 @@ def fake_controlnet(source: str, unet) -> torch.nn.Module:
     return ControlNetModel.from_unet(unet)
 
 
-def _unet_rows(config: Config, command: str) -> int:
+def _unet_rows(costs: Costs, command: str) -> int:
     """Rows of the widest UNet call of the run (the edit's pair, or the inversion's rows)."""
-    return source_rows(config) + (edit_rows(config) if command == "edit" else 0)
+    return costs.source_rows + (costs.edit_rows if command == "edit" else 0)
 
 
 def configs_family(configs: dict):
@@ -122,62 +113,6 @@ def configs_family(configs: dict):
     return family_from_configs("plan", {"_class_name": pipeline}, configs["unet"], {}, configs["vae"])
 
 
-def _store_bytes(config: Config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int:
-    """FateZero's store for this run (`fatezero.predicted_store_bytes`), on the SD scheduler's table."""
-    from diffusers import DDIMScheduler
-
-    from vidinv.attention.frames import FramePattern
-    from vidinv.editing.fatezero import predicted_store_bytes, store_plan
-    from vidinv.inversion.timesteps import step_table
-    from vidinv.models.tiny import SD_SCHEDULER_CONFIG
-
-    table = step_table(DDIMScheduler(**SD_SCHEDULER_CONFIG), config.inversion.steps)
-    plan = store_plan(SimpleNamespace(unet=unet, family=family), config, table, start_step(config))
-    m = config.model
-    pattern = FramePattern(
-        m.frame_attention, keyframes=m.keyframes, keyframe_stride=m.keyframe_stride, group=m.attention_group
-    )
-    models = SimpleNamespace(unet=unet, tokenizer=SimpleNamespace(model_max_length=77))
-    return predicted_store_bytes(models, plan, latent_hw, frames, pattern, group_size(config, latent_hw))
-
-
-def tokenflow_keyframe_bytes(config: Config, unet, text, frames: int, latent_hw: tuple[int, int], dtype) -> int:
-    """Peak bytes of TokenFlow's widest moment on the device (call in fake mode): a window's keyframe
-    pass (`edit.keyframe_window` keyframes in one UNet call, extended attention among them) while the
-    records of the other windows a propagation pass reads are held; the propagation pass itself is
-    the run's chunked UNet call, with at most as many windows held."""
-    import math
-
-    from vidinv.attention import FramePattern, run_unet
-    from vidinv.attention.handle import frame_attention_of
-    from vidinv.editing.tokenflow import TokenFlowHook, frame_pattern
-    from vidinv.planning.memory import peak_bytes
-
-    ed, chunk = config.edit, config.runtime.unet_chunk or frames
-    total = math.ceil(frames / ed.keyframe_stride)
-    window = min(total, ed.keyframe_window or total)
-    held = min(math.ceil(total / window), 2 + math.ceil(chunk / (ed.keyframe_stride * window)))
-    n_rows = _unet_rows(config, "edit")
-    hook = TokenFlowHook(0, list(range(1, n_rows)))
-    hook.keyframe_pass(0, tuple(range(window)))
-    handle = frame_attention_of(unet)
-    batch = torch.empty(n_rows, window, LATENT_CHANNELS, *latent_hw, dtype=dtype)
-    handle.hooks.append(hook)
-    try:
-        with frame_pattern(handle, FramePattern("full", group=window)):
-            peak = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=None))
-    finally:
-        handle.hooks.remove(hook)
-    records = sum(t.nbytes for store in (hook.tokens[0], hook.values[0]) for t in store.values())
-    return peak + (held - 1) * records
-
-
-def store_in_memory(config: Config, store: int) -> bool:
-    """FateZero's `edit.store` resolved as the edit resolves it (auto: memory when it fits the bound)."""
-    mode = config.edit.store
-    return mode == "memory" or (mode == "auto" and store <= config.edit.store_limit_mb * MB)
-
-
 def plan_unet(config: Config, command: str) -> Plan:
     """The prediction for `vidinv COMMAND` on a UNet model (seconds: fake tensors only)."""
     from vidinv.attention import run_unet
@@ -185,7 +120,7 @@ def plan_unet(config: Config, command: str) -> Plan:
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.planning.memory import fake_mode, peak_bytes
 
-    rt = config.runtime
+    rt, costs = config.runtime, Costs(config)
     device = resolve_device(config.model.device, present=False)  # shapes only
     dtype = resolve_dtype(config.model.dtype, device)
     frames, height, width = clip_shape(config)
@@ -197,11 +132,12 @@ def plan_unet(config: Config, command: str) -> Plan:
         unet, vae = parts["unet"], parts["vae"]
         install_from_config(unet, config.model)
         sim = frames if not rt.unet_chunk else min(frames, 2 * rt.unet_chunk)  # one chunk and its anchors
-        batch = torch.empty(_unet_rows(config, command), sim, LATENT_CHANNELS, *latent_hw, dtype=dtype)
+        batch = torch.empty(_unet_rows(costs, command), sim, LATENT_CHANNELS, *latent_hw, dtype=dtype)
         text = fake_text_conditioning(configs, batch.shape[0], dtype)
         unet_act = peak_bytes(lambda: run_unet(unet, batch, torch.tensor(999), text, chunk=rt.unet_chunk))
-        if command == "edit" and config.edit.method == "tokenflow":
-            unet_act = max(unet_act, tokenflow_keyframe_bytes(config, unet, text, frames, latent_hw, dtype))
+        method = edit_method_class(config) if command == "edit" else None
+        if method is not None:
+            unet_act = max(unet_act, method.predicted_activation_bytes(config, unet, text, frames, latent_hw, dtype))
         from vidinv.models.vae import set_vae_tiling
 
         set_vae_tiling(vae, rt.vae_tile_size if rt.vae_tiling else None)
@@ -216,22 +152,17 @@ def plan_unet(config: Config, command: str) -> Plan:
             weights["controlnet"] = sum(param_bytes(net) for net in nets)
         if rt.offload == "sequential":
             largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
-    fatezero = command == "edit" and config.edit.method == "fatezero"
-    store = (
-        _store_bytes(config, unet, configs_family(configs), frames, latent_hw) if fatezero else None
-    )  # outside: the step table is real
-    in_memory = fatezero and store_in_memory(config, store)
+    # outside the fake mode: the store's step table is real
+    store = method and method.predicted_store_bytes(config, unet, configs_family(configs), frames, latent_hw)
+    in_memory = store is not None and method.store_in_memory(config, store)
     # model offload: one group at a time on the device, the UNet with its ControlNets (vidinv.models.offload)
     groups = {name: size for name, size in weights.items() if name != "controlnet"}
     groups["unet"] += weights.get("controlnet", 0)
     on_device = {"none": sum(groups.values()), "model": max(groups.values())}
     device_weights = largest_layer if rt.offload == "sequential" else on_device[rt.offload]
     from vidinv.inversion.record import record_bytes
-    from vidinv.registry import SAMPLERS
 
-    record = record_bytes(
-        SAMPLERS.get(inversion_method(config).sampler).tensor_steps(config.inversion.steps), latent_bytes
-    )
+    record = record_bytes(costs.sampler.tensor_steps(costs.steps), latent_bytes)
     return build_plan(
         config, command, device, (frames, height, width), frame_calls(config, command, frames, latent_hw, in_memory),
         weights, device_weights, (unet_act, vae_act), latent_bytes, record,

@@ -1,0 +1,106 @@
+"""Model families as traits: outside `vidinv.models` no code compares something to a family's name or
+keys a table by family names (read from the package's source with ast); every family has its
+record, its tiny model and tiny config; both model bundles are `ModelBundle`s whose `family` is a record."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from vidinv.models import FAMILIES, Family, ModelBundle, load_models
+from vidinv.models.causal_vae import temporal_factor
+from vidinv.models.tiny_configs import TINY_PIPELINES, tiny_model_configs
+
+PACKAGE = Path(__file__).resolve().parents[1] / "vidinv"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"
+FAMILY_NAMES = set(FAMILIES)
+
+
+def string_constants(node: ast.AST) -> set[str]:
+    values = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return {v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)}
+
+
+def family_name_uses(path: Path) -> list[str]:
+    """Comparisons of something to a family's name, and tables keyed by two or more family names."""
+    found, where = [], path.relative_to(PACKAGE) if PACKAGE in path.parents else path.name
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            names = set().union(*(string_constants(c) for c in [node.left, *node.comparators])) & FAMILY_NAMES
+            if names:
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+        if (
+            isinstance(node, ast.Dict)
+            and len(set().union(*map(string_constants, filter(None, node.keys))) & FAMILY_NAMES) > 1
+        ):
+            found.append(f"{where}:{node.lineno}: a table keyed by family names")
+    return found
+
+
+def test_no_code_outside_models_branches_on_a_family_name():
+    models = (PACKAGE / "models").resolve()
+    found = [
+        use
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if models not in path.resolve().parents
+        for use in family_name_uses(path)
+    ]
+    assert found == []
+
+
+def test_the_check_finds_the_branches_it_should(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text('if family in ("sd3", "x"):\n    pass\nDEFAULTS = {"sd3": 1, "wan": 2}\nok = {"sd3": 1}\n')
+    assert len(family_name_uses(planted)) == 2
+
+
+def test_every_family_has_a_record_a_tiny_model_and_a_tiny_config():
+    from vidinv.models.tiny import TINY_BUILDERS
+    from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS
+
+    builders = TINY_BUILDERS | TINY_FLOW_BUILDERS
+    shipped = {
+        line.split(":", 1)[1].strip()
+        for path in CONFIGS.glob("*.yaml")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith("pretrained:")
+    }
+    assert sorted(f.tiny for f in FAMILIES.values()) == sorted(TINY_PIPELINES) == sorted(builders)
+    for name, family in FAMILIES.items():
+        assert isinstance(family, Family) and family.name == name and family.traits is family
+        assert TINY_PIPELINES[family.tiny] == family.pipeline, name
+        assert family.tiny in shipped, f"{name}: no configs/tiny/*.yaml runs {family.tiny}"
+        parts = tiny_model_configs(family.tiny)
+        denoiser = parts.get("transformer" if family.flow else "unet")
+        assert denoiser is not None and denoiser[0] == family.denoiser, name
+        assert parts["vae"][0] == family.vae, name
+        assert (family.adapter is not None) == family.flow and (family.flowedit is not None) == family.flow
+
+
+def test_the_records_name_the_rules_their_tiny_configs_follow():
+    """Latent normalisation, frame-count rule and text encoders: the tiny VAE's config keys and
+    components agree with the record's rule (the numbers themselves are the checkpoint's)."""
+    from vidinv.models.tiny_configs import tiny_full_configs
+
+    for name, family in FAMILIES.items():
+        parts = tiny_model_configs(family.tiny)
+        vae = tiny_full_configs(family.tiny)["vae"][1]
+        rule = "mean_std" if vae.get("latents_mean") else "shift_scale" if vae.get("shift_factor") else "scale"
+        assert rule == family.latents, name
+        assert (temporal_factor(vae) > 1) == (family.frames == "causal") == family.video, name
+        encoders = [cls for part, (cls, _) in sorted(parts.items()) if part.startswith("text_encoder")]
+        assert set(encoders) <= set(family.text_encoders), name
+        assert family.guidance_embedded == bool(parts.get("transformer", ("", {}))[1].get("guidance_embeds")), name
+
+
+@pytest.mark.parametrize("name", [family.tiny for family in FAMILIES.values()])
+def test_both_bundles_are_model_bundles_whose_family_is_the_record(name):
+    models = load_models(name, dtype="fp32", device="cpu")
+    assert isinstance(models, ModelBundle)
+    record = FAMILIES[models.family.name]
+    assert isinstance(models.family, Family) and models.family.traits is record
+    assert models.denoiser is getattr(models, "transformer" if record.flow else "unet")
+    assert models.video == record.video
+    assert not hasattr(models, "unet") or not record.flow  # a transformer is never called a UNet
