@@ -100,6 +100,9 @@ LANES = {
         "test_fake_cuda.py",
         "test_half_precision.py",
         "test_doctor.py",
+        "test_pipeline.py::test_import_vidinv_leaves_diffusers_until_the_pipeline_is_asked_for",
+        "test_comfy.py::test_the_graph_gives_the_frames_of_vidinv_edit",
+        "test_comfy.py::test_a_symlinked_pack_finds_its_checkout_when_vidinv_is_not_installed",
     ),
     "browser": ("test_app.py::test_in_a_browser",),
     "ray": ("test_batch.py::test_ray_backend",),
@@ -113,6 +116,8 @@ LANES = {
         "test_cli.py::test_running_out_of_memory",
         "test_inversion_record.py::test_fingerprint_is_the_same_in_every_process",
         "test_doctor.py::test_the_command_prints_every_row",
+        "test_pipeline.py::test_import_vidinv_leaves_diffusers_until_the_pipeline_is_asked_for",
+        "test_comfy.py::test_a_symlinked_pack_finds_its_checkout_when_vidinv_is_not_installed",
     ),
 }
 

@@ -138,7 +138,8 @@ def test_the_page_offers_only_the_methods_the_model_runs_the_edit_methods_vidinv
     unet_edits = ["pnp", "tokenflow", "fatezero"]  # no flowedit
     assert params["edit"]["enum"] == info_rows("tiny", capsys)["edit methods"].split(", ") == unet_edits
     inversion, edit = supported_methods(load_config(overrides=["model.pretrained=tiny-sd3"]))
-    assert inversion == ["ddim", "freeinv", "mbdi", "flow"]  # DDPM-EF's stochastic step is no flow step
+    # DDPM-EF's stochastic step is no flow step; the second-order flow rules run on flow models only
+    assert inversion == ["ddim", "freeinv", "mbdi", "flow", "rf_solver", "fireflow"]
     assert edit == info_rows("tiny-sd3", capsys)["edit methods"].split(", ") == ["pnp", "flowedit"]
 
 

@@ -56,6 +56,7 @@ def local_batch(tmp_path_factory):
     return {"code": code, "out": out, "summary": summary, "manifest": manifest, "md5": edited}
 
 
+@pytest.mark.slow
 def test_each_clip_is_inverted_once_and_its_other_prompts_reuse_the_record(local_batch):
     done = [r for r in local_batch["summary"]["rows"] if r["status"] == "done"]
     assert len(done) == 4

@@ -390,6 +390,7 @@ def test_bad_injection_layers_fail_before_the_inversion(tmp_path):
     assert not (tmp_path / "inversion").exists()
 
 
+@pytest.mark.slow
 def test_each_run_reports_its_own_peak_memory_not_an_earlier_one_of_the_process(tmp_path):
     """A process that held 1 GB more before the edit (a batch's earlier item, an app's earlier
     request) reports the edit's own peak: the peak is reset at the start of each run."""

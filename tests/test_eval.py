@@ -132,6 +132,7 @@ def eval_json(capsys, tmp_path, *args: str) -> dict:
 
 
 @pytest.mark.parametrize(("name", "codec"), [("first4", "ffv1"), ("start3_stride2", "png")])
+@pytest.mark.slow
 def test_eval_of_lossless_outputs_gives_the_runs_metrics_exactly(
     runs, sample_path, tiny_clip, tmp_path, capsys, name, codec
 ):

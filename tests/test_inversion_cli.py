@@ -23,6 +23,7 @@ def overrides(out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_path, caplog, capsys):
     config = str(REPO / "configs" / "demo.yaml")
     out = tmp_path / "run"

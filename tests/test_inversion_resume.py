@@ -57,8 +57,9 @@ class Interrupting:
 
 
 def interrupt_after(monkeypatch, steps: int):
-    real = api.GuidedModel.for_prompt
-    monkeypatch.setattr(api.GuidedModel, "for_prompt", lambda *a, **k: Interrupting(real(*a, **k), steps))
+    for denoiser in (api.GuidedModel, api.FlowGuidedModel):  # UNet and flow models
+        real = denoiser.for_prompt
+        monkeypatch.setattr(denoiser, "for_prompt", lambda *a, real=real, **k: Interrupting(real(*a, **k), steps))
 
 
 def interrupted_inversion(models, x0, cfg, folder, monkeypatch, calls: int) -> None:
@@ -76,6 +77,7 @@ def values(x) -> torch.Tensor:
 
 @pytest.mark.parametrize("record", RECORDS)
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
+@pytest.mark.slow
 def test_an_interrupted_inversion_of_vae_laid_out_latents_resumes_to_the_bit_identical_record(
     tiny_models, tmp_path, monkeypatch, method, record
 ):
@@ -116,6 +118,7 @@ def test_an_inversion_that_cannot_resume_leaves_nothing_when_interrupted(tiny_mo
 
 
 @pytest.mark.parametrize("record", RECORDS)
+@pytest.mark.slow
 def test_the_edit_command_resumes_an_interrupted_inversion_in_the_same_folder(tmp_path, monkeypatch, capsys, record):
     import json
 

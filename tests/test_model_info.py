@@ -111,6 +111,7 @@ def plain(value):
 
 
 @pytest.mark.parametrize("name", TINY_NAMES)
+@pytest.mark.slow
 def test_tiny_configs_as_data_are_those_of_the_built_models_with_their_parameter_counts(name):
     """`vidinv info tiny-*` reads `tiny_model_configs` instead of building the model: each component
     has the built one's class and config values, and built on the meta device its full config and

@@ -54,6 +54,7 @@ def test_model_offload_edit_equals_the_edit_without_offload(frames, plain_edits,
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_sequential_offload_edit_equals_the_edit_without_offload(frames, plain_edits, method):
     torch.testing.assert_close(edited("sequential", method, frames), plain_edits[method], rtol=0, atol=0)
 

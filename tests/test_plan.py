@@ -32,6 +32,7 @@ def run_edit(values: dict):
     "method, inversion, guidance",
     [("pnp", "freeinv", None), ("tokenflow", "ddim", 2.0), ("fatezero", "mbdi", None), ("pnp", "ddpm_ef", None)],
 )
+@pytest.mark.slow
 def test_planned_frame_calls_equal_the_runs_counts(method, inversion, guidance):
     values = plan_config(method, inversion, guidance)
     out = run_edit(values)
@@ -96,6 +97,7 @@ def test_vidinv_edit_that_cannot_fit_exits_2_before_writing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
+@pytest.mark.slow
 def test_planned_weights_of_sd2_and_sdxl_equal_the_loaded_components(name):
     from vidinv.models import load_models
 

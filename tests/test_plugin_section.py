@@ -101,6 +101,7 @@ def test_the_plugins_section_drives_the_run_and_the_plan(plugin_path, tmp_path):
     assert "fraction: 0.25" in (out / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_a_misspelt_key_of_the_plugins_section_is_one_line(plugin_path):
     done = vidinv(
         plugin_path, "plan", "configs/demo.yaml", "edit.method=only_attention", "edit.only_attention.fractoin=0.3"

@@ -138,6 +138,7 @@ EDIT += ["runtime.codec=ffv1"]  # lossless: the same bytes exactly when the edit
         "pnp model.pretrained=tiny-sd3 inversion.method=flow",  # a flow model's Euler record
     ],
 )
+@pytest.mark.slow
 def test_every_edit_gives_the_same_video_with_the_record_on_disk(tmp_path, monkeypatch, method):
     monkeypatch.chdir(REPO)  # the demo config's clip path is relative to the repository
     edit_method, *more = method.split()

@@ -66,6 +66,7 @@ def edit(out: Path, *extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("codec", ["h264", "png"])
+@pytest.mark.slow
 def test_same_config_and_seed_give_byte_identical_videos_fresh_and_with_the_record_reused(tmp_path, codec):
     first = edit(tmp_path / "a", f"runtime.codec={codec}")
     fresh = edit(tmp_path / "b", f"runtime.codec={codec}")

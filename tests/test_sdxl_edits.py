@@ -58,6 +58,7 @@ def frames():
 
 @pytest.mark.parametrize("edit", EDITS)
 @pytest.mark.parametrize("inversion", INVERSIONS)
+@pytest.mark.slow
 def test_tokenflow_and_fatezero_on_sdxl_keep_their_exact_property(sdxl_full, frames, inversion, edit):
     editor = VideoEditor(sdxl_config(inversion, edit), models=sdxl_full)
     out = editor.edit(frames)

@@ -41,6 +41,7 @@ def values(inversion: str, edit: str, **edit_options) -> dict:
 
 @pytest.mark.parametrize("edit", ["pnp", "tokenflow", "fatezero"])
 @pytest.mark.parametrize("inversion", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
+@pytest.mark.slow
 def test_every_inversion_and_edit_method_runs_on_sdxl_as_planned(sdxl, inversion, edit):
     config = values(inversion, edit)
     frames = torch.rand(FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1

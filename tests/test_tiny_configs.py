@@ -33,6 +33,7 @@ def test_every_family_has_a_tiny_config_twin_of_a_shipped_config():
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_each_tiny_config_plans_as_shipped(capsys, in_repo, name):
     assert main(["plan", f"configs/tiny/{name}"]) == 0
     assert "frame-calls" in capsys.readouterr().out

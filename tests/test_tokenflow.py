@@ -187,6 +187,7 @@ def test_same_prompt_full_injection_stride_1_reproduces_the_reconstruction(full_
     ("method", "frame_attention"),
     [("ddim", "full"), ("freeinv", "full"), ("mbdi", "sparse_causal"), ("freeinv", "sparse_causal")],
 )
+@pytest.mark.slow
 def test_same_prompt_full_injection_reproduces_the_reconstruction_of_a_static_clip(
     full_models, causal_models, method, frame_attention
 ):

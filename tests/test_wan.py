@@ -62,6 +62,7 @@ def diffusers_frames(vae, latents: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("vae", [False, True], indirect=True, ids=["whole", "tiled"])
 @pytest.mark.parametrize("chunks", [[9], [1, 4, 4], [2, 3, 4], [8, 1]])
 @torch.no_grad()
+@pytest.mark.slow
 def test_streamed_encode_in_any_chunks_equals_diffusers_whole_clip_encode(vae, chunks):
     """Each tile's causal cache is carried across pushes, so chunk borders change nothing (bit for bit)."""
     frames = clip()
@@ -76,6 +77,7 @@ def test_streamed_encode_in_any_chunks_equals_diffusers_whole_clip_encode(vae, c
 @pytest.mark.parametrize("vae", [False, True], indirect=True, ids=["whole", "tiled"])
 @pytest.mark.parametrize("chunks", [[3], [1, 1, 1], [2, 1]])
 @torch.no_grad()
+@pytest.mark.slow
 def test_streamed_decode_in_any_chunks_equals_diffusers_whole_clip_decode(vae, chunks):
     latents = torch.randn(3, 16, H // 8, W // 8, generator=torch.Generator().manual_seed(1))
     decoder = CausalDecoder(vae)
@@ -86,6 +88,7 @@ def test_streamed_decode_in_any_chunks_equals_diffusers_whole_clip_decode(vae, c
 
 
 @pytest.mark.parametrize("takes", [[8, 1], [4, 4, 1], [1, 8], [9]])
+@pytest.mark.slow
 def test_decoded_frames_are_taken_in_the_source_chunks(vae, takes):
     """The edit job writes the decoded clip beside the source's chunks: any chunking gives the frames in order."""
     latents = torch.randn(3, 16, H // 8, W // 8, generator=torch.Generator().manual_seed(2))

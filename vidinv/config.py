@@ -78,6 +78,9 @@ class InversionConfig:
     guidance_scale: float | None = None  # null = the method's default (1.0; 3.5 for ddpm_ef)
     seed: int = 0  # FreeInv's transform schedule, DDPM-EF's noise maps
     transforms: str = "auto"  # FreeInv's group; auto: rot90 on square latents, else {id, rot180, hflip, vflip}
+    # rf_solver / fireflow: see the model through FreeInv's transform of each step (inversion.transforms,
+    # inversion.seed), one transform for both evaluations of a step
+    freeinv: bool = False
     noise: str = "shared"  # ddpm_ef: per-step noise shared by all frames or independent per frame
     control: bool = False  # apply the ControlNet(s) during the inversion too
 
@@ -392,6 +395,10 @@ def validate(config: Config) -> None:
             f"null or a multiple of 8 in 8..{MAX_SIDE}",
         )
     require(1 <= inv.steps <= 1000, "inversion.steps", inv.steps, "an integer in 1..1000")
+    composes = not inv.freeinv or getattr(INVERSION_METHODS.get(inv.method), "composes_freeinv", False)
+    require(
+        composes, "inversion.freeinv", True, f"false with inversion.method: {inv.method} (rf_solver, fireflow take it)"
+    )
     require(
         inv.guidance_scale is None or 0 <= inv.guidance_scale < math.inf,
         "inversion.guidance_scale",

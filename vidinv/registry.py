@@ -77,6 +77,8 @@ INVERSION_METHODS = Registry(
         "mbdi": "vidinv.inversion.methods:MBDIInversion",
         "ddpm_ef": "vidinv.inversion.methods:EditFriendlyDDPMInversion",
         "flow": "vidinv.inversion.methods:FlowInversion",
+        "rf_solver": "vidinv.inversion.flow_solvers:RFSolverInversion",
+        "fireflow": "vidinv.inversion.flow_solvers:FireFlowInversion",
     },
 )
 EDIT_METHODS = Registry(
@@ -96,5 +98,7 @@ SAMPLERS = Registry(
         "ddim": "vidinv.inversion.samplers:DDIMSampler",
         "ddpm_ef": "vidinv.inversion.samplers:EditFriendlyDDPMSampler",
         "flow": "vidinv.inversion.flow:FlowSampler",
+        "rf_solver": "vidinv.inversion.flow_solvers:RFSolverSampler",
+        "fireflow": "vidinv.inversion.flow_solvers:FireFlowSampler",
     },
 )

@@ -72,9 +72,10 @@ class Costs:
         return self.method.evaluations_per_step(latent_hw)
 
     def inversion_calls(self, frames: int, latent_hw: tuple[int, int]) -> int:
-        """F x steps x source rows x (|group| for mbdi)."""
-        return frames * self.steps * self.source_rows * self.group(latent_hw)
+        """F x steps x source rows x (|group| for mbdi); the step rule's evaluations for steps
+        (`Sampler.evaluations`: 2 x steps for rf_solver, steps + 1 for fireflow)."""
+        return frames * self.sampler.evaluations(self.steps) * self.source_rows * self.group(latent_hw)
 
     def reconstruction_calls(self, frames: int, latent_hw: tuple[int, int]) -> int:
-        """F x S x source rows x (|group| for mbdi), from the start step."""
-        return self.edit_steps * frames * self.source_rows * self.group(latent_hw)
+        """F x S x source rows x (|group| for mbdi), from the start step (S: the rule's evaluations)."""
+        return self.sampler.evaluations(self.edit_steps) * frames * self.source_rows * self.group(latent_hw)

@@ -151,18 +151,22 @@ class FlowSampler(Sampler):
 
 
 def record_sampler(method, scheduler) -> str:
-    """The step rule of a record made by `method` on a model with `scheduler`: the flow Euler step
-    on a flow-matching model for the methods built on the deterministic step (flow, ddim, freeinv,
-    mbdi); a one-line error for the other pairings."""
+    """The step rule of a record made by `method` on a model with `scheduler`: a flow rule of its own
+    (flow, rf_solver, fireflow: a `FlowSampler`) on a flow-matching model, the flow Euler step for the
+    methods built on the deterministic step (ddim, freeinv, mbdi); a one-line error for the other
+    pairings."""
     from vidinv.registry import SAMPLERS
 
-    flow = is_flow_scheduler(scheduler)
-    if flow and SAMPLERS.get(method.sampler).deterministic:
+    flow, rule = is_flow_scheduler(scheduler), SAMPLERS.get(method.sampler)
+    own_flow_rule = isinstance(rule, type) and issubclass(rule, FlowSampler)
+    if flow and own_flow_rule:
+        return method.sampler
+    if flow and rule.deterministic:
         return FLOW_SAMPLER
     if flow:
         raise VidinvError(
-            f"inversion.method: {method.name} cannot run on a flow-matching model (use flow, freeinv or mbdi)"
+            f"inversion.method: {method.name} cannot run on a flow-matching model (use flow, rf_solver, fireflow, freeinv or mbdi)"
         )
-    if method.sampler == FLOW_SAMPLER:
-        raise VidinvError(f"inversion.method: {method.name} needs a flow-matching model (SD3, Flux)")
+    if own_flow_rule:
+        raise VidinvError(f"inversion.method: {method.name} needs a flow-matching model (SD3, Flux, Wan)")
     return method.sampler

@@ -31,6 +31,7 @@ from vidinv.outputs import atomic_path, make_folder, partial_name, write_text
 
 log = logging.getLogger("vidinv")
 SUFFIX = ".resume.safetensors"
+LOOP_STATE_NAME = "loop_state.safetensors"  # a partial record's loop tensors that are not record steps
 
 
 class Checkpoint:
@@ -90,7 +91,7 @@ class PartialRecord(Checkpoint):
     def __init__(self, record_dir: str | Path, fingerprint: str, every_s: float | None, *, off_reason: str = ""):
         super().__init__(record_dir, fingerprint, every_s, off_reason=off_reason)
         self.path = partial_name(Path(record_dir))
-        self._tensors, self._progress = {}, None
+        self._tensors, self._progress, self._loop_state = {}, None, False
 
     def storage(self, specs: dict) -> dict:
         """The record's file laid out for `specs` ({name: (dtype, shape)}), opened for writing: the
@@ -116,27 +117,40 @@ class PartialRecord(Checkpoint):
         layout = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
         if layout != {name: (dtype, tuple(shape)) for name, (dtype, shape) in specs.items()}:
             return None
-        self._progress = progress["state"]
+        self._progress, self._loop_state = progress["state"], bool(progress.get("loop_state"))
         return tensors
 
     def load(self) -> dict | None:
-        """The state the last checkpoint named: views of the file's written steps."""
+        """The state the last checkpoint named: views of the file's written steps, and the loop's
+        own tensors beside them (`LOOP_STATE_NAME`: e.g. FireFlow's carried velocity)."""
         if not self._progress:
             return None
         log.info("resuming the inversion from %s", self.path)
-        return {key: self._tensors[name][first : first + count] for key, (name, first, count) in self._progress.items()}
+        views = {
+            key: self._tensors[name][first : first + count] for key, (name, first, count) in self._progress.items()
+        }
+        extra = self.path / LOOP_STATE_NAME
+        return {**views, **(load_file(str(extra)) if self._loop_state and extra.is_file() else {})}
 
     def save(self, state: dict) -> None:
-        """Make the written steps durable, then name them (progress.json, written atomically)."""
-        entries = {}
+        """Make the written steps durable, write the loop's tensors that are not record steps (a
+        latent at most), then name them all (progress.json, written atomically)."""
+        entries, loop_state = {}, {}
         for key, view in state.items():
             for name, tensor in self._tensors.items():
-                first = view.position_in(tensor)
+                first = view.position_in(tensor) if hasattr(view, "position_in") else None
                 if first is not None:
                     entries[key] = [name, first, len(view)]
                     break
+            else:
+                loop_state[key] = view.detach()
         next(iter(self._tensors.values())).flush()  # one file holds them all
-        write_text(self.path / PROGRESS_NAME, json.dumps({"fingerprint": self.fingerprint, "state": entries}))
+        if loop_state:
+            with atomic_path(self.path / LOOP_STATE_NAME) as tmp:
+                write_tensors(tmp, loop_state, {"fingerprint": self.fingerprint})
+        self._loop_state = bool(loop_state)
+        progress = {"fingerprint": self.fingerprint, "state": entries, "loop_state": sorted(loop_state)}
+        write_text(self.path / PROGRESS_NAME, json.dumps(progress))
         self._last = time.monotonic()
         self.saved += 1
 

@@ -52,6 +52,18 @@ class Sampler:
     def step(self, z: torch.Tensor, pred: torch.Tensor, i: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def advance(self, model, z: torch.Tensor, i: int, carry=None):
+        """Regeneration step i with the model: (z one level down, what the next step is handed).
+        One evaluation and `step` here; a multi-evaluation rule (`vidinv.inversion.flow_solvers`)
+        evaluates the model more than once, `carry` being what its previous step left (FireFlow's velocity)."""
+        return self.step(z, model(z, self.table.timesteps[i]), i), None
+
+    @classmethod
+    def evaluations(cls, steps: int) -> int:
+        """Model evaluations (per prompt row and transform) of `steps` steps of this rule, an
+        inversion's or a regeneration's: one per step here (`vidinv plan`)."""
+        return steps
+
     def default_start(self, skip: int | None) -> int:
         """The step regeneration and editing start from (latents[start] is their first latent)."""
         return 0
@@ -76,9 +88,9 @@ class Sampler:
         `callback(Step(stage, i, N, t_i, latents))` is called after every step i. The one sampling
         loop: reconstructions, plug-in edits, tests and scripts all run it."""
         z = z.to(work_dtype(z.dtype))
-        n = len(self.table)
+        n, carry = len(self.table), None
         for i in tqdm(range(start, n), total=n - start, desc=desc, disable=not progress, leave=False):
-            z = self.step(z, model(z, self.table.timesteps[i]), i)
+            z, carry = self.advance(model, z, i, carry)
             if callback is not None:
                 callback(Step(stage, i, n, self.table.t(i), z))
         return z
