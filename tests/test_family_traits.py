@@ -4,11 +4,11 @@ record, its tiny model and tiny config; both model bundles are `ModelBundle`s wh
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.name_uses import name_uses
 from vidinv.models import FAMILIES, Family, ModelBundle, load_models
 from vidinv.models.causal_vae import temporal_factor
 from vidinv.models.tiny_configs import TINY_PIPELINES, tiny_model_configs
@@ -18,25 +18,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"
 FAMILY_NAMES = set(FAMILIES)
 
 
-def string_constants(node: ast.AST) -> set[str]:
-    values = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
-    return {v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)}
-
-
 def family_name_uses(path: Path) -> list[str]:
     """Comparisons of something to a family's name, and tables keyed by two or more family names."""
-    found, where = [], path.relative_to(PACKAGE) if PACKAGE in path.parents else path.name
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Compare):
-            names = set().union(*(string_constants(c) for c in [node.left, *node.comparators])) & FAMILY_NAMES
-            if names:
-                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
-        if (
-            isinstance(node, ast.Dict)
-            and len(set().union(*map(string_constants, filter(None, node.keys))) & FAMILY_NAMES) > 1
-        ):
-            found.append(f"{where}:{node.lineno}: a table keyed by family names")
-    return found
+    return name_uses(path, FAMILY_NAMES, "family")
 
 
 def test_no_code_outside_models_branches_on_a_family_name():

@@ -4,11 +4,11 @@ built-in edit method's settings live in its own config section."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.name_uses import name_uses
 from vidinv.config import MOVED_EDIT_KEYS, edit_sections, load_config
 from vidinv.registry import EDIT_METHODS, INVERSION_METHODS
 
@@ -25,25 +25,9 @@ def own_modules() -> set[Path]:
     }
 
 
-def string_constants(node: ast.AST) -> set[str]:
-    values = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
-    return {v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)}
-
-
 def method_name_uses(path: Path) -> list[str]:
     """Comparisons of something to a method's name, and tables keyed by two or more method names."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Compare):
-            names = set().union(*(string_constants(c) for c in [node.left, *node.comparators])) & METHOD_NAMES
-            if names:
-                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
-        if (
-            isinstance(node, ast.Dict)
-            and len(set().union(*map(string_constants, filter(None, node.keys))) & METHOD_NAMES) > 1
-        ):
-            found.append(f"{path.name}:{node.lineno}: a table keyed by method names")
-    return found
+    return name_uses(path, METHOD_NAMES, "method")
 
 
 def test_no_code_outside_a_methods_module_compares_a_method_name_to_a_string():

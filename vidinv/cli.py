@@ -84,6 +84,12 @@ def _doctor(args) -> int:
     return 0 if ok else 1
 
 
+def _tune(args) -> int:
+    from vidinv.jobs.tune import run_cli
+
+    return run_cli(args)
+
+
 def _batch(args) -> int:
     from vidinv.batch.runner import run_cli
 
@@ -200,13 +206,42 @@ def build_parser() -> argparse.ArgumentParser:
     names = {"edit": " | ".join(EDIT_METHODS.names()), "inversion": " | ".join(INVERSION_METHODS.names())}
     batch = sub.add_parser(
         "batch",
-        help="edit clips x prompt pairs x a config grid from a manifest (each clip inverted once); summary + gallery",
-        description="Run a manifest's edits (local or Ray); exit 1 when any item failed.",
+        help="edit clips x prompt pairs x a config grid from a manifest or a benchmark folder (each clip inverted "
+        "once); per-method report, charts, gallery",
+        description="Run a manifest's or a benchmark folder's edits (local or Ray); exit 1 when any item failed.",
     )
-    batch.add_argument("manifest", help="YAML manifest: base, overrides, clips, prompts, grid, output_dir, backend")
+    batch.add_argument(
+        "manifest",
+        help="YAML manifest (base, overrides, clips, prompts or benchmark, methods, grid, output_dir, backend), or a "
+        "benchmark folder in the FiVE-Bench layout (edit_prompt/*.json, images/ or videos/, bmasks/)",
+    )
     batch.add_argument("overrides", nargs="*", metavar="key=value", help="manifest keys or config overrides")
     _accept_global_flags(batch)
     batch.set_defaults(handler=_batch)
+    tune = sub.add_parser(
+        "tune",
+        help="reconstruct a short proxy of the clip with every inversion method and a small grid of its settings "
+        "at an equal budget of frame-calls; rank by PSNR; write tuned.yaml, tune.json/csv/png",
+        description="Choose the inversion for a clip: on its first N frames at a lower size, invert and reconstruct "
+        "with every inversion method the model runs (steps, FreeInv transforms, DDPM-EF skip), each within the same "
+        "budget of frame-calls; rank by reconstruction PSNR (vs the VAE round trip, 0.01 dB), then frame-calls, then "
+        "name; write the best as tuned.yaml, with tune.json, tune.csv and tune.png in runtime.output_dir.",
+    )
+    tune.add_argument("config", help="YAML config file (see configs/)")
+    tune.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    tune.add_argument("--frames", type=int, metavar="N", help="proxy frames (default 4; 5 on a video model)")
+    tune.add_argument(
+        "--size", type=int, metavar="S", help="proxy width in px (default half the clip's; height by its aspect)"
+    )
+    tune.add_argument(
+        "--budget",
+        type=int,
+        metavar="CALLS",
+        help="frame-calls (inversion + reconstruction) each candidate may make (default: the config's own method)",
+    )
+    tune.add_argument("--methods", metavar="A,B", help="only these inversion methods (default: all the model runs)")
+    _accept_global_flags(tune)
+    tune.set_defaults(handler=_tune)
     app = sub.add_parser("app", help="a Gradio web app for one edit at a time (pip install 'vidinv[app]')")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     app.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -13,15 +13,16 @@ The node pack comfyui/vidinv_nodes re-exports `NODE_CLASS_MAPPINGS` and
   inverts them with the source prompt; the record handle feeds any number of Edit nodes, which
   reuse it without inverting again (a FateZero edit recomputes the source's attention maps, as
   `edit.fatezero.store=recompute`).
-- **Edit** (`IMAGE`): the edit method, target prompt, guidance and seed, an optional `MASK`, and
-  any other setting as `key=value` lines (`edit.pnp.feature_steps=0.6`), as `vidinv edit` takes them.
+- **Edit** (`IMAGE`): the edit method, target prompt, guidance and seed, an optional `MASK` (the
+  edit's mask, as `edit.mask`), and any other setting as `key=value` lines
+  (`edit.pnp.feature_steps=0.6`), as `vidinv edit` takes them.
 - **Reconstruct** (`IMAGE`): the record regenerated with its own prompt (how faithful the inversion is).
 
 ComfyUI's types: `IMAGE` is float32 (frames, H, W, 3) in [0, 1]; the nodes read it as 8-bit
 pictures (as ComfyUI's image loaders make them) and return the 8-bit pictures vidinv's writers
-write, as k/255. `MASK` is float (frames, H, W) or (H, W) in [0, 1], 1 where the edit applies:
-vidinv's edit methods take no mask, so the Edit node composites in pixel space, mask x edited +
-(1 - mask) x source (the source frames as processed), after the edit of the whole frame.
+write, as k/255. `MASK` is float (frames, H, W) or (H, W) in [0, 1], 1 where the edit may change
+the clip: the Edit node gives it to the edit as its mask (`edit.mask`, docs/methods.md §8: resized
+to the frames, then to the latent grid; outside it the edit follows the source branch at every step).
 
 Inside ComfyUI each step updates the node's progress bar and the queue's Cancel stops the run at
 the next step (`comfy.utils.ProgressBar`, `comfy.model_management`); elsewhere those are skipped.
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidinv.config import CHOICES, Config, config_from_dict, config_with
 from vidinv.errors import VidinvError
@@ -119,23 +119,6 @@ def to_image(frames: torch.Tensor) -> torch.Tensor:
     from vidinv.io.video import frames_to_uint8
 
     return torch.from_numpy(frames_to_uint8(frames).copy()).float() / 255
-
-
-def composite(edited: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """mask x edited + (1 - mask) x source, frames (f, 3, H, W); a MASK (f or 1, h, w) or (h, w)
-    in [0, 1], resized (bilinear) to the frames' size when it differs."""
-    f, _, h, w = edited.shape
-    m = mask.detach().float().cpu()
-    if m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3 or len(m) not in (1, f):
-        raise VidinvError(
-            f"mask: a MASK must be (frames, H, W) or (H, W) with 1 or {f} frames, got {tuple(mask.shape)}"
-        )
-    if tuple(m.shape[-2:]) != (h, w):
-        m = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-    m = m.clamp(0, 1)[:, None]
-    return m * edited + (1 - m) * source
 
 
 def comfy_progress():
@@ -321,7 +304,7 @@ class VidinvEdit:
             },
             "optional": {
                 "negative_prompt": ("STRING", {"default": "", "multiline": True}),
-                "mask": ("MASK", {"tooltip": "1 where the edit applies; the source elsewhere (a pixel composite)"}),
+                "mask": ("MASK", {"tooltip": "1 where the edit may change the clip (edit.mask); the source elsewhere"}),
                 "settings": SETTINGS,
             },
         }
@@ -336,9 +319,8 @@ class VidinvEdit:
         }
         config = with_settings(record.config, values, settings)
         editor = _editor(config, record.model)
-        out = editor.edit(record.frames, record=record.record, callback_on_step_end=comfy_progress())
-        frames = out.frames if mask is None else composite(out.frames, record.frames, mask)
-        return (to_image(frames),)
+        out = editor.edit(record.frames, record=record.record, callback_on_step_end=comfy_progress(), mask=mask)
+        return (to_image(out.frames),)
 
 
 class VidinvReconstruct:

@@ -99,6 +99,17 @@ class EditConfig:
     control: Any = None  # ControlNet condition from the source frames: canny | depth, or one per ControlNet
     controlnet_scale: Any = 1.0  # ControlNet conditioning scale, or one per ControlNet
     depth_estimator: str = DEPTH_ESTIMATOR  # edit.control=depth: transformers depth model (folder / hub id)
+    # confine the edit (every method; docs/methods.md §8): a mask video or folder of images (its frames
+    # selected and fitted as the clip's, video.*) or one image for every frame; white = may change, black
+    # = the source's, gray = partly; area-averaged to the latent grid, outside it the edit follows the
+    # source branch at every step; null = no mask
+    mask: str | None = None
+    # or: words of the source prompt whose cross-attention (UNet) / text-token attention (SD3, Flux,
+    # Wan) in the source branch gives the mask, per frame and step (as FateZero's blend words)
+    mask_words: list[str] = field(default_factory=list)
+    mask_words_threshold: float = 0.3  # mask_words: threshold on the per-frame normalised attention of the words
+    mask_dilate: int = 0  # grow the mask by this many latent cells (a cell: 8 x 8 pixels)
+    mask_feather: int = 0  # then a linear ramp from 1 to 0 over this many latent cells outside it
 
 
 @dataclass
@@ -106,6 +117,14 @@ class RuntimeConfig:
     output_dir: str = "outputs/run"  # the run's folder (videos, metrics.json, config.yaml, the inversion record)
     vae_chunk: int = 8  # frames per VAE call; 0 = the whole clip at once
     unet_chunk: int = 8  # frames per UNet call (memory follows the chunk, not the clip); 0 = the whole clip
+    # latent frames per temporal window of a video transformer (Wan): a longer clip runs window by window
+    # at every step, overlaps blended with linear ramps (memory follows the window, not the clip); the
+    # clip must be whole windows. null = the model's native length (Wan: 21 latent frames = 81 frames),
+    # 0 = the whole clip in one call. Frame models (SD, SDXL, SD3, Flux) ignore it (a note): unet_chunk chunks them
+    window: int | None = None
+    # latent frames shared by consecutive windows, below runtime.window; null = a quarter of the window,
+    # rounded, at least 1 (Wan's 21: 5, stride 16: 81, 145, 209, 273, 337 frames are whole windows)
+    window_overlap: int | None = None
     overwrite: bool = False  # write into a non-empty output folder, replacing an earlier run's results
     fps: float | None = None  # output fps; null = the input's (after stride)
     # save an interrupted inversion's state this often (seconds) to resume it; null = never
@@ -131,6 +150,9 @@ class EvalConfig:
     """Metrics of `vidinv edit`'s metrics.json beyond the weight-free ones (as `vidinv eval --clip`)."""
 
     clip: str | None = None  # CLIP model (hub id / folder): CLIP-T with edit.target_prompt and CLIP-F; null = none
+    # the edit's mask (as `vidinv eval --mask`: a video, a folder of images or one image; white = edited),
+    # its frames selected and sized as video.*: PSNR/SSIM of the region outside it; null = none
+    mask: str | None = None
 
 
 @dataclass
@@ -413,8 +435,16 @@ def validate(config: Config) -> None:
     require(
         ed.skip is None or 0 <= ed.skip < inv.steps, "edit.skip", ed.skip, f"null or an integer in 0..{inv.steps - 1}"
     )
+    _validate_mask(ed)
     require(rt.vae_chunk >= 0, "runtime.vae_chunk", rt.vae_chunk, "an integer >= 0 (0 = whole clip)")
     require(rt.unet_chunk >= 0, "runtime.unet_chunk", rt.unet_chunk, "an integer >= 0 (0 = whole clip)")
+    require(rt.window is None or rt.window >= 0, "runtime.window", rt.window, "null or an integer >= 0 (0 = whole clip)")
+    require(
+        rt.window_overlap is None or (rt.window_overlap >= 0 and (not rt.window or rt.window_overlap < rt.window)),
+        "runtime.window_overlap",
+        rt.window_overlap,
+        "null or an integer >= 0, below runtime.window" + (f" ({rt.window})" if rt.window else ""),
+    )
     require(
         rt.checkpoint_seconds is None or rt.checkpoint_seconds >= 0,
         "runtime.checkpoint_seconds",
@@ -434,7 +464,20 @@ def validate(config: Config) -> None:
     require(m.keyframe_stride >= 1, "model.keyframe_stride", m.keyframe_stride, "an integer >= 1")
     require(m.attention_group >= 1, "model.attention_group", m.attention_group, "an integer >= 1")
     require(config.eval.clip is None or bool(config.eval.clip), "eval.clip", config.eval.clip, "null or a CLIP model")
+    require(config.eval.mask is None or bool(config.eval.mask), "eval.mask", config.eval.mask, "null or a mask path")
     _validate_control(config)
+
+
+def _validate_mask(ed) -> None:
+    """edit.mask / mask_words and their shaping (the file itself is read before loading: vidinv.editing.masks)."""
+    require(ed.mask is None or bool(str(ed.mask).strip()), "edit.mask", ed.mask, "null or a mask file / folder")
+    words = list(ed.mask_words)
+    require(all(isinstance(w, str) and w.strip() for w in words), "edit.mask_words", words, "a list of words")
+    require(ed.mask is None or not words, "edit.mask_words", words, "[] with edit.mask (one mask: a file or words)")
+    threshold = ed.mask_words_threshold
+    require(0.0 <= threshold < 1.0, "edit.mask_words_threshold", threshold, "a number in [0, 1)")
+    require(ed.mask_dilate >= 0, "edit.mask_dilate", ed.mask_dilate, "an integer >= 0 (latent cells)")
+    require(ed.mask_feather >= 0, "edit.mask_feather", ed.mask_feather, "an integer >= 0 (latent cells)")
 
 
 def as_list(value) -> list:

@@ -35,13 +35,16 @@ def load_models_for(config: Config):
 
 
 def prepare_models(models, config: Config):
-    """`models` made ready as configured (in place): cross-frame attention on the denoiser, VAE tiling, offload."""
+    """`models` made ready as configured (in place): cross-frame attention on the denoiser, a video
+    transformer's temporal windows (runtime.window), VAE tiling, offload."""
     from vidinv.attention.inflate import install_from_config
+    from vidinv.attention.windows import set_windows
     from vidinv.models.offload import apply_offload
     from vidinv.models.vae import set_vae_tiling
 
     rt = config.runtime
     install_from_config(models.denoiser, config.model)
+    set_windows(models, rt)
     set_vae_tiling(models.vae, rt.vae_tile_size if rt.vae_tiling else None)
     apply_offload(models, rt.offload)
     return models
@@ -69,6 +72,7 @@ class EditOutput:
     seconds: dict = field(default_factory=dict)
     stats: EditStats | None = None  # what the edit method reports (frame_calls, edit_s, its own in extra)
     peak_memory: dict = field(default_factory=dict)  # MB after the inversion, the edit (and the decode)
+    mask: object = None  # the edit's mask (`vidinv.editing.masks.EditMask`: edit.mask / mask_words), or None
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -136,6 +140,10 @@ class VideoEditor:
         """The loaded model with the configured frame attention installed (loaded on first use)."""
         if self._models is None:
             self._models = load_models_for(self.config)
+        else:  # given models (or shared with another editor) run in this config's temporal windows
+            from vidinv.attention.windows import set_windows
+
+            set_windows(self._models, self.config.runtime, note=False)
         return self._models
 
     def _with(self, **changes) -> Config:
@@ -252,6 +260,7 @@ class VideoEditor:
         record=None,
         record_dir: str | Path | None = None,
         callback_on_step_end=None,
+        mask=None,
     ) -> EditOutput:
         """Edit the clip towards `target_prompt` (default edit.target_prompt), keeping its structure.
 
@@ -260,7 +269,9 @@ class VideoEditor:
         step with a `vidinv.Step` (stage, index, total, timestep, latents): stage "inversion"
         (latents None; only when the inversion runs), then "edit" (the edit branch's latents after
         step `index` of `total`). A callable of four parameters gets (stage, index, total, latents),
-        the form before `Step`.
+        the form before `Step`. `mask`: the region the edit may change, a tensor (frames, H, W) or
+        (H, W) in [0, 1] (1 = may change; resized to the frames), instead of the file `edit.mask`
+        (docs/methods.md §8).
         """
         reset_peak_memory(self.models.device)
         t0 = time.perf_counter()
@@ -275,6 +286,7 @@ class VideoEditor:
             callback_on_step_end=callback_on_step_end,
             control=self.control(frames),
             release_latents=True,  # encoded here: nobody else holds them
+            mask=mask,
         )
         if record is None:
             out.seconds = {"encode": encode_s, **out.seconds}
@@ -296,12 +308,15 @@ class VideoEditor:
         callback_on_step_end=None,
         control=None,
         release_latents: bool = False,
+        mask=None,
     ) -> EditOutput:
         """`edit` for latents already encoded (f, c, h, w); the result's .frames is None (decode it
         with `decode`, or chunk by chunk as the edit job does). `control`: the clip's ControlNet
         conditions (`control(frames)`), required with `model.controlnet`. `release_latents`: free
         the storage of `latents` (it becomes empty) once the inversion's record holds the clip, so
-        that it is not held beside the edit (the edit job's memory: 16 KB per frame at 256x256)."""
+        that it is not held beside the edit (the edit job's memory: 16 KB per frame at 256x256).
+        `mask`: as `edit`'s (a pixel mask of the clip's frames); None: `edit.mask` read from its file
+        (fitted to the frames of these latents) or `edit.mask_words`, checked here, before the inversion."""
         from vidinv.editing import get_edit_method
         from vidinv.editing.methods import check_model_kind
         from vidinv.errors import VidinvError, check_finite
@@ -314,6 +329,7 @@ class VideoEditor:
         if control is not None and not method.uses_control:
             raise VidinvError(f"model.controlnet: edit.method {config.edit.method!r} does not apply ControlNet")
         method.control = control
+        method.mask = self._mask(method, config, mask, latents, record)
         method.check()  # errors in the edit's settings before the inversion
         device = self.models.device
         seconds, reused = {}, record is not None
@@ -334,10 +350,38 @@ class VideoEditor:
             if release_latents and record.latents is not latents:
                 latents.set_()  # the record's latents[0] is the clip now (a view of it keeps its storage alive)
         memory = {"after_inversion_mb": round(peak_memory_mb(device), 1)}
+        from vidinv.attention.windows import window_progress
+
         t0 = time.perf_counter()
-        result = method.edit(record, progress=self.progress, callback=step_callback(callback_on_step_end))
+        with window_progress(self.progress):  # a video model's windows: a bar per call (runtime.window)
+            result = method.edit(record, progress=self.progress, callback=step_callback(callback_on_step_end))
         check_finite(result.latents, "edit", self.models.dtype)
         measured = round(time.perf_counter() - t0, 4)
         seconds["edit"] = measured if result.stats.edit_s is None else result.stats.edit_s
         memory["after_edit_mb"] = round(peak_memory_mb(device), 1)
-        return EditOutput(None, result.latents, record, reused, seconds, result.stats, memory)
+        return EditOutput(None, result.latents, record, reused, seconds, result.stats, memory, method.mask)
+
+    def _mask(self, method, config: Config, mask, latents: torch.Tensor | None, record):
+        """The edit's `EditMask` (None without one), checked before the inversion: `mask` (a pixel
+        mask), or edit.mask's file fitted to the frames of the latents, or edit.mask_words."""
+        from vidinv.editing.masks import edit_mask, pixel_frames
+        from vidinv.errors import VidinvError
+        from vidinv.io.masks import read_mask
+        from vidinv.models.causal_vae import temporal_factor
+        from vidinv.models.vae import scale_factor
+
+        ed = config.edit
+        if mask is None and ed.mask is None and not ed.mask_words:
+            return None
+        if not method.masks:
+            raise VidinvError(f"edit.mask: edit.method {config.edit.method!r} does not confine its edit to a mask")
+        shape = tuple(latents.shape) if latents is not None else tuple(record.latents.shape[1:])
+        origin = "edit.mask" if ed.mask is not None else "mask"  # the file (read by the job or here), or a tensor
+        if mask is None and ed.mask is not None:
+            factor = scale_factor(self.models.vae)
+            mask = read_mask(ed.mask, config.video, size=(shape[-2] * factor, shape[-1] * factor))
+            per_latent = temporal_factor(self.models.vae.config) if getattr(self.models, "video", False) else 1
+            frames = pixel_frames(shape[0], per_latent)
+            mask = mask[:frames] if len(mask) > frames else mask  # a mask video longer than the clip
+        prompt = record.source_prompt if record is not None else config.inversion.source_prompt
+        return edit_mask(self.models, config, mask, shape, prompt, origin)

@@ -63,9 +63,10 @@ def source_flows(frames: torch.Tensor):
     return pairs
 
 
-def warp_errors(frames: torch.Tensor, flows) -> list[float]:
-    """Per consecutive pair with valid pixels: the mean absolute difference (in [0, 1] units)
-    between a frame and its predecessor warped along the source clip's flow."""
+def warp_errors_per_pair(frames: torch.Tensor, flows) -> list[float | None]:
+    """Per consecutive pair (i, i + 1): the mean absolute difference (in [0, 1] units) between
+    frame i + 1 and frame i warped along the source clip's flow, over the pair's valid pixels;
+    None for a pair without any."""
     import cv2
     import numpy as np
 
@@ -73,9 +74,13 @@ def warp_errors(frames: torch.Tensor, flows) -> list[float]:
     errors = []
     for i, (where, valid) in enumerate(flows):
         warped = cv2.remap(rgb[i], where[..., 0], where[..., 1], cv2.INTER_LINEAR)
-        if valid.any():
-            errors.append(float(np.abs(warped - rgb[i + 1])[valid].mean()))
+        errors.append(float(np.abs(warped - rgb[i + 1])[valid].mean()) if valid.any() else None)
     return errors
+
+
+def warp_errors(frames: torch.Tensor, flows) -> list[float]:
+    """`warp_errors_per_pair` of the pairs with valid pixels."""
+    return [e for e in warp_errors_per_pair(frames, flows) if e is not None]
 
 
 def warp_error(frames: torch.Tensor, flows) -> float:
@@ -114,7 +119,7 @@ class ClipComparison:
         self._clip = clip
         self._frames = 0  # frames seen so far: the index of the next chunk's first frame
         self._last: tuple[np.ndarray, np.ndarray] | None = None
-        self._warp = {"source": [], "edited": []}
+        self._warp = {"source": [], "edited": []}  # per pair, None where no pixel is valid
         self._change = {"source": 0, "edited": 0}  # sum of |level change| over pairs, exact
         self._flicker = {"source": [], "edited": []}  # per pair
         self._pairs = 0
@@ -140,7 +145,7 @@ class ClipComparison:
         floats = {"source": _float(source), "edited": _float(edited)}  # each clip converted once
         flows = source_flows(floats["source"])
         for name, clip in (("source", source), ("edited", edited)):
-            self._warp[name] += warp_errors(floats[name], flows)
+            self._warp[name] += warp_errors_per_pair(floats[name], flows)
             if len(clip) > 1:
                 self._change[name] += int(np.abs(np.diff(clip.astype(np.int16), axis=0)).sum(dtype=np.int64))
             self._flicker[name] += flicker_per_pair(clip)
@@ -166,13 +171,19 @@ class ClipComparison:
             if not math.isnan(value):
                 self._unedited["ssim"].append(value)
 
+    def per_frame(self) -> dict:
+        """The warp errors of each consecutive pair (entry i: frame i + 1 against frame i warped
+        along the source's flow; None where no pixel is valid), of the source and the edited clip:
+        the values `result()` averages."""
+        return {f"warp_error_{name}": list(self._warp[name]) for name in ("source", "edited")}
+
     def result(self) -> dict:
         def change(name):  # mean |change| in [-1, 1] units, halved: levels / 255
             return self._change[name] / (255 * self._pairs * self._pixels) if self._pairs else 0.0
 
         result = {
-            "warp_error_source": _mean(self._warp["source"]),
-            "warp_error_edited": _mean(self._warp["edited"]),
+            "warp_error_source": _mean(_valid(self._warp["source"])),
+            "warp_error_edited": _mean(_valid(self._warp["edited"])),
             "frame_change_source": change("source"),
             "frame_change_edited": change("edited"),
             "flicker_source": _mean(self._flicker["source"]),
@@ -287,6 +298,10 @@ def _psnr_8bit(a: np.ndarray, b: np.ndarray, keep: np.ndarray | None = None) -> 
         sums = [int(frame[k].sum(dtype=np.int64)) for frame, k in zip(squares, keep)]
         counts = [int(k.sum()) * a.shape[-1] for k in keep]
     return [float(10 * np.log10(255.0**2 * n / float(s))) if s else math.inf for s, n in zip(sums, counts)]
+
+
+def _valid(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
 
 
 def _mean(values: list[float], empty: float = 0.0) -> float:

@@ -4,7 +4,8 @@ Frames of every condition row go through the transformer together, `chunk` frame
 the passes of the installed frame-attention plan (`vidinv.attention.runner.run_passes`), so
 cross-frame joint attention (`vidinv.attention.joint`) and its K/V cache apply unchanged. A native
 video model (Wan: `models.video`) attends over the whole latent clip itself: it is called on every
-frame at once, so `chunk` does not apply to it.
+frame at once, so `chunk` does not apply to it, or, with `models.windows` (`runtime.window`), window by
+window over the latent frames, the windows' outputs blended with ramps (`vidinv.attention.windows`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from einops import rearrange
 
 from vidinv.attention.handle import frame_attention_of
 from vidinv.attention.runner import pass_input, pass_output, run_passes
+from vidinv.attention.windows import windows_of
 
 
 @torch.no_grad()
@@ -32,9 +34,14 @@ def run_flow(
     `cond` (a `vidinv.models.flow.FlowCondition` of b rows). `rows`: z holds k clips and condition
     row r runs clip rows[r]; `transform`, `reduce` act per pass; all as in `run_unet`."""
     transformer = models.transformer
-    if getattr(models, "video", False):
-        clip = pass_input(z, slice(None), rows, transform)  # a video transformer: the clip is one pass
-        return pass_output(models.call(transformer, clip, t, cond), transform, reduce)
+    if getattr(models, "video", False):  # a video transformer: the clip is one pass, or one per window
+
+        def window(frames: slice) -> torch.Tensor:
+            clip = pass_input(z, frames, rows, transform)
+            return pass_output(models.call(transformer, clip, t, cond), transform, reduce)
+
+        windows = windows_of(models)
+        return window(slice(None)) if windows is None else windows.run(window, z.shape[1])
     b, f = (z.shape[0] if rows is None else len(rows)), z.shape[1]
     handle = frame_attention_of(transformer)
     if handle is not None:

@@ -104,6 +104,9 @@ class JointFrameAttnProcessor:
                 q[:, :, image], k[:, :, image], v[:, :, image] = hook.qkv(
                     self.layer, q[:, :, image], k[:, :, image], v[:, :, image], frames
                 )
+        for hook in ctx.hooks:  # read only: an edit mask's text-token maps
+            if hook.wants_text_maps(self.layer):
+                hook.text_maps(self.layer, q[:, :, image], k[:, :, text], q.shape[-1] ** -0.5, frames)
         k_img, v_img = k[:, :, image], v[:, :, image]
 
         layer_cache = ctx.cache.setdefault(self.layer, {})

@@ -25,6 +25,9 @@ Hook points (for Plug-and-Play and TokenFlow, not implemented here): objects in
   hook. A hook that only reads them (FateZero's attention store) returns None and the output is
   the backend's, unchanged; one that returns new probabilities (FateZero's replacement/blend) gets
   out = p @ v. Layers no hook wants never materialise the scores.
+- ``wants_text_maps(layer)`` -> bool and ``text_maps(layer, q, k, scale, frames)``: in the joint
+  attention of SD3 / Flux (`vidinv.attention.joint`), the image queries and text keys of the layers
+  a hook wants, read only (`vidinv.editing.masks`: an edit mask from words of the prompt).
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ class AttentionHook:
 
     def probs(self, layer: str, p: torch.Tensor, frames: tuple[int, ...]) -> torch.Tensor | None:
         return None
+
+    def wants_text_maps(self, layer: str) -> bool:
+        return False
+
+    def text_maps(self, layer: str, q: torch.Tensor, k: torch.Tensor, scale: float, frames: tuple[int, ...]) -> None:
+        """Joint attention (SD3 / Flux): the image tokens' queries q (b, f, n, heads, d) and the text
+        tokens' keys k (b, f, L, heads, d) of the frames `frames`, read only (an edit mask's words)."""
 
 
 class FrameContext:

@@ -11,6 +11,14 @@
     workers: 1                                    # clips run at once
     threads: null                                 # torch CPU threads per clip (ray: CPUs per task); null = 1, on both backends
 
+or, instead of clips and prompts, a benchmark folder in the FiVE-Bench layout (`vidinv.batch.benchmark`;
+`vidinv batch FOLDER [key=value ...]` is the manifest `{benchmark: FOLDER}`):
+
+    benchmark: data/FiVE                          # edit_prompt/*.json, images/ or videos/, bmasks/
+    edit_types: [1, 3]                            # optional: only these editing_type_id values
+    videos: [0001_bus]                            # optional: only these video names
+    methods: [pnp, tokenflow, ddpm_ef+pnp]        # optional: edit methods, or inversion+edit pairs (any manifest)
+
 Relative paths are relative to the working folder (as in the configs). Every mistake is a one-line
 `VidinvError` naming the manifest.
 """
@@ -23,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from vidinv.batch.benchmark import Benchmark, is_benchmark, load_benchmark
 from vidinv.errors import VidinvError, first_line
 
 BACKENDS = ("local", "ray")
@@ -43,6 +52,8 @@ class Manifest:
     backend: str = "local"
     workers: int = 1
     threads: int | None = None
+    benchmark: Benchmark | None = None  # its edits replace clips x prompts
+    methods: list[dict] = field(default_factory=list)  # config values per method ({edit.method: ..}), x grid
 
     @property
     def threads_per_clip(self) -> int:
@@ -51,7 +62,22 @@ class Manifest:
         return self.threads or 1
 
 
-MANIFEST_KEYS = ("base", "overrides", "clips", "prompts", "grid", "output_dir", "backend", "workers", "threads")
+MANIFEST_KEYS = (
+    "base",
+    "overrides",
+    "clips",
+    "prompts",
+    "grid",
+    "output_dir",
+    "backend",
+    "workers",
+    "threads",
+    "benchmark",
+    "edit_types",
+    "videos",
+    "methods",
+)
+BENCHMARK_ONLY = ("edit_types", "videos")
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -70,14 +96,23 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
-    """The manifest at `path` with command-line overrides (manifest keys and config overrides)."""
+    """The manifest at `path` with command-line overrides (manifest keys and config overrides); a
+    benchmark folder at `path` is the manifest `{benchmark: path}`."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        if not is_benchmark(path):
+            raise VidinvError(
+                f"{path} is a folder without edit_prompt/*.json: give a manifest, or a benchmark folder in the "
+                "FiVE-Bench layout"
+            )
+        raw = {"benchmark": str(path)}
+    elif not path.is_file():
         raise VidinvError(f"manifest {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise VidinvError(f"manifest {path} is not valid YAML: {first_line(err)}") from err
+    else:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise VidinvError(f"manifest {path} is not valid YAML: {first_line(err)}") from err
     if not isinstance(raw, dict):
         raise VidinvError(f"manifest {path} must be a mapping with {', '.join(REQUIRED)}")
     from_cli, config_overrides = split_overrides(overrides or [])
@@ -85,17 +120,40 @@ def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manif
     unknown = sorted(set(raw) - set(MANIFEST_KEYS))
     if unknown:
         raise VidinvError(f"manifest {path}: unknown key {unknown[0]!r} (keys: {', '.join(MANIFEST_KEYS)})")
-    missing = [key for key in REQUIRED if not raw.get(key)]
-    if missing:
-        raise VidinvError(f"manifest {path}: {missing[0]!r} is missing or empty")
+    if raw.get("benchmark"):
+        both = [key for key in REQUIRED if key in raw]
+        if both:
+            raise VidinvError(
+                f"manifest {path}: {both[0]!r} and 'benchmark' exclude each other (its edits are the items)"
+            )
+    else:
+        missing = [key for key in REQUIRED if not raw.get(key)]
+        if missing:
+            raise VidinvError(f"manifest {path}: {missing[0]!r} is missing or empty (or give a 'benchmark' folder)")
+        stray = [key for key in BENCHMARK_ONLY if key in raw]
+        if stray:
+            raise VidinvError(f"manifest {path}: {stray[0]!r} selects a benchmark's edits: it needs 'benchmark'")
 
     def fail(message: str):
-        raise VidinvError(f"manifest {path}: {message}")
+        raise VidinvError(f"{'benchmark' if path.is_dir() else 'manifest'} {path}: {message}")
 
+    benchmark = None
+    if raw.get("benchmark"):
+        folder = Path(str(raw["benchmark"]))
+        if not folder.is_dir():
+            fail(f"benchmark {str(folder)!r} is not a folder")
+        selected = {key: _filter(raw.get(key), key, fail) for key in BENCHMARK_ONLY}
+        benchmark = load_benchmark(
+            folder,
+            **selected,
+            fail=lambda message: fail(message if folder == path else f"benchmark {folder}: {message}"),
+        )
     manifest = Manifest(
         path=path,
-        clips=_clips(raw["clips"], fail),
-        prompts=_prompts(raw["prompts"], fail),
+        clips=benchmark.clips() if benchmark else _clips(raw["clips"], fail),
+        prompts=[] if benchmark else _prompts(raw["prompts"], fail),
+        benchmark=benchmark,
+        methods=_methods(raw.get("methods"), fail),
         base=_base(raw.get("base"), fail),
         overrides=[*_strings(raw.get("overrides") or [], "overrides", fail), *config_overrides],
         grid=_grid(raw.get("grid") or {}, fail),
@@ -106,7 +164,36 @@ def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manif
     )
     if manifest.backend not in BACKENDS:
         fail(f"backend {manifest.backend!r}, expected one of {', '.join(BACKENDS)}")
+    for key in sorted({k for m in manifest.methods for k in m} & set(manifest.grid)):
+        fail(f"grid key {key!r} is also set by 'methods': give it in one of them")
     return manifest
+
+
+def _filter(values, key: str, fail) -> list | None:
+    """`edit_types` / `videos`: null (all), or one value or a list of them (numbers or strings)."""
+    if values is None:
+        return None
+    values = values if isinstance(values, list) else [values]
+    if not values or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+        fail(f"{key!r} must be a non-empty list of names or numbers")
+    return values
+
+
+def _methods(values, fail) -> list[dict]:
+    """`methods`: edit methods (`pnp`) or `inversion+edit` pairs (`ddpm_ef+pnp`), as config values;
+    checked against the registries when the items' configs are built."""
+    if values is None:
+        return []
+    values = values if isinstance(values, list) else [values]
+    if not values or not all(isinstance(v, str) and v.strip("+") and v.count("+") <= 1 for v in values):
+        fail("'methods' must be a non-empty list of edit methods or inversion+edit pairs, e.g. [pnp, ddpm_ef+pnp]")
+    if len(set(values)) != len(values):
+        fail("'methods' lists a method twice")
+    points = []
+    for value in values:
+        inversion, _, edit = value.rpartition("+")
+        points.append({**({"inversion.method": inversion} if inversion else {}), "edit.method": edit})
+    return points
 
 
 def _count(value, key: str, fail) -> int:

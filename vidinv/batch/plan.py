@@ -1,4 +1,5 @@
-"""A manifest's items: one config per clip x prompt pair x grid point, grouped by clip.
+"""A manifest's items: one config per clip x prompt pair x method x grid point, grouped by clip (a
+benchmark's: one per edit x method x grid point, its mask as `eval.mask`).
 
 Items whose clip, model, video and inversion settings (the source prompt included) are the same
 share one record folder (`runtime.record_dir`), so the clip is inverted once for all of them.
@@ -12,7 +13,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidinv.batch.manifest import Manifest
@@ -31,16 +32,39 @@ class BatchItem:
     clip: str
     source_prompt: str
     target_prompt: str
-    grid: dict
+    grid: dict  # the item's method and grid values
     config: Config
+    labels: dict = field(default_factory=dict)  # a benchmark edit's video, edit_type, prompt_file, mask
+
+    @property
+    def setup(self) -> str:
+        """What the report compares: "inversion+edit", and the item's other grid values."""
+        c = self.config
+        rest = [f"{k}={v}" for k, v in self.grid.items() if k not in ("inversion.method", "edit.method")]
+        return " ".join([f"{c.inversion.method}+{c.edit.method}", *rest])
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"
 
 
-def _grid_points(grid: dict[str, list]) -> list[tuple[dict, str]]:
-    """(values, name part) per grid point; scalar values name themselves, others their index."""
+def _method_points(methods: list[dict]) -> list[tuple[dict, str]]:
+    """(values, name part) per entry of the manifest's `methods` (none: one empty point)."""
+    if not methods:
+        return [({}, "")]
+    return [(m, "method-" + _slug("+".join(str(v) for v in m.values()))) for m in methods]
+
+
+def _grid_points(grid: dict[str, list], methods: list[dict] | None = None) -> list[tuple[dict, str]]:
+    """(values, name part) per method x grid point; scalar values name themselves, others their index."""
+    return [
+        ({**m_values, **g_values}, "_".join(filter(None, [m_name, g_name])))
+        for m_values, m_name in _method_points(methods or [])
+        for g_values, g_name in _product(grid)
+    ]
+
+
+def _product(grid: dict[str, list]) -> list[tuple[dict, str]]:
     keys = list(grid)
     points = []
     for combo in itertools.product(*(list(enumerate(grid[k])) for k in keys)):
@@ -76,6 +100,39 @@ def _needs_inversion_hooks(config: Config) -> bool:
     return get_edit_method(config.edit.method).captures_in_inversion
 
 
+@dataclass(frozen=True)
+class _Edit:
+    """One prompt pair of a clip: its name part, prompts, mask (`eval.mask`) and labels."""
+
+    part: str
+    source: str
+    target: str
+    mask: str | None = None
+    labels: dict = field(default_factory=dict)
+
+
+def _clip_edits(manifest: Manifest) -> list[tuple[Path, list[_Edit]]]:
+    """Each clip with its prompt pairs: every pair of the manifest, or the benchmark's edits of the clip."""
+    if manifest.benchmark is None:
+        pairs = [_Edit(f"p{p}", source, target) for p, (source, target) in enumerate(manifest.prompts)]
+        return [(clip, pairs) for clip in manifest.clips]
+    clips: dict[Path, list[_Edit]] = {}
+    for edit in manifest.benchmark.edits:
+        edits = clips.setdefault(edit.clip, [])
+        base = f"e{_slug(edit.edit_type)}" if edit.edit_type is not None else f"p{len(edits)}"
+        part = base if all(e.part != base for e in edits) else f"{base}-{len(edits)}"
+        mask = str(edit.mask.resolve()) if edit.mask else None
+        labels = {
+            "video": edit.video,
+            "edit_type": edit.edit_type,
+            "prompt_file": edit.prompt_file,
+            "entry": edit.index,
+            "mask": mask,
+        }
+        edits.append(_Edit(part, edit.source_prompt, edit.target_prompt, mask, labels))
+    return list(clips.items())
+
+
 def plan_items(manifest: Manifest) -> list[list[BatchItem]]:
     """Every item of the manifest with its config checked, grouped by clip (manifest order)."""
     origin = f"manifest {manifest.path}"
@@ -85,17 +142,19 @@ def plan_items(manifest: Manifest) -> list[list[BatchItem]]:
         raise VidinvError(f"{origin}: {err}") from err
     out = manifest.output_dir.resolve()
     groups = []
-    for c, clip in enumerate(manifest.clips):
+    for c, (clip, edits) in enumerate(_clip_edits(manifest)):
         clip_name = f"{c}-{_slug(clip.stem)}"
         group = []
-        for p, (source, target) in enumerate(manifest.prompts):
-            for values, grid_name in _grid_points(manifest.grid):
-                name = "_".join(filter(None, [clip_name, f"p{p}", grid_name]))
+        for edit in edits:
+            source, target = edit.source, edit.target
+            for values, grid_name in _grid_points(manifest.grid, manifest.methods):
+                name = "_".join(filter(None, [clip_name, edit.part, grid_name]))
                 settings = {
                     **values,
                     "video.path": str(clip.resolve()),
                     "inversion.source_prompt": source,
                     "edit.target_prompt": target,
+                    **({"eval.mask": edit.mask} if edit.mask else {}),
                     "model.pretrained": _absolute(base.model.pretrained),
                     "runtime.output_dir": str(out / ITEMS_DIR / name),
                     "runtime.overwrite": True,  # an item's folder is the batch's: an incomplete one is redone
@@ -106,7 +165,7 @@ def plan_items(manifest: Manifest) -> list[list[BatchItem]]:
                     raise VidinvError(f"{origin}: item {name}: {err}") from err
                 record_dir = out / RECORDS_DIR / f"{clip_name}-{record_key(config)}"
                 config.runtime.record_dir = str(record_dir)
-                group.append(BatchItem(name, str(clip), source, target, values, config))
+                group.append(BatchItem(name, str(clip), source, target, values, config, dict(edit.labels)))
         group.sort(key=lambda item: not _needs_inversion_hooks(item.config))  # stable: manifest order otherwise
         groups.append(group)
     return groups

@@ -1,4 +1,6 @@
-"""A batch's summary: summary.csv, summary.json and an index.html gallery of the side-by-side videos."""
+"""A batch's summary: summary.csv, summary.json, the comparison of its methods (report.csv,
+report_methods.csv, report.json, charts/: `vidinv.batch.compare`) and index.html: the per-method
+table, the charts, the per-item rows and a gallery of the side-by-side videos."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+from vidinv.batch.compare import comparison_html, write_comparison
 from vidinv.batch.plan import ITEMS_DIR
 from vidinv.outputs import write_json, write_text
 
@@ -71,7 +74,7 @@ def _card(row: dict) -> str:
     return f"<figure>{body}<figcaption>{caption}<br>{prompts}</figcaption></figure>"
 
 
-def _html_text(rows: list[dict], summary: dict) -> str:
+def _html_text(rows: list[dict], summary: dict, comparison: str = "") -> str:
     t = summary["totals"]
     head = (
         f"{t['items']} items: {t['done']} done, {t['skipped']} skipped, {t['failed']} failed; "
@@ -81,8 +84,11 @@ def _html_text(rows: list[dict], summary: dict) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vidinv batch</title>
 <style>body{{font-family:sans-serif;margin:1em}} main{{display:flex;flex-wrap:wrap;gap:1em}}
-figure{{margin:0;max-width:520px}} video{{width:100%}} .error{{color:#b00}}</style></head>
+figure{{margin:0;max-width:520px}} video{{width:100%}} .error{{color:#b00}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%}}
+td{{text-align:right}} .charts{{display:flex;flex-wrap:wrap;gap:.5em}}</style></head>
 <body><h1>vidinv batch</h1><p>{html.escape(head)}</p>
+{comparison}<h2>Gallery</h2>
 <main>
 {cards}
 </main></body></html>
@@ -90,9 +96,11 @@ figure{{margin:0;max-width:520px}} video{{width:100%}} .error{{color:#b00}}</sty
 
 
 def write_report(out: Path, rows: list[dict], meta: dict) -> dict:
-    """Write summary.csv, summary.json and index.html in `out` (atomically); return the summary."""
+    """Write summary.csv, summary.json, the comparison of the methods (report.*, charts/) and
+    index.html in `out` (each file atomically); return the summary."""
     summary = {**meta, "totals": totals(rows), "rows": rows}
     write_text(out / "summary.csv", _csv_text(rows))
     write_json(out / "summary.json", summary)
-    write_text(out / "index.html", _html_text(rows, summary))
+    report = write_comparison(out, rows)
+    write_text(out / "index.html", _html_text(rows, summary, comparison_html(report)))
     return summary

@@ -43,7 +43,9 @@ def describe(item: BatchItem) -> dict:
         "target_prompt": item.target_prompt,
         "inversion": c.inversion.method,
         "method": c.edit.method,
+        "setup": item.setup,
         "grid": dict(item.grid),
+        **({"benchmark": dict(item.labels)} if item.labels else {}),
     }
 
 
@@ -51,6 +53,7 @@ def row_from_metrics(item: BatchItem, status: str) -> dict:
     """A finished item's row, from its metrics.json."""
     metrics = json.loads((Path(item.config.runtime.output_dir) / "metrics.json").read_text(encoding="utf-8"))
     calls, clip = metrics["frame_calls"], metrics["temporal_consistency"]
+    peaks = [v for v in metrics.get("peak_memory", {}).values() if isinstance(v, (int, float))]
     return {
         **describe(item),
         "status": status,
@@ -59,6 +62,12 @@ def row_from_metrics(item: BatchItem, status: str) -> dict:
         "frame_calls_edit": calls["edit"],
         "record_reused": metrics["record_reused"],
         **{key: clip.get(key) for key in METRIC_KEYS},
+        "peak_memory_mb": max(peaks) if peaks else None,
+        # every number of the clip comparison (masked, CLIP ones included) and the per-frame warp errors
+        "metrics": {
+            k: v for k, v in clip.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        },
+        "per_frame": metrics.get("per_frame", {}),
         "error": "",
     }
 

@@ -16,6 +16,8 @@ Each step is one batched UNet call (rows: [source rows..., edit
 rows (uncond?, cond)]); hooks (PnP injection, TokenFlow, FateZero fusion) get
 `set_step(i, layout)` before it. Frame-calls per step: F x (source rows if active + edit rows).
 A first Ctrl-C stops the loop at the end of its step (`vidinv.interrupts.Interrupted`).
+A masked edit (`masked`, a `vidinv.editing.masks.MaskedSource`) blends the edit's latent with its
+source branch's after every step (docs/methods.md §8); that branch's calls are its own.
 """
 
 from __future__ import annotations
@@ -229,9 +231,18 @@ def source_latent(sampler: Sampler, source: SourceBranch, i: int) -> torch.Tenso
 
 @torch.no_grad()
 def sample_edit(
-    models, record, config, denoiser: EditDenoiser, *, progress=False, callback: StepCallback | None = None
+    models,
+    record,
+    config,
+    denoiser: EditDenoiser,
+    *,
+    progress=False,
+    callback: StepCallback | None = None,
+    masked=None,
 ) -> EditResult:
-    """Run the edit loop (module docstring) with `denoiser.hook` active; the stats every method reports."""
+    """Run the edit loop (module docstring) with `denoiser.hook` active; the stats every method reports.
+    `masked` (a `vidinv.editing.masks.MaskedSource`): after every step the edit's latent is blended
+    with that source branch's, z <- m z + (1 - m) z_source (docs/methods.md §8)."""
     _, sampler, _ = record_model(models, record, config, denoiser.control)
     source = denoiser.source
     model = get_inversion_method(record.method)(config.inversion).wrap(denoiser, record, sampler.table)
@@ -244,6 +255,8 @@ def sample_edit(
     branches[:] = z
     del z
     reconstructed = source.kind == "reconstructed"
+    if masked is not None:
+        masked.begin(start, models.device)
     started = time.perf_counter()
     with denoiser.hook, interrupts.deferred():
         for i in tqdm(range(start, n), total=n - start, desc="edit", disable=not progress, leave=False):
@@ -260,6 +273,8 @@ def sample_edit(
                 pred = model(branches[-1:], t)
             z = sampler.step(branches[-1], pred[-1], i)
             del pred
+            if masked is not None:  # outside the mask, the source branch's latent of this step
+                z = masked.after_step(z, i, t)
             branches[-1] = z
             if callback is not None:
                 callback(Step("edit", i, n, sampler.table.t(i), z))
@@ -272,13 +287,16 @@ def sample_edit(
     z = branches[-1] if len(branches) == 1 else branches[-1].clone()
     if models.device.type == "cuda":
         torch.cuda.synchronize(models.device)
+    extra = denoiser.extra_stats()
+    if masked is not None:
+        extra["mask"] = masked.describe()
     stats = BranchEditStats(
         edit_s=round(time.perf_counter() - started, 4),
-        frame_calls=denoiser.frame_calls,
+        frame_calls=denoiser.frame_calls + (0 if masked is None else masked.frame_calls),
         start_step=start,
         source_branch=source.kind,
         source_steps=max(0, min(source.until, n) - start) if source.kind else 0,
         edit_rows=len(denoiser.edit_rows),
-        extra=denoiser.extra_stats(),
+        extra=extra,
     )
     return EditResult(latents=z, source_latents=z_source, stats=stats)

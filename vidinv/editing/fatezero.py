@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,6 +56,8 @@ from vidinv.attention.runner import discarded
 from vidinv.config import Config
 from vidinv.editing.attention_store import AttentionStore, StorePlan
 from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
+from vidinv.editing.masks import grid_of as _grid
+from vidinv.editing.masks import masked_source, threshold_mask, token_grid, tokenizer_positions
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.errors import VidinvError
 from vidinv.inversion.api import record_model, table_for
@@ -183,20 +184,9 @@ def token_ids(models, prompt: str) -> list[int]:
     ).input_ids
 
 
-def word_positions(models, prompt: str, words: list[str]) -> list[int]:
+def word_positions(models, prompt: str, words: list[str], key: str = "edit.fatezero.blend_words") -> list[int]:
     """Token positions of each word (all its tokens, every occurrence) in the tokenised prompt."""
-    ids = token_ids(models, prompt)
-    positions = []
-    for word in words:
-        piece = models.tokenizer(word, add_special_tokens=False).input_ids
-        found = [s for s in range(len(ids) - len(piece) + 1) if piece and ids[s : s + len(piece)] == piece]
-        if not found:
-            raise VidinvError(
-                f"edit.fatezero.blend_words: {word!r} is not in the source prompt {prompt!r} "
-                "(the mask comes from the source's stored cross-attention)"
-            )
-        positions += [s + k for s in found for k in range(len(piece))]
-    return sorted(set(positions))
+    return tokenizer_positions(models.tokenizer, prompt, words, models.tokenizer.model_max_length, key)
 
 
 def token_map(models, source_prompt: str, target_prompt: str) -> torch.Tensor:
@@ -208,25 +198,9 @@ def token_map(models, source_prompt: str, target_prompt: str) -> torch.Tensor:
     return index
 
 
-def _grid(tokens: int, h: int, w: int) -> tuple[int, int]:
-    """The (rows, cols) of a layer with `tokens` query tokens for an h x w latent."""
-    scale = math.sqrt(h * w / tokens)
-    return round(h / scale), round(w / scale)
-
-
 def blend_map(maps: torch.Tensor, tokens: list[int], latent_size: tuple[int, int]) -> torch.Tensor:
     """One cross layer's attention (q, heads, n, 77) on the blend tokens, as (q, h, w) at the latent size."""
-    h, w = latent_size
-    a = maps.float()[..., tokens].mean(dim=(1, 3))  # (q, n)
-    rows, cols = _grid(a.shape[-1], h, w)
-    a = a.reshape(len(a), 1, rows, cols)
-    return F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-
-
-def threshold_mask(total: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The binary blend mask from the summed blend maps (f, h, w): normalised per frame, thresholded."""
-    total = total / total.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    return (total > threshold).float()
+    return token_grid(maps.float()[..., tokens].mean(dim=(1, 3)), latent_size)  # (q, n) -> (q, h, w)
 
 
 class FateZeroFusion(AttentionHook):
@@ -399,6 +373,7 @@ class FateZeroEdit(EditMethod):
     name = "fatezero"
     settings = FateZeroSettings
     uses_control = True
+    masks = True
     captures_in_inversion = True  # the attention store, when it is held in memory
 
     def __init__(self, models, config):
@@ -438,7 +413,7 @@ class FateZeroEdit(EditMethod):
     @classmethod
     def predicted_frame_calls(cls, config, frames, latent_hw, *, store_in_memory: bool = True, **context) -> int:
         """F x R_e x S with a stored store; recomputing adds a source row for the fused steps (and a
-        mask pre-pass per masked step with blend words)."""
+        mask pre-pass per masked step with blend words); with edit.mask, its source branch's calls."""
         from vidinv.inversion.costs import Costs
 
         costs, fz = Costs(config), config.edit.fatezero
@@ -446,7 +421,8 @@ class FateZeroEdit(EditMethod):
         if not store_in_memory:
             fused = max(0, max(step_counts(config, costs.steps)) - costs.start)
             calls += frames * fused * (2 if fz.blend_words else 1)
-        return calls * costs.group(latent_hw)
+        mask = costs.mask_calls(frames, latent_hw, from_record=costs.sampler.exact)  # a masked edit's source
+        return calls * costs.group(latent_hw) + mask
 
     @classmethod
     def predicted_store_bytes(cls, config, unet, family, frames: int, latent_hw: tuple[int, int]) -> int:
@@ -538,7 +514,8 @@ class FateZeroEdit(EditMethod):
             fusion=fusion,
             handle=handle,
         )
-        result = sample_edit(models, record, self.config, denoiser, progress=progress, callback=callback)
+        masked = masked_source(self, record, sampler.exact, fusion)  # the record's latents, or the reconstruction
+        result = sample_edit(models, record, self.config, denoiser, progress=progress, callback=callback, masked=masked)
         store_stats = store.stats() if store is not None else {"store_origin": "recomputed"}
         result.stats.extra.update(
             self_attn_steps=self_steps,

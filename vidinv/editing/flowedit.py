@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidinv.callbacks import Step
+from vidinv.editing.masks import probing, word_probe
 from vidinv.editing.methods import EditMethod, EditResult, EditStats
 from vidinv.errors import VidinvError
 from vidinv.inversion.flow import flow_table, is_flow_scheduler
@@ -83,6 +84,7 @@ class BranchVelocities:
         self.frame_calls = 0
 
     def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        from vidinv.attention.windows import latent_frame_calls
         from vidinv.guidance import guide
 
         transformer = self.models.transformer
@@ -98,7 +100,7 @@ class BranchVelocities:
         pred = self.run(
             self.models, x, t, self.cond, chunk=self.chunk, rows=self.rows, transform=self.orientation, reduce=guided
         )
-        self.frame_calls += len(self.rows) * z.shape[1]
+        self.frame_calls += len(self.rows) * latent_frame_calls(self.models, z.shape[1])  # windows: overlaps twice
         return pred
 
 
@@ -108,6 +110,7 @@ class FlowEdit(EditMethod):
     name = "flowedit"
     settings = FlowEditSettings
     inversion_free = True  # the record is the source latents (`source_record`)
+    masks = True  # the velocity difference is masked: outside the mask z_edit stays x_src
     flow_models = True
     unet_models = False
     video_models = True
@@ -143,6 +146,11 @@ class FlowEdit(EditMethod):
             raise VidinvError(f"config: 'edit.flowedit.n_avg' is {n_avg}, expected an integer >= 1")
         if min(source, target) < 0:
             raise VidinvError("config: 'edit.flowedit' guidance must be >= 0")
+        if self.config.edit.mask_words and n_min >= n_max:
+            raise VidinvError(
+                f"edit.mask_words: with edit.flowedit.n_min {n_min} = n_max no step runs the source, whose"
+                " attention gives the mask; lower n_min"
+            )
 
     def source_record(self, latents: torch.Tensor) -> InversionRecord:
         """The source latents as a record without inverting: FlowEdit needs x_src alone."""
@@ -180,23 +188,33 @@ class FlowEdit(EditMethod):
         noise = ef_noise(tuple(x_src.shape), steps * n_avg, seed=ed.seed, shared=shared, dtype=x_src.dtype)
         noise = noise.to(x_src.device).view(steps, n_avg, *noise.shape[1:])
 
+        mask = self.mask  # outside it the velocity difference is 0: z_edit stays x_src (docs/methods.md §8)
         t0 = time.perf_counter()
         z_edit, z_tar, start = x_src, None, steps - n_max
         for i in tqdm(range(start, steps), total=n_max, desc="flowedit", disable=not progress, leave=False):
             sigma, sigma_next, t = level(table.sigmas, i, x_src), level(table.sigmas, i + 1, x_src), table.timesteps[i]
             if i < steps - n_min:
                 delta = torch.zeros_like(x_src)
-                for n in noise[i]:
-                    z_src = (1 - sigma) * x_src + sigma * n
-                    z = torch.stack([z_src, z_src + (z_edit - x_src)])
-                    v = transformed(both, schedule[i])(z, t)
-                    delta = delta + (v[1] - v[0]) / n_avg
+                probe = word_probe(models, mask, row=source[0].rows - 1, model=both)  # mask_words: the source cond row
+                with probing(models, probe):
+                    for n in noise[i]:
+                        z_src = (1 - sigma) * x_src + sigma * n
+                        z = torch.stack([z_src, z_src + (z_edit - x_src)])
+                        v = transformed(both, schedule[i])(z, t)
+                        delta = delta + (v[1] - v[0]) / n_avg
+                if probe is not None:
+                    mask.set_words(probe.total)
+                if mask is not None:
+                    delta = mask.weights(delta) * delta
                 z_edit = z_edit + (sigma_next - sigma) * delta
             else:
                 if z_tar is None:  # the first target-only step: the edit's offset on a noised source
-                    z_tar = (1 - sigma) * x_src + sigma * noise[i, 0] + (z_edit - x_src)
+                    n0 = noise[i, 0]
+                    z_tar = (1 - sigma) * x_src + sigma * n0 + (z_edit - x_src)
                 v = transformed(target_only, schedule[i])(z_tar[None], t)[0]
                 z_tar = z_tar + (sigma_next - sigma) * v
+                if mask is not None:  # outside it: the noised source's straight path, x_src at the end
+                    z_tar = mask.blend(z_tar, (1 - sigma_next) * x_src + sigma_next * n0)
             if callback is not None:
                 callback(Step("edit", i - start, n_max, table.t(i), z_edit if z_tar is None else z_tar))
         stats = EditStats(
@@ -209,6 +227,7 @@ class FlowEdit(EditMethod):
                 "source_guidance": source_g,
                 "target_guidance": target_g,
                 "transforms": schedule[start:],
+                **({"mask": mask.describe()} if mask is not None else {}),
             },
         )
         return EditResult(latents=z_edit if z_tar is None else z_tar, stats=stats)

@@ -106,10 +106,14 @@ class EditMethod:
     flow_models: ClassVar[bool] = False  # runs on flow-matching frame models (SD3, Flux)
     unet_models: ClassVar[bool] = True  # runs on UNet models (SD 1.x/2.x, SDXL)
     video_models: ClassVar[bool] = False  # runs on native video models (Wan 2.1), whose latent frames are 4 frames
+    # the method confines its edit to `self.mask` (edit.mask / mask_words: a `vidinv.editing.masks.EditMask`,
+    # set by the pipeline before `check`); the pipeline refuses a mask for a method that does not
+    masks: ClassVar[bool] = False
 
     def __init__(self, models, config):
         self.models, self.config = models, config
         self.control = None  # vidinv.models.controlnet.Control of the clip, set by the pipeline before edit()
+        self.mask = None  # vidinv.editing.masks.EditMask of the run (masks = True), set by the pipeline
 
     @classmethod
     def predicted_frame_calls(cls, config, frames: int, latent_hw: tuple[int, int], **context) -> int | None:

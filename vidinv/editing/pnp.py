@@ -26,6 +26,7 @@ import torch
 from vidinv.attention.inflate import ensure_frame_attention
 from vidinv.editing.branches import EditDenoiser, SourceBranch, build_denoiser, sample_edit
 from vidinv.editing.injection import PnPInjection
+from vidinv.editing.masks import masked_source
 from vidinv.editing.methods import EditMethod, EditResult
 from vidinv.inversion.api import record_model
 from vidinv.models.family import family_or_default
@@ -76,18 +77,21 @@ class PnPEdit(EditMethod):
     name = "pnp"
     settings = PnPSettings
     uses_control = True
+    masks = True
     flow_models = True  # on SD3 / Flux: injection into the joint attention's image tokens
     denoiser = EditDenoiser  # TokenFlow replaces the UNet evaluation
 
     @classmethod
     def predicted_frame_calls(cls, config, frames, latent_hw, **context) -> int:
-        """F x (R_e x S + R_s x max(0, K - start)): the source rows run only while injecting."""
+        """F x (R_e x S + R_s x max(0, K - start)): the source rows run only while injecting; with a
+        mask, its source branch's calls (`Costs.mask_calls`)."""
         from vidinv.inversion.costs import Costs
 
         costs = Costs(config)
         injected = max(0, max(injection_steps(config, costs.steps)) - costs.start)
         per_group = frames * (costs.edit_rows * costs.edit_steps + injected_source_rows(costs) * injected)
-        return per_group * costs.group(latent_hw)
+        from_record = source_kind(config, costs.sampler) == "record"
+        return per_group * costs.group(latent_hw) + costs.mask_calls(frames, latent_hw, from_record=from_record)
 
     def injection(self, steps: int) -> PnPInjection:
         """The configured PnP injection on the UNet (checks the layer names: one-line errors)."""
@@ -130,7 +134,10 @@ class PnPEdit(EditMethod):
             control=self.control,
             **self.denoiser_options(record),
         )
-        result = sample_edit(self.models, record, self.config, denoiser, progress=progress, callback=callback)
+        masked = masked_source(self, record, source.kind == "record", injection)
+        result = sample_edit(
+            self.models, record, self.config, denoiser, progress=progress, callback=callback, masked=masked
+        )
         result.stats.extra.update(
             feature_injection_steps=injection.feature_steps,
             attention_injection_steps=injection.attention_steps,

@@ -295,13 +295,15 @@ class TokenFlowEdit(PnPEdit):
         rows run every step (the correspondences)."""
         import math
 
-        from vidinv.editing.pnp import injected_source_rows
+        from vidinv.editing.pnp import injected_source_rows, source_kind
         from vidinv.inversion.costs import Costs
 
         costs = Costs(config)
         keyframes = math.ceil(frames / config.edit.tokenflow.keyframe_stride)
         per_step = (injected_source_rows(costs) + costs.edit_rows) * (keyframes + frames)
-        return costs.edit_steps * per_step * costs.group(latent_hw)
+        from_record = source_kind(config, costs.sampler) == "record"
+        mask = costs.mask_calls(frames, latent_hw, from_record=from_record)  # a masked edit's source branch
+        return costs.edit_steps * per_step * costs.group(latent_hw) + mask
 
     @classmethod
     def predicted_activation_bytes(cls, config, unet, text, frames, latent_hw, dtype) -> int:

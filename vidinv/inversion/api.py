@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from vidinv import interrupts
+from vidinv.attention.windows import WindowLog, logging_windows, window_progress, windows_of
 from vidinv.callbacks import Step, StepCallback
 from vidinv.config import Config
 from vidinv.errors import VidinvError, check_finite
@@ -43,7 +44,7 @@ from vidinv.inversion.record import (
     load_if_matching,
     record_bytes,
 )
-from vidinv.inversion.resume import Checkpoint, PartialRecord, step_hook, steps_done
+from vidinv.inversion.resume import Checkpoint, PartialRecord, step_hook, steps_done, window_checkpoints
 from vidinv.inversion.samplers import Sampler, sampler_for
 from vidinv.inversion.step_file import StepFile
 from vidinv.inversion.timesteps import StepTable, step_table, work_dtype
@@ -94,10 +95,14 @@ def scheduler_config(scheduler) -> dict:
     return {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
 
 
-def fingerprint_fields(models, config: Config) -> dict:
-    """The config fields (and model facts) an inversion's result depends on."""
+def fingerprint_fields(models, config: Config, latents: torch.Tensor | None = None) -> dict:
+    """The config fields (and model facts) an inversion's result depends on; with the clip's
+    `latents`, a video model's temporal windows when the clip has more than one (one window is the
+    unwindowed run, bit for bit; a clip that is not whole windows: a one-line error)."""
     inv, m = config.inversion, config.model
     method = inversion_method(config)
+    windows = windows_of(models)
+    windowed = windows is not None and latents is not None and len(windows.slices(latents.shape[0])) > 1
     return {
         "method": inv.method,
         "steps": inv.steps,
@@ -114,6 +119,7 @@ def fingerprint_fields(models, config: Config) -> dict:
         "scheduler": scheduler_config(models.scheduler),
         **method.fingerprint_fields(),
         **_control_fields(config),
+        **({"window": [windows.size, windows.overlap]} if windowed else {}),
     }
 
 
@@ -203,7 +209,7 @@ def invert(
         seed=inv.seed,
         noise=inv.noise,
         scheduler_config=scheduler_config(models.scheduler),
-        fingerprint=fingerprint(fingerprint_fields(models, config), latents),
+        fingerprint=fingerprint(fingerprint_fields(models, config, latents), latents),
         control=bool(inv.control),
     )
     method.prepare(record, tuple(x0.shape[-2:]))
@@ -211,18 +217,25 @@ def invert(
     start = time.perf_counter()
     specs = {name: (x0.dtype, (steps, *x0.shape)) for name, steps in sampler.tensor_steps(len(table)).items()}
     out = checkpoint.storage(specs) if checkpoint is not None else None  # the record's file, or memory
-    done = checkpoint.load() if checkpoint is not None else None
+    done, replay = WindowLog.split(checkpoint.load() if checkpoint is not None else None)
+    on_step = with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), table)
+    window_log = None
+    if windows_of(models) is not None and windows_of(models).count(x0.shape[0]) > 1:  # window boundaries checkpoint
+        first = lambda: {"latents": x0[None] if out is None else out["latents"][len(table) :]}  # noqa: E731
+        window_log, on_step = window_checkpoints(checkpoint, len(table), first, replay, on_step, x0.device)
     with contextlib.ExitStack() as stack:
         for capture in captures:
             stack.enter_context(capture)
         stack.enter_context(interrupts.deferred())
+        stack.enter_context(window_progress(progress))
+        stack.enter_context(logging_windows(window_log))
         tensors = sampler.invert(
             method.wrap(model, record, table),
             x0,
             progress=progress,
             desc=f"{inv.method} inversion",
             done=done,
-            on_step=with_callback(step_hook(checkpoint, len(table)), callback, steps_done(done), table),
+            on_step=on_step,
             out=out,
             **method.inversion_inputs(x0, len(table)),
         )
@@ -232,7 +245,7 @@ def invert(
     record.noise_maps = on_host(tensors["noise_maps"]) if "noise_maps" in tensors else None
     record.stats = InversionStats(
         inversion_s=round(time.perf_counter() - start, 4),
-        frame_calls=model.frame_calls,
+        frame_calls=model.frame_calls - (window_log.replayed_calls if window_log is not None else 0),
         resumed_from_step=steps_done(done) or None,
     )
     for capture in captures:
@@ -285,9 +298,10 @@ def reconstruct(
         start = sampler.default_start(config.edit.skip)
     z = record.latents[start].to(models.device)
     t0 = time.perf_counter()
-    out = sampler.sample(
-        model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=callback
-    )
+    with window_progress(progress):
+        out = sampler.sample(
+            model, z, start=start, progress=progress, desc=f"{record.method} reconstruction", callback=callback
+        )
     _sync(models.device)
     check_finite(out, "reconstruction", models.dtype)
     if stats is not None:
@@ -309,7 +323,7 @@ def invert_or_load(
 ) -> tuple[InversionRecord, bool]:
     """(record, reused): the record in `folder` if config and input match (and every capture could
     load what it holds for it), else a new one saved there (with what the captures hold)."""
-    key = fingerprint(fingerprint_fields(models, config), latents)
+    key = fingerprint(fingerprint_fields(models, config, latents), latents)
     tensor_steps = SAMPLERS.get(inversion_method(config).sampler).tensor_steps(config.inversion.steps)
     latent_bytes = latents.numel() * work_dtype(latents.dtype).itemsize
     on_disk = keeps_on_disk(config.runtime, record_bytes(tensor_steps, latent_bytes))

@@ -79,3 +79,23 @@ class Costs:
     def reconstruction_calls(self, frames: int, latent_hw: tuple[int, int]) -> int:
         """F x S x source rows x (|group| for mbdi), from the start step (S: the rule's evaluations)."""
         return self.sampler.evaluations(self.edit_steps) * frames * self.source_rows * self.group(latent_hw)
+
+    @cached_property
+    def masked(self) -> bool:
+        """The edit is confined to a mask (`edit.mask` or `edit.mask_words`)."""
+        ed = self.config.edit
+        return ed.mask is not None or bool(ed.mask_words)
+
+    def mask_calls(self, frames: int, latent_hw: tuple[int, int], *, from_record: bool) -> int:
+        """Frame-calls of a masked edit's source branch (`vidinv.editing.masks.MaskedSource`): none
+        without a mask; the reconstruction run beside the edit (`reconstruction_calls`); or, when the
+        source is the record's latents (`from_record`: exact samplers, PnP's inverted source), the
+        reconstruction's last step for an exact sampler (F x source rows) and with `edit.mask_words`
+        the source prompt's cond row at the latents (F x S); each x |group| for mbdi."""
+        if not self.masked:
+            return 0
+        if not from_record:
+            return self.reconstruction_calls(frames, latent_hw)
+        last = self.source_rows if self.sampler.exact else 0
+        words = self.edit_steps if self.config.edit.mask_words else 0
+        return frames * (last + words) * self.group(latent_hw)

@@ -11,6 +11,7 @@ import torch
 from einops import repeat
 
 from vidinv.attention.flow_runner import run_flow
+from vidinv.attention.windows import latent_frame_calls
 from vidinv.errors import VidinvError
 from vidinv.guidance import guide, is_guided
 from vidinv.models.flow import FlowCondition, flow_condition
@@ -50,5 +51,5 @@ class FlowGuidedModel:
         x = z.to(device=execution_device(transformer), dtype=transformer.dtype)
         batch = repeat(x, "f c h w -> b f c h w", b=self.cond.rows)
         pred = run_flow(self.models, batch, t, self.cond, chunk=self.chunk).to(z.dtype)
-        self.frame_calls += self.cond.rows * z.shape[0]
+        self.frame_calls += self.cond.rows * latent_frame_calls(self.models, z.shape[0])  # windows: overlaps twice
         return guide(pred, self.guidance_scale)

@@ -186,3 +186,35 @@ def _what_is_kept(checkpoint: Checkpoint | None) -> str:
     if checkpoint.enabled:
         return "checkpoint saved — rerun the same command to resume"
     return f"no checkpoint ({checkpoint.off_reason}) — a rerun starts the inversion over"
+
+
+def window_checkpoints(checkpoint: Checkpoint | None, total: int, first, replay: list, on_step, device):
+    """(a `WindowLog`, the inversion's `on_step` wrapped) for an inversion whose model calls run in
+    temporal windows (`vidinv.attention.windows`): every window boundary is a checkpoint boundary. After
+    each window the checkpoint is saved when due (at once after a first Ctrl-C, which then stops with
+    `Interrupted`): the state of the last finished step (`first()`: the clip's, before any) and the
+    outputs of the windows of the step in flight so far, which a resumed run replays (`replay`: those
+    of the checkpoint it resumes) instead of running them again."""
+    from vidinv.attention.windows import WindowLog
+
+    keep = checkpoint is not None and checkpoint.enabled
+    last = {"state": first}
+
+    def on_window(log, k: int, count: int) -> None:
+        stop = requested()
+        if keep and (stop or checkpoint.due()):
+            checkpoint.save({**last["state"](), **log.state()})
+        if stop:
+            done = steps_done(last["state"]())
+            kept = _what_is_kept(checkpoint)
+            where = f"window {k + 1} of {count} of step {done + 1} done"
+            raise Interrupted("inversion", done, total, f"{where}; {kept}")
+
+    log = WindowLog([part.to(device) for part in replay], on_window, keep=keep)
+
+    def after_step(state) -> None:
+        last["state"] = state
+        log.step_done()
+        on_step(state)
+
+    return log, after_step

@@ -12,8 +12,10 @@ memory follows the record (latent-sized), not the clip's pixels.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from vidinv.config import Config, to_yaml
+from vidinv.errors import VidinvError
 from vidinv.interrupts import Interrupted
 from vidinv.io.writing import video_filename
 from vidinv.jobs.common import open_run_dir, record_dir_for
@@ -44,7 +46,9 @@ def release_tensors(record):
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.editor import VideoEditor, peak_memory_mb, reset_peak_memory
     from vidinv.io import side_by_side
+    from vidinv.io.masks import check_mask_frames
     from vidinv.io.writing import VideoWriter
+    from vidinv.jobs.evaluate import check_run_mask, read_run_mask
     from vidinv.jobs.streaming import audio_for, decode_chunks, encode_stream, stream_for
     from vidinv.metrics import ClipComparison
     from vidinv.models import resolve_device
@@ -54,10 +58,14 @@ def run(config: Config, *, quiet: bool = False) -> str:
         from vidinv.clip_metrics import clip_source
 
         clip_source(config.eval.clip, key="eval.clip")  # a missing CLIP model: one line before any work
+    if config.eval.mask and not Path(config.eval.mask).exists():
+        raise VidinvError(f"eval.mask {config.eval.mask} does not exist")
     out = open_run_dir(config, "edit", writes(config.runtime.codec))
     reset_peak_memory(resolve_device(config.model.device))  # this run's peak (batch items, app requests)
     editor = VideoEditor(config, progress=not quiet)
     stream = stream_for(config)
+    mask = read_run_mask(config, stream) if config.eval.mask else None  # PSNR/SSIM outside it, as `eval --mask`
+    region = edit_region(config, stream)  # edit.mask: one-line errors before loading
     t0 = time.perf_counter()
     models = editor.models
     load_s = time.perf_counter() - t0
@@ -66,12 +74,18 @@ def run(config: Config, *, quiet: bool = False) -> str:
     with VideoWriter(out / source_name, fps) as sources:  # renamed to source.mp4 only at the end
         t0 = time.perf_counter()
         latents = encode_stream(models, stream, writers=[sources], progress=not quiet)
+        if mask is not None:
+            check_run_mask(config, mask, stream.num_frames)  # before the inversion
+        if region is not None:
+            check_mask_frames(region, stream.num_frames)
         sources.finish()  # the encoder flushed now: its lookahead frames are not held beside the decode
         encode_s = time.perf_counter() - t0
         record_dir = record_dir_for(config, out)
         try:
             control = editor.control(stream.chunks())  # ControlNet conditions, the clip read again (None without)
-            result = editor.edit_latents(latents, record_dir=record_dir, control=control, release_latents=True)
+            result = editor.edit_latents(
+                latents, record_dir=record_dir, control=control, release_latents=True, mask=region
+            )
         except Interrupted as stop:
             if stop.stage == "edit":
                 stop.detail = f"the inversion record in {record_dir} is kept — rerun the same command to reuse it"
@@ -86,7 +100,9 @@ def run(config: Config, *, quiet: bool = False) -> str:
             from vidinv.clip_metrics import ClipScores
 
             clip = ClipScores.load(config.eval.clip, config.edit.target_prompt, key="eval.clip", device=models.device)
-        comparison = ClipComparison(clip=clip)
+        if mask is None and result.mask is not None:  # a masked edit: the unedited region's metrics too
+            mask = result.mask.edited_pixels(stream.num_frames, (stream.height, stream.width))
+        comparison = ClipComparison(mask=mask, clip=clip)
         audio = audio_for(config, stream, stream.num_frames, fps)
         with (
             VideoWriter(out / edited_name, fps, audio=audio) as edited,
@@ -115,7 +131,10 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "edit": {"method": config.edit.method, "guidance_scale": config.edit.guidance_scale, **result.stats.to_dict()},
         "frame_attention": config.model.frame_attention,
         "record_reused": result.record_reused,
+        # temporal_consistency's *_unedited: outside eval.mask, or the region a masked edit may not change
+        **({"mask": config.eval.mask or result.mask.origin} if mask is not None else {}),
         "temporal_consistency": consistency,  # the clip comparison of `vidinv eval` (`ClipComparison`)
+        "per_frame": comparison.per_frame(),  # warp error of each consecutive pair, source and edited
         "frame_calls": {
             "inversion": 0 if result.record_reused else record.stats.frame_calls or 0,
             "edit": result.stats.frame_calls,
@@ -137,6 +156,16 @@ def run(config: Config, *, quiet: bool = False) -> str:
         f"in {total_s:.1f}s; warp error source {consistency['warp_error_source']:.4f}, "
         f"edited {consistency['warp_error_edited']:.4f}"
     )
+
+
+def edit_region(config: Config, stream):
+    """`edit.mask` read as a pixel mask of the clip's frames (`vidinv.io.masks.read_mask`), or None."""
+    from vidinv.io.masks import read_mask
+
+    if config.edit.mask is None:
+        return None
+    size = (stream.height, stream.width)
+    return read_mask(config.edit.mask, config.video, size=size, source_size=stream.source_size)
 
 
 def inversion_summary(record, reused: bool) -> str:

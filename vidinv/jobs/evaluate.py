@@ -122,7 +122,6 @@ def read_mask(path: str, *, frames: int, size: tuple[int, int]) -> np.ndarray:
     (cropped to multiples of 8). It must have the compared clips' size and 1 or `frames` frames."""
     from vidinv.io import read_video
     from vidinv.io.decoders import IMAGE_SUFFIXES
-    from vidinv.metrics import LUMA, eight_bit
 
     if Path(path).is_file() and Path(path).suffix.lower() in IMAGE_SUFFIXES:
         from PIL import Image, UnidentifiedImageError
@@ -135,9 +134,7 @@ def read_mask(path: str, *, frames: int, size: tuple[int, int]) -> np.ndarray:
         video = read_video(pictures, size=None)
     else:
         video = read_video(path, size=None, decoder="pyav")
-    levels = eight_bit(video.frames).astype(np.float64)
-    luma = LUMA[0] * levels[..., 0] + LUMA[1] * levels[..., 1] + LUMA[2] * levels[..., 2]
-    mask = luma >= MASK_LEVEL
+    mask = edited_region(video.frames)
     (h, w), (mh, mw) = size, mask.shape[1:]
     if (mh, mw) != (h, w):
         raise VidinvError(f"--mask {path} is {mw}x{mh}, but the compared clips are {w}x{h}: give a mask of their size")
@@ -146,6 +143,44 @@ def read_mask(path: str, *, frames: int, size: tuple[int, int]) -> np.ndarray:
             f"--mask {path}: {len(mask)} frames, but the compared clips have {frames}: give one per frame, or one image"
         )
     return mask
+
+
+def edited_region(frames) -> np.ndarray:
+    """Mask frames (f, 3, H, W) in [-1, 1] -> bool (f, H, W): True (edited) where the 8-bit luma
+    (BT.601) is at least MASK_LEVEL."""
+    from vidinv.metrics import LUMA, eight_bit
+
+    levels = eight_bit(frames).astype(np.float64)
+    luma = LUMA[0] * levels[..., 0] + LUMA[1] * levels[..., 1] + LUMA[2] * levels[..., 2]
+    return luma >= MASK_LEVEL
+
+
+def read_run_mask(config, stream) -> np.ndarray:
+    """A run's `eval.mask` as bool (n, H, W) at the size of the run's clip (`stream`, a ClipStream),
+    read as `edit.mask` is (`vidinv.io.masks.read_mask_frames`: frames selected and fitted as the
+    clip's; one image is every frame's, n = 1); white = edited (`edited_region`), as `vidinv eval
+    --mask`. The frame count is checked against the clip's by `check_run_mask`."""
+    from vidinv.io.masks import read_mask_frames
+
+    size = (stream.height, stream.width)
+    frames = read_mask_frames(
+        config.eval.mask, config.video, size=size, source_size=stream.source_size, key="eval.mask"
+    )
+    mask = edited_region(frames)
+    if mask.shape[1:] != size:
+        raise VidinvError(
+            f"eval.mask {config.eval.mask} is {mask.shape[2]}x{mask.shape[1]}, the clip {size[1]}x{size[0]}"
+        )
+    return mask
+
+
+def check_run_mask(config, mask: np.ndarray, frames: int) -> None:
+    """A one-line error when the run's mask has neither 1 frame nor the clip's `frames`."""
+    if len(mask) not in (1, frames):
+        raise VidinvError(
+            f"eval.mask {config.eval.mask}: {len(mask)} frames selected, the clip {frames}: give one per frame of the "
+            "clip (selected as video.start/num_frames/stride select the clip's), or one image"
+        )
 
 
 def run_cli(args) -> int:

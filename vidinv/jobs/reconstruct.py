@@ -19,11 +19,35 @@ from vidinv.outputs import write_json
 from vidinv.run_lock import releases_run_locks
 
 
+def measure(models, stream, recon: torch.Tensor, latents: torch.Tensor, *, writer=None, progress=False) -> dict:
+    """The reconstruction's PSNRs (module docstring) as metrics.json holds them: the reconstructed
+    latents `recon` and the input `latents` (f, c, h, w) decoded chunk by chunk beside the clip
+    `stream`'s frames; each decoded chunk also goes to `writer` (a `VideoWriter`), when given.
+    `vidinv tune` measures its candidates with it."""
+    from vidinv.jobs.streaming import decode_chunks
+
+    per_frame, per_frame_input = [], []  # vs the VAE round trip, vs the input frames
+    for source, (decoded, roundtrip) in decode_chunks(models, stream, recon.cpu(), latents, progress=progress):
+        if writer is not None:
+            writer.write(decoded)
+        per_frame.append(psnr_per_frame(decoded, roundtrip))
+        per_frame_input.append(psnr_per_frame(decoded, source))
+    per_frame, per_frame_input = torch.cat(per_frame), torch.cat(per_frame_input)
+    x0 = latents.float().cpu()
+    latent_range = float(x0.max() - x0.min())
+    return {
+        "psnr_latent_db": psnr(recon.float().cpu(), x0, data_range=latent_range),
+        "psnr_db": float(per_frame.mean()),
+        "psnr_db_per_frame": [round(float(v), 4) for v in per_frame],
+        "psnr_input_db": float(per_frame_input.mean()),
+        "latent_data_range": latent_range,
+    }
+
+
 @releases_run_locks
 def run(config: Config, *, quiet: bool = False) -> str:
     from vidinv.inversion import ReconstructionStats, get_inversion_method, reconstruct
     from vidinv.io.writing import VideoWriter, video_filename
-    from vidinv.jobs.streaming import decode_chunks
 
     started = time.perf_counter()
     name = video_filename("reconstruction", config.runtime.codec)
@@ -33,18 +57,9 @@ def run(config: Config, *, quiet: bool = False) -> str:
     recon = reconstruct(models, record, config, progress=not quiet, stats=stats, control=job.control)
     t0 = time.perf_counter()
     fps = rt.fps or job.stream.fps
-    per_frame, per_frame_input = [], []  # vs the VAE round trip, vs the input frames
-    chunks = decode_chunks(models, job.stream, recon.cpu(), job.latents, progress=not quiet)
     with VideoWriter(job.out / name, fps) as writer:
-        for source, (decoded, roundtrip) in chunks:
-            writer.write(decoded)
-            per_frame.append(psnr_per_frame(decoded, roundtrip))
-            per_frame_input.append(psnr_per_frame(decoded, source))
+        measured = measure(models, job.stream, recon, job.latents, writer=writer, progress=not quiet)
     t1 = time.perf_counter()
-    per_frame, per_frame_input = torch.cat(per_frame), torch.cat(per_frame_input)
-
-    x0 = job.latents.float().cpu()
-    latent_range = float(x0.max() - x0.min())
     metrics = {
         "method": record.method,
         "steps": record.steps,
@@ -53,11 +68,7 @@ def run(config: Config, *, quiet: bool = False) -> str:
         "record_reused": job.reused,
         "frames": job.stream.num_frames,
         "latent_shape": list(job.latents.shape),
-        "psnr_latent_db": psnr(recon.float().cpu(), x0, data_range=latent_range),
-        "psnr_db": float(per_frame.mean()),
-        "psnr_db_per_frame": [round(float(v), 4) for v in per_frame],
-        "psnr_input_db": float(per_frame_input.mean()),
-        "latent_data_range": latent_range,
+        **measured,
         "frame_calls": {
             "inversion": 0 if job.reused else record.stats.frame_calls or 0,
             "reconstruction": stats.frame_calls,

@@ -60,6 +60,8 @@ class Family:
     frames: str = "any"  # frame-count rule: any (a per-frame VAE) | causal (1 + k x the causal VAE's
     # temporal factor, Wan's 4: 1 + 4k frames)
     video: bool = False  # a native video model: the transformer sees the whole latent clip (b f c h w)
+    native_latent_frames: int | None = None  # a video model's native window (Wan: 21 latent frames = 81
+    # frames): runtime.window's default (`vidinv.attention.windows`); None: a frame model (no windows)
     half: str = "fp16"  # model.dtype auto on CUDA: the precision it is published in (fp16 | bf16)
     vae_fp32: bool = False  # the VAE stays in fp32 whatever model.dtype (Wan's causal VAE)
     reads_force_upcast: bool = False  # a VAE whose config says force_upcast stays in fp32 (SDXL's pipeline)
@@ -68,6 +70,7 @@ class Family:
     t5_tokens: int = 0  # the pipeline's T5 max_sequence_length (0: no T5)
     t5_optional: bool = False  # loads without its T5 encoder (SD3: `model.t5: false`)
     extra_text_tokens: int = 0  # text tokens before T5's in the sequence (SD3: CLIP's 77)
+    t5_tokenizer: str = "tokenizer"  # the pipeline's attribute of the T5 tokenizer (Flux tokenizer_2, SD3 tokenizer_3)
     guidance_embedded: bool = False  # guidance-distilled (Flux): one row a prompt, the scale an input
     flowedit: FlowEditDefaults | None = None  # FlowEdit's defaults (flow families)
     joint_attention: str | None = None  # token order of joint attention: image_text (SD3) |
@@ -151,22 +154,23 @@ SD3 = Family(
     text_encoders=("CLIPTextModelWithProjection", "CLIPTextModelWithProjection", "T5EncoderModel"), tiny="tiny-sd3",
     default_size=(1024, 1024), published="stabilityai/stable-diffusion-3-medium-diffusers",
     single_file_types=("sd3", "sd35_medium", "sd35_large"), flow=True, shift="static", latents="shift_scale",
-    t5_tokens=256, t5_optional=True, extra_text_tokens=77, flowedit=FlowEditDefaults(),
+    t5_tokens=256, t5_optional=True, extra_text_tokens=77, t5_tokenizer="tokenizer_3", flowedit=FlowEditDefaults(),
     joint_attention="image_text", adapter=SD3_ADAPTER,
 )  # fmt: skip
 FLUX = Family(
     "flux", "Flux", "FluxPipeline", "FluxTransformer2DModel", "AutoencoderKL",
     text_encoders=("CLIPTextModel", "T5EncoderModel"), tiny="tiny-flux", default_size=(1024, 1024),
     published="black-forest-labs/FLUX.1-dev", single_file_types=("flux-dev", "flux-schnell"), flow=True,
-    shift="dynamic", latents="shift_scale", packing=2, half="bf16", t5_tokens=512, guidance_embedded=True,
+    shift="dynamic", latents="shift_scale", packing=2, half="bf16", t5_tokens=512, t5_tokenizer="tokenizer_2",
+    guidance_embedded=True,
     flowedit=FlowEditDefaults(24 / 28, 1.5, 5.5), joint_attention="text_image", adapter=FLUX_ADAPTER,
 )  # fmt: skip
 # Wan (not in the FlowEdit paper): SD3's n_max fraction and source guidance, WanPipeline's 5.0 the target's
 WAN = Family(
     "wan", "Wan", "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan", text_encoders=("UMT5EncoderModel",),
     tiny="tiny-wan", default_size=(480, 832), published="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", flow=True,
-    shift="flow_shift", latents="mean_std", frames="causal", video=True, half="bf16", vae_fp32=True,
-    t5_tokens=512, flowedit=FlowEditDefaults(33 / 50, 3.5, 5.0), adapter=WAN_ADAPTER,
+    shift="flow_shift", latents="mean_std", frames="causal", video=True, native_latent_frames=21, half="bf16",
+    vae_fp32=True, t5_tokens=512, flowedit=FlowEditDefaults(33 / 50, 3.5, 5.0), adapter=WAN_ADAPTER,
 )  # fmt: skip
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (SD1, SD2, SDXL, SD3, FLUX, WAN)}

@@ -31,6 +31,9 @@ class Plan:
     latent_frames: int | None = None  # a causal video VAE's (Wan): frame-calls count latent frames
     record_bytes: int = 0  # the inversion record's tensors
     record_on_disk: bool = False  # runtime.record: read and written step by step in its file
+    # (windows, latent frames each, overlap) of a video model's clip longer than one window (runtime.window);
+    # a class attribute, not a field: the recorded plans (asdict, tests/data/plan_snapshot.json) keep their keys
+    windows = None
 
     def summary(self) -> str:
         mb = lambda n: f"{n / MB:,.0f} MB"  # noqa: E731
@@ -38,8 +41,14 @@ class Plan:
         frames, unit = f"{self.frames} frames", ""
         if self.latent_frames is not None:
             frames, unit = f"{frames} ({self.latent_frames} latent frames)", " of latent frames"
-        lines = [
-            f"vidinv {self.command}: {frames} at {self.height}x{self.width} on {self.device}",
+        lines = [f"vidinv {self.command}: {frames} at {self.height}x{self.width} on {self.device}"]
+        if self.windows is not None:
+            count, size, overlap = self.windows
+            lines.append(
+                f"  temporal windows: {count} of {size} latent frames, overlapping by {overlap} (runtime.window);"
+                " frame-calls count every window's frames"
+            )
+        lines += [
             f"  UNet frame-calls{unit}: {sum(self.frame_calls.values()):,} ({calls})",
             f"  weights: {mb(sum(self.weights.values()))} ("
             + ", ".join(f"{k} {mb(v)}" for k, v in self.weights.items())

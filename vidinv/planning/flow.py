@@ -7,7 +7,10 @@ Activations: one chunk of transformer frame-calls with the family's text tokens 
 T5 sequence; Flux, Wan: the T5 sequence) and one VAE chunk; weights: every module of the pipeline.
 Wan, a native video model, is counted in latent frames (1 + (frames - 1) / 4; its transformer sees
 them all at once, so `runtime.unet_chunk` does not apply) and a frame count its causal VAE cannot
-take is refused here, before anything loads.
+take is refused here, before anything loads. A clip longer than one temporal window
+(`runtime.window`, `vidinv.attention.windows`) is planned window by window: frame-calls count every
+window's latent frames (overlaps twice), the transformer's activations are one window's beside the
+clip's blended output, and a clip that is not whole windows is refused here too.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     tensors only)."""
     from vidinv.attention.flow_runner import run_flow
     from vidinv.attention.inflate import install_from_config
+    from vidinv.attention.windows import resolve_windows
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
     from vidinv.models.vae import latent_channels, spatial_factor
@@ -161,9 +165,13 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     check_size(family, configs["transformer"][1], factor, height, width)
     latent_frames = latent_frame_count(frames, per_latent)
     video = family.video
+    windows = resolve_windows(family, rt, per_latent, note=False)  # a video model's (runtime.window)
+    if windows is not None:
+        windows.check(latent_frames)  # whole windows, before anything loads
+    called = latent_frames if windows is None else windows.frame_calls(latent_frames)  # overlaps twice
     latent_hw = (height // factor, width // factor)
     latent_bytes = latent_frames * channels * latent_hw[0] * latent_hw[1] * 4
-    calls = flow_calls(config, command, family, latent_frames, latent_hw)
+    calls = flow_calls(config, command, family, called, latent_hw)
     if config.model.pretrained == family.tiny:
         from vidinv.models.tiny_flow import T5_TOKENS
 
@@ -176,11 +184,12 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
         parts = build_fake_flow_modules(configs, dtype, family)
         transformer, vae = parts["transformer"], parts["vae"]
         install_from_config(transformer, config.model)
-        # one chunk and its anchors; a video model sees every latent frame at once
+        # one chunk and its anchors; a video model sees every latent frame at once, or one window at a
+        # time beside the clip's blended output
         sim = latent_frames if (video or not rt.unet_chunk) else min(latent_frames, 2 * rt.unet_chunk)
         batch = torch.empty(widest, sim, channels, *latent_hw, dtype=dtype)
         cond = fake_condition(family, widest, tokens, transformer, dtype)
-        models = SimpleNamespace(transformer=transformer, call=family.adapter.call, video=video)
+        models = SimpleNamespace(transformer=transformer, call=family.adapter.call, video=video, windows=windows)
         unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
         chunk = min(frames, rt.vae_chunk or frames)
         vae_act = vae_activations(vae, chunk, channels, (height, width), next(vae.parameters()).dtype)
@@ -195,7 +204,10 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
         if calls.get("inversion", 0) == 0
         else record_bytes(Sampler.tensor_steps(config.inversion.steps), latent_bytes)
     )
-    return build_plan(
+    plan = build_plan(
         config, command, device, (frames, height, width), calls, weights, on_device[rt.offload],
         (unet_act, vae_act), latent_bytes, record, latent_frames=latent_frames if per_latent > 1 else None,
     )  # fmt: skip
+    if windows is not None and windows.count(latent_frames) > 1:
+        plan.windows = (windows.count(latent_frames), windows.size, windows.overlap)
+    return plan
