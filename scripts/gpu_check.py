@@ -6,6 +6,7 @@ drift and reproducibility of a random-weight model of published shapes, in one c
     python scripts/gpu_check.py --families sd15 sd3 wan      # and SD3 medium / Wan 2.1 1.3B (FlowEdit)
     python scripts/gpu_check.py --only '*sequential*'        # a case a budgeted run skipped
     python scripts/gpu_check.py --dry-run                    # any machine: cases, configs, predictions
+    python scripts/gpu_check.py --families wan --only 'wan/window*'   # Wan 1.3B long clips in windows
 
 Per family (--families: sd15 by default; tiny, sdxl, sd3, wan) the cases, in this order:
 - setup: the family's random-weight model (scripts/archs.py) built in fp32 on the device and saved as a
@@ -25,6 +26,12 @@ Per family (--families: sd15 by default; tiny, sdxl, sd3, wan) the cases, in thi
   edit must stay under --offload-limit-gb (24): a pass/fail column. (Offload sequential is the slowest
   case: every layer's weights cross to the device at every call. The 1000-frame edit without offload
   comes last, after the checks below.)
+- window (video families: Wan): FlowEdit edits of --window-frames (81 321) frames at --window-size
+  (480x832) in temporal windows of --window (21) latent frames overlapping by --window-overlap (6)
+  (runtime.window; 81 frames: one window, 321: five), --memory-steps (2) steps, all of them edited
+  (edit.flowedit.n_max): the CUDA peak beside the plan's (memory follows the window, not the clip) and
+  the seconds per window (the edit's seconds / (steps x windows): one batched transformer call of the
+  source and target rows on one window).
 - xformers (UNet families): one run_unet call on --xformers-frames (16) frames with CFG rows on xformers
   and on SDPA: their relative difference (equal within fp16's tolerance, XFORMERS_TOLERANCE) and the time
   of each; skipped with the reason where xformers does not run (xformers_problem()).
@@ -149,6 +156,7 @@ class Case:
     def __init__(self, name: str, family: str, kind: str, overrides: list[str], frames: int = 0, offload: str = "none"):
         self.name, self.family, self.kind, self.overrides = name, family, kind, overrides
         self.frames, self.offload, self.config = frames, offload, None
+        self.size = None  # (height, width) when not the family's (the window cases)
         self.row = {"case": name, "family": family, "kind": kind, "frames": frames or None, "offload": offload}
         self.row["overrides"] = overrides
 
@@ -174,10 +182,22 @@ def cases_for(family: str, args) -> list[Case]:
 
     long = [case("memory", f"memory-{{f}}f-offload-{mode}", args.long_frames, args.memory_steps, mode)
             for mode in ("model", "sequential", "none")]  # fmt: skip
+    windows = []
+    if family in archs.VIDEO_ARCHS:  # long clips in temporal windows (runtime.window) at --window-size
+        (wh, ww), steps = args.window_size, args.memory_steps
+        for frames in args.window_frames:
+            windowed = case("window", f"window-{{f}}f-{wh}x{ww}-{steps}steps", frames, steps)
+            sized = [k for k in windowed.overrides if not k.startswith(("video.height=", "video.width="))]
+            windowed.overrides = sized + [f"video.height={wh}", f"video.width={ww}", f"runtime.window={args.window}",
+                                          f"runtime.window_overlap={args.window_overlap}", f"edit.flowedit.n_max={steps}"]  # fmt: skip
+            windowed.row["overrides"] = windowed.overrides
+            windowed.size = (wh, ww)
+            windows.append(windowed)
     cases = [
         Case(f"{family}/setup", family, "setup", base),
         case("timed", f"{spec.edit}-{{f}}f-{args.steps}steps", args.frames, args.steps),
         *(case("memory", "memory-{f}f", frames, args.memory_steps) for frames in args.memory_frames),
+        *windows,
         *long[:2],
         *([case("xformers", "xformers-vs-sdpa-{f}f", args.xformers_frames, args.memory_steps)] if spec.unet else []),
         case("drift", f"drift-{spec.dtype}-vs-fp32-{{f}}f", args.short_frames, args.short_steps),
@@ -213,21 +233,23 @@ def write_config_folder(family: str, folder: Path) -> tuple[Path, int]:
     return save_configs(models, folder), sum(archs.parameters(m) for m in modules if m is not None)
 
 
-def flop_units(cache: dict, family: str, frames: int) -> dict:
+def flop_units(cache: dict, family: str, frames: int, size: tuple[int, int] | None = None) -> dict:
     """FLOPs of one frame-call and one frame's VAE encode / decode of `family` (bench_flops, on meta), counted
-    once per family. A video model's are per latent frame of a `frames`-frame clip; past VIDEO_COUNTED[-1]
+    once per family (and `size`: another than the family's). A video model's are per latent frame of a
+    `frames`-frame clip (a windowed run's: of one window's frames); past VIDEO_COUNTED[-1]
     frames they are extrapolated from the counts at VIDEO_COUNTED (counting the causal VAE on meta takes
     ~40 s at 1001 frames): the transformer's cost per latent frame is linear in the latent frames (its
     attention spans the clip; 257 frames: within 0.6% of the count), the VAE's per frame flat."""
     video = family in archs.VIDEO_ARCHS
     if video and frames > VIDEO_COUNTED[-1]:
-        short, long = (flop_units(cache, family, f) for f in VIDEO_COUNTED)
+        short, long = (flop_units(cache, family, f, size) for f in VIDEO_COUNTED)
         latent = [latent_frame_count(f, bench_flops.WAN_TEMPORAL) for f in (*VIDEO_COUNTED, frames)]
         slope = (long["unet_call"] - short["unet_call"]) / (latent[1] - latent[0])
         return long | {"unet_call": round(long["unet_call"] + slope * (latent[2] - latent[1]))}
-    key = (family, frames if video else 0)
+    size = size or FAMILIES[family].size
+    key = (family, frames if video else 0) + ((size,) if size != FAMILIES[family].size else ())
     if key not in cache:
-        cache[key] = bench_flops.case_flops(family, *FAMILIES[family].size, frames)[0]
+        cache[key] = bench_flops.case_flops(family, *size, frames)[0]
     return cache[key]
 
 
@@ -333,7 +355,11 @@ class Check:
             key = repr(case.config)  # the drift and repeat cases share theirs
             plan = self.plans[key] = self.plans.get(key) or plan_run(case.config, "edit")
             calls = sum(plan.frame_calls.values())
-            tflop = tflop_of(flop_units(self.units, case.family, case.frames), calls, case.frames)
+            counted = case.frames  # a windowed run's frame-call costs what one of a window's frames does
+            if plan.windows is not None:
+                counted = 1 + bench_flops.WAN_TEMPORAL * (plan.windows[1] - 1)
+                case.row["windows"] = plan.windows[0]
+            tflop = tflop_of(flop_units(self.units, case.family, counted, case.size), calls, case.frames)
         except Exception as err:  # the case cannot run either
             case.row |= {"status": "error", "error": first_line(err), "note": first_line(err)}
             return
@@ -429,6 +455,26 @@ class Check:
         if case.offload != "none":
             row["limit_gb"] = self.args.offload_limit_gb
             row["limit_check"] = "pass" if measured.peak_mb * MB < self.args.offload_limit_gb * GB else "fail"
+        return row
+
+    def run_window(self, case: Case) -> dict:
+        """A long clip in temporal windows (module docstring): the edit's CUDA peak against the plan's and
+        its seconds per window."""
+        from vidinv.editor import VideoEditor
+
+        self.free()
+        config = self.editor_config(case)
+        clip = self.clip(config, case.frames)
+        out = {}
+        measured = benchlib.measure(lambda: out.setdefault("edit", VideoEditor(config).edit(clip)), self.device)
+        self.free()
+        windows = case.row.get("windows") or 1
+        edit_s = out["edit"].seconds["edit"]
+        row = {"seconds": measured.seconds, "peak_mb": measured.peak_mb, "edit_s": edit_s, "windows": windows}
+        row["seconds_per_window"] = edit_s / (config.edit.flowedit.n_max * config.edit.flowedit.n_avg * windows)
+        row["frame_calls"] = out["edit"].stats.frame_calls
+        row["peak_vs_plan"] = measured.peak_mb / case.row["predicted_peak_mb"] if measured.peak_mb else None
+        row["note"] = f"{windows} window(s), {row['seconds_per_window']:.2f} s per window"
         return row
 
     def run_repeat(self, case: Case) -> dict:
@@ -609,6 +655,10 @@ def parse_args(argv=None):
     p.add_argument("--long-frames", type=int, default=1000, help="frames of the offloaded memory runs")
     p.add_argument("--memory-steps", type=int, default=2)
     p.add_argument("--offload-limit-gb", type=float, default=24.0, help="offloaded runs must peak below this")
+    p.add_argument("--window-frames", type=int, nargs="+", default=[81, 321], help="frames of the window cases (Wan)")
+    p.add_argument("--window-size", type=int, nargs=2, default=[480, 832], metavar=("HEIGHT", "WIDTH"))
+    p.add_argument("--window", type=int, default=21, help="runtime.window of the window cases (latent frames)")
+    p.add_argument("--window-overlap", type=int, default=6, help="runtime.window_overlap of the window cases")
     p.add_argument("--xformers-frames", type=int, default=16)
     p.add_argument("--short-frames", type=int, default=8, help="frames of the drift and repeat runs")
     p.add_argument("--short-steps", type=int, default=10)

@@ -55,6 +55,7 @@ def dominant_hz(samples: np.ndarray) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / RATE)[spectrum.argmax()])
 
 
+@pytest.mark.slow
 def test_the_edit_carries_the_audio_of_the_selected_frames_and_drop_leaves_it_out(tmp_path, clip_with_audio):
     out = tmp_path / "run"
     args = ["--quiet", "edit", "configs/demo.yaml", f"video.path={clip_with_audio}", "video.start=12"]

@@ -106,6 +106,7 @@ def test_a_non_empty_output_dir_is_refused_without_overwrite(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_overwrite_leaves_no_output_of_an_earlier_command_beside_the_new_ones(tmp_path, capsys):
     """A folder never holds the results of two runs: `reconstruct`, `encode` and an edit in another
     codec, each with runtime.overwrite=true over an edit's folder, leave only their own outputs

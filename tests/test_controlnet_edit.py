@@ -38,6 +38,7 @@ def edit(models, frames, method: str, controlnet=None, **edit_options) -> torch.
 
 
 @pytest.mark.parametrize("method", ["pnp", "tokenflow", "fatezero"])
+@pytest.mark.slow
 def test_scale_zero_edit_is_the_edit_without_controlnet_byte_for_byte(controlnet_folder, frames, method):
     plain = edit(load_models("tiny", device="cpu"), frames, method)
     controlled = load_models("tiny", device="cpu", controlnet=str(controlnet_folder))

@@ -104,6 +104,7 @@ def test_predicted_store_size_is_the_captured_size(models, latents):
 
 
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi", "ddpm_ef"])
+@pytest.mark.slow
 def test_capture_leaves_the_record_unchanged_and_recomputed_maps_equal_the_stored(models, latents, method):
     """The inversion's UNet call at step i is a pure function of the record: the source row the
     recomputing edit runs sees exactly the stored maps (up to the batch's float rounding)."""
@@ -228,6 +229,7 @@ def test_edit_frame_calls_follow_the_documented_formulas(models):
     assert pnp_edit(models, record, config).stats.frame_calls == 2 * 8 * 10 + 8 * 8
 
 
+@pytest.mark.slow
 def test_cli_edit_runs_end_to_end_and_reuses_the_store(tmp_path):
     out = tmp_path / "run"
     args = [

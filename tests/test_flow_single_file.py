@@ -227,6 +227,7 @@ def test_a_flux_file_of_another_width_than_flux1s_says_so_in_one_line(flux_writt
     assert "width 3072, Flux.1's; this one's is 32" in str(err.value)
 
 
+@pytest.mark.slow
 def test_edit_and_plan_commands_take_an_sd3_file_and_its_folder(sd3_written, tmp_path, capsys, offline):
     from vidinv.config import config_from_dict
     from vidinv.planning import plan_run

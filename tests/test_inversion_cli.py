@@ -55,6 +55,7 @@ def test_invert_then_reconstruct_reuses_the_record_and_recomputes_on_change(tmp_
 
 
 @pytest.mark.parametrize("command", ["invert", "reconstruct", "edit"])
+@pytest.mark.slow
 def test_each_command_is_planned_as_itself_before_loading(command, tmp_path, monkeypatch):
     """The check before loading plans the command that runs (reconstruct was planned as invert: the
     wrong host baseline, no reconstruction calls), with the real planner: its plan is `vidinv plan

@@ -49,6 +49,7 @@ def hooks_of(module) -> list:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_model_offload_edit_equals_the_edit_without_offload(frames, plain_edits, method):
     torch.testing.assert_close(edited("model", method, frames), plain_edits[method], rtol=0, atol=0)
 

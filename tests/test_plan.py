@@ -71,6 +71,7 @@ def test_vidinv_plan_prints_the_prediction(capsys):
         assert line in out
 
 
+@pytest.mark.slow
 def test_vidinv_plan_predicts_a_gpu_run_on_a_machine_without_one(capsys):
     """model.device=cuda plans from the shapes alone, CUDA or not: the weights leave the host's share."""
     values = {"model": {"device": "cuda", "dtype": "fp16"}, "video": {"num_frames": FRAMES, "height": SIZE}}

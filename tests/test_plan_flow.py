@@ -31,6 +31,7 @@ def flow_models(request):
 @pytest.mark.parametrize(
     ("method", "edit"), [("pnp", {}), ("flowedit", {"flowedit": {"n_max": 3, "n_min": 1, "n_avg": 2}})]
 )
+@pytest.mark.slow
 def test_planned_frame_calls_equal_the_runs_counts(flow_models, method, edit):
     config = values(flow_models.source, method, **edit)
     frames = torch.rand(FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1

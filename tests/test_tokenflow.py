@@ -174,6 +174,7 @@ def test_keyframe_stride_1_equals_the_plain_extended_attention_pnp_edit(full_mod
 
 
 @pytest.mark.parametrize("method", ["ddim", "freeinv", "mbdi"])
+@pytest.mark.slow
 def test_same_prompt_full_injection_stride_1_reproduces_the_reconstruction(full_models, method):
     config = tf_config(method, keyframe_stride=1)
     record = invert(full_models, clip(), config)
@@ -259,6 +260,7 @@ def test_keyframe_windows_and_the_windows_a_pass_reads():
     assert windows_read([5], (1, 4, 7, 9), 0) == [0]
 
 
+@pytest.mark.slow
 def test_keyframe_windows_are_held_around_each_pass_and_chunking_leaves_the_edit_exact(causal_models):
     """Windows of one keyframe (K = 4): computed before the first propagation pass that reads them
     and dropped after the last, chunked (2 frames per pass) equals unchunked as with one window,

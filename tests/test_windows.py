@@ -15,8 +15,8 @@ import torch
 
 from vidinv.attention.windows import Windows, default_overlap, resolve_windows
 from vidinv.cli import main
-from vidinv.config import config_from_dict, config_with, load_config
-from vidinv.editor import VideoEditor, prepare_models
+from vidinv.config import config_from_dict, load_config
+from vidinv.editor import VideoEditor
 from vidinv.errors import VidinvError
 from vidinv.inversion import reconstruct
 from vidinv.models import load_models
@@ -55,7 +55,9 @@ def editor(models, config) -> VideoEditor:
 # --- the windows and their ramps ---
 
 
-@pytest.mark.parametrize("size, overlap, frames", [(5, 1, 9), (5, 2, 11), (21, 6, 81), (4, 3, 10), (3, 0, 9), (7, 3, 7)])
+@pytest.mark.parametrize(
+    "size, overlap, frames", [(5, 1, 9), (5, 2, 11), (21, 6, 81), (4, 3, 10), (3, 0, 9), (7, 3, 7)]
+)
 def test_ramp_weights_sum_to_one_on_every_latent_frame_and_are_symmetric(size, overlap, frames):
     windows = Windows(size, overlap)
     spans, weights = windows.slices(frames), windows.weights(frames)
@@ -100,6 +102,7 @@ def test_frame_models_ignore_runtime_window_with_a_note(caplog):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_runtime_window_on_a_frame_model_changes_nothing():
     sd3 = load_models("tiny-sd3", dtype="fp32", device="cpu")
     base = {"model": {"pretrained": "tiny-sd3", "dtype": "fp32", "device": "cpu", "frame_attention": "none"}}
@@ -141,7 +144,9 @@ def test_windows_shorter_than_the_clip_run_window_by_window_and_count_every_wind
     x0 = latents(9, seed=2)
     whole, _ = editor(wan, wan_config(window=0)).invert_latents(x0)
     calls = []
-    hook = wan.transformer.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["hidden_states"].shape[2]), with_kwargs=True)
+    hook = wan.transformer.register_forward_pre_hook(
+        lambda m, args, kw: calls.append(kw["hidden_states"].shape[2]), with_kwargs=True
+    )
     try:
         windowed, _ = editor(wan, wan_config(window=5, overlap=1)).invert_latents(x0)
     finally:
@@ -162,7 +167,9 @@ def test_freeinv_applies_the_step_transform_in_every_window(wan):
     x0 = latents(9, seed=4)
     config = wan_config("freeinv", steps=3, window=5, overlap=1, inversion={"transforms": "flips", "seed": SEED})
     seen = []
-    hook = wan.transformer.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["hidden_states"].clone()), with_kwargs=True)
+    hook = wan.transformer.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["hidden_states"].clone()), with_kwargs=True
+    )
     try:
         record, _ = editor(wan, config).invert_latents(x0)
     finally:
@@ -332,3 +339,51 @@ def test_a_run_killed_inside_a_window_resumes_from_the_last_window_boundary_bit_
         resumed, _ = api.invert_or_load(models, x0, resume_config("freeinv", record), folder)
     assert resumed.stats.resumed_from_step == 2 and counted.calls == 3  # step 3's second window, step 4
     assert torch.equal(values(resumed.latents), values(whole.latents))
+
+
+# --- the seams' benchmark ---
+
+
+@pytest.mark.slow
+def test_bench_seams_measures_border_and_interior_pairs_per_configuration(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location("bench_seams", REPO / "scripts" / "bench_seams.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.pair_groups(17, Windows(3, 1)) == ([4, 8], [0, 1, 2, 3, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15], [0, 12])
+    out = tmp_path / "seams.json"
+    threads = torch.get_num_threads()
+    try:
+        bench.main(
+            ["--frames", "17", "--size", "64", "96", "--steps", "2", "--windows", "3:1", "0", "--json", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    whole, windowed = json.loads(out.read_text())["rows"]
+    assert whole["window"] == "whole clip" and whole["border_pairs"] == 0
+    assert windowed["window"] == "3:1" and windowed["windows"] == 2 and windowed["border_at"] == [4, 8]
+    assert windowed["border"] > 0 and windowed["interior"] > 0 and windowed["border_unwindowed"] > 0
+
+
+def test_gpu_check_has_wan_window_cases_at_480x832_for_81_and_321_frames(monkeypatch):
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    args = check.parse_args(["--families", "wan", "--dry-run"])
+    cases = [c for c in check.cases_for("wan", args) if c.kind == "window"]
+    assert [c.name for c in cases] == ["wan/window-81f-480x832-2steps", "wan/window-321f-480x832-2steps"]
+    for case in cases:
+        keys = dict(key.split("=", 1) for key in case.overrides)
+        assert (keys["video.height"], keys["video.width"], keys["runtime.window"]) == ("480", "832", "21")
+        assert keys["runtime.window_overlap"] == "6" and keys["edit.flowedit.n_max"] == "2"
+        assert sum(k.startswith("video.height=") for k in case.overrides) == 1
+    assert not [c for c in check.cases_for("sd15", args) if c.kind == "window"]  # frame models: none

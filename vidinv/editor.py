@@ -43,6 +43,13 @@ def prepare_models(models, config: Config):
     from vidinv.models.vae import set_vae_tiling
 
     rt = config.runtime
+    if config.model.lora is not None and not getattr(models, "loras", None):
+        from vidinv.errors import VidinvError
+
+        raise VidinvError(
+            "model.lora: these models were loaded without it (a pipeline's or given models are used as they"
+            " are): load the LoRA into the pipeline first (pipe.load_lora_weights), or let vidinv load the model"
+        )
     install_from_config(models.denoiser, config.model)
     set_windows(models, rt)
     set_vae_tiling(models.vae, rt.vae_tile_size if rt.vae_tiling else None)

@@ -115,6 +115,7 @@ def fingerprint_fields(models, config: Config, latents: torch.Tensor | None = No
             "keyframes": m.keyframes,
             "keyframe_stride": m.keyframe_stride,
             "attention_group": m.attention_group,
+            **({"lora": list(models.loras)} if getattr(models, "loras", None) else {}),  # file hash, scale, fused
         },
         "scheduler": scheduler_config(models.scheduler),
         **method.fingerprint_fields(),

@@ -78,6 +78,15 @@ class Family:
     adapter: FlowAdapter | None = None  # how the transformer is called and prompts encoded (flow)
     feature_layers: tuple[str, ...] = ()  # PnP/TokenFlow residual blocks (the decoder's 1/4 level)
     store_min_level: int = 1  # FateZero: attention maps from this resolution level down (0 = full)
+    # model.lora (vidinv.models.lora): regexes of the LoRA keys that name this family's layers, in the
+    # layouts diffusers reads (its own, Kohya's, the original checkpoints'); a file whose keys name
+    # another family's layers only is refused before loading
+    lora_keys: tuple[str, ...] = ()
+    # the diffusers pipeline class whose `load_lora_weights` applies model.lora; None: `pipeline`. The
+    # hook for families whose pipeline has no LoRA loader of its own, and the one to name for
+    # HunyuanVideo / LTX-Video when their records come (HunyuanVideoPipeline, LTXPipeline: diffusers'
+    # HunyuanVideoLoraLoaderMixin, LTXVideoLoraLoaderMixin read diffusers' and their trainers' layouts)
+    lora_loader: str | None = None
 
     @property
     def traits(self) -> Family:
@@ -130,16 +139,24 @@ def _level(layer: str, levels: int) -> int:
 
 
 CLIP = ("CLIPTextModel",)
+# LoRA key layouts (Family.lora_keys): diffusers' component prefixes, Kohya's lora_unet_ / lora_te(1|2)_,
+# the original checkpoints' block names (SD3's joint_blocks, Flux's double / single blocks, Wan's blocks)
+TEXT_LORA = (r"^text_encoder\.", r"^lora_te1?_")
+TEXT_2_LORA = (r"^text_encoder_2\.", r"^lora_te2_")
+UNET_LORA = (r"^unet\.", r"^lora_unet_(down|mid|up|input|middle|output)_", r"^(down|mid|up)_blocks?\.", *TEXT_LORA)
+SD3_LORA = (r"^transformer\.transformer_blocks\.", r"joint_blocks", *TEXT_LORA, *TEXT_2_LORA)
+FLUX_LORA = (r"^transformer\.(single_)?transformer_blocks\.", r"(single|double)_blocks", *TEXT_LORA)
+WAN_LORA = (r"^(transformer\.|diffusion_model\.)?blocks\.\d", r"^lora_unet_blocks_\d")
 SD_UNET = {"denoiser": "UNet2DConditionModel", "vae": "AutoencoderKL"}
 SD1 = Family(
     "sd1", "SD 1.x", "StableDiffusionPipeline", **SD_UNET, text_encoders=CLIP, tiny="tiny",
     default_size=(512, 512), published="stable-diffusion-v1-5/stable-diffusion-v1-5", single_file_types=("v1",),
-    feature_layers=("up_blocks.1.resnets.1",),
+    feature_layers=("up_blocks.1.resnets.1",), lora_keys=UNET_LORA,
 )  # fmt: skip
 SD2 = Family(
     "sd2", "SD 2.x", "StableDiffusionPipeline", **SD_UNET, text_encoders=CLIP, tiny="tiny-sd2",
     default_size=(768, 768), published="stabilityai/stable-diffusion-2-1", single_file_types=("v2",),
-    feature_layers=("up_blocks.1.resnets.1",),
+    feature_layers=("up_blocks.1.resnets.1",), lora_keys=UNET_LORA,
 )  # fmt: skip
 # SDXL's decoder has three levels (32, 64, 128 latent px at 1024): up_blocks.0 is the 1/4 level SD
 # 1.5's up_blocks.1 is; FateZero keeps maps of at most 32x32 (as in SD 1.5 at 512), level 2.
@@ -147,7 +164,7 @@ SDXL = Family(
     "sdxl", "SDXL", "StableDiffusionXLPipeline", **SD_UNET, text_encoders=("CLIPTextModel", "CLIPTextModelWithProjection"),
     tiny="tiny-sdxl", default_size=(1024, 1024), published="stabilityai/stable-diffusion-xl-base-1.0",
     single_file_types=("xl_base",), reads_force_upcast=True, reads_force_zeros=True,
-    feature_layers=("up_blocks.0.resnets.1",), store_min_level=2,
+    feature_layers=("up_blocks.0.resnets.1",), store_min_level=2, lora_keys=UNET_LORA + TEXT_2_LORA,
 )  # fmt: skip
 SD3 = Family(
     "sd3", "SD3", "StableDiffusion3Pipeline", "SD3Transformer2DModel", "AutoencoderKL",
@@ -155,7 +172,7 @@ SD3 = Family(
     default_size=(1024, 1024), published="stabilityai/stable-diffusion-3-medium-diffusers",
     single_file_types=("sd3", "sd35_medium", "sd35_large"), flow=True, shift="static", latents="shift_scale",
     t5_tokens=256, t5_optional=True, extra_text_tokens=77, t5_tokenizer="tokenizer_3", flowedit=FlowEditDefaults(),
-    joint_attention="image_text", adapter=SD3_ADAPTER,
+    joint_attention="image_text", adapter=SD3_ADAPTER, lora_keys=SD3_LORA,
 )  # fmt: skip
 FLUX = Family(
     "flux", "Flux", "FluxPipeline", "FluxTransformer2DModel", "AutoencoderKL",
@@ -164,6 +181,7 @@ FLUX = Family(
     shift="dynamic", latents="shift_scale", packing=2, half="bf16", t5_tokens=512, t5_tokenizer="tokenizer_2",
     guidance_embedded=True,
     flowedit=FlowEditDefaults(24 / 28, 1.5, 5.5), joint_attention="text_image", adapter=FLUX_ADAPTER,
+    lora_keys=FLUX_LORA,
 )  # fmt: skip
 # Wan (not in the FlowEdit paper): SD3's n_max fraction and source guidance, WanPipeline's 5.0 the target's
 WAN = Family(
@@ -171,6 +189,7 @@ WAN = Family(
     tiny="tiny-wan", default_size=(480, 832), published="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", flow=True,
     shift="flow_shift", latents="mean_std", frames="causal", video=True, native_latent_frames=21, half="bf16",
     vae_fp32=True, t5_tokens=512, flowedit=FlowEditDefaults(33 / 50, 3.5, 5.0), adapter=WAN_ADAPTER,
+    lora_keys=WAN_LORA,
 )  # fmt: skip
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (SD1, SD2, SDXL, SD3, FLUX, WAN)}

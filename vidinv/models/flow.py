@@ -144,6 +144,7 @@ class FlowModels:
     max_sequence_length: int
     prediction_type: str = field(default="flow", init=False)
     offload: str = field(default="none", init=False)  # runtime.offload applied (vidinv.models.offload)
+    loras: list = field(default_factory=list, init=False)  # model.lora applied (vidinv.models.lora)
     windows: object = field(default=None, init=False)  # runtime.window applied (vidinv.attention.windows)
 
     def __post_init__(self):

@@ -52,6 +52,7 @@ class Models:
     family: ModelFamily | None = None
     controlnets: list = field(default_factory=list)
     offload: str = "none"  # runtime.offload applied to the components (vidinv.models.offload)
+    loras: list = field(default_factory=list)  # model.lora applied: {sha256, scale, fused} each (vidinv.models.lora)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -286,6 +287,8 @@ def load_models(
     controlnet: str | list[str] | None = None,
     t5: bool = True,
     offload: str = "none",
+    lora=None,
+    lora_fuse: bool = True,
 ) -> Models:
     """Load tokenizer(s), text encoder(s), UNet, VAE and a DDIM scheduler, in eval mode on `device`.
 
@@ -299,7 +302,12 @@ def load_models(
     `t5` false loads SD3 without its T5 text encoder (an error for Flux and for models without T5).
     `offload` (model | sequential) loads every component onto the CPU and offloads it to `device`
     from there (`vidinv.models.offload`): the device never holds more than the offload allows.
+    `lora` (model.lora: a path, {path, scale, name} or a list) is loaded by the family's diffusers
+    loader once the components are built, merged into the weights with `lora_fuse`
+    (`vidinv.models.lora`).
     """
+    from vidinv.config import lora_specs
+    from vidinv.models.lora import apply_loras
     from vidinv.models.offload import OFFLOAD_MODES, apply_offload
 
     if offload not in OFFLOAD_MODES:
@@ -321,6 +329,7 @@ def load_models(
             t5=t5,
             single_file_config=config,
         )
+        apply_loras(models, lora_specs(lora, check_files=True), fuse=lora_fuse)
         apply_offload(models, offload)
         return models
     if not t5:
@@ -347,6 +356,7 @@ def load_models(
         models.controlnets = [
             _prepare(c, torch_dtype, place) for c in load_controlnets(controlnet, torch_dtype, models.unet)
         ]
+    apply_loras(models, lora_specs(lora, check_files=True), fuse=lora_fuse)
     apply_offload(models, offload)
     return models
 
@@ -365,4 +375,6 @@ def models_from_config(model_config, offload: str = "none") -> Models:
         controlnet=m.controlnet,
         t5=m.t5,
         offload=offload,
+        lora=m.lora,
+        lora_fuse=m.lora_fuse,
     )

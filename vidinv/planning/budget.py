@@ -94,6 +94,14 @@ def build_plan(
     rt = config.runtime
     frames, height, width = shape
     unet_act, vae_act = activations
+    if config.model.lora is not None:  # unfused LoRA layers stay beside the weights (fused: merged, none)
+        from vidinv.models import resolve_dtype
+        from vidinv.models.lora import lora_weight_bytes
+
+        lora = lora_weight_bytes(config.model, resolve_dtype(config.model.dtype, device).itemsize)
+        if lora:
+            weights = {**weights, "lora": lora}
+            device_weights += lora if rt.offload != "sequential" else 0
     working = WORKING_LATENTS * latent_bytes
     device_peak = device_weights + max(unet_act + working, vae_act + latent_bytes)
     on_disk = keeps_on_disk(rt, record)

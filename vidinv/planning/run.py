@@ -28,7 +28,10 @@ def plan_run(config: Config, command: str = "edit") -> Plan:
         os.path.expanduser(config.model.pretrained), config_folder and os.path.expanduser(config_folder)
     )
     if family is not None:
+        from vidinv.models.lora import check_lora_files
         from vidinv.planning.flow import plan_flow
+
+        check_lora_files(config.model, family)  # a LoRA for another family: one line before loading
 
         return plan_flow(config, command, FAMILIES[family])
     from vidinv.planning.unet import plan_unet

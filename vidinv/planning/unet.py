@@ -126,6 +126,10 @@ def plan_unet(config: Config, command: str) -> Plan:
     frames, height, width = clip_shape(config)
     latent_hw = (height // 8, width // 8)
     configs = component_configs(config)
+    if config.model.lora is not None:  # a LoRA for another family: one line before loading
+        from vidinv.models.lora import check_lora_files
+
+        check_lora_files(config.model, configs_family(configs))
     latent_bytes = frames * LATENT_CHANNELS * latent_hw[0] * latent_hw[1] * 4  # fp32 in the loops
     with fake_mode():
         parts = build_fake_components(configs, dtype)
