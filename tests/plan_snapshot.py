@@ -19,6 +19,11 @@ TINY_OF = {
     "stabilityai/stable-diffusion-3-medium-diffusers": "tiny-sd3",
     "black-forest-labs/FLUX.1-dev": "tiny-flux",
     "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "tiny-wan",
+    "Wan-AI/Wan2.2-TI2V-5B-Diffusers": "tiny-wan22",
+    "Wan-AI/Wan2.2-T2V-A14B-Diffusers": "tiny-wan22-a14b",
+    "hunyuanvideo-community/HunyuanVideo": "tiny-hunyuan",
+    "THUDM/CogVideoX-2b": "tiny-cogvideox",
+    "Lightricks/LTX-Video": "tiny-ltx",
 }
 # sizes the tiny model of a family takes (tiny-sd3's positional embedding stops at 256 px)
 SIZE_OF = {"tiny-sd3": (128, 256)}

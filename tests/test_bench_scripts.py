@@ -159,6 +159,13 @@ def test_published_architectures_have_their_published_sizes(load_script):
     assert sdxl.family.name == "sdxl" and sdxl.family.size == 1024
     assert round(archs.flow_frame_flops("sd3", 256, 256)[1] / 1e6, 1) == 2028.3  # SD3 medium's transformer
     assert round(archs.flow_frame_flops("wan", 256, 256, 5)[1] / 1e6, 1) == 1419.0  # Wan 2.1 T2V 1.3B's transformer
+    assert round(archs.flow_frame_flops("cogvideox", 256, 256, 5)[1] / 1e6, 1) == 1693.8  # CogVideoX-2b's transformer
+    assert round(archs.flow_frame_flops("wan22", 256, 256, 5)[1] / 1e6, 1) == 4999.8  # Wan 2.2 TI2V-5B's
+    assert round(archs.flow_frame_flops("wan22_a14b", 256, 256, 5)[1] / 1e6, 1) == 14288.5  # an A14B expert
+    with torch.device("meta"):
+        a14b = archs.build_models("wan22_a14b", "meta")
+    assert a14b.family.name == "wan22" and a14b.boundary_timestep == 875.0
+    assert archs.parameters(a14b.pipeline.transformer_2) == archs.parameters(a14b.transformer)  # two experts
 
 
 def test_flow_archs_are_flow_models_of_the_published_shapes(load_script):

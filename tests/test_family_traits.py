@@ -51,27 +51,31 @@ def test_every_family_has_a_record_a_tiny_model_and_a_tiny_config():
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip().startswith("pretrained:")
     }
-    assert sorted(f.tiny for f in FAMILIES.values()) == sorted(TINY_PIPELINES) == sorted(builders)
+    tiny = [name for f in FAMILIES.values() for name in f.tiny_names]
+    assert sorted(tiny) == sorted(TINY_PIPELINES) == sorted(builders)
     for name, family in FAMILIES.items():
         assert isinstance(family, Family) and family.name == name and family.traits is family
-        assert TINY_PIPELINES[family.tiny] == family.pipeline, name
-        assert family.tiny in shipped, f"{name}: no configs/tiny/*.yaml runs {family.tiny}"
+        for model in family.tiny_names:
+            assert TINY_PIPELINES[model] == family.pipeline, name
+            assert model in shipped, f"{name}: no configs/tiny/*.yaml runs {model}"
         parts = tiny_model_configs(family.tiny)
-        denoiser = parts.get("transformer" if family.flow else "unet")
+        denoiser = parts.get("transformer" if family.adapter is not None else "unet")  # flow or CogVideoX
         assert denoiser is not None and denoiser[0] == family.denoiser, name
         assert parts["vae"][0] == family.vae, name
-        assert (family.adapter is not None) == family.flow and (family.flowedit is not None) == family.flow
+        assert (family.adapter is not None or not family.flow) and (family.flowedit is not None) == family.flow
 
 
 def test_the_records_name_the_rules_their_tiny_configs_follow():
     """Latent normalisation, frame-count rule and text encoders: the tiny VAE's config keys and
     components agree with the record's rule (the numbers themselves are the checkpoint's)."""
-    from vidinv.models.tiny_configs import tiny_full_configs
+    from vidinv.models.tiny_configs import tiny_full_configs, tiny_meta_modules
 
     for name, family in FAMILIES.items():
         parts = tiny_model_configs(family.tiny)
         vae = tiny_full_configs(family.tiny)["vae"][1]
-        rule = "mean_std" if vae.get("latents_mean") else "shift_scale" if vae.get("shift_factor") else "scale"
+        buffers = dict(tiny_meta_modules(family.tiny)["vae"].named_buffers())  # LTX-Video's statistics
+        statistics = vae.get("latents_mean") or "latents_mean" in buffers
+        rule = "mean_std" if statistics else "shift_scale" if vae.get("shift_factor") else "scale"
         assert rule == family.latents, name
         assert (temporal_factor(vae) > 1) == (family.frames == "causal") == family.video, name
         encoders = [cls for part, (cls, _) in sorted(parts.items()) if part.startswith("text_encoder")]
@@ -85,6 +89,6 @@ def test_both_bundles_are_model_bundles_whose_family_is_the_record(name):
     assert isinstance(models, ModelBundle)
     record = FAMILIES[models.family.name]
     assert isinstance(models.family, Family) and models.family.traits is record
-    assert models.denoiser is getattr(models, "transformer" if record.flow else "unet")
+    assert models.denoiser is getattr(models, "transformer" if record.adapter is not None else "unet")
     assert models.video == record.video
-    assert not hasattr(models, "unet") or not record.flow  # a transformer is never called a UNet
+    assert not hasattr(models, "unet") or record.adapter is None  # a transformer is never called a UNet

@@ -23,7 +23,7 @@ def flow_config(name: str, method: str = "flow", *, steps: int = 4, frame_attent
     )
 
 
-@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan"])
+@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan", "tiny-ltx"])
 def flow_models(request):
     return load_models(request.param, dtype="fp32", device="cpu")
 
@@ -39,6 +39,10 @@ def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: fl
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
+    if models.family.name == "ltx":  # LTXPipeline's calls: tests/test_ltx.py
+        from tests.test_ltx import reference_ltx_inversion
+
+        return reference_ltx_inversion(models, x0, prompt, guidance, steps)
     pipe, transformer = models.pipeline, models.transformer
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
     _, c, h, w = x0.shape

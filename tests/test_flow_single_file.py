@@ -265,7 +265,7 @@ def test_a_wan_config_takes_no_single_file(sd3_written, tmp_path, offline):
     save_file({"some.weight": torch.zeros(2, 2)}, random)
     with pytest.raises(VidinvError) as err:
         load_models(str(random), device="cpu", single_file_config=str(tmp_path / "wan"))
-    assert one_line(err).endswith("vidinv loads single files of SD3 / Flux, not Wan")
+    assert one_line(err).endswith("vidinv loads single files of SD3 / Flux / LTX-Video, not Wan")
     with pytest.raises(VidinvError) as err:
         load_models(file, device="cpu", single_file_config=str(tmp_path / "wan"))
     assert one_line(err).endswith(f"is a WanPipeline, but {file} holds an original-layout SD3 transformer")

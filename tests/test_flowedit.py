@@ -16,7 +16,7 @@ from vidinv.models.tiny_flow import tiny_flow_pipeline
 FRAMES = 3
 
 
-@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan"])
+@pytest.fixture(scope="module", params=["tiny-sd3", "tiny-flux", "tiny-wan", "tiny-ltx", "tiny-hunyuan"])
 def flow_models(request):
     return load_models(request.param, dtype="fp32", device="cpu")
 

@@ -22,10 +22,12 @@ from vidinv.errors import VidinvError
 from vidinv.models import FAMILIES, load_models
 from vidinv.models.lora import lora_families, lora_keys, lora_pipeline
 from vidinv.models.tiny import TINY_BUILDERS
-from vidinv.models.tiny_configs import T5_TOKENS, TINY_PIPELINES
+from vidinv.models.tiny_configs import T5_TOKENS, TINY_HUNYUAN_TEMPLATE, TINY_PIPELINES
 from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS, tiny_flow_pipeline
 
-TINIES = ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan"]  # SD 1.x, SDXL, SD3, Flux, Wan
+# SD 1.x, SDXL, SD3, Flux, Wan 2.1, Wan 2.2 (TI2V-5B's layout), HunyuanVideo, LTX-Video
+TINIES = ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx"]
+VIDEO = ("tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx")  # their pipelines make frames
 # the same, tiny-sdxl in the slow lane (its tests load it 4-5 times: ~5 s on 2 busy cores)
 LANED = [pytest.param(t, marks=pytest.mark.slow) if t == "tiny-sdxl" else t for t in TINIES]
 FAMILY_OF = {f.tiny: f for f in FAMILIES.values()}
@@ -112,12 +114,14 @@ def latents(pipe, tiny: str) -> torch.Tensor:
     """Two steps of the pipeline's own call, prompt encoding (text encoders) and denoiser included."""
     pipe.set_progress_bar_config(disable=True)
     options = dict(num_inference_steps=2, output_type="latent", height=64, width=64)
-    if tiny in ("tiny-flux", "tiny-wan"):
+    if tiny in ("tiny-flux", *VIDEO):
         options["max_sequence_length"] = T5_TOKENS
-    if tiny == "tiny-wan":
+    if tiny in VIDEO:
         options["num_frames"] = 5
+    if tiny == "tiny-hunyuan":  # the tiny tokenizer's template (vidinv.models.flow_adapters.hunyuan_template)
+        options["prompt_template"] = TINY_HUNYUAN_TEMPLATE
     out = pipe("a cat on a bike", generator=torch.Generator().manual_seed(0), **options)
-    return out.frames if tiny == "tiny-wan" else out.images
+    return out.frames if tiny in VIDEO else out.images
 
 
 def vidinv_latents(tiny: str, lora=None, fuse: bool = True) -> torch.Tensor:
@@ -212,11 +216,16 @@ def test_the_files_keys_name_their_family(loras):
         "tiny-sdxl": {"sdxl"},  # text_encoder_2 keys: SDXL's
         "tiny-sd3": {"sd3"},  # text_encoder_2 keys beside the joint blocks: SD3's
         "tiny-flux": {"flux"},  # single_transformer_blocks: Flux's
-        "tiny-wan": {"wan"},
+        "tiny-wan": {"wan", "wan22"},  # Wan 2.1 and 2.2 name their blocks alike
+        "tiny-hunyuan": {"flux", "hunyuan"},  # transformer keys only (its loader's): Flux's block names
     }
     for tiny, names in want.items():
         assert {f.name for f in lora_families(lora_keys(loras[tiny, "a"]))[0]} == names, tiny
-    assert {f.name for f in lora_families(lora_keys(loras["tiny-sd3", "b"]))[0]} == {"sd3", "flux"}  # attention only
+    # transformer.transformer_blocks.N.attn* keys alone: every family whose diffusers blocks are named so
+    # (SD3, Flux and the video DiTs after them: LTX-Video, ...); only the widths tell them apart, at loading
+    attention_only = {f.name for f in lora_families(lora_keys(loras["tiny-sd3", "b"]))[0]}
+    assert {"sd3", "flux", "ltx"} <= attention_only and "wan" not in attention_only
+    assert {f.name for f in lora_families(lora_keys(loras["tiny-ltx", "a"]))[0]} == attention_only
     assert {f.name for f in lora_families(lora_keys(loras["tiny", "kohya"]))[0]} == {"sd1", "sd2", "sdxl"}
     assert lora_families(["some.unknown.key"]) == ([], None)
 
@@ -228,6 +237,8 @@ MISMATCHES = [
     ("tiny-sd3", "tiny-wan", "is a LoRA for SD3"),
     ("tiny-sdxl", "tiny", "is a LoRA for SDXL"),
     ("tiny", "tiny-sdxl", "does not fit SDXL"),  # the same key layout: diffusers' size mismatch, at loading
+    ("tiny-ltx", "tiny-wan", "is a LoRA for SD3 / Flux / "),  # ... / LTX-Video (its keys: the blocks' names)
+    ("tiny-wan", "tiny-ltx", "is a LoRA for Wan"),
 ]
 
 
@@ -245,7 +256,8 @@ def test_sd3_attention_lora_on_flux_fails_in_one_line_at_loading(loras):
     with pytest.raises(VidinvError) as err:
         load_models("tiny-flux", dtype="fp32", device="cpu", lora=str(loras["tiny-sd3", "b"]))
     message = str(err.value)
-    assert "\n" not in message and "(a LoRA for SD3 / Flux) does not fit Flux" in message and "size" in message
+    assert "\n" not in message and "size" in message
+    assert "(a LoRA for SD3 / Flux / " in message and ") does not fit Flux" in message
 
 
 def test_plan_and_edit_refuse_another_familys_lora_before_loading(loras, tmp_path, capsys, monkeypatch):
@@ -417,13 +429,16 @@ CONFIGS = {
     "tiny-sd3": "configs/tiny/sd3_flowedit.yaml",
     "tiny-flux": "configs/tiny/flux_edit.yaml",
     "tiny-wan": "configs/tiny/wan_edit.yaml",
+    "tiny-wan22": "configs/tiny/wan22_edit.yaml",
+    "tiny-hunyuan": "configs/tiny/hunyuan_edit.yaml",
+    "tiny-ltx": "configs/tiny/ltx_edit.yaml",
 }
 
 
 @pytest.mark.parametrize("tiny", [t if t == "tiny-sd3" else pytest.param(t, marks=pytest.mark.slow) for t in TINIES])
 def test_edit_bytes_scale_zero_equal_no_lora_scale_one_differ(loras, tiny, tmp_path):
     config, path = CONFIGS[tiny], loras[tiny, "a"]
-    small = ["video.num_frames=2"] if tiny != "tiny-wan" else []
+    small = ["video.num_frames=2"] if not FAMILY_OF[tiny].video else []
     plain = _edit_md5(config, tmp_path / "plain", *small)
     assert _edit_md5(config, tmp_path / "zero", *small, f"model.lora={{path: {path}, scale: 0}}") == plain
     assert _edit_md5(config, tmp_path / "one", *small, f"model.lora={path}") != plain

@@ -48,6 +48,7 @@ def one_line_error(capsys, *args) -> str:
             "pnp, flowedit",
         ),
         ("tiny-flux", "flux", "flow (velocity)", "CLIPTextModel, T5EncoderModel", "pnp, flowedit"),
+        ("tiny-ltx", "ltx", "flow (velocity)", "T5EncoderModel", "flowedit"),
     ],
 )
 def test_builtin_models_report_family_prediction_encoders_and_their_edit_methods(
@@ -91,7 +92,7 @@ def test_unsupported_and_missing_sources_are_one_line_errors(capsys, tmp_path, o
     assert "HF_HUB_OFFLINE" in one_line_error(capsys, "nobody/no-such-model")
 
 
-TINY_NAMES = ("tiny", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan")
+TINY_NAMES = ("tiny", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-hunyuan", "tiny-ltx")
 
 
 def built_tiny(name: str) -> dict:

@@ -301,7 +301,13 @@ def test_a_scheduler_asking_for_x0_clipping_gets_a_one_line_note(tmp_path, offli
 
 @pytest.mark.parametrize(
     "family, expected",
-    [(None, torch.float16), ("sd3", torch.float16), ("flux", torch.bfloat16), ("wan", torch.bfloat16)],
+    [
+        (None, torch.float16),
+        ("sd3", torch.float16),
+        ("flux", torch.bfloat16),
+        ("wan", torch.bfloat16),
+        ("hunyuan", torch.bfloat16),
+    ],
 )
 def test_auto_dtype_on_cuda_is_the_precision_each_family_is_published_in(family, expected):
     from vidinv.models import resolve_dtype

@@ -115,7 +115,7 @@ def test_cli_refuses_a_frame_count_before_anything_runs(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "vidinv: error: video.num_frames: 16 frames cannot be encoded: Wan's causal VAE takes 1 + a multiple"
+        "vidinv: error: video.num_frames: 16 frames cannot be encoded: the causal video VAE takes 1 + a multiple"
         " of 4 frames (nearest: 13 or 17)"
     )
     assert not out.exists()

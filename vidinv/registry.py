@@ -102,3 +102,13 @@ SAMPLERS = Registry(
         "fireflow": "vidinv.inversion.flow_solvers:FireFlowSampler",
     },
 )
+
+
+def runs_on_video_model(method, family) -> bool:
+    """Whether an edit method (its class or an instance) runs on a native video model of `family`: a video method whose flow-ness
+    is the family's (FlowEdit on Wan), or a joint-attention one on a family with joint attention (PnP on
+    CogVideoX: its injection into the video tokens' q, k)."""
+    flow = getattr(family, "flow", True)
+    if method.video_models:
+        return flow or not method.flow_models
+    return method.flow_models and getattr(family, "joint_attention", None) is not None

@@ -20,6 +20,7 @@ from vidinv.attention.frames import FramePattern
 from vidinv.attention.handle import HANDLE_ATTR, FrameAttentionHandle, frame_attention_of, remove_frame_attention
 from vidinv.attention.joint import install_joint_frame_attention, is_joint_transformer
 from vidinv.attention.processors import BackendAttnProcessor, FrameAttnProcessor, FrameContext
+from vidinv.attention.video_joint import install_video_joint_attention, is_video_joint_transformer
 
 __all__ = [
     "FrameAttentionHandle",
@@ -53,6 +54,8 @@ def install_frame_attention(
     pattern = FramePattern(mode, keyframes, keyframe_stride, group)
     if is_joint_transformer(unet):  # SD3 / Flux: cross-frame keys in their joint attention
         return install_joint_frame_attention(unet, pattern, backend)
+    if is_video_joint_transformer(unet):  # CogVideoX: the clip is one sample, hooks only (mode none)
+        return install_video_joint_attention(unet, backend)
     backend = resolve_backend(backend, next(unet.parameters()).device)
     previous = frame_attention_of(unet)
     if previous is not None:
@@ -77,10 +80,11 @@ log = logging.getLogger("vidinv")
 
 
 def is_video_transformer(model) -> bool:
-    """A native video transformer (Wan 2.1): it attends over the whole latent clip itself."""
-    from diffusers import WanTransformer3DModel
+    """A native video transformer (Wan 2.1, LTX-Video: the denoiser class of a `Family.video` record):
+    it attends over the whole latent clip itself."""
+    from vidinv.models.families import FAMILIES
 
-    return isinstance(model, WanTransformer3DModel)
+    return type(model).__name__ in {family.denoiser for family in FAMILIES.values() if family.video}
 
 
 def install_from_config(unet, model_config) -> FrameAttentionHandle | None:
@@ -89,7 +93,7 @@ def install_from_config(unet, model_config) -> FrameAttentionHandle | None:
     if is_video_transformer(unet):
         if model_config.frame_attention != "none":
             log.warning(
-                "note: model.frame_attention=%s is not applied: Wan attends across all frames itself",
+                "note: model.frame_attention=%s is not applied: the video transformer attends across all frames itself",
                 model_config.frame_attention,
             )
         return None

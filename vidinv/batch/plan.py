@@ -155,7 +155,7 @@ def plan_items(manifest: Manifest) -> list[list[BatchItem]]:
                     "inversion.source_prompt": source,
                     "edit.target_prompt": target,
                     **({"eval.mask": edit.mask} if edit.mask else {}),
-                    "model.pretrained": _absolute(base.model.pretrained),
+                    "model.pretrained": _absolute(str(values.get("model.pretrained", base.model.pretrained))),
                     "runtime.output_dir": str(out / ITEMS_DIR / name),
                     "runtime.overwrite": True,  # an item's folder is the batch's: an incomplete one is redone
                 }

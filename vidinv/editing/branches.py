@@ -37,8 +37,7 @@ from vidinv.errors import VidinvError
 from vidinv.guidance import guide, prompt_rows
 from vidinv.inversion.api import record_model, text_size
 from vidinv.inversion.denoiser import ControlledCall
-from vidinv.inversion.flow import is_flow_scheduler
-from vidinv.inversion.flow_denoiser import flow_rows
+from vidinv.inversion.flow_denoiser import calls_adapter, flow_rows
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.samplers import Sampler
 from vidinv.inversion.timesteps import work_dtype
@@ -175,7 +174,7 @@ class FlowEditDenoiser(EditDenoiser):
 def model_rows(models, prompt: str, guidance: float, negative: str = "", *, size=None):
     """(rows, CFG scale) of a prompt for the model: `TextConditioning`s for a UNet (`size`: SDXL's
     size conditioning), `FlowCondition`s for a flow transformer (Flux: the guidance embedded)."""
-    if is_flow_scheduler(models.scheduler):
+    if calls_adapter(models):  # a transformer called through its adapter (flow, CogVideoX)
         return flow_rows(models, prompt, guidance, negative)
     return prompt_rows(models, prompt, guidance, negative, size=size)
 
@@ -202,7 +201,7 @@ def build_denoiser(
     ControlNet `control` (on the source rows too when the record's inversion was controlled)."""
     rows, guidance = source_rows(models, record, source.kind)
     target_rows, target_guidance = edit_rows(models, config, text_size(models, record.latents))
-    if is_flow_scheduler(models.scheduler):  # a flow transformer: its velocities through run_flow
+    if calls_adapter(models):  # a transformer (flow, CogVideoX): its predictions through run_flow
         if denoiser is not EditDenoiser:
             raise VidinvError(f"edit.method: {config.edit.method} runs on UNet models (SD 1.x/2.x, SDXL)")
         denoiser, extra = FlowEditDenoiser, {**extra, "models": models}

@@ -33,7 +33,7 @@ from vidinv.callbacks import Step
 from vidinv.editing.masks import probing, word_probe
 from vidinv.editing.methods import EditMethod, EditResult, EditStats
 from vidinv.errors import VidinvError
-from vidinv.inversion.flow import flow_table, is_flow_scheduler
+from vidinv.inversion.flow import flow_table_for, is_flow_scheduler
 from vidinv.inversion.flow_denoiser import flow_rows
 from vidinv.inversion.freeinv import transformed
 from vidinv.inversion.methods import ef_noise
@@ -155,7 +155,7 @@ class FlowEdit(EditMethod):
     def source_record(self, latents: torch.Tensor) -> InversionRecord:
         """The source latents as a record without inverting: FlowEdit needs x_src alone."""
         inv = self.config.inversion
-        table = flow_table(self.models.scheduler, inv.steps, tuple(latents.shape[-2:]))
+        table = flow_table_for(self.models, inv.steps, latents)
         return InversionRecord(
             method="none",
             sampler="flow",
@@ -177,7 +177,7 @@ class FlowEdit(EditMethod):
         ed, models = self.config.edit, self.models
         steps, n_max, n_min, n_avg, source_g, target_g = self.resolved()
         x_src = record.x0.to(device=models.device, dtype=work_dtype(record.x0.dtype))
-        table = flow_table(models.scheduler, steps, tuple(x_src.shape[-2:]))
+        table = flow_table_for(models, steps, x_src)
         source = flow_rows(models, record.source_prompt, source_g)
         target = flow_rows(models, ed.target_prompt, target_g)
         chunk = self.config.runtime.unet_chunk

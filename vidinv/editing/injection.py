@@ -42,7 +42,9 @@ class RowLayout:
 
 
 # module classes whose outputs PnP may inject: UNet residual blocks, SD3 / Flux transformer blocks
-FEATURE_BLOCKS = ("ResnetBlock2D", "TransformerBlock")
+FEATURE_BLOCKS = ("ResnetBlock2D", "TransformerBlock", "CogVideoXBlock")
+# transformer blocks whose output pair is (image, text), not SD3's / Flux's (text, image)
+IMAGE_FIRST_BLOCKS = ("CogVideoXBlock",)
 
 
 class PnPInjection(AttentionHook):
@@ -104,9 +106,12 @@ class PnPInjection(AttentionHook):
 
     def _feature_hook(self, module, args, output):
         """A UNet residual block's output ((b f) c h w), or a transformer block's (text, image)
-        stream pair, of which the image stream ((b f) n d) is injected (the text stays the row's)."""
+        stream pair (CogVideoX's: (image, text), the clip's video tokens (b n d)), of which the image
+        stream ((b f) n d) is injected (the text stays the row's)."""
         if self.step is None or self.step >= self.feature_steps:
             return output
+        if isinstance(output, tuple) and type(module).__name__ in IMAGE_FIRST_BLOCKS:
+            return (self._copy_frames(output[0]), *output[1:])
         if isinstance(output, tuple):
             return (*output[:-1], self._copy_frames(output[-1]))
         return self._copy_frames(output)

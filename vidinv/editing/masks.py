@@ -252,6 +252,9 @@ class WordMaps(AttentionHook):
             a = s.softmax(dim=-1)[..., self.tokens].mean(dim=(0, 2))  # (n,)
             self._add(token_grid(a[None], self.latent_size), [frame])
 
+    def wants_video_maps(self, layer: str) -> bool:  # a video DiT's joint attention (CogVideoX)
+        return not self.joint and not self.cross_layers
+
     def video_maps(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
         """Wan's cross-attention: q (b, f n, heads, d) of the latent clip, or of the temporal window in
         flight (`vidinv.attention.windows.current_window`: its frames' maps weighted by its ramp, as
@@ -313,11 +316,12 @@ def word_probe(models, mask: EditMask | None, *, row: int, model=None) -> WordMa
 @contextmanager
 def probing(models, probe: WordMaps | None, handle=None):
     """The model's calls inside the block are seen by `probe` (nothing without one): a hook on the
-    frame-attention handle (UNet, SD3 / Flux), Wan's cross-attention processors wrapped."""
+    frame-attention handle (UNet, SD3 / Flux; CogVideoX's joint attention: `video_maps` over its clip),
+    Wan's cross-attention processors wrapped."""
     if probe is None:
         yield
         return
-    if getattr(models, "video", False):
+    if getattr(models, "video", False) and getattr(models.family, "joint_attention", None) is None:
         layers = [block.attn2 for block in models.transformer.blocks]
         originals = [attn.processor for attn in layers]
         for attn, original in zip(layers, originals):

@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from vidinv.callbacks import StepCallback
-from vidinv.registry import EDIT_METHODS
+from vidinv.registry import EDIT_METHODS, runs_on_video_model
 
 
 @dataclass(kw_only=True)
@@ -166,15 +166,27 @@ def check_model_kind(method: EditMethod, models) -> None:
     from vidinv.inversion.flow import is_flow_scheduler
 
     if getattr(models, "video", False):
-        if not method.video_models:
-            raise VidinvError(
-                f"edit.method: {method.name} runs on frame models; on Wan (a native video model) use flowedit"
-            )
+        check_video_method(method, getattr(models, "family", None))
         return
     if is_flow_scheduler(models.scheduler) and not method.flow_models:
         raise VidinvError(
             f"edit.method: {method.name} runs on UNet models (SD 1.x/2.x, SDXL); on SD3 / Flux use flowedit or pnp"
         )
+
+
+def check_video_method(method: type[EditMethod] | EditMethod, family) -> None:
+    """A one-line error, naming the methods that do, when `method` does not run on a native video model
+    of `family` (its record: `vidinv plan` checks before anything loads)."""
+    from vidinv.errors import VidinvError
+
+    if runs_on_video_model(method, family):
+        return
+    usable = [n for n in EDIT_METHODS.names() if runs_on_video_model(EDIT_METHODS.get(n), family)]
+    needs = "needs a flow-matching model" if method.video_models else "runs on frame models"
+    raise VidinvError(
+        f"edit.method: {method.name} {needs}; on {getattr(family, 'display', 'Wan')} (a native video model)"
+        f" use {' or '.join(usable) or 'flowedit'}"
+    )
 
 
 def register_edit_method(name: str, cls: type[EditMethod], *, replace: bool = False) -> None:

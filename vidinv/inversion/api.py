@@ -33,8 +33,8 @@ from vidinv.config import Config
 from vidinv.errors import VidinvError, check_finite
 from vidinv.inversion.costs import inversion_method
 from vidinv.inversion.denoiser import GuidedModel
-from vidinv.inversion.flow import FlowTable, flow_table, is_flow_scheduler, record_sampler
-from vidinv.inversion.flow_denoiser import FlowGuidedModel
+from vidinv.inversion.flow import FlowTable, flow_table_for, is_flow_scheduler, record_sampler
+from vidinv.inversion.flow_denoiser import FlowGuidedModel, calls_adapter
 from vidinv.inversion.methods import get_inversion_method
 from vidinv.inversion.record import (
     InversionRecord,
@@ -133,8 +133,8 @@ def _control_fields(config: Config) -> dict:
 
 
 def denoiser_class(models):
-    """The model-callable class of the model: flow transformers' or the UNet's."""
-    return FlowGuidedModel if is_flow_scheduler(models.scheduler) else GuidedModel
+    """The model-callable class of the model: an adapter-called transformer's (flow, CogVideoX) or the UNet's."""
+    return FlowGuidedModel if calls_adapter(models) else GuidedModel
 
 
 def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> StepTable | FlowTable:
@@ -144,7 +144,7 @@ def table_for(models, record_or_steps, latents: torch.Tensor | None = None) -> S
     else:
         steps = int(record_or_steps)
     if is_flow_scheduler(models.scheduler):
-        return flow_table(models.scheduler, steps, None if latents is None else tuple(latents.shape[-2:]))
+        return flow_table_for(models, steps, latents)
     return step_table(models.scheduler, steps)
 
 

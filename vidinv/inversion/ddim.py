@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from vidinv.inversion.prediction import to_eps
+from vidinv.inversion.prediction import to_eps, to_x0
 from vidinv.inversion.storage import place, read, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
 
@@ -98,5 +98,9 @@ def ddim_invert(
 def ddim_sample_step(z: torch.Tensor, pred: torch.Tensor, table: StepTable, i: int, prediction_type: str = "epsilon"):
     """Sampling step i: z at timesteps[i] -> the level below, given the model's prediction at z
     (`DDIMSampler.step`; the loop is `Sampler.sample`)."""
-    abar_from = level(table.abar_t, i, z)
-    return ddim_step(z, to_eps(pred, z, abar_from, prediction_type), abar_from, level(table.abar_prev, i, z))
+    abar_from, abar_to = level(table.abar_t, i, z), level(table.abar_prev, i, z)
+    e = to_eps(pred, z, abar_from, prediction_type)
+    if table.abar_t[i] > 0:
+        return ddim_step(z, e, abar_from, abar_to)
+    # zero SNR (a zero-terminal-SNR grid's first step): x0 from the prediction itself, eq. (12) as before
+    return abar_to**0.5 * to_x0(pred, z, abar_from, prediction_type) + (1 - abar_to) ** 0.5 * e

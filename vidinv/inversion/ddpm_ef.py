@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from vidinv.inversion.prediction import to_eps
+from vidinv.inversion.prediction import to_eps, to_x0
 from vidinv.inversion.resume import steps_done
 from vidinv.inversion.storage import place, read, trajectory_storage
 from vidinv.inversion.timesteps import StepTable, level, work_dtype
@@ -45,6 +45,16 @@ def mu_t(x: torch.Tensor, e: torch.Tensor, abar_t: torch.Tensor, abar_prev: torc
     """The mean of x_{t-1} given x_t and the predicted noise e (DDIM eq. 12 with sigma_t)."""
     x0_hat = (x - (1 - abar_t) ** 0.5 * e) / abar_t**0.5
     return abar_prev**0.5 * x0_hat + (1 - abar_prev - sigma**2) ** 0.5 * e
+
+
+def predicted_mu(x, pred, table: StepTable, i: int, levels, prediction_type: str) -> torch.Tensor:
+    """mu_t of step i from the model's prediction at x; at zero SNR (abar_t = 0: a zero-terminal-SNR
+    grid's first step, CogVideoX's) x0 from the prediction itself (`to_x0`), sigma_t^2 = 1 - abar_prev."""
+    a_t, a_prev, sigma, _ = levels
+    e = to_eps(pred, x, a_t, prediction_type)
+    if table.abar_t[i] > 0:
+        return mu_t(x, e, a_t, a_prev, sigma)
+    return a_prev**0.5 * to_x0(pred, x, a_t, prediction_type) + (1 - a_prev - sigma**2).clamp(min=0) ** 0.5 * e
 
 
 def map_scale(sigma: torch.Tensor) -> torch.Tensor:
@@ -108,8 +118,8 @@ def ddpm_ef_invert(
         x = noisy(0)
         latents[0] = x
     for i in tqdm(range(k, n), total=n, initial=k, desc=desc, disable=not progress, leave=False):
-        a_t, a_prev, sigma, scale = _levels(table, i, x)
-        mu = mu_t(x, to_eps(model(x, table.timesteps[i]), x, a_t, prediction_type), a_t, a_prev, sigma)
+        levels = _levels(table, i, x)
+        mu, scale = predicted_mu(x, model(x, table.timesteps[i]), table, i, levels, prediction_type), levels[3]
         z = (noisy(i + 1) - mu) / scale
         zs[i] = z
         if i + 1 < n:  # the correction; x0 itself is kept as given
@@ -125,6 +135,6 @@ def ddpm_ef_sample_step(
 ) -> torch.Tensor:
     """Sampling step i: x_{t-1} = mu_t(x_t) + sigma_t z_t with the stored noise map zs[i]
     (`EditFriendlyDDPMSampler.step`; the loop is `Sampler.sample`)."""
-    a_t, a_prev, sigma, scale = _levels(table, i, x)
-    mu = mu_t(x, to_eps(pred, x, a_t, prediction_type), a_t, a_prev, sigma)
-    return mu + scale * zs[i].to(device=x.device, dtype=x.dtype)
+    levels = _levels(table, i, x)
+    mu = predicted_mu(x, pred, table, i, levels, prediction_type)
+    return mu + levels[3] * zs[i].to(device=x.device, dtype=x.dtype)

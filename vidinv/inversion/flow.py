@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vidinv.errors import VidinvError
@@ -75,17 +76,35 @@ def dynamic_shift(config, seq_len: int) -> float:
     return seq_len * m + config.base_shift - m * config.base_image_seq_len
 
 
-def flow_table(scheduler, steps: int, latent_hw: tuple[int, int] | None = None) -> FlowTable:
+def flow_table(
+    scheduler,
+    steps: int,
+    latent_hw: tuple[int, int] | None = None,
+    *,
+    tokens: int | None = None,
+    linspace: bool = False,
+) -> FlowTable:
     """The N-step grid of a flow-matching scheduler as its pipeline sets it: SD3's `set_timesteps(N)`,
-    or, with dynamic shifting (Flux), sigmas linspace(1, 1/N, N) shifted by mu(latent size)."""
+    or, with dynamic shifting (Flux, LTX-Video), sigmas linspace(1, 1/N, N) shifted by mu of the
+    sequence length: `tokens` (`flow_table_for`), else the 2x2-packed image tokens of `latent_hw`;
+    `linspace` (`Family.linspace_sigmas`, HunyuanVideo): linspace(1, 1/N, N) by the static shift."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     fresh = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)  # never mutate the caller's
+    terminal = fresh.config.get("shift_terminal")
+    if terminal and steps < 2:  # diffusers' stretch of a one-sigma grid divides 0 by 0 (NaN timesteps)
+        raise VidinvError(
+            f"inversion.steps: {steps} step: the scheduler's sigmas are stretched to end at shift_terminal"
+            f" {terminal} (LTX-Video's), which takes 2 or more steps"
+        )
     if fresh.config.use_dynamic_shifting:
-        if latent_hw is None:
+        if latent_hw is None and tokens is None:
             raise ValueError("a dynamically shifted flow grid needs the latent size")
         sigmas = torch.linspace(1.0, 1.0 / steps, steps).tolist()
-        fresh.set_timesteps(sigmas=sigmas, mu=dynamic_shift(fresh.config, image_seq_len(latent_hw)))
+        seq_len = image_seq_len(latent_hw) if tokens is None else tokens
+        fresh.set_timesteps(sigmas=sigmas, mu=dynamic_shift(fresh.config, seq_len))
+    elif linspace:  # HunyuanVideoPipeline's np.linspace(1, 0, N + 1)[:-1]
+        fresh.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
     else:
         fresh.set_timesteps(steps)
     return FlowTable(
@@ -93,6 +112,16 @@ def flow_table(scheduler, steps: int, latent_hw: tuple[int, int] | None = None) 
         sigmas=fresh.sigmas.float().cpu(),
         num_train_timesteps=fresh.config.num_train_timesteps,
     )
+
+
+def flow_table_for(models, steps: int, latents: torch.Tensor | None = None) -> FlowTable:
+    """The grid of a loaded flow model for latents (..., c, h, w): mu from the tokens its transformer
+    sees (`Family.sequence_length`: a frame's, or a video model's whole latent clip)."""
+    tokens = None
+    if latents is not None:
+        tokens = models.family.sequence_length(dict(models.transformer.config), tuple(latents.shape))
+    latent_hw = None if latents is None else tuple(latents.shape[-2:])
+    return flow_table(models.scheduler, steps, latent_hw, tokens=tokens, linspace=models.family.linspace_sigmas)
 
 
 def euler_step(z: torch.Tensor, v: torch.Tensor, sigma_from: torch.Tensor, sigma_to: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 SD3 takes classifier-free guidance over the rows (uncond "", cond) as SD does
 (`vidinv.guidance`); Flux's transformer is guidance-distilled: one cond row, the guidance scale
-passed as its embedded guidance (FluxPipeline's `guidance_scale`).
+passed as its embedded guidance (FluxPipeline's `guidance_scale`). CogVideoX, a DDPM video DiT, is
+called the same way through its adapter; its prediction is v, which the DDPM-grid samplers convert.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from vidinv.errors import VidinvError
 from vidinv.guidance import guide, is_guided
 from vidinv.models.flow import FlowCondition, flow_condition
 from vidinv.models.offload import execution_device
+
+
+def calls_adapter(models) -> bool:
+    """Whether the model is a transformer its family's adapter calls (`Family.adapter`: the flow
+    transformers, and CogVideoX, a DDPM one): its prompts are `FlowCondition`s and it runs through
+    `run_flow`, whatever grid its sampler steps."""
+    return getattr(getattr(models, "family", None), "adapter", None) is not None
 
 
 def flow_rows(models, prompt: str, guidance_scale: float, uncond_prompt: str = "") -> tuple[FlowCondition, float]:

@@ -46,10 +46,13 @@ class StepTable:
 
 
 def sampling_scheduler(scheduler):
-    """A fresh DDIMScheduler with `scheduler`'s config (set_timesteps never mutates the caller's)."""
+    """A fresh DDIMScheduler with `scheduler`'s config (set_timesteps never mutates the caller's); a
+    fresh one of the scheduler's own class when its alphas are its own (CogVideoX's DDIM / DPM
+    schedulers: the SNR shifted by `snr_shift_scale` before the zero-terminal-SNR rescale)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler.from_config(scheduler.config)
+    cls = type(scheduler) if "snr_shift_scale" in scheduler.config else DDIMScheduler
+    return cls.from_config(scheduler.config)
 
 
 def step_table(scheduler, steps: int) -> StepTable:

@@ -20,7 +20,7 @@ def stream_for(config: Config) -> ClipStream:
 def encode_stream(models, stream: ClipStream, *, writers=(), progress: bool = False) -> torch.Tensor:
     """Latents (f, c, h, w) of the stream (Wan: its latent frames), one VAE call per chunk; each
     chunk of frames is also given to `writers` as it passes."""
-    from vidinv.models.vae import frame_encoder
+    from vidinv.models.vae import finish_encoding, frame_encoder
 
     parts, encoder = [], frame_encoder(models.vae)
     with tqdm(desc="read + vae encode", unit="frame", disable=not progress, leave=False) as bar:
@@ -29,8 +29,7 @@ def encode_stream(models, stream: ClipStream, *, writers=(), progress: bool = Fa
                 writer.write(frames)
             parts.append(encoder.push(frames).cpu())
             bar.update(len(frames))
-    encoder.finish()
-    return torch.cat(parts)
+    return finish_encoding(encoder, parts).cpu()
 
 
 class DecodedFrames:
@@ -46,8 +45,9 @@ class DecodedFrames:
     def take(self, n: int) -> torch.Tensor:
         parts = [] if self.held is None else [self.held]
         have = sum(len(p) for p in parts)
+        whole = getattr(self.decoder, "whole_clip", False)  # a whole-clip video VAE: decoded at once
         while have < n and self.next < len(self.latents):
-            count = max(1, -(-(n - have) // self.decoder.frames_per_latent))
+            count = len(self.latents) if whole else max(1, -(-(n - have) // self.decoder.frames_per_latent))
             parts.append(self.decoder.push(self.latents[self.next : self.next + count]))
             self.next += count
             have += len(parts[-1])

@@ -1,4 +1,5 @@
-"""Wan's 3D causal VAE (diffusers' `AutoencoderKLWan`) streamed along time and tiled in space.
+"""Wan's 3D causal VAE (diffusers' `AutoencoderKLWan`; Wan 2.2's patchified one too) streamed along
+time and tiled in space.
 
 The encoder reads a clip in causal groups (the first frame alone, then 4 frames at a time) and
 carries its causal convolutions' feature cache from group to group; the decoder turns the first
@@ -35,8 +36,16 @@ def is_causal_video_vae(vae) -> bool:
 
 
 def temporal_factor(vae_config) -> int:
-    """Frames per latent frame after the first (4 for Wan 2.1); 1 for a per-frame VAE."""
-    return int(vae_config.get("scale_factor_temporal") or 1) if "z_dim" in vae_config else 1
+    """Frames per latent frame after the first (Wan 2.1, HunyuanVideo, CogVideoX: 4; LTX-Video: 8,
+    from its patch and scalings when its config leaves the ratio unset); 1 for a per-frame VAE."""
+    if "z_dim" in vae_config:
+        return int(vae_config.get("scale_factor_temporal") or 1)
+    if "temporal_compression_ratio" in vae_config or "spatio_temporal_scaling" in vae_config:
+        ratio = vae_config.get("temporal_compression_ratio")
+        if ratio is None:  # LTX-Video (unset or absent): patch_size_t * 2 ** (its spatio-temporal scalings)
+            ratio = vae_config.get("patch_size_t", 1) * 2 ** sum(vae_config.get("spatio_temporal_scaling", ()))
+        return int(ratio)
+    return 1
 
 
 def latent_frame_count(frames: int, factor: int) -> int:
@@ -51,7 +60,7 @@ def check_frame_count(frames: int, factor: int, what: str = "video.num_frames") 
     below = max(1, (frames - 1) // factor * factor + 1)
     above = below + factor
     raise VidinvError(
-        f"{what}: {frames} frames cannot be encoded: Wan's causal VAE takes 1 + a multiple of {factor} frames"
+        f"{what}: {frames} frames cannot be encoded: the causal video VAE takes 1 + a multiple of {factor} frames"
         f" (nearest: {below} or {above})"
     )
 
@@ -79,10 +88,12 @@ class _TiledCausal:
     (diffusers' tile sizes and blending), each tile with its own feature cache."""
 
     def __init__(self, vae, part: str):
-        if vae.config.get("patch_size") is not None:
-            raise VidinvError("model.pretrained: a patchified Wan VAE (Wan 2.2) is not supported; use Wan 2.1")
         self.vae, self.part = vae, part
         self.spatial = vae.config.scale_factor_spatial
+        # Wan 2.2's VAE patchifies the frames (p x p pixels to channels) before its encoder and back
+        # after its decoder: the encoder reads, the decoder writes, pixels of p x p patches (diffusers' units)
+        self.patch = int(vae.config.get("patch_size") or 1)
+        self.ratio = self.spatial // self.patch  # patched pixels per latent pixel
         self.caches: dict[tuple[int, int], list] = {}
         self.groups = 0  # causal groups run so far
 
@@ -92,7 +103,12 @@ class _TiledCausal:
 
     def _out_units(self, n: int) -> int:
         """An input length `n` in the output's units."""
-        return n // self.spatial if self.part == "encoder" else n * self.spatial
+        return n // self.ratio if self.part == "encoder" else n * self.ratio
+
+    def _out_tile(self, pixels: int) -> int:
+        """A sample-side tile length (diffusers' tile_sample_*) in the output's units: latent pixels
+        for the encoder, (patched) pixels for the decoder."""
+        return pixels // self.ratio if self.part == "encoder" else pixels // self.patch
 
     def _tiling(self, height: int, width: int) -> tuple[int, int, int, int] | None:
         """(tile height, tile width, stride height, stride width) in input units, or None: one tile."""
@@ -118,11 +134,15 @@ class _TiledCausal:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """One causal group x (1 c t H W) -> its output (1 c' t' H' W'), tiles blended as diffusers does."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
+
         arrive(self.vae)
+        if self.part == "encoder":
+            x = patchify(x, patch_size=self.patch)
         tiling = self._tiling(*x.shape[-2:])
         out = self._run(x, (0, 0)) if tiling is None else self._tiled(x, tiling)
         self.groups += 1
-        return out
+        return unpatchify(out, patch_size=self.patch) if self.part == "decoder" else out
 
     def _tiled(self, x: torch.Tensor, tiling: tuple[int, int, int, int]) -> torch.Tensor:
         vae, (tile_h, tile_w, stride_h, stride_w), out = self.vae, tiling, self._out_units
@@ -130,7 +150,12 @@ class _TiledCausal:
             [self._run(x[..., i : i + tile_h, j : j + tile_w], (i, j)) for j in range(0, x.shape[-1], stride_w)]
             for i in range(0, x.shape[-2], stride_h)
         ]
-        blend_h, blend_w = out(tile_h) - out(stride_h), out(tile_w) - out(stride_w)
+        # blend and keep in the output's units from the sample-side tile sizes, as diffusers does (with
+        # a patch, its decoder's blend is the patched tile minus the patched stride)
+        side = self._out_tile
+        blend_h = side(vae.tile_sample_min_height) - side(vae.tile_sample_stride_height)
+        blend_w = side(vae.tile_sample_min_width) - side(vae.tile_sample_stride_width)
+        keep_h, keep_w = side(vae.tile_sample_stride_height), side(vae.tile_sample_stride_width)
         result = []
         for i, row in enumerate(rows):
             kept = []
@@ -139,7 +164,7 @@ class _TiledCausal:
                     tile = vae.blend_v(rows[i - 1][j], tile, blend_h)
                 if j > 0:
                     tile = vae.blend_h(row[j - 1], tile, blend_w)
-                kept.append(tile[..., : out(stride_h), : out(stride_w)])
+                kept.append(tile[..., :keep_h, :keep_w])
             result.append(torch.cat(kept, dim=-1))
         return torch.cat(result, dim=-2)[..., : out(x.shape[-2]), : out(x.shape[-1])]
 

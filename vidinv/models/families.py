@@ -23,7 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidinv.models.flow_adapters import FLUX_ADAPTER, SD3_ADAPTER, WAN_ADAPTER, FlowAdapter
+from vidinv.models.cogvideox import COGVIDEOX_ADAPTER
+from vidinv.models.flow_adapters import (
+    FLUX_ADAPTER,
+    HUNYUAN_ADAPTER,
+    LTX_ADAPTER,
+    SD3_ADAPTER,
+    WAN_ADAPTER,
+    FlowAdapter,
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,13 @@ class Family:
     single_file_types: tuple[str, ...] = ()  # diffusers' `infer_diffusers_model_type` of its single files
     flow: bool = False  # rectified flow (velocity on FlowMatchEuler's sigma grid), else DDPM (DDIM grid)
     shift: str = "none"  # the flow grid's shift: none | static (the scheduler's `shift`) | dynamic
-    # (Flux: mu from the image tokens) | flow_shift (Wan: UniPC's `flow_shift`, stepped by Euler)
+    # (Flux: mu from the image tokens, LTX-Video: from the latent clip's; `sequence_length`) | flow_shift
+    # (Wan: UniPC's `flow_shift`, stepped by Euler)
+    linspace_sigmas: bool = False  # the pipeline passes sigmas linspace(1, 1/N, N) through the
+    # scheduler's static shift (HunyuanVideo), not `set_timesteps(N)` (SD3, Wan); Flux's dynamic shift does too
     latents: str = "scale"  # the VAE's latent normalisation, factors from its config: scale (x s) |
-    # shift_scale ((x - shift_factor) x scaling_factor) | mean_std (per channel latents_mean / latents_std)
+    # shift_scale ((x - shift_factor) x scaling_factor) | mean_std (per channel latents_mean / latents_std:
+    # Wan's config's; LTX-Video's VAE buffers, and its scaling_factor)
     packing: int | None = None  # latent pixels a side a token packs: Flux's pipeline 2; None: the
     # transformer config's patch_size (SD3, Wan; 1 for UNets, which take latent pixels)
     frames: str = "any"  # frame-count rule: any (a per-frame VAE) | causal (1 + k x the causal VAE's
@@ -83,10 +95,21 @@ class Family:
     # another family's layers only is refused before loading
     lora_keys: tuple[str, ...] = ()
     # the diffusers pipeline class whose `load_lora_weights` applies model.lora; None: `pipeline`. The
-    # hook for families whose pipeline has no LoRA loader of its own, and the one to name for
-    # HunyuanVideo / LTX-Video when their records come (HunyuanVideoPipeline, LTXPipeline: diffusers'
-    # HunyuanVideoLoraLoaderMixin, LTXVideoLoraLoaderMixin read diffusers' and their trainers' layouts)
+    # hook for families whose pipeline has no LoRA loader of its own, and the one HunyuanVideo / LTX-Video
+    # name (HunyuanVideoPipeline, LTXPipeline: diffusers' HunyuanVideoLoraLoaderMixin,
+    # LTXVideoLoraLoaderMixin read diffusers' and their trainers' layouts)
     lora_loader: str | None = None
+    # further built-in tiny models of the family's other published layouts (Wan 2.2's two-expert A14B)
+    tiny_variants: tuple[str, ...] = ()
+    # model_index.json keys whose value (set, not null / false) marks this family among those sharing
+    # its pipeline class (Wan 2.2: a second expert, its boundary, per-token timesteps); a family
+    # without marks is its pipeline's default (Wan 2.1)
+    index_marks: tuple[str, ...] = ()
+
+    @property
+    def tiny_names(self) -> tuple[str, ...]:
+        """The family's built-in tiny models: `tiny` and its variants."""
+        return (self.tiny, *self.tiny_variants)
 
     @property
     def traits(self) -> Family:
@@ -108,12 +131,24 @@ class Family:
         patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
         return factor * int(patch or 1)
 
+    def sequence_length(self, transformer_config: dict, latent_shape) -> int:
+        """Tokens the transformer sees for latents (..., f, c, h, w), from which a dynamic shift's mu is
+        computed as the pipeline does: one frame's (Flux: 2x2 packed), or for a video model the whole
+        clip's (LTX-Video: f x h x w in its patches of patch_size_t x patch_size^2)."""
+        f, _, h, w = latent_shape[-4:] if len(latent_shape) >= 4 else (1, *latent_shape[-3:])
+        patch = self.packing if self.packing is not None else transformer_config.get("patch_size", 2)
+        temporal = transformer_config.get("patch_size_t", 1)
+        if isinstance(patch, (list, tuple)):  # Wan's (t, h, w)
+            temporal, patch = patch[0], patch[-1]
+        frames = f // int(temporal or 1) if self.video else 1
+        return frames * (h // int(patch or 1)) * (w // int(patch or 1))
+
     def attention_layers(self, self_layers) -> list[str]:
         """PnP/TokenFlow's default self-attention layers. UNets: every decoder self-attention layer but
         those of the first decoder attention module (SD 1.5: up_blocks.1.attentions.0; SDXL:
-        up_blocks.0.attentions.0, all ten transformer blocks). Flow transformers: the later half of
+        up_blocks.0.attentions.0, all ten transformer blocks). Transformers (flow, CogVideoX): the later half of
         the attention layers (their image q, k; as PnP injects in the UNet's decoder)."""
-        if self.flow:
+        if self.adapter is not None:  # a transformer (flow, CogVideoX)
             return list(self_layers[len(self_layers) // 2 :])
         decoder = [name for name in self_layers if name.startswith("up_blocks.")]
         if not decoder:
@@ -147,6 +182,12 @@ UNET_LORA = (r"^unet\.", r"^lora_unet_(down|mid|up|input|middle|output)_", r"^(d
 SD3_LORA = (r"^transformer\.transformer_blocks\.", r"joint_blocks", *TEXT_LORA, *TEXT_2_LORA)
 FLUX_LORA = (r"^transformer\.(single_)?transformer_blocks\.", r"(single|double)_blocks", *TEXT_LORA)
 WAN_LORA = (r"^(transformer\.|diffusion_model\.)?blocks\.\d", r"^lora_unet_blocks_\d")
+# LTX-Video: its loader takes the transformer only; diffusers' block names are SD3's / Flux's, the original
+# (LTX-Video trainer's) diffusion_model.transformer_blocks too
+LTX_LORA = (r"^(transformer|diffusion_model)\.transformer_blocks\.\d",)
+# HunyuanVideo: its loader takes the transformer only; diffusers' block names are Flux's, the original
+# double / single blocks too (only the widths tell them apart, at loading)
+HUNYUAN_LORA = (r"^transformer\.(single_)?transformer_blocks\.", r"(single|double)_blocks")
 SD_UNET = {"denoiser": "UNet2DConditionModel", "vae": "AutoencoderKL"}
 SD1 = Family(
     "sd1", "SD 1.x", "StableDiffusionPipeline", **SD_UNET, text_encoders=CLIP, tiny="tiny",
@@ -191,8 +232,53 @@ WAN = Family(
     vae_fp32=True, t5_tokens=512, flowedit=FlowEditDefaults(33 / 50, 3.5, 5.0), adapter=WAN_ADAPTER,
     lora_keys=WAN_LORA,
 )  # fmt: skip
+# Wan 2.2 (WanPipeline too): the TI2V-5B layout (a patchified 48-channel VAE, 16x in space, and
+# per-token timesteps; 121 frames = 31 latent frames at 704x1280) and the A14B layout (two experts:
+# the high-noise transformer above the boundary timestep, transformer_2 below it). Which one a
+# checkpoint is, and its boundary, are read from its model_index.json (vidinv.models.flow).
+WAN22 = Family(
+    "wan22", "Wan 2.2", "WanPipeline", "WanTransformer3DModel", "AutoencoderKLWan", text_encoders=("UMT5EncoderModel",),
+    tiny="tiny-wan22", tiny_variants=("tiny-wan22-a14b",), default_size=(704, 1280),
+    published="Wan-AI/Wan2.2-TI2V-5B-Diffusers", flow=True, shift="flow_shift", latents="mean_std", frames="causal",
+    video=True, native_latent_frames=31, half="bf16", vae_fp32=True, t5_tokens=512,
+    flowedit=FlowEditDefaults(33 / 50, 3.5, 5.0), adapter=WAN_ADAPTER, lora_keys=WAN_LORA,
+    index_marks=("transformer_2", "boundary_ratio", "expand_timesteps"),
+)  # fmt: skip
+# LTX-Video 0.9 (not in the FlowEdit paper): SD3's n_max fraction, LTXPipeline's guidance 3.0 the target's,
+# a source half of it (as Flux's 1.5 is of 5.5 embedded, ~3 real); mu from the latent clip's tokens
+LTX = Family(
+    "ltx", "LTX-Video", "LTXPipeline", "LTXVideoTransformer3DModel", "AutoencoderKLLTXVideo",
+    text_encoders=("T5EncoderModel",), tiny="tiny-ltx", default_size=(512, 704), published="Lightricks/LTX-Video",
+    single_file_types=("ltx-video", "ltx-video-0.9.1", "ltx-video-0.9.5", "ltx-video-0.9.7"), flow=True,
+    shift="dynamic", latents="mean_std", frames="causal", video=True, native_latent_frames=21, half="bf16",
+    t5_tokens=128, flowedit=FlowEditDefaults(33 / 50, 1.5, 3.0), adapter=LTX_ADAPTER, lora_keys=LTX_LORA,
+    lora_loader="LTXPipeline",
+)  # fmt: skip
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (SD1, SD2, SDXL, SD3, FLUX, WAN)}
+# HunyuanVideo (not in the FlowEdit paper): SD3's n_max fraction, the source guidance of Flux (the other
+# guidance-distilled family), HunyuanVideoPipeline's 6.0 the target's; sigmas linspace(1, 1/N, N) shifted
+# by the scheduler's shift (7.0 published); its VAE runs in the model's dtype, as diffusers' example loads it
+HUNYUAN = Family(
+    "hunyuan", "HunyuanVideo", "HunyuanVideoPipeline", "HunyuanVideoTransformer3DModel", "AutoencoderKLHunyuanVideo",
+    text_encoders=("LlamaModel", "CLIPTextModel"), tiny="tiny-hunyuan", default_size=(720, 1280),
+    published="hunyuanvideo-community/HunyuanVideo", flow=True, shift="static", linspace_sigmas=True,
+    frames="causal", video=True, native_latent_frames=33, half="bf16", t5_tokens=256, guidance_embedded=True,
+    flowedit=FlowEditDefaults(33 / 50, 1.5, 6.0), adapter=HUNYUAN_ADAPTER, lora_keys=HUNYUAN_LORA,
+    lora_loader="HunyuanVideoPipeline",
+)  # fmt: skip
+# CogVideoX (1.0: 2B, 5B): a DDPM video DiT (v-prediction on CogVideoXDDIMScheduler's zero-terminal-SNR
+# grid), so the DDPM-grid inversions (ddim, freeinv, mbdi, ddpm_ef) run on it, called through its adapter
+COGVIDEOX = Family(
+    "cogvideox", "CogVideoX", "CogVideoXPipeline", "CogVideoXTransformer3DModel", "AutoencoderKLCogVideoX",
+    text_encoders=("T5EncoderModel",), tiny="tiny-cogvideox", default_size=(480, 720), published="THUDM/CogVideoX-2b",
+    frames="causal", video=True, native_latent_frames=13, t5_tokens=226, joint_attention="text_image",
+    adapter=COGVIDEOX_ADAPTER,
+    lora_keys=(r"^(transformer\.)?transformer_blocks\.\d",),
+)  # fmt: skip
+
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (SD1, SD2, SDXL, SD3, FLUX, WAN, WAN22, HUNYUAN, LTX, COGVIDEOX)
+}
 
 
 def family_record(family: Family | str) -> Family:

@@ -23,7 +23,7 @@ from vidinv.models.families import FAMILIES, SD1, SDXL, Family, families_where
 from vidinv.models.vae import spatial_factor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-UNET_FAMILIES = families_where(flow=False)
+UNET_FAMILIES = families_where(flow=False, adapter=None)  # the UNet families (not CogVideoX, a DDPM DiT)
 # diffusers' single-file model types of the UNet families (infer_diffusers_model_type)
 SINGLE_FILE_TYPES = {kind: f.name for f in UNET_FAMILIES for kind in f.single_file_types}
 SD2_TEXT_DIM = 1024

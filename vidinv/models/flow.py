@@ -22,6 +22,10 @@ Its pipelines ship UniPC with flow sigmas; vidinv steps the same shifted flow gr
 (`FlowMatchEulerDiscreteScheduler` with the UniPC config's `flow_shift`), the step the inversion
 reverses. Its VAE stays in fp32 (as diffusers' Wan examples load it).
 
+CogVideoX, a video DiT trained as a DDPM (v-prediction on CogVideoXDDIMScheduler's DDIM grid), is held
+the same way (its pipeline, its adapter `vidinv.models.cogvideox`), but keeps its scheduler, and its
+`prediction_type` is the scheduler's: the DDPM-grid samplers step it.
+
 A single file (.safetensors / .ckpt) is a transformer in its original layout (Stability's SD3 MMDiT,
 e.g. sd3_medium.safetensors; BFL's Flux, e.g. flux1-dev.safetensors), recognised from its keys as
 diffusers infers them: its transformer, and its VAE when it holds one, are converted by diffusers'
@@ -39,15 +43,17 @@ from pathlib import Path
 import torch
 
 from vidinv.errors import VidinvError, first_line
-from vidinv.models.families import FAMILIES, Family, families_where, family_record
+from vidinv.models.families import FAMILIES, Family, family_record
 from vidinv.models.flow_adapters import FlowCondition
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES, looks_like_path
 
-FLOW_FAMILIES = families_where(flow=True)  # their records: vidinv.models.families
+# their records (vidinv.models.families): the families held as their diffusers pipeline and called
+# through their adapter, the flow transformers and CogVideoX (a DDPM video DiT)
+FLOW_FAMILIES = [f for f in FAMILIES.values() if f.adapter is not None]
 # the records by what names them: model_index.json's _class_name, the built-in tiny names, and
 # diffusers' model types (infer_diffusers_model_type) of the single files vidinv loads
-PIPELINES = {f.pipeline: f.name for f in FLOW_FAMILIES}
-TINY_FLOW = {f.tiny: f.name for f in FLOW_FAMILIES}
+PIPELINES = {f.pipeline: f.name for f in FLOW_FAMILIES if not f.index_marks}  # a pipeline's default family
+TINY_FLOW = {tiny: f.name for f in FLOW_FAMILIES for tiny in f.tiny_names}
 FILE_TYPES = {kind: f.name for f in FLOW_FAMILIES for kind in f.single_file_types}
 FLUX1_WIDTH = 3072  # diffusers' Flux conversion splits the single blocks' fused q, k, v, MLP at this width
 TEXT_ENCODER_PREFIX = "text_encoders."  # SD3 files with their CLIP / T5 towers (sd3_medium_incl_clips*)
@@ -62,15 +68,29 @@ def flow_family_of(pretrained: str, single_file_config: str | None = None) -> st
         return TINY_FLOW[pretrained]
     if pretrained.endswith(SINGLE_FILE_SUFFIXES):
         return flow_family_of_file(pretrained, single_file_config)
-    return PIPELINES.get(pipeline_name(pretrained) or "")
+    return family_of_index(pipeline_index(pretrained) or {})
 
 
-def pipeline_name(source: str) -> str | None:
-    """The `_class_name` in the model_index.json of a folder or hub id (cache or hub, no weights);
-    None without one. A hub down and the id not cached: a one-line error."""
+def _marked(value) -> bool:
+    """Whether a model_index.json value is set: not null / false, nor a component [null, null]."""
+    return value not in (None, False) and not (isinstance(value, list) and all(v is None for v in value))
+
+
+def family_of_index(index: dict) -> str | None:
+    """The flow family of a model_index.json: its pipeline's, among families sharing the pipeline
+    the one whose `Family.index_marks` the index sets (Wan 2.2), else the unmarked one (Wan 2.1)."""
+    shared = [f for f in FLOW_FAMILIES if f.pipeline == index.get("_class_name")]
+    marked = [f for f in shared if any(_marked(index.get(key)) for key in f.index_marks)]
+    chosen = marked or [f for f in shared if not f.index_marks]
+    return chosen[0].name if chosen else None
+
+
+def pipeline_index(source: str) -> dict | None:
+    """The model_index.json of a folder or hub id (cache or hub, no weights); None without one. A hub
+    down and the id not cached: a one-line error."""
     index = Path(source) / "model_index.json"
     if index.is_file():
-        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+        return json.loads(index.read_text(encoding="utf-8"))
     if Path(source).exists() or source.endswith(SINGLE_FILE_SUFFIXES) or source.count("/") != 1:
         return None
     from vidinv.models.hub import hub_local_only
@@ -79,9 +99,14 @@ def pipeline_name(source: str) -> str | None:
     try:
         from diffusers import DiffusionPipeline
 
-        return DiffusionPipeline.load_config(source, local_files_only=local_only).get("_class_name")
+        return dict(DiffusionPipeline.load_config(source, local_files_only=local_only))
     except Exception:  # not found / not a pipeline: the loaders report it
         return None
+
+
+def pipeline_name(source: str) -> str | None:
+    """The `_class_name` in the model_index.json of a folder or hub id (`pipeline_index`)."""
+    return (pipeline_index(source) or {}).get("_class_name")
 
 
 def flow_type_of_checkpoint(path: str) -> str | None:
@@ -149,6 +174,8 @@ class FlowModels:
 
     def __post_init__(self):
         self.family = family_record(self.family)
+        if not self.family.flow:  # a DDPM transformer (CogVideoX): its scheduler's parametrisation (v)
+            self.prediction_type = self.pipeline.scheduler.config.get("prediction_type", "epsilon")
 
     @property
     def video(self) -> bool:
@@ -180,7 +207,33 @@ class FlowModels:
     def tokenizer(self):
         return self.pipeline.tokenizer
 
+    @property
+    def boundary_timestep(self) -> float | None:
+        """Wan 2.2 A14B: the timestep below which the low-noise expert (`transformer_2`) runs, as
+        WanPipeline sets it (boundary_ratio x the scheduler's training steps); None with one transformer."""
+        ratio = self.pipeline.config.get("boundary_ratio") if hasattr(self.pipeline, "config") else None
+        if ratio is None or getattr(self.pipeline, "transformer_2", None) is None:
+            return None
+        return float(ratio) * self.scheduler.config.num_train_timesteps
+
+    def expert(self, transformer, t):
+        """The transformer that runs at timestep t: `transformer`, or Wan 2.2 A14B's low-noise expert
+        in its place below the boundary (WanPipeline's rule: the high-noise one at t >= boundary)."""
+        boundary = self.boundary_timestep
+        if boundary is None or transformer is not self.pipeline.transformer or float(t) >= boundary:
+            return transformer
+        return self.pipeline.transformer_2
+
+    @property
+    def per_token_timesteps(self) -> bool:
+        """Wan 2.2 TI2V: the timestep given per token (WanPipeline's `expand_timesteps`)."""
+        return bool(getattr(self.pipeline, "config", {}).get("expand_timesteps", False))
+
     def call(self, transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+        """The velocity of the expert for t (`expert`), t per token where the pipeline gives it so."""
+        transformer = self.expert(transformer, t)
+        if self.per_token_timesteps:
+            t = token_timesteps(transformer, x, t)
         return self.family.adapter.call(transformer, x, t, cond)
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -200,7 +253,11 @@ def _t5_options(pretrained: str, family: Family, t5: bool) -> dict:
     if not family.t5_optional:
         if not t5:
             can = " / ".join(f.display for f in FLOW_FAMILIES if f.t5_optional)
-            raise VidinvError(f"model.t5: {family.display} encodes its prompts with T5 and cannot drop it ({can} can)")
+            sequence = [name for name in family.text_encoders if not name.startswith("CLIP")]  # its text sequence's
+            encoder = sequence[0].removesuffix("EncoderModel").removesuffix("Model")  # T5, UMT5, Llama
+            raise VidinvError(
+                f"model.t5: {family.display} encodes its prompts with {encoder} and cannot drop it ({can} can)"
+            )
         return {}
     index = Path(pretrained) / "model_index.json"
     absent = index.is_file() and json.loads(index.read_text(encoding="utf-8")).get("text_encoder_3", [None])[0] is None
@@ -215,10 +272,14 @@ def load_flow_pipeline(pretrained: str, family: Family | str, dtype: torch.dtype
     if pretrained.endswith(SINGLE_FILE_SUFFIXES):
         return load_flow_single_file(pretrained, family, dtype, config, t5=t5)
     extra = _t5_options(pretrained, family, t5)
-    if pretrained == family.tiny:
+    if pretrained in family.tiny_names:
         from vidinv.models.tiny_flow import tiny_flow_pipeline
 
         return tiny_flow_pipeline(pretrained)
+    if not Path(pretrained).is_dir():  # a hub id: from the cache when the hub is down (its note given once)
+        from vidinv.models.hub import hub_local_only
+
+        extra["local_files_only"] = hub_local_only(pretrained)
     try:
         return _pipeline_class(family).from_pretrained(pretrained, torch_dtype=dtype, **extra)
     except (OSError, ValueError) as err:
@@ -278,7 +339,8 @@ def load_flow_single_file(path: str, family: Family | str, dtype: torch.dtype, c
     try:
         parts = {"transformer": transformer.from_single_file(path, subfolder="transformer", **options)}
         if holds_vae(shapes):
-            parts["vae"] = diffusers.AutoencoderKL.from_single_file(path, subfolder="vae", **options)
+            vae = getattr(diffusers, family.vae)  # AutoencoderKL (SD3), AutoencoderKLLTXVideo (LTX-Video's files)
+            parts["vae"] = vae.from_single_file(path, subfolder="vae", **options)
         return _pipeline_class(family).from_pretrained(
             config, torch_dtype=dtype, local_files_only=local, **parts, **extra
         )
@@ -312,13 +374,21 @@ def load_flow_models(
             setattr(pipeline, name, prepare(module, component_dtype(family, name, dtype)))
     if family.shift == "flow_shift":  # Wan: UniPC's flow grid, stepped by Euler
         pipeline.scheduler = euler_flow_scheduler(pipeline.scheduler)
-    if pretrained == family.tiny:
+    if pretrained in family.tiny_names:
         from vidinv.models.tiny_configs import T5_TOKENS
 
         tokens = T5_TOKENS
     else:
         tokens = family.t5_tokens
     return FlowModels(pipeline, family, device, dtype, pretrained, tokens)
+
+
+def token_timesteps(transformer, x: torch.Tensor, t) -> torch.Tensor:
+    """t for every token of a video x (b f c h w) as WanPipeline's `expand_timesteps` gives it:
+    (b, f (h / p) (w / p)) float32, p the transformer's spatial patch."""
+    _, ph, pw = transformer.config.patch_size
+    b, f, _, h, w = x.shape
+    return torch.full((b, f * (h // ph) * (w // pw)), float(t), dtype=torch.float32, device=x.device)
 
 
 def euler_flow_scheduler(scheduler):
@@ -344,4 +414,4 @@ def flow_condition(models: FlowModels, prompts: list[str], guidance: float | Non
         models.pipeline, prompts, device=models.device, tokens=models.max_sequence_length, guidance=guidance
     )
     cast = lambda x: None if x is None else x.to(models.dtype)  # noqa: E731
-    return FlowCondition(cast(cond.embeds), cast(cond.pooled), cond.text_ids, cond.guidance)
+    return FlowCondition(cast(cond.embeds), cast(cond.pooled), cond.text_ids, cond.guidance, cond.mask)

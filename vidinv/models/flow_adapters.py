@@ -1,8 +1,8 @@
 """How vidinv talks to a flow family's transformer: one `FlowAdapter` per calling convention (SD3's,
-Flux's, Wan's), named by the family's record (`vidinv.models.families`).
+Flux's, Wan's, LTX-Video's, HunyuanVideo's), named by the family's record (`vidinv.models.families`).
 
     cond = family.adapter.encode(pipe, ["", "a cat"], device=device, tokens=256, guidance=None)
-    v = family.adapter.call(transformer, x, t, cond)        # x ((b f) c h w); Wan: (b f c h w)
+    v = family.adapter.call(transformer, x, t, cond)        # x ((b f) c h w); video models: (b f c h w)
     fake = family.adapter.empty(rows, tokens, transformer.config, dtype)   # the planner's shapes
 
 `call` is the transformer call as the family's diffusers pipeline makes it, `encode` the pipeline's
@@ -22,12 +22,14 @@ from einops import rearrange, repeat
 @dataclass
 class FlowCondition:
     """The text conditions of b prompt rows: embeds (b l d), pooled (b d) (None for Wan); Flux: text
-    ids (l 3) and the embedded guidance (b) of its guidance-distilled transformer (None without)."""
+    ids (l 3) and the embedded guidance (b) of its guidance-distilled transformer (None without);
+    LTX-Video: the text tokens' attention mask (b l), True on the prompt's tokens (None: all attended)."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None
     text_ids: torch.Tensor | None = None
     guidance: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     @property
     def rows(self) -> int:
@@ -38,7 +40,9 @@ class FlowCondition:
 
     def to(self, device) -> FlowCondition:
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return FlowCondition(move(self.embeds), move(self.pooled), move(self.text_ids), move(self.guidance))
+        return FlowCondition(
+            move(self.embeds), move(self.pooled), move(self.text_ids), move(self.guidance), move(self.mask)
+        )
 
     def per_frame(self, frames: int) -> FlowCondition:
         """The rows repeated for `frames` frames each: (b l d) -> ((b f) l d)."""
@@ -47,6 +51,7 @@ class FlowCondition:
             None if self.pooled is None else repeat(self.pooled, "b d -> (b f) d", f=frames),
             self.text_ids,
             None if self.guidance is None else repeat(self.guidance, "b -> (b f)", f=frames),
+            None if self.mask is None else repeat(self.mask, "b l -> (b f) l", f=frames),
         )
 
     @staticmethod
@@ -59,6 +64,7 @@ class FlowCondition:
             None if first.pooled is None else torch.cat([c.pooled for c in conditions]),
             first.text_ids,
             guidance,
+            None if first.mask is None else torch.cat([c.mask for c in conditions]),
         )
 
 
@@ -151,8 +157,10 @@ def empty_flux(rows: int, tokens: int, config, dtype: torch.dtype) -> FlowCondit
 
 def call_wan(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
     """Wan's velocity for a whole latent clip x (b f c h w) at timestep t (0..1000), as WanPipeline
-    calls it (the transformer reads the clip as (b c f h w))."""
-    timestep = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    calls it (the transformer reads the clip as (b c f h w)); t per token (b, tokens) for Wan 2.2 TI2V
+    (`vidinv.models.flow.token_timesteps`)."""
+    timestep = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+    timestep = timestep if timestep.dim() == 2 else timestep.expand(x.shape[0])
     out = transformer(
         hidden_states=rearrange(x, "b f c h w -> b c f h w"),
         timestep=timestep,
@@ -173,6 +181,103 @@ def empty_wan(rows: int, tokens: int, config, dtype: torch.dtype) -> FlowConditi
     return FlowCondition(torch.empty(rows, tokens, config.text_dim, dtype=dtype), None)
 
 
+# --- LTX-Video: the whole latent clip as one token sequence, T5 text with its attention mask -----
+
+# LTXPipeline's rope_interpolation_scale: its VAE's temporal factor over its default frame_rate 25, and
+# its spatial factor (8 and 32 in every LTX-Video VAE, the tiny one's too)
+LTX_ROPE_SCALE = (8 / 25, 32, 32)
+
+
+def call_ltx(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+    """LTX-Video's velocity for a whole latent clip x (b f c h w) at timestep t (0..1000), as LTXPipeline
+    calls it: the clip packed into one token sequence (`_pack_latents`: patch_size_t x patch_size^2
+    latent pixels a token), the prompt's attention mask, the clip's latent size and the rope's scale."""
+    b, f, _, h, w = x.shape
+    p, pt = transformer.config.patch_size, transformer.config.patch_size_t
+    tokens = rearrange(x, "b (f pt) c (h p) (w q) -> b (f h w) (c pt p q)", pt=pt, p=p, q=p)
+    timestep = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(b)
+    out = transformer(
+        hidden_states=tokens,
+        encoder_hidden_states=cond.embeds,
+        timestep=timestep,
+        encoder_attention_mask=cond.mask,
+        num_frames=f // pt,
+        height=h // p,
+        width=w // p,
+        rope_interpolation_scale=LTX_ROPE_SCALE,
+        return_dict=False,
+    )[0]
+    return rearrange(
+        out, "b (f h w) (c pt p q) -> b (f pt) c (h p) (w q)", f=f // pt, h=h // p, w=w // p, pt=pt, p=p, q=p
+    )
+
+
+def encode_ltx(pipe, prompts: list[str], *, device, tokens: int, guidance=None) -> FlowCondition:
+    embeds, mask, _, _ = pipe.encode_prompt(
+        prompt=list(prompts), do_classifier_free_guidance=False, max_sequence_length=tokens, device=device
+    )
+    return FlowCondition(embeds, None, mask=mask)
+
+
+def empty_ltx(rows: int, tokens: int, config, dtype: torch.dtype) -> FlowCondition:
+    mask = torch.ones(rows, tokens, dtype=torch.bool)
+    return FlowCondition(torch.empty(rows, tokens, config.caption_channels, dtype=dtype), None, mask=mask)
+
+
+# --- HunyuanVideo: a 3D dual/single-stream transformer, LLaMA text with its mask, CLIP pooled, guidance x 1000
+
+
+LLAMA3_HEADER = "<|start_header_id|>"  # the pipeline's prompt template is written in LLaMA-3's chat tokens
+
+
+def hunyuan_template(tokenizer) -> dict:
+    """The prompt template of `tokenizer`: HunyuanVideoPipeline's own (LLaMA-3 chat tokens, crop_start
+    95) when it knows their header token; else the tiny models' short one (their byte-level tokenizer)."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    from vidinv.models.tiny_configs import TINY_HUNYUAN_TEMPLATE
+
+    return DEFAULT_PROMPT_TEMPLATE if LLAMA3_HEADER in tokenizer.get_vocab() else TINY_HUNYUAN_TEMPLATE
+
+
+def call_hunyuan(transformer, x: torch.Tensor, t, cond: FlowCondition) -> torch.Tensor:
+    """HunyuanVideo's velocity for a whole latent clip x (b f c h w) at timestep t (0..1000), as
+    HunyuanVideoPipeline calls it: the clip as (b c f h w), the timestep in fp32, the prompt's attention
+    mask and pooled CLIP embedding in the transformer's dtype, the embedded guidance x 1000."""
+    dtype = transformer.dtype
+    timestep = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    guidance = None if cond.guidance is None else cond.guidance.to(device=x.device, dtype=dtype) * 1000.0
+    out = transformer(
+        hidden_states=rearrange(x, "b f c h w -> b c f h w"),
+        timestep=timestep,
+        encoder_hidden_states=cond.embeds,
+        encoder_attention_mask=cond.mask.to(device=x.device, dtype=dtype),
+        pooled_projections=cond.pooled,
+        guidance=guidance,
+        return_dict=False,
+    )[0]
+    return rearrange(out, "b c f h w -> b f c h w")
+
+
+def encode_hunyuan(pipe, prompts: list[str], *, device, tokens: int, guidance: float | None = None) -> FlowCondition:
+    embeds, pooled, mask = pipe.encode_prompt(
+        prompt=list(prompts),
+        prompt_template=hunyuan_template(pipe.tokenizer),
+        device=device,
+        max_sequence_length=tokens,
+    )
+    rows = torch.full((len(prompts),), 1.0 if guidance is None else float(guidance))
+    return FlowCondition(embeds, pooled, guidance=rows, mask=mask)
+
+
+def empty_hunyuan(rows: int, tokens: int, config, dtype: torch.dtype) -> FlowCondition:
+    embeds = torch.empty(rows, tokens, config.text_embed_dim, dtype=dtype)
+    pooled = torch.empty(rows, config.pooled_projection_dim, dtype=dtype)
+    return FlowCondition(embeds, pooled, guidance=torch.ones(rows), mask=torch.ones(rows, tokens, dtype=dtype))
+
+
 SD3_ADAPTER = FlowAdapter(call_sd3, encode_sd3, empty_sd3)
 FLUX_ADAPTER = FlowAdapter(call_flux, encode_flux, empty_flux)
 WAN_ADAPTER = FlowAdapter(call_wan, encode_wan, empty_wan)
+LTX_ADAPTER = FlowAdapter(call_ltx, encode_ltx, empty_ltx)
+HUNYUAN_ADAPTER = FlowAdapter(call_hunyuan, encode_hunyuan, empty_hunyuan)

@@ -21,7 +21,7 @@ from vidinv.models.family import detect_family, read_config
 from vidinv.models.flow import TINY_FLOW, flow_family_of
 from vidinv.models.hub import hub_config_folder
 from vidinv.models.paths import SINGLE_FILE_SUFFIXES
-from vidinv.models.tiny_configs import TINY_PIPELINES, tiny_model_configs
+from vidinv.models.tiny_configs import TINY_PIPELINE_SETTINGS, TINY_PIPELINES, tiny_model_configs
 from vidinv.models.vae import spatial_factor
 
 
@@ -60,6 +60,7 @@ def _flow_configs(pretrained: str | None) -> tuple[dict, dict, dict]:
     if pretrained in TINY_FLOW:
         parts = tiny_model_configs(pretrained)
         index = {"_class_name": TINY_PIPELINES[pretrained]} | {name: ["", cls] for name, (cls, _) in parts.items()}
+        index |= TINY_PIPELINE_SETTINGS.get(pretrained, {})
         return index, {name: config for name, (_, config) in parts.items()}, parts["scheduler"][1]
     index = read_config(pretrained, "model_index.json") or {}
     configs = {part: read_config(pretrained, f"{part}/config.json") or {} for part in ("transformer", "vae")}
@@ -82,9 +83,11 @@ def flow_report(pretrained: str | None, family: Family) -> list[tuple[str, str]]
     rows = [
         ("family", family.name),
         ("pipeline", index.get("_class_name") or family.pipeline),
-        ("prediction type", _flow_prediction(scheduler)),
+        ("prediction type", _flow_prediction(scheduler) if family.flow else _ddpm_prediction(index, scheduler)),
         ("default size", f"{size[1]}x{size[0]}"),
-        ("shift", str(_shift(scheduler)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else "")),
+        ("shift", str(_shift(scheduler)) + (" (dynamic)" if scheduler.get("use_dynamic_shifting") else ""))
+        if family.flow
+        else ("grid", _ddpm_grid(scheduler)),
         ("text encoders", _text_encoders(index)),
     ]
     if pretrained is None:  # a single file alone: no scheduler, no encoders
@@ -94,6 +97,11 @@ def flow_report(pretrained: str | None, family: Family) -> list[tuple[str, str]]
         rows.append(
             ("frames", f"1 + a multiple of {per_latent} (causal video VAE: {per_latent} frames a latent frame)")
         )
+    if index.get("boundary_ratio") is not None and index.get("transformer_2", [None, None])[-1]:  # Wan 2.2 A14B
+        boundary = index["boundary_ratio"] * scheduler.get("num_train_timesteps", 1000)
+        rows.append(("experts", f"2: transformer at t >= {boundary:g}, transformer_2 below"))
+    if index.get("expand_timesteps"):  # Wan 2.2 TI2V
+        rows.append(("timesteps", "one per token"))
     return rows
 
 
@@ -103,6 +111,27 @@ def _flow_prediction(scheduler: dict) -> str:
     if name == "FlowMatchEulerDiscreteScheduler":
         return "flow (velocity), FlowMatchEulerDiscreteScheduler"
     return f"flow (velocity), Euler steps on {name}'s flow grid"
+
+
+def _ddpm_prediction(index: dict, scheduler: dict) -> str:
+    """The prediction row of a DDPM transformer (CogVideoX): the scheduler's parametrisation and class."""
+    name = (index.get("scheduler") or [None, None])[-1] or scheduler.get("_class_name", "DDIMScheduler")
+    return f"{scheduler.get('prediction_type', 'epsilon')}, {name}"
+
+
+def _ddpm_grid(scheduler: dict) -> str:
+    """The DDIM grid of a DDPM transformer: its spacing, SNR shift and terminal SNR (CogVideoX's)."""
+    zero = ", zero terminal SNR" if scheduler.get("rescale_betas_zero_snr") else ""
+    return (
+        f"{scheduler.get('timestep_spacing', 'leading')} DDIM, SNR shift {scheduler.get('snr_shift_scale', 1.0)}{zero}"
+    )
+
+
+def video_edit_methods(family: Family) -> str:
+    """The registered edit methods that run on a native video model of `family`."""
+    from vidinv.registry import EDIT_METHODS, runs_on_video_model
+
+    return ", ".join(n for n in EDIT_METHODS.names() if runs_on_video_model(EDIT_METHODS.get(n), family))
 
 
 def _shift(scheduler: dict) -> float:
@@ -133,8 +162,8 @@ def model_report(
         if kind == "single file":
             rows.append(("single file", single_file_row(pretrained, family, single_file_config)))
             pretrained = single_file_config
-        methods = "video" if family.video else "flow"
-        return rows + flow_report(pretrained, family) + [("edit methods", edit_methods_for(methods))]
+        methods = video_edit_methods(family) if family.video else edit_methods_for("flow")
+        return rows + flow_report(pretrained, family) + [("edit methods", methods)]
     found = detect_family(pretrained, single_file_config, prediction_type)
     rows += found.report()[:1] + [("pipeline", found.pipeline)] + found.report()[1:]
     return rows + [("edit methods", edit_methods_for("unet"))]

@@ -160,8 +160,152 @@ TINY_WAN_VAE_CONFIG = dict(base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 2,
 WAN_VAE_FACTORS = dict(scale_factor_spatial=8, scale_factor_temporal=4)
 WAN_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0)  # Wan 2.1's flow_shift at 480p
 
+# Wan 2.2 TI2V-5B's layout scaled down: a 48-channel VAE with residual blocks that first packs 2x2
+# pixels into channels (16x in space), its own per-channel latent statistics; per-token timesteps
+WAN22_LATENT_CHANNELS = 48
+TINY_WAN22_CONFIG = TINY_WAN_CONFIG | dict(in_channels=WAN22_LATENT_CHANNELS, out_channels=WAN22_LATENT_CHANNELS)
+TINY_WAN22_VAE_CONFIG = dict(
+    base_dim=8,
+    decoder_base_dim=8,
+    z_dim=WAN22_LATENT_CHANNELS,
+    dim_mult=[1, 2, 2, 2],
+    num_res_blocks=1,
+    is_residual=True,
+    in_channels=12,  # 3 channels x 2 x 2 patch pixels
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+    latents_mean=[round(0.05 * ((7 * k) % 11 - 5), 2) for k in range(WAN22_LATENT_CHANNELS)],
+    latents_std=[round(1.0 + 0.1 * ((3 * k) % 5), 1) for k in range(WAN22_LATENT_CHANNELS)],
+)
+WAN22_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=5.0)  # TI2V-5B's sample shift
+# Wan 2.2 A14B: two Wan 2.1-shaped experts, the low-noise one (transformer_2) below 0.875 x 1000
+WAN22_A14B_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=12.0)  # T2V-A14B's sample shift
+# the pipelines' own settings (model_index.json beside the components) of the tiny models that have them
+TINY_PIPELINE_SETTINGS = {
+    "tiny-wan22": {"expand_timesteps": True},  # TI2V-5B: a timestep per token
+    "tiny-wan22-a14b": {"boundary_ratio": 0.875},  # A14B: the experts' boundary, a fraction of 1000 steps
+}
+
+# LTX-Video 0.9: one token a latent pixel (patch 1), the rope's 3 axes 4 frequencies each (dim // 6)
+TINY_LTX_CONFIG = dict(
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    patch_size=1,
+    patch_size_t=1,
+    num_attention_heads=2,
+    attention_head_dim=12,
+    cross_attention_dim=24,  # its attention width (heads x head dim), as LTX-Video's 2048 = 32 x 64
+    num_layers=2,
+    caption_channels=TEXT_DIM,
+)
+# LTX-Video 0.9.0's VAE shape scaled down: 4x4 patches and 3 spatio-temporal downsamplings (32x in space,
+# 8x in time), timestep_conditioning off (0.9.0, diffusers' default; 0.9.1 conditions its decoder on it)
+TINY_LTX_VAE_CONFIG = dict(
+    latent_channels=LATENT_CHANNELS,
+    block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    layers_per_block=(1, 1, 1, 1, 1),
+    decoder_layers_per_block=(1, 1, 1, 1, 1),
+    timestep_conditioning=False,
+)
+# AutoencoderKLLTXVideo's factors that vidinv reads (pixels a latent pixel, frames a latent frame; unset
+# in a config, diffusers computes them from patch_size and the scalings)
+LTX_VAE_FACTORS = dict(spatial_compression_ratio=32, temporal_compression_ratio=8)
+# LTX-Video's scheduler: mu from the latent clip's tokens (1024 -> 0.95 .. 4096 -> 2.05), sigmas
+# stretched to end at 0.1 before the final 0
+LTX_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    shift=1.0,
+    use_dynamic_shifting=True,
+    base_shift=0.95,
+    max_shift=2.05,
+    base_image_seq_len=1024,
+    max_image_seq_len=4096,
+    shift_terminal=0.1,
+)
+
 # Flux's T5 and Wan's UMT5 text towers, reading the tiny tokenizer's ids
 TINY_T5_CONFIG = dict(vocab_size=TINY_VOCAB_SIZE, d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+
+# HunyuanVideo: its dual- and single-stream 3D transformer (patch 1x2x2, rope split 4 + 6 + 6 of a head
+# as its 128 = 16 + 56 + 56), its causal video VAE (8x space, 4x time) scaled down, a LLaMA text tower
+# (the pipeline reads its third-last hidden state: 3 layers) and CLIP for the pooled embedding
+TINY_HUNYUAN_CONFIG = dict(
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    num_attention_heads=2,
+    attention_head_dim=16,  # a width of 32: rows of a batch fill whole SIMD vectors (equal rows stay equal)
+    num_layers=1,
+    num_single_layers=1,
+    num_refiner_layers=1,
+    mlp_ratio=2.0,
+    text_embed_dim=TEXT_DIM,
+    pooled_projection_dim=TEXT_DIM,
+    guidance_embeds=True,  # guidance-distilled (its default)
+    rope_axes_dim=(4, 6, 6),
+)
+TINY_HUNYUAN_VAE_CONFIG = dict(latent_channels=LATENT_CHANNELS, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                               norm_num_groups=4)  # fmt: skip
+# AutoencoderKLHunyuanVideo's defaults that vidinv reads (its scaling factor, pixels and frames a latent one)
+HUNYUAN_VAE_FACTORS = dict(scaling_factor=0.476986, spatial_compression_ratio=8, temporal_compression_ratio=4)
+HUNYUAN_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=7.0)  # HunyuanVideo's published shift
+TINY_LLAMA_CONFIG = dict(
+    vocab_size=TINY_VOCAB_SIZE,
+    hidden_size=TEXT_DIM,
+    intermediate_size=2 * TEXT_DIM,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=2 * MAX_TOKENS,
+    bos_token_id=TINY_VOCAB_SIZE - 2,
+    eos_token_id=TINY_VOCAB_SIZE - 1,
+    pad_token_id=TINY_VOCAB_SIZE - 1,
+)
+# the prompt template of the tiny tokenizer (HunyuanVideoPipeline's is in LLaMA-3's chat tokens):
+# crop_start drops <|startoftext|> and the 6 byte tokens of "video:", as the pipeline's 95 drop its system turn
+TINY_HUNYUAN_TEMPLATE = {"template": "video: {}", "crop_start": 7}
+
+# CogVideoX: its 3D DiT with CogVideoX-5b's rotary embeddings (2b: sinusoidal, also tested), a 64x64
+# sample of 9 frames; the causal video VAE (4x in time, 8x in space; CogVideoX-2b's scaling_factor)
+TINY_COGVIDEOX_CONFIG = dict(
+    num_attention_heads=2,
+    attention_head_dim=16,  # rotary split 4 (time) + 6 (height) + 6 (width), as CogVideoX-5b's 64 = 16 + 24 + 24
+    in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS,
+    time_embed_dim=16,
+    text_embed_dim=TEXT_DIM,
+    num_layers=2,
+    sample_width=8,
+    sample_height=8,
+    sample_frames=9,
+    max_text_seq_length=T5_TOKENS,
+    use_rotary_positional_embeddings=True,
+)
+TINY_COGVIDEOX_VAE_CONFIG = dict(
+    block_out_channels=(8, 16, 16, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_height=64,
+    sample_width=64,
+    temporal_compression_ratio=4,  # the class's default, which vidinv reads
+    scaling_factor=1.15258426,  # CogVideoX-2b's (5b: 0.7)
+)
+# THUDM/CogVideoX-2b's scheduler/scheduler_config.json (CogVideoXDDIMScheduler)
+COGVIDEOX_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    rescale_betas_zero_snr=True,
+    snr_shift_scale=3.0,
+)
 
 
 def tiny_text_kwargs(hidden: int = TEXT_DIM, **kwargs) -> dict:
@@ -190,6 +334,11 @@ TINY_PIPELINES = {
     "tiny-sd3": "StableDiffusion3Pipeline",
     "tiny-flux": "FluxPipeline",
     "tiny-wan": "WanPipeline",
+    "tiny-wan22": "WanPipeline",
+    "tiny-wan22-a14b": "WanPipeline",
+    "tiny-ltx": "LTXPipeline",
+    "tiny-hunyuan": "HunyuanVideoPipeline",
+    "tiny-cogvideox": "CogVideoXPipeline",
 }
 TOKENIZER = ("CLIPTokenizer", {"model_max_length": MAX_TOKENS})
 
@@ -237,6 +386,23 @@ def _components(name: str) -> dict[str, tuple[str, dict]]:
             "tokenizer_2": TOKENIZER,
             "scheduler": ("FlowMatchEulerDiscreteScheduler", FLUX_SCHEDULER_CONFIG),
         }
+    if name == "tiny-wan22":
+        return {
+            "transformer": ("WanTransformer3DModel", TINY_WAN22_CONFIG),
+            "vae": ("AutoencoderKLWan", TINY_WAN22_VAE_CONFIG),
+            "text_encoder": ("UMT5EncoderModel", TINY_T5_CONFIG),
+            "tokenizer": TOKENIZER,
+            "scheduler": ("FlowMatchEulerDiscreteScheduler", WAN22_SCHEDULER_CONFIG),
+        }
+    if name == "tiny-wan22-a14b":
+        return {
+            "transformer": ("WanTransformer3DModel", TINY_WAN_CONFIG),
+            "transformer_2": ("WanTransformer3DModel", TINY_WAN_CONFIG),
+            "vae": ("AutoencoderKLWan", TINY_WAN_VAE_CONFIG | WAN_VAE_FACTORS),
+            "text_encoder": ("UMT5EncoderModel", TINY_T5_CONFIG),
+            "tokenizer": TOKENIZER,
+            "scheduler": ("FlowMatchEulerDiscreteScheduler", WAN22_A14B_SCHEDULER_CONFIG),
+        }
     if name == "tiny-wan":
         return {
             "transformer": ("WanTransformer3DModel", TINY_WAN_CONFIG),
@@ -244,6 +410,32 @@ def _components(name: str) -> dict[str, tuple[str, dict]]:
             "text_encoder": ("UMT5EncoderModel", TINY_T5_CONFIG),
             "tokenizer": TOKENIZER,
             "scheduler": ("FlowMatchEulerDiscreteScheduler", WAN_SCHEDULER_CONFIG),
+        }
+    if name == "tiny-ltx":
+        return {
+            "transformer": ("LTXVideoTransformer3DModel", TINY_LTX_CONFIG),
+            "vae": ("AutoencoderKLLTXVideo", TINY_LTX_VAE_CONFIG | LTX_VAE_FACTORS),
+            "text_encoder": ("T5EncoderModel", TINY_T5_CONFIG),
+            "tokenizer": TOKENIZER,
+            "scheduler": ("FlowMatchEulerDiscreteScheduler", LTX_SCHEDULER_CONFIG),
+        }
+    if name == "tiny-cogvideox":
+        return {
+            "transformer": ("CogVideoXTransformer3DModel", TINY_COGVIDEOX_CONFIG),
+            "vae": ("AutoencoderKLCogVideoX", TINY_COGVIDEOX_VAE_CONFIG),
+            "text_encoder": ("T5EncoderModel", TINY_T5_CONFIG),
+            "tokenizer": TOKENIZER,
+            "scheduler": ("CogVideoXDDIMScheduler", COGVIDEOX_SCHEDULER_CONFIG),
+        }
+    if name == "tiny-hunyuan":
+        return {
+            "transformer": ("HunyuanVideoTransformer3DModel", TINY_HUNYUAN_CONFIG),
+            "vae": ("AutoencoderKLHunyuanVideo", TINY_HUNYUAN_VAE_CONFIG | HUNYUAN_VAE_FACTORS),
+            "text_encoder": ("LlamaModel", TINY_LLAMA_CONFIG),
+            "text_encoder_2": clip,
+            "tokenizer": TOKENIZER,
+            "tokenizer_2": TOKENIZER,
+            "scheduler": ("FlowMatchEulerDiscreteScheduler", HUNYUAN_SCHEDULER_CONFIG),
         }
     raise KeyError(f"{name!r} is no built-in tiny model ({', '.join(TINY_PIPELINES)})")
 
@@ -258,7 +450,13 @@ def tiny_model_configs(name: str) -> dict[str, tuple[str, dict]]:
     return {part: (cls, copy.deepcopy(config)) for part, (cls, config) in _components(name).items()}
 
 
-TEXT_MODEL_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UMT5EncoderModel")
+TEXT_MODEL_CLASSES = (
+    "CLIPTextModel",
+    "CLIPTextModelWithProjection",
+    "T5EncoderModel",
+    "UMT5EncoderModel",
+    "LlamaModel",
+)
 
 
 def tiny_meta_modules(name: str) -> dict:

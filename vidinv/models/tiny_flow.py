@@ -39,12 +39,14 @@ from vidinv.models.tiny_configs import (  # the configs, as data (re-exported he
     TINY_FLOW_VAE_CONFIG,
     TINY_FLUX_CONFIG,
     TINY_FLUX_VAE_CONFIG,
+    TINY_PIPELINE_SETTINGS,
     TINY_SD3_CONFIG,
     TINY_SEED,
     TINY_T5_CONFIG,
     TINY_WAN_CONFIG,
     TINY_WAN_VAE_CONFIG,
     WAN_SCHEDULER_CONFIG,
+    tiny_model_configs,
 )
 
 
@@ -107,6 +109,45 @@ def build_tiny_flux_components() -> dict:
     )
 
 
+def build_tiny_wan22_components() -> dict:
+    """Wan 2.2 TI2V-5B's pipeline components: the 3D transformer on 48 channels, the patchified
+    48-channel VAE, a tiny UMT5; WanPipeline's per-token timesteps (`expand_timesteps`)."""
+    configs = tiny_model_configs("tiny-wan22")
+    modules = _seeded(
+        lambda: dict(
+            transformer=WanTransformer3DModel(**configs["transformer"][1]),
+            vae=AutoencoderKLWan(**configs["vae"][1]),
+            text_encoder=UMT5EncoderModel(UMT5Config(**TINY_T5_CONFIG)),
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"][1]),
+        **TINY_PIPELINE_SETTINGS["tiny-wan22"],
+    )
+
+
+def build_tiny_wan22_a14b_components() -> dict:
+    """Wan 2.2 A14B's pipeline components: two experts (the high-noise `transformer`, the low-noise
+    `transformer_2` below WanPipeline's boundary_ratio), Wan 2.1's VAE, a tiny UMT5."""
+    configs = tiny_model_configs("tiny-wan22-a14b")
+    modules = _seeded(
+        lambda: dict(
+            transformer=WanTransformer3DModel(**configs["transformer"][1]),
+            transformer_2=WanTransformer3DModel(**configs["transformer_2"][1]),
+            vae=AutoencoderKLWan(**configs["vae"][1]),
+            text_encoder=UMT5EncoderModel(UMT5Config(**TINY_T5_CONFIG)),
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**configs["scheduler"][1]),
+        **TINY_PIPELINE_SETTINGS["tiny-wan22-a14b"],
+    )
+
+
 def build_tiny_wan_components() -> dict:
     """Wan 2.1's pipeline components: the 3D transformer, the causal video VAE, a tiny UMT5."""
     modules = _seeded(
@@ -123,10 +164,105 @@ def build_tiny_wan_components() -> dict:
     )
 
 
+def build_tiny_cogvideox_components() -> dict:
+    """CogVideoX's pipeline components: the 3D DiT, the causal video VAE, a tiny T5 reading the tiny
+    tokenizer's ids, and CogVideoXDDIMScheduler with CogVideoX-2b's published config (a DDPM model,
+    held as its pipeline like the DiTs above)."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+
+    from vidinv.models.tiny_configs import (
+        COGVIDEOX_SCHEDULER_CONFIG,
+        TINY_COGVIDEOX_CONFIG,
+        TINY_COGVIDEOX_VAE_CONFIG,
+    )
+
+    modules = _seeded(
+        lambda: dict(
+            transformer=CogVideoXTransformer3DModel(**TINY_COGVIDEOX_CONFIG),
+            vae=AutoencoderKLCogVideoX(**TINY_COGVIDEOX_VAE_CONFIG),
+            text_encoder=_tiny_t5(),
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER_CONFIG),
+    )
+
+
+def build_tiny_hunyuan_components() -> dict:
+    """HunyuanVideo's pipeline components: the 3D transformer, the causal video VAE, a tiny LlamaModel
+    and a tiny CLIP (pooled embedding) reading the tiny tokenizer's ids (prompt template:
+    `vidinv.models.flow_adapters.hunyuan_template`), the Euler scheduler with its shift."""
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
+    from transformers import LlamaConfig, LlamaModel
+
+    from vidinv.models.tiny_configs import (
+        HUNYUAN_SCHEDULER_CONFIG,
+        HUNYUAN_VAE_FACTORS,
+        TINY_HUNYUAN_CONFIG,
+        TINY_HUNYUAN_VAE_CONFIG,
+        TINY_LLAMA_CONFIG,
+    )
+
+    modules = _seeded(
+        lambda: dict(
+            transformer=HunyuanVideoTransformer3DModel(**TINY_HUNYUAN_CONFIG),
+            vae=AutoencoderKLHunyuanVideo(**TINY_HUNYUAN_VAE_CONFIG, **HUNYUAN_VAE_FACTORS),
+            text_encoder=LlamaModel(LlamaConfig(**TINY_LLAMA_CONFIG)),
+            text_encoder_2=CLIPTextModel(tiny_text_config()),
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        tokenizer_2=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**HUNYUAN_SCHEDULER_CONFIG),
+    )
+
+
+def _tiny_ltx_vae():
+    """The tiny LTX-Video VAE with random per-channel latent statistics (its buffers, zeros / ones
+    by default), so that LTXPipeline's normalisation is seen by the tests."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    from vidinv.models.tiny_configs import LTX_VAE_FACTORS, TINY_LTX_VAE_CONFIG
+
+    vae = AutoencoderKLLTXVideo(**TINY_LTX_VAE_CONFIG, **LTX_VAE_FACTORS)
+    channels = vae.latents_mean.shape[0]
+    vae.latents_mean.copy_(0.1 * torch.randn(channels))
+    vae.latents_std.copy_(0.5 + torch.rand(channels))
+    return vae
+
+
+def build_tiny_ltx_components() -> dict:
+    """LTX-Video's pipeline components: the 3D transformer over the packed latent clip, the video VAE
+    (32x in space, 8x in time), a tiny T5 reading the tiny tokenizer's ids."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    from vidinv.models.tiny_configs import LTX_SCHEDULER_CONFIG, TINY_LTX_CONFIG
+
+    modules = _seeded(
+        lambda: dict(
+            transformer=LTXVideoTransformer3DModel(**TINY_LTX_CONFIG), vae=_tiny_ltx_vae(), text_encoder=_tiny_t5()
+        )
+    )
+    return dict(
+        **{name: module.eval() for name, module in modules.items()},
+        tokenizer=build_tiny_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER_CONFIG),
+    )
+
+
 TINY_FLOW_BUILDERS = {
     "tiny-sd3": build_tiny_sd3_components,
     "tiny-flux": build_tiny_flux_components,
     "tiny-wan": build_tiny_wan_components,
+    "tiny-wan22": build_tiny_wan22_components,
+    "tiny-wan22-a14b": build_tiny_wan22_a14b_components,
+    "tiny-ltx": build_tiny_ltx_components,
+    "tiny-hunyuan": build_tiny_hunyuan_components,
+    "tiny-cogvideox": build_tiny_cogvideox_components,
 }
 
 

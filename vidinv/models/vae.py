@@ -1,9 +1,11 @@
 """Chunked VAE encode/decode: `vae_chunk` frames per call, so memory is set by the chunk; optionally
 in overlapping spatial tiles (diffusers' tiled AutoencoderKL), so memory is set by the tile too.
 
-`frame_encoder(vae)` / `frame_decoder(vae)` take a clip chunk by chunk (`push`): a per-frame VAE
-(SD, SDXL, SD3, Flux) encodes each chunk alone; Wan's 3D causal VAE carries its causal cache from
-chunk to chunk (`vidinv.models.causal_vae`), its latent frames 4 video frames each."""
+`frame_encoder(vae)` / `frame_decoder(vae)` take a clip chunk by chunk (`push`; `finish` returns the
+latents an encoder still holds, or None): a per-frame VAE (SD, SDXL, SD3, Flux) encodes each chunk
+alone; Wan's 3D causal VAE carries its causal cache from chunk to chunk (`vidinv.models.causal_vae`),
+its latent frames 4 video frames each; LTX-Video's, HunyuanVideo's and CogVideoX's video VAEs encode
+and decode the whole clip in diffusers' one call, tiled by diffusers (`vidinv.models.clip_vae`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
 from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
+from vidinv.models.clip_vae import ClipDecoder, ClipEncoder, is_clip_video_vae
 from vidinv.models.offload import execution_device
 
 log = logging.getLogger("vidinv")
@@ -24,9 +27,15 @@ TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended 
 
 
 def spatial_factor(vae_config) -> int:
-    """Pixels per latent pixel of a VAE config (8): Wan's scale_factor_spatial, else 2 ** (levels - 1)."""
+    """Pixels per latent pixel of a VAE config (8): Wan's scale_factor_spatial, HunyuanVideo's and
+    LTX-Video's spatial_compression_ratio (LTX's from its patch and scalings when unset), else
+    2 ** (levels - 1)."""
     if vae_config.get("scale_factor_spatial"):
         return int(vae_config["scale_factor_spatial"])
+    if vae_config.get("spatial_compression_ratio"):
+        return int(vae_config["spatial_compression_ratio"])
+    if "spatio_temporal_scaling" in vae_config:  # LTX-Video with the ratio unset
+        return int(vae_config.get("patch_size", 1) * 2 ** sum(vae_config["spatio_temporal_scaling"]))
     return 2 ** (len(vae_config.get("block_out_channels", (0,) * 4)) - 1)
 
 
@@ -49,6 +58,10 @@ def pixel_size(vae, latents: torch.Tensor) -> tuple[int, int]:
 TILING_ATTRS = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
 CAUSAL_TILING_ATTRS = ("use_tiling", "tile_sample_min_height", "tile_sample_min_width",
                        "tile_sample_stride_height", "tile_sample_stride_width")  # fmt: skip
+# the whole-clip video VAEs' (vidinv.models.clip_vae): per-side tiles and strides (LTX-Video,
+# HunyuanVideo) or overlap factors (CogVideoX), and their temporal tiling
+CLIP_TILING_ATTRS = (*CAUSAL_TILING_ATTRS, "use_framewise_encoding", "use_framewise_decoding",
+                     "tile_overlap_factor_height", "tile_overlap_factor_width")  # fmt: skip
 
 
 def set_vae_tiling(vae, tile_size: int | None) -> None:
@@ -60,6 +73,17 @@ def set_vae_tiling(vae, tile_size: int | None) -> None:
     if is_causal_video_vae(vae):  # Wan: tile and stride per side (its default 256 / 192 is the same overlap)
         stride = int(tile_size * (1 - TILE_OVERLAP))
         vae.enable_tiling(tile_size, tile_size, stride, stride)
+        return
+    if is_clip_video_vae(vae):  # diffusers' own spatial and temporal tiling, at this tile size
+        vae.enable_tiling()
+        vae.tile_sample_min_height = vae.tile_sample_min_width = tile_size
+        if hasattr(vae, "tile_sample_stride_height"):
+            # a whole number of latent pixels: diffusers' tiled encode drops the rest (LTX: 32 px)
+            factor = scale_factor(vae)
+            stride = max(factor, int(tile_size * (1 - TILE_OVERLAP)) // factor * factor)
+            vae.tile_sample_stride_height = vae.tile_sample_stride_width = stride
+        else:  # CogVideoX: overlap factors
+            vae.tile_overlap_factor_height = vae.tile_overlap_factor_width = TILE_OVERLAP
         return
     vae.enable_tiling()
     vae.tile_sample_min_size = tile_size
@@ -79,6 +103,7 @@ def _tiling(vae, tile_size: int | None) -> Iterator[None]:
         yield
         return
     names = CAUSAL_TILING_ATTRS if is_causal_video_vae(vae) else TILING_ATTRS
+    names = [name for name in CLIP_TILING_ATTRS if hasattr(vae, name)] if is_clip_video_vae(vae) else names
     saved = [getattr(vae, name) for name in names]
     set_vae_tiling(vae, tile_size)
     try:
@@ -109,7 +134,7 @@ class FrameEncoder:
         return (mean if shift is None else mean - shift) * vae.config.scaling_factor
 
     def finish(self) -> None:
-        """The end of the clip (nothing is held between chunks)."""
+        """The end of the clip (nothing is held between chunks: no latents left)."""
 
 
 class FrameDecoder:
@@ -128,14 +153,25 @@ class FrameDecoder:
         return overflow_safe(vae, call, dtype).clamp(-1, 1).float().cpu()
 
 
-def frame_encoder(vae) -> FrameEncoder | CausalEncoder:
-    """The encoder that takes a clip chunk by chunk: per frame, or Wan's causal one (module docstring)."""
+def frame_encoder(vae) -> FrameEncoder | CausalEncoder | ClipEncoder:
+    """The encoder that takes a clip chunk by chunk: per frame, Wan's causal one, or a whole-clip
+    video VAE's (module docstring)."""
+    if is_clip_video_vae(vae):
+        return ClipEncoder(vae)
     return CausalEncoder(vae) if is_causal_video_vae(vae) else FrameEncoder(vae)
 
 
-def frame_decoder(vae) -> FrameDecoder | CausalDecoder:
-    """The decoder that takes a clip's latents chunk by chunk, in order."""
+def frame_decoder(vae) -> FrameDecoder | CausalDecoder | ClipDecoder:
+    """The decoder that takes a clip's latents chunk by chunk, in order (a whole-clip one: at once)."""
+    if is_clip_video_vae(vae):
+        return ClipDecoder(vae)
     return CausalDecoder(vae) if is_causal_video_vae(vae) else FrameDecoder(vae)
+
+
+def finish_encoding(encoder, parts: list[torch.Tensor]) -> torch.Tensor:
+    """The clip's latents: the pushed parts and what the encoder still held at the end."""
+    rest = encoder.finish()
+    return torch.cat([part for part in parts if part.dim() == 4] + ([] if rest is None else [rest]))
 
 
 @torch.no_grad()
@@ -153,8 +189,7 @@ def encode_frames(
         encoder = frame_encoder(vae)
         for part in tqdm(frame_slices(len(frames), chunk), desc="vae encode", disable=not progress, leave=False):
             parts.append(encoder.push(frames[part]))
-        encoder.finish()
-    return torch.cat(parts)
+        return finish_encoding(encoder, parts)
 
 
 @torch.no_grad()
@@ -169,6 +204,7 @@ def decode_latents(
     parts = []
     with _tiling(vae, tile_size):
         decoder = frame_decoder(vae)
+        chunk = None if getattr(decoder, "whole_clip", False) else chunk
         for part in tqdm(frame_slices(len(latents), chunk), desc="vae decode", disable=not progress, leave=False):
             parts.append(decoder.push(latents[part]))
     return torch.cat(parts)

@@ -29,7 +29,8 @@ from vidinv.planning.calls import frame_calls
 from vidinv.planning.memory import default_dtype, param_bytes
 from vidinv.planning.shapes import clip_shape, read_folder_config
 
-FLOW_MODULES = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+FLOW_MODULES = ("transformer", "transformer_2", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+DIFFUSERS_MODULES = ("transformer", "transformer_2", "vae")  # the others are transformers' (text encoders)
 
 
 def flow_configs(config: Config, family: Family) -> dict:
@@ -43,14 +44,14 @@ def flow_configs(config: Config, family: Family) -> dict:
         if not config.model.single_file_config:
             raise VidinvError(f"plan: model.single_file_config must name the diffusers folder or hub id of {source}")
         source = config.model.single_file_config
-    if source == family.tiny:
+    if source in family.tiny_names:
         from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS
 
         parts = TINY_FLOW_BUILDERS[source]()
         return {
             name: (
                 type(parts[name]).__name__,
-                dict(parts[name].config) if name in ("transformer", "vae") else parts[name].config.to_dict(),
+                dict(parts[name].config) if name in DIFFUSERS_MODULES else parts[name].config.to_dict(),
             )
             for name in FLOW_MODULES
             if parts.get(name) is not None
@@ -77,7 +78,7 @@ def build_fake_flow_modules(configs: dict, dtype: torch.dtype, family: Family) -
     built = {}
     for name, (cls_name, cfg) in configs.items():
         with default_dtype(component_dtype(family, name, dtype)):
-            if name in ("transformer", "vae"):
+            if name in DIFFUSERS_MODULES:
                 built[name] = getattr(diffusers, cls_name).from_config(cfg)
             else:
                 fields = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "model_type"}
@@ -125,13 +126,52 @@ def check_size(family: Family, transformer_config: dict, factor: int, height: in
             )
 
 
-def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype: torch.dtype) -> int:
-    """Peak bytes of one VAE chunk's encode or decode (Wan: one causal group of 4 frames, its caches)."""
-    from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
+def check_temporal_patch(transformer_config: dict, frames: int, latent_frames: int, per_latent: int) -> None:
+    """A one-line error when the latent frames are not whole temporal patches of the transformer
+    (`patch_size_t`: CogVideoX 1.5's 2, whose pipeline pads the clip instead), naming the nearest counts."""
+    patch = transformer_config.get("patch_size_t") or 1
+    if latent_frames % patch == 0:
+        return
+    below = latent_frames // patch * patch
+    counts = [1 + (n - 1) * per_latent for n in (below, below + patch) if n > 0]
+    raise VidinvError(
+        f"video.num_frames: {frames} frames are {latent_frames} latent frames, not a multiple of the transformer's"
+        f" temporal patch ({patch} latent frames); use {' or '.join(map(str, counts))}"
+    )
+
+
+def check_methods(config: Config, command: str, family: Family) -> None:
+    """One-line errors before anything loads: an edit method a native video model cannot take, and on
+    a DDPM transformer (CogVideoX) an inversion method of the flow models."""
+    from vidinv.editing.methods import check_video_method, get_edit_method
+    from vidinv.inversion.costs import inversion_method
+    from vidinv.inversion.flow import record_sampler
+
+    if command == "edit" and family.video:
+        check_video_method(get_edit_method(config.edit.method), family)
+    if not family.flow:
+        record_sampler(inversion_method(config), None)  # a DDPM grid: the scheduler is no flow-matching one
+
+
+def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype: torch.dtype, frames: int = 1) -> int:
+    """Peak bytes of one VAE chunk's encode or decode (Wan: one causal group of 4 frames, its caches;
+    a whole-clip video VAE, LTX-Video's: the clip of `frames` frames in one call)."""
+    from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae, latent_frame_count
+    from vidinv.models.clip_vae import ClipDecoder, ClipEncoder, is_clip_video_vae
     from vidinv.models.vae import spatial_factor
     from vidinv.planning.memory import peak_bytes
 
     latent_hw = tuple(n // spatial_factor(vae.config) for n in size)
+    if is_clip_video_vae(vae):
+        from vidinv.models.causal_vae import temporal_factor
+
+        pixels = torch.empty(frames, 3, *size)
+        latents = torch.empty(latent_frame_count(frames, temporal_factor(vae.config)), channels, *latent_hw)
+        encoder = ClipEncoder(vae)
+        return max(
+            peak_bytes(lambda: (encoder.push(pixels), encoder.finish())),
+            peak_bytes(lambda: ClipDecoder(vae).push(latents)),
+        )
     if is_causal_video_vae(vae):  # the second group's peak: the caches of the first are alive
         pixels, latents = torch.empty(5, 3, *size), torch.empty(2, channels, *latent_hw)
         return max(
@@ -151,7 +191,7 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     from vidinv.attention.windows import resolve_windows
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
-    from vidinv.models.vae import latent_channels, spatial_factor
+    from vidinv.models.vae import latent_channels, set_vae_tiling, spatial_factor
     from vidinv.planning.memory import fake_mode, peak_bytes
 
     rt = config.runtime
@@ -163,7 +203,9 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     factor, channels, per_latent = spatial_factor(vae_config), latent_channels(vae_config), temporal_factor(vae_config)
     check_frame_count(frames, per_latent)
     check_size(family, configs["transformer"][1], factor, height, width)
+    check_methods(config, command, family)
     latent_frames = latent_frame_count(frames, per_latent)
+    check_temporal_patch(configs["transformer"][1], frames, latent_frames, per_latent)
     video = family.video
     windows = resolve_windows(family, rt, per_latent, note=False)  # a video model's (runtime.window)
     if windows is not None:
@@ -172,7 +214,7 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     latent_hw = (height // factor, width // factor)
     latent_bytes = latent_frames * channels * latent_hw[0] * latent_hw[1] * 4
     calls = flow_calls(config, command, family, called, latent_hw)
-    if config.model.pretrained == family.tiny:
+    if config.model.pretrained in family.tiny_names:
         from vidinv.models.tiny_flow import T5_TOKENS
 
         t5_tokens = T5_TOKENS
@@ -192,18 +234,18 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
         models = SimpleNamespace(transformer=transformer, call=family.adapter.call, video=video, windows=windows)
         unet_act = peak_bytes(lambda: run_flow(models, batch, torch.tensor(500.0), cond, chunk=rt.unet_chunk))
         chunk = min(frames, rt.vae_chunk or frames)
-        vae_act = vae_activations(vae, chunk, channels, (height, width), next(vae.parameters()).dtype)
+        set_vae_tiling(vae, rt.vae_tile_size if rt.vae_tiling else None)  # as the editor sets it
+        vae_act = vae_activations(vae, chunk, channels, (height, width), next(vae.parameters()).dtype, frames)
         weights = {name: param_bytes(module) for name, module in parts.items()}
         largest_layer = max(param_bytes(m) for p in parts.values() for m in p.modules() if not list(m.children()))
     on_device = {"none": sum(weights.values()), "model": max(weights.values()), "sequential": largest_layer}
+    from vidinv.inversion.costs import inversion_method
     from vidinv.inversion.record import record_bytes
-    from vidinv.inversion.samplers import Sampler
+    from vidinv.registry import SAMPLERS
 
-    record = (
-        0
-        if calls.get("inversion", 0) == 0
-        else record_bytes(Sampler.tensor_steps(config.inversion.steps), latent_bytes)
-    )
+    sampler = SAMPLERS.get(inversion_method(config).sampler)  # ddpm_ef (CogVideoX): its noise maps too
+    record_steps = sampler.tensor_steps(config.inversion.steps)
+    record = 0 if calls.get("inversion", 0) == 0 else record_bytes(record_steps, latent_bytes)
     plan = build_plan(
         config, command, device, (frames, height, width), calls, weights, on_device[rt.offload],
         (unet_act, vae_act), latent_bytes, record, latent_frames=latent_frames if per_latent > 1 else None,
