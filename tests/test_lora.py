@@ -20,7 +20,7 @@ from vidinv.cli import main
 from vidinv.config import config_from_dict, load_config
 from vidinv.errors import VidinvError
 from vidinv.models import FAMILIES, load_models
-from vidinv.models.lora import lora_families, lora_keys, lora_pipeline
+from vidinv.models.lora import lora_families, lora_keys, lora_pipeline, lora_specs
 from vidinv.models.tiny import TINY_BUILDERS
 from vidinv.models.tiny_configs import T5_TOKENS, TINY_HUNYUAN_TEMPLATE, TINY_PIPELINES
 from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS, tiny_flow_pipeline
@@ -30,7 +30,7 @@ TINIES = ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-wan22"
 VIDEO = ("tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx")  # their pipelines make frames
 # the same, tiny-sdxl in the slow lane (its tests load it 4-5 times: ~5 s on 2 busy cores)
 LANED = [pytest.param(t, marks=pytest.mark.slow) if t == "tiny-sdxl" else t for t in TINIES]
-FAMILY_OF = {f.tiny: f for f in FAMILIES.values()}
+FAMILY_OF = {tiny: f for f in FAMILIES.values() for tiny in f.tiny_names}
 DENOISER_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # attention projections, in every family's denoiser
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # CLIP's
 FUSE_RTOL = 1e-5  # fused vs unfused, relative max difference of the latents (measured: <= 2e-6 in fp32)
@@ -442,3 +442,30 @@ def test_edit_bytes_scale_zero_equal_no_lora_scale_one_differ(loras, tiny, tmp_p
     plain = _edit_md5(config, tmp_path / "plain", *small)
     assert _edit_md5(config, tmp_path / "zero", *small, f"model.lora={{path: {path}, scale: 0}}") == plain
     assert _edit_md5(config, tmp_path / "one", *small, f"model.lora={path}") != plain
+
+
+def test_a14b_loras_load_into_the_expert_they_name(tmp_path):
+    """Wan 2.2 A14B's LoRAs come per expert: `expert: low` loads into the low-noise transformer_2
+    (diffusers' load_into_transformer_2), the default into the high-noise transformer; the pair composes,
+    the record's fingerprint tells them apart, and a model with one transformer refuses `low` in one line."""
+    path = write_lora(tmp_path / "a14b.safetensors", "tiny-wan22-a14b", seed=5)
+    load = lambda lora: load_models("tiny-wan22-a14b", dtype="fp32", device="cpu", lora=lora)  # noqa: E731
+
+    def weights(models, name):
+        return getattr(models.pipeline, name).state_dict()
+
+    def same(a, b, name):
+        return all(torch.equal(weights(a, name)[k], weights(b, name)[k]) for k in weights(b, name))
+
+    base, high = load(None), load(str(path))
+    low, both = load({"path": str(path), "expert": "low"}), load([str(path), {"path": str(path), "expert": "low"}])
+    assert not same(high, base, "transformer") and same(high, base, "transformer_2")
+    assert same(low, base, "transformer") and not same(low, base, "transformer_2")
+    assert same(both, high, "transformer") and same(both, low, "transformer_2")
+    assert high.loras != low.loras and low.loras[0]["expert"] == "low" and "expert" not in high.loras[0]
+    one = write_lora(tmp_path / "ti2v.safetensors", "tiny-wan22", seed=6)
+    with pytest.raises(VidinvError, match=r"expert low names the low-noise transformer_2") as err:
+        load_models("tiny-wan22", dtype="fp32", device="cpu", lora={"path": str(one), "expert": "low"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(VidinvError, match=r"model.lora.expert.*high or low"):
+        lora_specs({"path": str(path), "expert": "middle"})

@@ -245,6 +245,46 @@ def test_mask_words_on_the_joint_and_video_attention(model, method, inversion, t
     assert 0 < out.stats.extra["mask"]["mean_fraction"] < 1
 
 
+def test_word_maps_of_temporal_windows_add_up_to_the_clips_own():
+    """In temporal windows a latent frame's word maps arrive once per window covering it, weighted by
+    that window's ramp (as its velocities are); the ramps sum to one, so maps that do not depend on the
+    window (the same queries) add up to the unwindowed call's."""
+    from vidinv.attention.windows import Windows
+
+    frames, size, heads, width = 9, (4, 4), 2, 8
+    mask = EditMask(frames, size, "edit.mask_words", tokens=[1, 2])
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, frames * 16, heads, width, generator=g)
+    k = torch.randn(1, 6, heads, width, generator=g)
+    whole, windowed = WordMaps(mask, row=0), WordMaps(mask, row=0)
+    whole.video_maps(q, k, width**-0.5)
+    per_frame = q.unflatten(1, (frames, 16))
+    windows, seen = Windows(5, 3), []  # 3 windows of 5 latent frames, 3 shared: frames seen up to 3 times
+
+    def call(span):
+        part = per_frame[:, span].flatten(1, 2)
+        windowed.video_maps(part, k, width**-0.5)
+        seen.append(span)
+        return torch.zeros(1, part.shape[1] // 16)
+
+    windows.run(call, frames)
+    assert len(seen) == 3 and len({len(w) for w in windows.weights(frames)}) == 1
+    assert not torch.equal(windows.weights(frames)[0], torch.ones(5) / 3)  # ramps, not a plain mean
+    torch.testing.assert_close(windowed.total, whole.total, rtol=0, atol=1e-6)
+
+
+def test_mask_words_on_wan_in_temporal_windows_make_a_mask_per_latent_frame_counted_by_the_plan(tmp_path):
+    """The edit in windows of one latent frame: every window's cross-attention maps reach the mask."""
+    out = tmp_path / "run"
+    more = {"edit.mask_words": "[bike]", "edit.mask_words_threshold": 0.9, "runtime.window": 1}
+    more["runtime.window_overlap"] = 0
+    args = settings("tiny-wan", "flowedit", "freeinv", out, **more)
+    assert main(["--quiet", "edit", "configs/tiny/wan_edit.yaml", *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mask"] == "edit.mask_words" and 0 < metrics["edit"]["mask"]["mean_fraction"] < 1
+    assert metrics["frame_calls"] == plan_run(load_config(out / "config.yaml"), "edit").frame_calls
+
+
 def test_word_maps_are_seen_back_through_freeinvs_transform():
     """A map recorded in a call made in FreeInv's rot90 orientation is added in the latent's own."""
 

@@ -57,9 +57,10 @@ class ModelConfig:
     vae: str | None = None  # hub id / folder of a VAE replacing the pipeline's (e.g. an fp16-safe one)
     controlnet: Any = None  # ControlNet hub id / folder / single file, or a list of them
     t5: bool = True  # SD3: false loads it without its T5 text encoder (diffusers' memory-saving way)
-    # LoRA files applied to the model (docs/models.md#lora): a .safetensors path, or {path, scale, name}
-    # (scale: any finite number, 1.0 unless given; name: its adapter's, lora_0, lora_1, ... unless given),
-    # or a list of them, composed; diffusers or Kohya layout, for the model's family (denoiser, text encoders)
+    # LoRA files applied to the model (docs/models.md#lora): a .safetensors path, or {path, scale, name,
+    # expert} (scale: any finite number, 1.0 unless given; name: its adapter's, lora_0, lora_1, ... unless
+    # given; expert: Wan 2.2 A14B's transformer it loads into, high (the default) or low), or a list of them,
+    # composed; diffusers or Kohya layout, for the model's family (denoiser, text encoders)
     lora: Any = None
     # merge the scaled LoRAs into the weights once loaded (runs as fast as the base model); false keeps
     # peft's LoRA layers beside the weights (the same result to float rounding, ~1e-6 relative in fp32)
@@ -502,19 +503,21 @@ class LoraSpec:
     path: str  # the .safetensors file
     scale: float = 1.0  # its adapter's weight
     name: str = "lora_0"  # its adapter's name
+    expert: str = "high"  # Wan 2.2 A14B: the transformer it loads into (high: `transformer`, low: `transformer_2`)
 
 
-LORA_KEYS = ("path", "scale", "name")
+LORA_KEYS = ("path", "scale", "name", "expert")
+LORA_EXPERTS = ("high", "low")
 
 
 def lora_specs(value: Any, *, check_files: bool = False) -> list[LoraSpec]:
-    """`model.lora` as a list of `LoraSpec`s: null, a path, a {path, scale, name} mapping or a list of
-    them; one-line errors naming the entry (`check_files`: each file must exist and be .safetensors)."""
+    """`model.lora` as a list of `LoraSpec`s: null, a path, a {path, scale, name, expert} mapping or a
+    list of them; one-line errors naming the entry (`check_files`: each file must exist and be .safetensors)."""
     specs = []
     for i, item in enumerate(as_list(value)):
         key = "model.lora" if not isinstance(value, (list, tuple)) else f"model.lora[{i}]"
         entry = {"path": item} if isinstance(item, str) else item
-        require(isinstance(entry, dict), key, item, "a .safetensors path or {path, scale, name}")
+        require(isinstance(entry, dict), key, item, "a .safetensors path or {path, scale, name, expert}")
         unknown = sorted(set(entry) - set(LORA_KEYS))
         require(not unknown, key, item, f"only the keys {', '.join(LORA_KEYS)} (not {', '.join(map(str, unknown))})")
         path, scale, name = entry.get("path"), entry.get("scale", 1.0), entry.get("name") or f"lora_{i}"
@@ -522,11 +525,13 @@ def lora_specs(value: Any, *, check_files: bool = False) -> list[LoraSpec]:
         number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
         require(number and math.isfinite(scale), f"{key}.scale", scale, "a finite number")
         require(isinstance(name, str) and "." not in name, f"{key}.name", name, "an adapter name without dots")
+        expert = entry.get("expert", "high")
+        require(expert in LORA_EXPERTS, f"{key}.expert", expert, " or ".join(LORA_EXPERTS))
         if check_files:
             found = Path(path).expanduser()
             require(found.is_file(), f"{key}.path", path, "an existing .safetensors file (it does not exist)")
             require(found.suffix == ".safetensors", f"{key}.path", path, "a .safetensors file")
-        specs.append(LoraSpec(path, float(scale), name))
+        specs.append(LoraSpec(path, float(scale), name, expert))
     names = [spec.name for spec in specs]
     require(len(set(names)) == len(names), "model.lora", names, "a different name for each LoRA")
     return specs

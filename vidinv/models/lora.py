@@ -201,6 +201,19 @@ def _lora_layers(pipe, name: str) -> int:
     return count
 
 
+def _expert_options(pipe, spec: LoraSpec) -> dict:
+    """`load_lora_weights`' options for the entry's expert: Wan 2.2 A14B's low-noise `transformer_2`
+    (diffusers' `load_into_transformer_2`); a one-line error on a model with one transformer."""
+    if spec.expert == "high":
+        return {}
+    if getattr(pipe, "transformer_2", None) is None:
+        raise VidinvError(
+            f"model.lora: {spec.path}: expert {spec.expert} names the low-noise transformer_2 of a two-expert model"
+            " (Wan 2.2 A14B); this model has one transformer (leave expert out)"
+        )
+    return {"load_into_transformer_2": True}
+
+
 def apply_loras(models, specs: list[LoraSpec], *, fuse: bool = True) -> None:
     """Load `specs` into `models` (module docstring), in place; `models.loras` lists them (file hash,
     scale, fused) for the record's fingerprint."""
@@ -211,10 +224,10 @@ def apply_loras(models, specs: list[LoraSpec], *, fuse: bool = True) -> None:
     names = []
     for spec in specs:
         check_lora_family(spec.path, family, models.source)
-        name = spec.name
+        name, options = spec.name, _expert_options(pipe, spec)
         with _quiet_diffusers() as caught:
             try:
-                pipe.load_lora_weights(os.path.expanduser(spec.path), adapter_name=name)
+                pipe.load_lora_weights(os.path.expanduser(spec.path), adapter_name=name, **options)
             except (ValueError, RuntimeError, KeyError, OSError, TypeError, AttributeError) as err:
                 raise VidinvError(
                     f"model.lora: {spec.path}{_kind(spec.path)} does not fit {family.display} ({models.source}):"
@@ -237,5 +250,9 @@ def apply_loras(models, specs: list[LoraSpec], *, fuse: bool = True) -> None:
             components = [c for c in pipe._lora_loadable_modules if getattr(pipe, c, None) is not None]
             pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=names)
             pipe.unload_lora_weights()
-    models.loras = [{"sha256": file_sha256(s.path), "scale": float(s.scale), "fused": bool(fuse)} for s in specs]
+    models.loras = [
+        {"sha256": file_sha256(s.path), "scale": float(s.scale), "fused": bool(fuse)}
+        | ({"expert": s.expert} if s.expert != "high" else {})  # records of earlier LoRAs keep their fingerprint
+        for s in specs
+    ]
     log.info("model.lora: %s", ", ".join(f"{s.path} x {s.scale:g}" for s in specs))
