@@ -9,6 +9,16 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "bikes.mp4"
+SOURCE, TARGET = "a man riding a bike", "a robot riding a bike"
+# one small edit on the tiny model (3 frames of the sample at 64x64, 2 steps): the settings of the tests
+# that run it through two front ends and compare their bytes (test_comfy, test_pipeline)
+TINY_EDIT = {
+    "model": {"pretrained": "tiny", "device": "cpu"},
+    "video": {"path": str(SAMPLE), "num_frames": 3, "height": 64, "width": 64},
+    "inversion": {"source_prompt": SOURCE, "steps": 2},
+    "edit": {"target_prompt": TARGET},
+}
 
 # The tiny model's ops are too small to gain from intra-op threads, and on a busy 2-core machine
 # OpenMP threads contending for cores slow it down many times over: run the suite single-threaded.

@@ -24,21 +24,14 @@ import yaml
 
 import vidinv
 import vidinv.comfy
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT
 from vidinv.cli import main
 from vidinv.errors import VidinvError
 from vidinv.io import frames_to_uint8, read_video
 from vidinv.io.writing import write_video
 
 PACK = REPO / "comfyui" / "vidinv_nodes"
-SAMPLE = REPO / "samples" / "bikes.mp4"
-SOURCE, TARGET = "a man riding a bike", "a robot riding a bike"
-SETTINGS = {
-    "model": {"pretrained": "tiny", "device": "cpu"},
-    "video": {"path": str(SAMPLE), "num_frames": 3, "height": 64, "width": 64},
-    "inversion": {"source_prompt": SOURCE, "steps": 2},
-    "edit": {"target_prompt": TARGET},
-}
+SETTINGS = TINY_EDIT
 # ComfyUI's own types; the pack's own are the VIDINV_* handles
 COMFY_TYPES = {"IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING", "STRING", "INT", "FLOAT", "BOOLEAN"}
 WIDGETS = {"STRING", "INT", "FLOAT", "BOOLEAN"}

@@ -33,75 +33,35 @@ def latents(frames: int, seed: int = 0) -> torch.Tensor:
 
 
 def reference_flow_inversion(models, x0: torch.Tensor, prompt: str, guidance: float, steps: int) -> torch.Tensor:
-    """The Euler reversal z <- z + (sigma_k - sigma_{k+1}) v(z, 1000 sigma_{k+1}), written from the
-    pipelines' own calls on the bare transformer (diffusers' processors), for one image (Wan: one
-    latent video x0 (f c h w))."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    """The Euler reversal z <- z + (sigma_k - sigma_{k+1}) v(z, 1000 sigma_{k+1}) on each pipeline's grid,
+    its velocity from the pipelines' own calls on the bare transformer (`tests.flow_reference`), for
+    one image (Wan: one latent video x0 (f c h w))."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    from tests.flow_reference import bare_velocity
 
     if models.family.name == "ltx":  # LTXPipeline's calls: tests/test_ltx.py
         from tests.test_ltx import reference_ltx_inversion
 
         return reference_ltx_inversion(models, x0, prompt, guidance, steps)
-    pipe, transformer = models.pipeline, models.transformer
+    pipe = models.pipeline
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    _, c, h, w = x0.shape
-    if models.family.name == "flux":
+    _, _, h, w = x0.shape
+    if models.family.name == "flux":  # FluxPipeline's grid: sigmas linspace(1, 1/N, N) shifted by mu(image tokens)
         cfg = scheduler.config
         mu = calculate_shift(
             (h // 2) * (w // 2), cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift
         )
         scheduler.set_timesteps(sigmas=[1 - k / steps for k in range(steps)], mu=mu)
-        embeds, pooled, text_ids = pipe.encode_prompt(prompt, None, max_sequence_length=models.max_sequence_length)
-        image_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, x0.device, x0.dtype)
-        z = FluxPipeline._pack_latents(x0, 1, c, h, w)
-
-        def velocity(z, t):
-            return transformer(
-                hidden_states=z,
-                timestep=t.expand(1) / 1000,
-                guidance=torch.full((1,), guidance),
-                pooled_projections=pooled,
-                encoder_hidden_states=embeds,
-                txt_ids=text_ids,
-                img_ids=image_ids,
-            ).sample
-
-    elif models.family.name == "wan":  # WanPipeline's calls: cond and uncond passes over the (1 c f h w) video
-        scheduler.set_timesteps(steps)
-        embeds, negative = pipe.encode_prompt(prompt, "", max_sequence_length=models.max_sequence_length)
-        z = x0.permute(1, 0, 2, 3)[None]
-
-        def velocity(z, t):
-            cond = transformer(hidden_states=z, timestep=t.expand(1), encoder_hidden_states=embeds).sample
-            uncond = transformer(hidden_states=z, timestep=t.expand(1), encoder_hidden_states=negative).sample
-            return uncond + guidance * (cond - uncond)
-
     else:
         scheduler.set_timesteps(steps)
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt, None, None, do_classifier_free_guidance=True, max_sequence_length=models.max_sequence_length
-        )
-        z = x0
-
-        def velocity(z, t):
-            v = transformer(
-                hidden_states=torch.cat([z, z]),
-                timestep=t.expand(2),
-                encoder_hidden_states=torch.cat([negative, embeds]),
-                pooled_projections=torch.cat([negative_pooled, pooled]),
-            ).sample
-            return v[0:1] + guidance * (v[1:2] - v[0:1])
-
+    velocity, z, back = bare_velocity(models, x0, prompt, guidance)
     sigmas = scheduler.sigmas
     with torch.no_grad():
         for k in reversed(range(steps)):
             z = z + (sigmas[k] - sigmas[k + 1]) * velocity(z, 1000 * sigmas[k + 1])
-    if models.family.name == "flux":
-        z = FluxPipeline._unpack_latents(z, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor, pipe.vae_scale_factor)
-    if models.family.name == "wan":
-        z = z[0].permute(1, 0, 2, 3)
-    return z
+    return back(z)
 
 
 def test_flow_inversion_equals_an_independent_euler_reversal(flow_models):

@@ -25,9 +25,11 @@ from vidinv.models.tiny import TINY_BUILDERS
 from vidinv.models.tiny_configs import T5_TOKENS, TINY_HUNYUAN_TEMPLATE, TINY_PIPELINES
 from vidinv.models.tiny_flow import TINY_FLOW_BUILDERS, tiny_flow_pipeline
 
-# SD 1.x, SDXL, SD3, Flux, Wan 2.1, Wan 2.2 (TI2V-5B's layout), HunyuanVideo, LTX-Video
-TINIES = ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx"]
-VIDEO = ("tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx")  # their pipelines make frames
+# SD 1.x, SDXL, SD3, Flux, Wan 2.1, Wan 2.2 (TI2V-5B's layout), HunyuanVideo, LTX-Video, CogVideoX
+TINIES = [
+    "tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx", "tiny-cogvideox"
+]  # fmt: skip
+VIDEO = ("tiny-wan", "tiny-wan22", "tiny-hunyuan", "tiny-ltx", "tiny-cogvideox")  # their pipelines make frames
 # the same, tiny-sdxl in the slow lane (its tests load it 4-5 times: ~5 s on 2 busy cores)
 LANED = [pytest.param(t, marks=pytest.mark.slow) if t == "tiny-sdxl" else t for t in TINIES]
 FAMILY_OF = {tiny: f for f in FAMILIES.values() for tiny in f.tiny_names}
@@ -53,7 +55,7 @@ def write_lora(path: Path, tiny: str, seed: int, *, text: bool = False, rank: in
     family = FAMILY_OF[tiny]
     parts = (TINY_BUILDERS | TINY_FLOW_BUILDERS)[tiny]()
     cls = getattr(diffusers, family.pipeline)
-    denoiser = "transformer" if family.flow else "unet"
+    denoiser = "unet" if "unet" in parts else "transformer"  # CogVideoX: a transformer on a DDPM grid
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layers = {f"{denoiser}_lora_layers": _lora_state(parts[denoiser], DENOISER_TARGETS, rank)}
@@ -430,6 +432,7 @@ CONFIGS = {
     "tiny-flux": "configs/tiny/flux_edit.yaml",
     "tiny-wan": "configs/tiny/wan_edit.yaml",
     "tiny-wan22": "configs/tiny/wan22_edit.yaml",
+    "tiny-cogvideox": "configs/tiny/cogvideox_edit.yaml",
     "tiny-hunyuan": "configs/tiny/hunyuan_edit.yaml",
     "tiny-ltx": "configs/tiny/ltx_edit.yaml",
 }

@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 import vidinv
 import vidinv.pipeline
-from tests.conftest import REPO, moving_square
+from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT, moving_square
 from vidinv.cli import main
 from vidinv.diffusers_pipeline import VidinvVideoEditPipelineOutput
 from vidinv.errors import VidinvError
@@ -30,15 +30,8 @@ from vidinv.io.selection import FrameSelection
 from vidinv.io.video import frames_to_uint8
 from vidinv.io.writing import write_video
 
-SAMPLE = REPO / "samples" / "bikes.mp4"
-SOURCE, TARGET = "a man riding a bike", "a robot riding a bike"
 # the settings of both runs: `vidinv edit` reads them as its config file, the pipeline as arguments
-SETTINGS = {
-    "model": {"pretrained": "tiny", "device": "cpu"},
-    "video": {"path": str(SAMPLE), "num_frames": 3, "height": 64, "width": 64},
-    "inversion": {"source_prompt": SOURCE, "steps": 2},
-    "edit": {"target_prompt": TARGET},
-}
+SETTINGS = TINY_EDIT
 CALL = {"num_inference_steps": 2, "height": 64, "width": 64, "num_frames": 3}
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
+from tests.flow_reference import bare_velocity
 from vidinv import VideoEditor
 from vidinv import transforms as tf
 from vidinv.config import config_from_dict
@@ -57,63 +58,6 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 # --- the independent loops: the pipelines' own calls on the bare transformer, the papers' updates ---
 
 
-def bare_velocity(models, x0: torch.Tensor, guidance: float):
-    """(velocity(z, t), z0, back): the velocity at t in 0..1000 from the bare transformer as each
-    pipeline calls it (SD3: CFG over uncond/cond rows; Flux: packed tokens, embedded guidance; Wan:
-    cond and uncond passes over the (1 c f h w) video), x0 (f c h w) in that layout, and the way back."""
-    from diffusers import FluxPipeline
-
-    pipe, transformer, tokens = models.pipeline, models.transformer, models.max_sequence_length
-    f, c, h, w = x0.shape
-    if models.family.name == "flux":
-        embeds, pooled, text_ids = pipe.encode_prompt(PROMPT, None, max_sequence_length=tokens)
-        image_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, x0.device, x0.dtype)
-
-        def velocity(z, t):
-            return transformer(
-                hidden_states=z,
-                timestep=torch.as_tensor(t).expand(1) / 1000,
-                guidance=torch.full((1,), guidance),
-                pooled_projections=pooled,
-                encoder_hidden_states=embeds,
-                txt_ids=text_ids,
-                img_ids=image_ids,
-            ).sample
-
-        scale = pipe.vae_scale_factor
-        return (
-            velocity,
-            FluxPipeline._pack_latents(x0, 1, c, h, w),
-            lambda z: FluxPipeline._unpack_latents(z, h * scale, w * scale, scale),
-        )
-    if models.family.name == "wan":
-        embeds, negative = pipe.encode_prompt(PROMPT, "", max_sequence_length=tokens)
-
-        def velocity(z, t):
-            t = torch.as_tensor(t).expand(1)
-            cond = transformer(hidden_states=z, timestep=t, encoder_hidden_states=embeds).sample
-            if guidance == 1:
-                return cond
-            uncond = transformer(hidden_states=z, timestep=t, encoder_hidden_states=negative).sample
-            return uncond + guidance * (cond - uncond)
-
-        return velocity, x0.permute(1, 0, 2, 3)[None], lambda z: z[0].permute(1, 0, 2, 3)
-    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-        PROMPT, None, None, do_classifier_free_guidance=True, max_sequence_length=tokens
-    )
-
-    def velocity(z, t):
-        v = transformer(
-            hidden_states=torch.cat([z, z]),
-            timestep=torch.as_tensor(t).expand(2 * len(z)),
-            encoder_hidden_states=torch.cat([negative.expand(len(z), -1, -1), embeds.expand(len(z), -1, -1)]),
-            pooled_projections=torch.cat([negative_pooled.expand(len(z), -1), pooled.expand(len(z), -1)]),
-        ).sample
-        return v[: len(z)] + guidance * (v[len(z) :] - v[: len(z)])
-
-    return velocity, x0, lambda z: z
-
-
 def paper_solve(velocity, z, sigmas, levels, method: str):
     """The papers' steps from sigmas[levels[0]] through each level in turn (h = sigma_b - sigma_a):
     RF-Solver (arXiv 2411.04746) z + h v + h^2/2 (v_mid - v) / (h/2); FireFlow (arXiv 2412.07517)
@@ -141,7 +85,7 @@ def test_inversion_and_reconstruction_equal_loops_written_from_the_papers_equati
     record = invert(flow_models, x0, config)
     ours = reconstruct(flow_models, record, config)
 
-    velocity, z0, back = bare_velocity(flow_models, x0, guidance)
+    velocity, z0, back = bare_velocity(flow_models, x0, PROMPT, guidance)
     sigmas = flow_table(flow_models.scheduler, steps, tuple(x0.shape[-2:])).sigmas
     noise = paper_solve(velocity, z0, sigmas, list(range(steps, -1, -1)), method)
     regenerated = paper_solve(velocity, noise, sigmas, list(range(steps + 1)), method)
