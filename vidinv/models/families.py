@@ -94,10 +94,9 @@ class Family:
     # layouts diffusers reads (its own, Kohya's, the original checkpoints'); a file whose keys name
     # another family's layers only is refused before loading
     lora_keys: tuple[str, ...] = ()
-    # the diffusers pipeline class whose `load_lora_weights` applies model.lora; None: `pipeline`. The
-    # hook for families whose pipeline has no LoRA loader of its own, and the one HunyuanVideo / LTX-Video
-    # name (HunyuanVideoPipeline, LTXPipeline: diffusers' HunyuanVideoLoraLoaderMixin,
-    # LTXVideoLoraLoaderMixin read diffusers' and their trainers' layouts)
+    # the diffusers pipeline class whose `load_lora_weights` applies model.lora; None: `pipeline` (every
+    # family's pipeline has a loader of its own: HunyuanVideoPipeline's and LTXPipeline's read diffusers'
+    # and their trainers' layouts). The hook for a family whose pipeline has none
     lora_loader: str | None = None
     # further built-in tiny models of the family's other published layouts (Wan 2.2's two-expert A14B)
     tiny_variants: tuple[str, ...] = ()
@@ -252,7 +251,6 @@ LTX = Family(
     single_file_types=("ltx-video", "ltx-video-0.9.1", "ltx-video-0.9.5", "ltx-video-0.9.7"), flow=True,
     shift="dynamic", latents="mean_std", frames="causal", video=True, native_latent_frames=21, half="bf16",
     t5_tokens=128, flowedit=FlowEditDefaults(33 / 50, 1.5, 3.0), adapter=LTX_ADAPTER, lora_keys=LTX_LORA,
-    lora_loader="LTXPipeline",
 )  # fmt: skip
 
 # HunyuanVideo (not in the FlowEdit paper): SD3's n_max fraction, the source guidance of Flux (the other
@@ -264,7 +262,6 @@ HUNYUAN = Family(
     published="hunyuanvideo-community/HunyuanVideo", flow=True, shift="static", linspace_sigmas=True,
     frames="causal", video=True, native_latent_frames=33, half="bf16", t5_tokens=256, guidance_embedded=True,
     flowedit=FlowEditDefaults(33 / 50, 1.5, 6.0), adapter=HUNYUAN_ADAPTER, lora_keys=HUNYUAN_LORA,
-    lora_loader="HunyuanVideoPipeline",
 )  # fmt: skip
 # CogVideoX (1.0: 2B, 5B): a DDPM video DiT (v-prediction on CogVideoXDDIMScheduler's zero-terminal-SNR
 # grid), so the DDPM-grid inversions (ddim, freeinv, mbdi, ddpm_ef) run on it, called through its adapter
