@@ -156,15 +156,19 @@ def check_methods(config: Config, command: str, family: Family) -> None:
 def vae_activations(vae, chunk: int, channels: int, size: tuple[int, int], dtype: torch.dtype, frames: int = 1) -> int:
     """Peak bytes of one VAE chunk's encode or decode (Wan: one causal group of 4 frames, its caches;
     a whole-clip video VAE, LTX-Video's: the clip of `frames` frames in one call)."""
-    from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae, latent_frame_count
+    from vidinv.models.causal_vae import (
+        CausalDecoder,
+        CausalEncoder,
+        is_causal_video_vae,
+        latent_frame_count,
+        temporal_factor,
+    )
     from vidinv.models.clip_vae import ClipDecoder, ClipEncoder, is_clip_video_vae
     from vidinv.models.vae import spatial_factor
     from vidinv.planning.memory import peak_bytes
 
     latent_hw = tuple(n // spatial_factor(vae.config) for n in size)
     if is_clip_video_vae(vae):
-        from vidinv.models.causal_vae import temporal_factor
-
         pixels = torch.empty(frames, 3, *size)
         latents = torch.empty(latent_frame_count(frames, temporal_factor(vae.config)), channels, *latent_hw)
         encoder = ClipEncoder(vae)
