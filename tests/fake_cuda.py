@@ -105,6 +105,8 @@ ALLOWED_SYNCS = {
     "vidinv/models/vae.py:FrameDecoder.push": "decoded frames go to the host (the API returns float32 CPU frames):"
     " one copy per VAE chunk, after the loops",
     "vidinv/models/causal_vae.py:CausalDecoder.push": "the same for Wan's causal VAE",
+    "vidinv/models/clip_vae.py:ClipDecoder.push": "the same for the whole-clip video VAEs (LTX-Video, HunyuanVideo,"
+    " CogVideoX): one copy of the clip's frames, after the loops",
     "vidinv/inversion/record.py:tensor_digest": "the record's fingerprint hashes the input latents: once per"
     " inversion, before its loop",
     "vidinv/inversion/api.py:on_host": "the record keeps its tensors on the CPU: once per inversion, after its loop",

@@ -208,7 +208,11 @@ def test_the_clip_vae_equals_the_pipelines_whole_clip_encode_and_decode(cog):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("video.num_frames=8", "video.num_frames: 8 frames cannot be encoded.*nearest: 5 or 9"),
+        ("video.num_frames=8", "video.num_frames: 8 frames cannot be encoded.*nearest: 1 or 9"),
+        (
+            "video.num_frames=13",
+            "video.num_frames: 13 frames cannot be encoded.*1 \\+ a multiple of 8.*nearest: 9 or 17",
+        ),
         ("video.height=56", "video.height: 56 is not a multiple of 16.*use 48 or 64"),
         ("edit.method=flowedit", "edit.method: flowedit needs a flow-matching model; on CogVideoX.*use pnp"),
         ("edit.method=fatezero", "edit.method: fatezero runs on frame models; on CogVideoX.*use pnp"),
@@ -348,7 +352,7 @@ def test_info_names_the_ddpm_grid_and_the_edit_methods_that_run(capsys):
     report = capsys.readouterr().out
     assert "prediction type  v_prediction, CogVideoXDDIMScheduler" in report
     assert "grid             trailing DDIM, SNR shift 3.0, zero terminal SNR" in report
-    assert "frames           1 + a multiple of 4" in report and "edit methods     pnp\n" in report
+    assert "frames           1 + a multiple of 8" in report and "edit methods     pnp\n" in report
 
 
 @torch.no_grad()
@@ -382,8 +386,10 @@ def test_pnp_feature_injection_copies_the_source_rows_video_stream_of_a_block(co
 
 
 def test_cogvideox_15s_temporal_patch_takes_whole_patches_of_latent_frames(tmp_path):
-    """CogVideoX 1.5 patches 2 latent frames a token (`patch_size_t`): other counts are refused by the plan
-    (its pipeline pads the clip instead); whole patches invert and regenerate through the same calls."""
+    """CogVideoX 1.5 patches 2 latent frames a token (`patch_size_t`), while the VAE decodes an odd count
+    of latent frames only (its pairs after the first): no clip fits both without the padding its pipeline
+    adds, so the plan refuses it in one line; whole patches of latents invert and regenerate through the
+    same calls."""
     from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
     from vidinv.config import load_config
@@ -394,11 +400,8 @@ def test_cogvideox_15s_temporal_patch_takes_whole_patches_of_latent_frames(tmp_p
     parts["transformer"] = CogVideoXTransformer3DModel.from_config(config).eval()
     CogVideoXPipeline(**parts).save_pretrained(tmp_path / "cog15")
     overrides = [f"model.pretrained={tmp_path / 'cog15'}", "inversion.method=ddim"]
-    with pytest.raises(
-        VidinvError, match=r"9 frames are 3 latent frames.*temporal patch \(2 latent frames\); use 5 or 13"
-    ):
+    with pytest.raises(VidinvError, match=r"temporal patch \(2 latent frames\) takes an even count.*no clip fits both"):
         plan_run(load_config("configs/tiny/cogvideox_edit.yaml", overrides), "reconstruct")
-    assert plan_run(load_config("configs/tiny/cogvideox_edit.yaml", [*overrides, "video.num_frames=13"]), "reconstruct")
     models = load_models(str(tmp_path / "cog15"), dtype="fp32", device="cpu")
     x0 = torch.cat([clip_latents(9), clip_latents(10)[:1]])  # 4 latent frames
     record = api.invert(models, x0, settings(method="ddpm_ef", steps=3))
@@ -450,3 +453,17 @@ def test_a_mask_from_words_reads_the_joint_attentions_video_queries_on_the_words
     assert metrics["frame_calls"] == plan.frame_calls
     heads, head_dim = 2, 16  # the tiny transformer's; 3 latent frames of 4 x 4 tokens, 32 text tokens
     assert shapes and set(shapes) == {((1, 3 * 4 * 4, heads, head_dim), (1, T5_TOKENS, heads, head_dim))}
+
+
+def test_a_clip_of_an_even_count_of_latent_frames_is_refused_before_the_inversion(cog):
+    """CogVideoX's VAE decodes the latent frames after the first in pairs: 5 frames (2 latent frames)
+    would come back as 8. Through the API (no plan before it) the encoder refuses them in one line."""
+    from vidinv import VideoEditor
+
+    config = {"model": {"device": "cpu", "frame_attention": "none"}, "inversion": {"steps": 2, "method": "ddim"}}
+    editor = VideoEditor(config | {"edit": {"method": "pnp"}}, models=cog)
+    frames = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with pytest.raises(VidinvError, match=r"the clip: 5 frames cannot be encoded.*multiple of 8.*nearest: 1 or 9"):
+        editor.edit(frames, "a blue bus", source_prompt="a red car")
+    decoded = editor.models.vae.decode(torch.zeros(1, 16, 2, 4, 4)).sample  # what the refusal spares a user
+    assert decoded.shape[2] == 8

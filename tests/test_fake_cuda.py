@@ -249,6 +249,35 @@ def test_wan(cuda_guard, monkeypatch):
     assert models.vae.dtype == torch.float32  # Wan's VAE stays fp32 beside the fp16 / bf16 transformer
 
 
+# the video DiTs of issue 32 in their published half dtype (model.dtype=auto's), a clip their VAEs take
+# at a size their tokens take: (pretrained, dtype, frames, size, inversion, edit)
+VIDEO_DITS = [
+    ("tiny-wan22", "bf16", 5, 32, "freeinv", "flowedit"),  # per-token timesteps, the patchified 48-channel VAE
+    ("tiny-wan22-a14b", "bf16", 5, 32, "freeinv", "flowedit"),  # two experts
+    ("tiny-ltx", "bf16", 9, 32, "freeinv", "flowedit"),  # the text mask, the whole-clip VAE (32x, 8x)
+    ("tiny-hunyuan", "bf16", 5, 32, "freeinv", "flowedit"),  # LLaMA + CLIP text, guidance embedded
+    ("tiny-cogvideox", "fp16", 9, 32, "freeinv", "pnp"),  # a DDPM transformer: DDIM-grid FreeInv, PnP
+]
+
+
+@pytest.mark.parametrize("pretrained, dtype, frames, size, inversion, edit", VIDEO_DITS)
+def test_video_dits(cuda_guard, monkeypatch, pretrained, dtype, frames, size, inversion, edit):
+    """Inversion, reconstruction and the family's edit on the fake device in the half dtype: no tensor
+    on the wrong device or in the wrong dtype, no host sync inside a step."""
+    models = load_models(pretrained, dtype=dtype, device="cpu")
+    config = settings(pretrained, dtype, inversion, edit)
+    config["model"]["frame_attention"] = "none"
+    config["edit"]["flowedit"] = {"n_max": 2}
+    with on_fake_cuda(monkeypatch) as lane:
+        editor = fake_editor(models, config)
+        video = clip(frames, size)
+        record, _ = editor.invert(video, callback_on_step_end=lane.on_step)
+        assert tuple(editor.reconstruct(record, callback_on_step_end=lane.on_step).shape) == (frames, 3, size, size)
+        check_output(editor.edit(video, "a blue bus", callback_on_step_end=lane.on_step), frames, size)
+    assert lane.steps_checked() == (3 if edit == "flowedit" else 4)  # PnP's edit inverts the clip again first
+    assert models.transformer.dtype == DTYPES[dtype]
+
+
 # ---- fixes the lane found --------------------------------------------------------------------------
 
 

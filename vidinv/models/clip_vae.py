@@ -21,9 +21,20 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
+from vidinv.models.causal_vae import check_frame_count, temporal_factor
 from vidinv.models.offload import execution_device
 
 CLIP_VAE_CLASSES = ("AutoencoderKLLTXVideo", "AutoencoderKLHunyuanVideo", "AutoencoderKLCogVideoX")
+
+
+# latent frames after the first that a VAE decodes together: CogVideoX's pairs (an odd count of latent
+# frames decodes to 1 + 4 (k - 1) frames, an even one to 4 k), so its clips are 1 + 8k frames
+LATENT_FRAME_GROUPS = {"AutoencoderKLCogVideoX": 2}
+
+
+def latent_frame_group(vae_class: str) -> int:
+    """Latent frames after the first that a VAE of this class decodes together (1: any count)."""
+    return LATENT_FRAME_GROUPS.get(vae_class, 1)
 
 
 def is_clip_video_vae(vae) -> bool:
@@ -80,6 +91,8 @@ class ClipEncoder:
         if not self.pending:
             return None
         vae = self.vae
+        frames = sum(len(part) for part in self.pending)
+        check_frame_count(frames, temporal_factor(vae.config) * latent_frame_group(type(vae).__name__), "the clip")
         device, dtype = execution_device(vae), next(vae.parameters()).dtype
         clip = rearrange(torch.cat(self.pending), "t c h w -> 1 c t h w").to(device=device, dtype=dtype)
         self.pending = []
@@ -109,4 +122,4 @@ class ClipDecoder:
         return rearrange(frames, "1 c t h w -> t c h w")
 
 
-__all__ = ["ClipDecoder", "ClipEncoder", "denormalise", "is_clip_video_vae", "normalise"]
+__all__ = ["ClipDecoder", "ClipEncoder", "denormalise", "is_clip_video_vae", "latent_frame_group", "normalise"]

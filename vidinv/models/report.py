@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vidinv.errors import VidinvError
 from vidinv.models.causal_vae import temporal_factor
+from vidinv.models.clip_vae import latent_frame_group
 from vidinv.models.families import FAMILIES, Family
 from vidinv.models.family import detect_family, read_config
 from vidinv.models.flow import TINY_FLOW, flow_family_of
@@ -94,9 +95,8 @@ def flow_report(pretrained: str | None, family: Family) -> list[tuple[str, str]]
         return rows[:4]
     per_latent = temporal_factor(configs.get("vae", {}))
     if per_latent > 1:
-        rows.append(
-            ("frames", f"1 + a multiple of {per_latent} (causal video VAE: {per_latent} frames a latent frame)")
-        )
+        multiple = per_latent * latent_frame_group(family.vae)  # CogVideoX: latent frames decoded in pairs
+        rows.append(("frames", f"1 + a multiple of {multiple} (causal video VAE: {per_latent} frames a latent frame)"))
     if index.get("boundary_ratio") is not None and index.get("transformer_2", [None, None])[-1]:  # Wan 2.2 A14B
         boundary = index["boundary_ratio"] * scheduler.get("num_train_timesteps", 1000)
         rows.append(("experts", f"2: transformer at t >= {boundary:g}, transformer_2 below"))

@@ -126,14 +126,25 @@ def check_size(family: Family, transformer_config: dict, factor: int, height: in
             )
 
 
-def check_temporal_patch(transformer_config: dict, frames: int, latent_frames: int, per_latent: int) -> None:
+def check_temporal_patch(
+    transformer_config: dict, frames: int, latent_frames: int, per_latent: int, group: int = 1
+) -> None:
     """A one-line error when the latent frames are not whole temporal patches of the transformer
-    (`patch_size_t`: CogVideoX 1.5's 2, whose pipeline pads the clip instead), naming the nearest counts."""
+    (`patch_size_t`: CogVideoX 1.5's 2, whose pipeline pads the clip instead), naming the nearest counts
+    that are also whole VAE groups (`vidinv.models.clip_vae.latent_frame_group`), or saying that none is."""
     patch = transformer_config.get("patch_size_t") or 1
     if latent_frames % patch == 0:
         return
-    below = latent_frames // patch * patch
-    counts = [1 + (n - 1) * per_latent for n in (below, below + patch) if n > 0]
+    fits = [n for n in range(1, latent_frames + 2 * patch * group + 1) if n % patch == 0 and (n - 1) % group == 0]
+    if not fits:
+        raise VidinvError(
+            f"video.num_frames: the transformer's temporal patch ({patch} latent frames) takes an even count of"
+            f" latent frames and the VAE an odd one (it decodes them in groups of {group} after the first): no clip"
+            " fits both without the padding its pipeline adds, which vidinv does not do"
+        )
+    below = [n for n in fits if n < latent_frames][-1:]
+    above = [n for n in fits if n > latent_frames][:1]
+    counts = [1 + (n - 1) * per_latent for n in below + above]
     raise VidinvError(
         f"video.num_frames: {frames} frames are {latent_frames} latent frames, not a multiple of the transformer's"
         f" temporal patch ({patch} latent frames); use {' or '.join(map(str, counts))}"
@@ -195,6 +206,7 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     from vidinv.attention.windows import resolve_windows
     from vidinv.models import resolve_device, resolve_dtype
     from vidinv.models.causal_vae import check_frame_count, latent_frame_count, temporal_factor
+    from vidinv.models.clip_vae import latent_frame_group
     from vidinv.models.vae import latent_channels, set_vae_tiling, spatial_factor
     from vidinv.planning.memory import fake_mode, peak_bytes
 
@@ -205,11 +217,12 @@ def plan_flow(config: Config, command: str, family: Family) -> Plan:
     configs = flow_configs(config, family)
     vae_config = configs["vae"][1]
     factor, channels, per_latent = spatial_factor(vae_config), latent_channels(vae_config), temporal_factor(vae_config)
-    check_frame_count(frames, per_latent)
+    group = latent_frame_group(family.vae)  # CogVideoX: latent frames decoded in pairs after the first
+    check_frame_count(frames, per_latent * group)
     check_size(family, configs["transformer"][1], factor, height, width)
     check_methods(config, command, family)
     latent_frames = latent_frame_count(frames, per_latent)
-    check_temporal_patch(configs["transformer"][1], frames, latent_frames, per_latent)
+    check_temporal_patch(configs["transformer"][1], frames, latent_frames, per_latent, group)
     video = family.video
     windows = resolve_windows(family, rt, per_latent, note=False)  # a video model's (runtime.window)
     if windows is not None:
