@@ -9,13 +9,13 @@
   memory figures, not pictures. The tokenizer is the tiny byte-level one (no vocabulary files
   offline); its ids fall inside CLIP's 49408-token embedding, and the text encoder's cost is
   negligible per clip.
-- sd3: Stable Diffusion 3 medium as a vidinv `FlowModels` (a StableDiffusion3Pipeline): the MMDiT
+- sd3: Stable Diffusion 3 medium as a vidinv `PipelineModels` (a StableDiffusion3Pipeline): the MMDiT
   transformer (2028.3 M parameters, SD3_TRANSFORMER_CONFIG), CLIP ViT-L/14 and OpenCLIP ViT-bigG/14
   text towers with their projections (pooled 768 + 1280), SD3's 16-channel VAE (scaling 1.5305,
   shift 0.0609), FlowMatchEulerDiscreteScheduler(shift=3.0), and no T5 (text_encoder_3 =
   tokenizer_3 = None: diffusers' documented memory-saving way; its 256 text tokens are zeros, so the
   transformer still sees 77 + 256 of them, as with T5).
-- wan: Wan 2.1 T2V 1.3B as a `FlowModels` (a WanPipeline): WanTransformer3DModel (1419.0 M
+- wan: Wan 2.1 T2V 1.3B as a `PipelineModels` (a WanPipeline): WanTransformer3DModel (1419.0 M
   parameters in diffusers' count, 30 layers of width 1536), AutoencoderKLWan() with its default
   config (Wan 2.1's 3D causal VAE, 126.9 M, kept in fp32 as vidinv loads it),
   FlowMatchEulerDiscreteScheduler(shift=3.0) (vidinv steps Wan's UniPC flow grid with Euler). The
@@ -26,7 +26,7 @@
   4096) has the real shape, so every transformer frame-call costs what it costs with the real
   encoder. A stage's time includes encoding its prompt with this one layer (the real encoder:
   about 24x that, once per stage).
-- hunyuan: HunyuanVideo (hunyuanvideo-community/HunyuanVideo) as a `FlowModels` (a
+- hunyuan: HunyuanVideo (hunyuanvideo-community/HunyuanVideo) as a `PipelineModels` (a
   HunyuanVideoPipeline): HunyuanVideoTransformer3DModel of the published config (HUNYUAN_TRANSFORMER_CONFIG:
   20 dual-stream + 40 single-stream blocks, 24 heads x 128 = width 3072, 2 token-refiner blocks, MLP
   ratio 4, patch 1x2x2, 16-channel latents, LLaMA text width 4096, CLIP pooled 768, guidance
@@ -35,7 +35,7 @@
   Its text encoders are a 3-layer LlamaModel of Llava-LLaMA-3-8B's width (4096, 32 heads, 8 KV
   heads, FFN 14336; the pipeline reads its third-last hidden state) and SD 1.5's CLIP-L shape over the tiny vocabulary: the transformer sees text of
   the real shape (256 tokens of width 4096, pooled 768), the real encoders run once per stage.
-- ltx: LTX-Video 0.9 (2B, Lightricks/LTX-Video) as a `FlowModels` (an LTXPipeline):
+- ltx: LTX-Video 0.9 (2B, Lightricks/LTX-Video) as a `PipelineModels` (an LTXPipeline):
   LTXVideoTransformer3DModel of the published config (LTX_TRANSFORMER_CONFIG: 28 layers, 32 heads x 64
   = width 2048, cross-attention 2048, 128-channel latents, patch 1 x 1, T5 caption width 4096; 1.9 B
   parameters), AutoencoderKLLTXVideo() with its default config (LTX-Video 0.9.0's VAE: 4x4 patches and
@@ -43,7 +43,7 @@
   conditioning), FlowMatchEulerDiscreteScheduler with its published dynamic shift (mu from the latent
   clip's tokens: 1024 -> 0.95, 4096 -> 2.05; sigmas ending at 0.1). Its text encoder is a 1-layer
   T5EncoderModel of T5-XXL's shape (as wan's UMT5 layer): the transformer sees 128 tokens of width 4096.
-- cogvideox: CogVideoX-2b (THUDM/CogVideoX-2b) as a `FlowModels` (a CogVideoXPipeline; a DDPM model, not a
+- cogvideox: CogVideoX-2b (THUDM/CogVideoX-2b) as a `PipelineModels` (a CogVideoXPipeline; a DDPM model, not a
   flow one): CogVideoXTransformer3DModel of the published config (COGVIDEOX_TRANSFORMER_CONFIG: 30 layers,
   30 heads x 64 = width 1920, 16-channel latents, patch 2, time embedding 512, T5 width 4096, 226 text
   tokens, sinusoidal 3D positions; 1.69 B parameters), AutoencoderKLCogVideoX() with its default config
@@ -279,7 +279,7 @@ def build_text_encoder(arch: str, device, dtype: torch.dtype = torch.float32, *,
 
 def build_models(arch: str, device, dtype: torch.dtype = torch.float32):
     """A vidinv `Models` of this arch with random weights (tiny tokenizer, SD's DDIM scheduler);
-    sd3 / wan: a `FlowModels` (`build_flow_models`)."""
+    sd3 / wan: a `PipelineModels` (`build_flow_models`)."""
     from diffusers import DDIMScheduler
 
     from vidinv.models.family import family_of_components
@@ -304,14 +304,14 @@ def build_models(arch: str, device, dtype: torch.dtype = torch.float32):
 
 
 def build_flow_models(arch: str, device, dtype: torch.dtype = torch.float32):
-    """A vidinv `FlowModels` of `arch` (sd3 | wan | hunyuan) with random weights: its diffusers pipeline
+    """A vidinv `PipelineModels` of `arch` (sd3 | wan | hunyuan) with random weights: its diffusers pipeline
     built from the published shapes (module docstring), the tiny tokenizer(s), the pipeline's default
     text sequence (SD3 77 + 256 tokens, Wan 512, HunyuanVideo 256); Wan's VAE in fp32."""
     import diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from vidinv.models.families import FAMILIES
-    from vidinv.models.flow import FlowModels, component_dtype
+    from vidinv.models.flow import PipelineModels, component_dtype
     from vidinv.models.tiny import build_tiny_tokenizer
     from vidinv.models.tiny_configs import (
         COGVIDEOX_SCHEDULER_CONFIG,
@@ -356,7 +356,7 @@ def build_flow_models(arch: str, device, dtype: torch.dtype = torch.float32):
         parts["transformer_2"] = build_transformer(arch, device, dtype)
     pipeline_class = getattr(diffusers, family.pipeline)
     pipeline = pipeline_class(**parts, **PIPELINE_SETTINGS.get(arch, {}))
-    return FlowModels(pipeline, family, device, dtype, f"arch:{arch}", family.t5_tokens)
+    return PipelineModels(pipeline, family, device, dtype, f"arch:{arch}", family.t5_tokens)
 
 
 def _cogvideox_scheduler(**config):
@@ -402,7 +402,7 @@ def frame_flops(models, height: int, width: int, frames: int = 1) -> dict[str, i
     """FLOPs (torch.utils.flop_counter) of one UNet frame-call with the model's own text conditioning
     (SDXL: its added conditioning) and of one frame's VAE encode / decode (the VAE's own calls) at height x width. Works on
     meta-device models (`build_models(arch, "meta")`): shapes only, no memory, no compute. A flow
-    model (`FlowModels`): its prompt encoded once, then counted on meta-device copies of its
+    model (`PipelineModels`): its prompt encoded once, then counted on meta-device copies of its
     transformer and VAE (`flow_unit_flops`; Wan: per latent frame of a `frames`-frame clip)."""
     from vidinv.attention import run_unet
     from vidinv.models import encode_text

@@ -565,7 +565,7 @@ def module_to_fake_cuda(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def to_fake_cuda(models):
-    """Every module of a loaded model (vidinv `Models` or `FlowModels`, loaded on the CPU in the
+    """Every module of a loaded model (vidinv `Models` or `PipelineModels`, loaded on the CPU in the
     dtypes the loader chose) moved to the fake CUDA device; `models.device` is CUDA. Call it inside
     `fake_cuda` (the fake tensors belong to its mode)."""
     if hasattr(models, "pipeline"):

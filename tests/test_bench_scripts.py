@@ -169,7 +169,7 @@ def test_published_architectures_have_their_published_sizes(load_script):
 
 
 def test_flow_archs_are_flow_models_of_the_published_shapes(load_script):
-    """--arch sd3 / wan: the vidinv FlowModels of SD3 medium without T5 and Wan 2.1 T2V 1.3B."""
+    """--arch sd3 / wan: the vidinv PipelineModels of SD3 medium without T5 and Wan 2.1 T2V 1.3B."""
     archs = load_script("archs")
     with torch.device("meta"):
         sd3, wan = archs.build_models("sd3", "meta"), archs.build_models("wan", "meta")

@@ -20,7 +20,7 @@ from vidinv.errors import VidinvError
 from vidinv.inversion import api
 from vidinv.inversion.api import ReconstructionStats
 from vidinv.models import load_models
-from vidinv.models.flow import FlowModels, flow_family_of
+from vidinv.models.flow import PipelineModels, flow_family_of
 from vidinv.models.tiny_configs import T5_TOKENS
 from vidinv.models.tiny_flow import build_tiny_cogvideox_components, tiny_flow_pipeline
 
@@ -59,7 +59,7 @@ def own_config(module) -> dict:
     return {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
 
 
-def sinusoidal(models) -> FlowModels:
+def sinusoidal(models) -> PipelineModels:
     """tiny-cogvideox with CogVideoX-2b's sinusoidal positions (no rotary embeddings) in place of 5b's rotary ones."""
     from diffusers import CogVideoXPipeline, CogVideoXTransformer3DModel
 
@@ -67,7 +67,7 @@ def sinusoidal(models) -> FlowModels:
     config = own_config(parts["transformer"]) | {"use_rotary_positional_embeddings": False}
     torch.manual_seed(1)
     parts["transformer"] = CogVideoXTransformer3DModel.from_config(config).eval().requires_grad_(False)
-    return FlowModels(CogVideoXPipeline(**parts), "cogvideox", models.device, models.dtype, "sinusoidal", T5_TOKENS)
+    return PipelineModels(CogVideoXPipeline(**parts), "cogvideox", models.device, models.dtype, "sinusoidal", T5_TOKENS)
 
 
 def pipeline_prediction(pipe, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:

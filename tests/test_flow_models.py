@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidinv.models import decode_latents, encode_frames, load_models
-from vidinv.models.flow import FlowModels, flow_condition, flow_family_of
+from vidinv.models.flow import PipelineModels, flow_condition, flow_family_of
 from vidinv.models.tiny_flow import tiny_flow_pipeline
 
 FAMILIES = {"tiny-sd3": "sd3", "tiny-flux": "flux"}
@@ -33,7 +33,7 @@ def test_a_saved_flow_folder_loads_back_with_the_same_weights_and_conditions(sav
     name, folder = saved
     built = load_models(name, dtype="fp32", device="cpu")
     loaded = load_models(str(folder), dtype="fp32", device="cpu")
-    assert isinstance(loaded, FlowModels) and loaded.family.name == FAMILIES[name]
+    assert isinstance(loaded, PipelineModels) and loaded.family.name == FAMILIES[name]
     assert loaded.prediction_type == "flow" and loaded.denoiser is loaded.transformer
     assert not any(p.requires_grad for p in loaded.transformer.parameters())
     for a, b in zip(built.transformer.state_dict().values(), loaded.transformer.state_dict().values()):

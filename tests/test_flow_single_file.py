@@ -24,7 +24,7 @@ from vidinv import VideoEditor
 from vidinv.cli import main
 from vidinv.errors import VidinvError
 from vidinv.models import load_models
-from vidinv.models.flow import FlowModels, flow_family_of
+from vidinv.models.flow import PipelineModels, flow_family_of
 from vidinv.models.tiny_flow import tiny_flow_pipeline
 
 FAMILIES = {"tiny-sd3": "sd3", "tiny-flux": "flux"}
@@ -154,7 +154,7 @@ def inversion_config(pretrained: str, single_file_config: str | None = None) -> 
 def test_a_single_file_loads_into_the_tiny_weights_and_inverts_as_the_folder(written, flux_width, offline):
     name, pipeline, file, folder = written
     loaded = load_models(file, dtype="fp32", device="cpu", single_file_config=folder)
-    assert isinstance(loaded, FlowModels) and loaded.family.name == FAMILIES[name] and loaded.source == file
+    assert isinstance(loaded, PipelineModels) and loaded.family.name == FAMILIES[name] and loaded.source == file
     assert_same_weights(pipeline.transformer, loaded.transformer)
     assert_same_weights(pipeline.vae, loaded.vae)  # SD3: from the file; Flux: from the folder
     assert not any(p.requires_grad for p in loaded.transformer.parameters())

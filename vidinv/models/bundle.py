@@ -1,10 +1,10 @@
 """The loaded model as generic code sees it, whichever family: a `ModelBundle`.
 
-    models = load_models("tiny-sd3")            # a FlowModels; load_models("tiny") gives a Models
+    models = load_models("tiny-sd3")            # a PipelineModels; load_models("tiny") gives a Models
     isinstance(models, ModelBundle)             # True for both
     models.denoiser, models.family.guidance_embedded
 
-`vidinv.models.Models` (UNet families: `denoiser` is its `unet`) and `vidinv.models.flow.FlowModels`
+`vidinv.models.Models` (UNet families: `denoiser` is its `unet`) and `vidinv.models.flow.PipelineModels`
 (flow transformers: `denoiser` is its `transformer`) both are one. `family` is the family's record
 (`vidinv.models.families.Family`; a UNet model's is a `ModelFamily`, the record with the checkpoint's
 prediction type and size). Code that runs on UNets only may read `Models.unet`; generic code reads

@@ -10,7 +10,7 @@ frame-count rule, the joint-attention layout, PnP's / FateZero's default layers,
 families the adapter that calls the transformer and encodes prompts (`vidinv.models.flow_adapters`).
 The numbers a checkpoint holds (latent channels, scaling and shift factors, patch size, the
 scheduler's shift, the temporal factor of a causal VAE) are read from its configs by the rule the
-record names. A loaded model's family is its record (`FlowModels.family`) or the record with the
+record names. A loaded model's family is its record (`PipelineModels.family`) or the record with the
 checkpoint's prediction type and size (`vidinv.models.family.ModelFamily`, `Models.family`).
 
 Adding a family: its record here, its tiny model (`vidinv.models.tiny_configs` and its builder in

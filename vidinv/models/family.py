@@ -71,7 +71,7 @@ SD1_DEFAULT = ModelFamily.of("sd1", "epsilon", 512)
 
 def family_or_default(models) -> Family:
     """The family of `models` for its edit-layer defaults (`Family.attention_layers`, ...): its
-    record (`Models.family`, `FlowModels.family`), SD 1.x's for models built without one."""
+    record (`Models.family`, `PipelineModels.family`), SD 1.x's for models built without one."""
     family = getattr(models, "family", None)
     return family if isinstance(family, Family) else SD1_DEFAULT
 

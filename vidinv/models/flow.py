@@ -2,7 +2,7 @@
 conditions and one transformer call.
 
     family = flow_family_of("stabilityai/stable-diffusion-3-medium-diffusers")   # "sd3" | "flux" | None
-    models = load_models(source, dtype="fp32", device="cpu")                   # a FlowModels (vidinv.models)
+    models = load_models(source, dtype="fp32", device="cpu")                   # a PipelineModels (vidinv.models)
     cond = flow_condition(models, ["", "a cat"], guidance=4.0)                  # the prompt rows
     v = models.call(models.transformer, x, t, cond)                            # x ((b f) c h w) -> velocity
                                                     # Wan (models.video): x (b f c h w), the whole clip
@@ -10,7 +10,7 @@ conditions and one transformer call.
 A model is held as its diffusers pipeline (`StableDiffusion3Pipeline`, `FluxPipeline`): its
 `encode_prompt` makes the text conditions exactly as diffusers does, its components are the
 model's. SD3 loads without T5 when the source has none (`text_encoder_3=None`, diffusers'
-documented memory-saving way; the T5 rows are then zeros). `FlowModels` is a `vidinv.models.ModelBundle`
+documented memory-saving way; the T5 rows are then zeros). `PipelineModels` is a `vidinv.models.ModelBundle`
 as `vidinv.models.Models` is (`denoiser` is the transformer, `vae`, `scheduler`, `family` its record
 of `vidinv.models.families`, whose adapter calls the transformer and encodes the prompts).
 Detection reads the source's `model_index.json` only (no weights); `tiny-sd3` / `tiny-flux` /
@@ -158,8 +158,10 @@ def flow_family_of_file(path: str, config: str | None) -> str | None:
 
 
 @dataclass
-class FlowModels:
-    """A flow pipeline's components on one device and dtype (module docstring)."""
+class PipelineModels:
+    """A diffusers pipeline's components on one device and dtype, for the families held as their
+    pipeline and called through their adapter (`Family.adapter`): the flow transformers (SD3, Flux,
+    Wan, LTX-Video, HunyuanVideo) and CogVideoX, a DDPM one (module docstring)."""
 
     pipeline: object
     family: Family  # its record (vidinv.models.families); a name is read as its record
@@ -238,6 +240,9 @@ class FlowModels:
 
     def save_pretrained(self, folder: str | Path) -> None:
         self.pipeline.save_pretrained(folder)
+
+
+FlowModels = PipelineModels  # its earlier name, kept for code that imports it
 
 
 def _pipeline_class(family: Family):
@@ -364,7 +369,7 @@ def load_flow_models(
     prepare,
     t5: bool = True,
     single_file_config: str | None = None,
-) -> FlowModels:
+) -> PipelineModels:
     """The flow pipeline's modules cast, placed and frozen by `prepare(module, dtype)` (on `device`,
     the execution device, unless the caller offloads them from the CPU)."""
     family = family_record(family)
@@ -380,7 +385,7 @@ def load_flow_models(
         tokens = T5_TOKENS
     else:
         tokens = family.t5_tokens
-    return FlowModels(pipeline, family, device, dtype, pretrained, tokens)
+    return PipelineModels(pipeline, family, device, dtype, pretrained, tokens)
 
 
 def token_timesteps(transformer, x: torch.Tensor, t) -> torch.Tensor:
@@ -407,7 +412,7 @@ def euler_flow_scheduler(scheduler):
 
 
 @torch.no_grad()
-def flow_condition(models: FlowModels, prompts: list[str], guidance: float | None = None) -> FlowCondition:
+def flow_condition(models: PipelineModels, prompts: list[str], guidance: float | None = None) -> FlowCondition:
     """The text conditions of `prompts` (one row each) from the pipeline's own `encode_prompt`;
     `guidance` is Flux's embedded guidance (`Family.guidance_embedded`; unused by the others)."""
     cond = models.family.adapter.encode(

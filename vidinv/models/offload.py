@@ -42,7 +42,7 @@ def execution_device(module: torch.nn.Module) -> torch.device:
 
 
 def offload_groups(models) -> dict[str, list[torch.nn.Module]]:
-    """Every module component of `models` (SD's `Models` or a flow pipeline's `FlowModels`) by the
+    """Every module component of `models` (SD's `Models` or a flow pipeline's `PipelineModels`) by the
     group that moves to the device together under model offload: each text encoder alone, the
     denoiser with its ControlNets, the VAE."""
     pipeline = getattr(models, "pipeline", None)
