@@ -3,8 +3,9 @@
 Unlike Wan's causal VAE (`vidinv.models.causal_vae`), whose feature cache can be carried from group
 to group, these VAEs expose no streaming state: diffusers encodes and decodes a clip in one call,
 bounding its memory by its own spatial and temporal tiling (`enable_tiling`: tiles blended where
-they overlap, `runtime.vae_tile` sets the tile). vidinv makes that same call, so its latents and
-frames are diffusers' whole-clip ones by construction; the pushed frames are held until `finish`.
+they overlap; `runtime.vae_tiling` and `runtime.vae_tile_size` set them). vidinv makes that same call,
+so its latents and frames are diffusers' whole-clip ones by construction; the pushed frames are held
+until `finish`.
 
     encoder = ClipEncoder(vae)
     for chunk in chunks:
