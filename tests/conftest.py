@@ -20,6 +20,21 @@ TINY_EDIT = {
     "edit": {"target_prompt": TARGET},
 }
 
+
+def cli_tiny_edit(root: Path) -> tuple[Path, str]:
+    """`vidinv edit` of TINY_EDIT written as root/edit.yaml, into root/out: (the config file, edited.mp4's md5)."""
+    import hashlib
+
+    import yaml
+
+    from vidinv.cli import main
+
+    config = root / "edit.yaml"
+    config.write_text(yaml.safe_dump(TINY_EDIT), encoding="utf-8")
+    assert main(["--quiet", "edit", str(config), f"runtime.output_dir={root / 'out'}"]) == 0
+    return config, hashlib.md5((root / "out" / "edited.mp4").read_bytes()).hexdigest()
+
+
 # The tiny model's ops are too small to gain from intra-op threads, and on a busy 2-core machine
 # OpenMP threads contending for cores slow it down many times over: run the suite single-threaded.
 torch.set_num_threads(1)

@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import vidinv
 import vidinv.comfy
-from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT
-from vidinv.cli import main
+from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT, cli_tiny_edit
 from vidinv.errors import VidinvError
 from vidinv.io import frames_to_uint8, read_video
 from vidinv.io.writing import write_video
@@ -71,11 +69,7 @@ def nodes() -> dict:
 @pytest.fixture(scope="module")
 def cli_md5(tmp_path_factory) -> str:
     """edited.mp4's md5 from `vidinv edit` with SETTINGS."""
-    root = tmp_path_factory.mktemp("cli")
-    config = root / "edit.yaml"
-    config.write_text(yaml.safe_dump(SETTINGS), encoding="utf-8")
-    assert main(["--quiet", "edit", str(config), f"runtime.output_dir={root / 'out'}"]) == 0
-    return hashlib.md5((root / "out" / "edited.mp4").read_bytes()).hexdigest()
+    return cli_tiny_edit(tmp_path_factory.mktemp("cli"))[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 import vidinv
 import vidinv.pipeline
-from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT, moving_square
-from vidinv.cli import main
+from tests.conftest import REPO, SAMPLE, SOURCE, TARGET, TINY_EDIT, cli_tiny_edit, moving_square
 from vidinv.diffusers_pipeline import VidinvVideoEditPipelineOutput
 from vidinv.errors import VidinvError
 from vidinv.io import read_video
@@ -67,11 +65,8 @@ def model_folder(tiny_models, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory) -> dict:
     """`vidinv edit` with SETTINGS: its config file, edited.mp4's md5 and the clip's fps."""
-    root = tmp_path_factory.mktemp("cli")
-    config = root / "edit.yaml"
-    config.write_text(yaml.safe_dump(SETTINGS), encoding="utf-8")
-    assert main(["--quiet", "edit", str(config), f"runtime.output_dir={root / 'out'}"]) == 0
-    return {"config": config, "md5": md5(root / "out" / "edited.mp4"), "fps": read_video(SAMPLE, num_frames=1).fps}
+    config, edited_md5 = cli_tiny_edit(tmp_path_factory.mktemp("cli"))
+    return {"config": config, "md5": edited_md5, "fps": read_video(SAMPLE, num_frames=1).fps}
 
 
 @pytest.fixture(scope="module")

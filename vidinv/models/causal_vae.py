@@ -25,7 +25,7 @@ import torch
 from einops import rearrange
 
 from vidinv.errors import VidinvError
-from vidinv.models.offload import execution_device
+from vidinv.models.offload import placement
 
 
 def is_causal_video_vae(vae) -> bool:
@@ -186,7 +186,7 @@ class CausalEncoder:
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         """The latents of every causal group the frames so far complete (possibly none)."""
         vae = self.vae
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         self.pending.extend(frames.unbind(0))
         self.frames += len(frames)
         outs = []
@@ -220,7 +220,7 @@ class CausalDecoder:
     @torch.no_grad()
     def push(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         latents_mean, latents_std = _statistics(vae, device)
         outs = []
         for z in latents:

@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 
 from vidinv.models.causal_vae import check_frame_count, temporal_factor
-from vidinv.models.offload import execution_device
+from vidinv.models.offload import placement
 
 CLIP_VAE_CLASSES = ("AutoencoderKLLTXVideo", "AutoencoderKLHunyuanVideo", "AutoencoderKLCogVideoX")
 
@@ -94,7 +94,7 @@ class ClipEncoder:
         vae = self.vae
         frames = sum(len(part) for part in self.pending)
         check_frame_count(frames, temporal_factor(vae.config) * latent_frame_group(type(vae).__name__), "the clip")
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         clip = rearrange(torch.cat(self.pending), "t c h w -> 1 c t h w").to(device=device, dtype=dtype)
         self.pending = []
         mean_z = vae.encode(clip.contiguous()).latent_dist.mean.float()
@@ -113,7 +113,7 @@ class ClipDecoder:
     @torch.no_grad()
     def push(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         z = denormalise(vae, latents.to(device=device, dtype=torch.float32))
         z = rearrange(z, "t c h w -> 1 c t h w").to(dtype)
         extra = {}

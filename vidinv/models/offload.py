@@ -41,6 +41,11 @@ def execution_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """(execution device, dtype of its weights): where and in what a module's inputs go."""
+    return execution_device(module), next(module.parameters()).dtype
+
+
 def offload_groups(models) -> dict[str, list[torch.nn.Module]]:
     """Every module component of `models` (SD's `Models` or a flow pipeline's `PipelineModels`) by the
     group that moves to the device together under model offload: each text encoder alone, the

@@ -20,7 +20,7 @@ from vidinv.chunks import frame_slices
 from vidinv.errors import VidinvError
 from vidinv.models.causal_vae import CausalDecoder, CausalEncoder, is_causal_video_vae
 from vidinv.models.clip_vae import ClipDecoder, ClipEncoder, is_clip_video_vae
-from vidinv.models.offload import execution_device
+from vidinv.models.offload import execution_device, placement
 
 log = logging.getLogger("vidinv")
 TILE_OVERLAP = 0.25  # fraction of a tile shared with its neighbour and blended (diffusers' default)
@@ -127,7 +127,7 @@ class FrameEncoder:
     @torch.no_grad()
     def push(self, frames: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         call = lambda dt: vae.encode(frames.to(device=device, dtype=dt).contiguous()).latent_dist.mean  # noqa: E731
         mean = overflow_safe(vae, call, dtype)
         shift = latent_shift(vae)
@@ -148,7 +148,7 @@ class FrameDecoder:
     @torch.no_grad()
     def push(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        device, dtype = execution_device(vae), next(vae.parameters()).dtype
+        device, dtype = placement(vae)
         call = lambda dt: vae.decode(decoder_input(vae, latents, device, dt)).sample  # noqa: E731
         return overflow_safe(vae, call, dtype).clamp(-1, 1).float().cpu()
 
